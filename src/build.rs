@@ -1,0 +1,1 @@
+//! The build pipeline: spec -> plan -> rootfs + seccomp -> bundle (stub).

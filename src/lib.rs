@@ -1,0 +1,16 @@
+//! prebake: resolve a language runtime and everything it loads at build time, write it as a
+//! reproducible rootfs + seccomp profile + OCI image, and run untrusted scripts in it.
+//!
+//! The stages, each a module that takes the previous stage's value:
+//! `spec` (what the user asked for) -> `plan` (every path that goes in, and why) ->
+//! `rootfs` (deterministic tarball) + `seccomp` (policy artifacts) -> `bundle` -> `oci`.
+//! At run time: `runtime` unpacks the bundle once and runs each script in a sandbox.
+
+pub mod build;
+pub mod bundle;
+pub mod oci;
+pub mod plan;
+pub mod rootfs;
+pub mod runtime;
+pub mod seccomp;
+pub mod spec;

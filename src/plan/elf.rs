@@ -1,0 +1,1 @@
+//! ELF parsing for the resolver (owned by the ELF work; stub).

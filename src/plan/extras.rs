@@ -1,0 +1,1 @@
+//! What DT_NEEDED never shows but real code needs (stub).

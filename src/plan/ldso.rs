@@ -1,0 +1,1 @@
+//! glibc's library search rules and ld.so.cache (owned by the ELF work; stub).

@@ -1,0 +1,1 @@
+//! Python interpreter discovery and dist-info RECORD selection (stub).

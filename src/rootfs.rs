@@ -1,0 +1,1 @@
+//! Deterministic tar writer (stub).

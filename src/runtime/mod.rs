@@ -1,0 +1,3 @@
+//! The in-container runtime (stub).
+
+pub mod unpack;

@@ -1,0 +1,1 @@
+//! Safe, once-only rootfs unpacking (stub).
