@@ -22,9 +22,13 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
     Dir,
-    File { source: Source },
+    File {
+        source: Source,
+    },
     /// Target kept verbatim (relative or absolute), as the host had it.
-    Symlink { target: PathBuf },
+    Symlink {
+        target: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,13 +126,16 @@ impl Plan {
         if let Some(existing) = self.entries.get(&path) {
             let same = matches!(
                 (&existing.kind, &entry.kind),
-                (EntryKind::Dir, EntryKind::Dir)
-                    | (EntryKind::File { .. }, EntryKind::File { .. })
+                (EntryKind::Dir, EntryKind::Dir) | (EntryKind::File { .. }, EntryKind::File { .. })
             ) || existing.kind == entry.kind;
             if same {
                 // Generated content wins over host content at the same path: extras replace.
-                if let (EntryKind::File { .. }, EntryKind::File { source: Source::Inline(_) }) =
-                    (&existing.kind, &entry.kind)
+                if let (
+                    EntryKind::File { .. },
+                    EntryKind::File {
+                        source: Source::Inline(_),
+                    },
+                ) = (&existing.kind, &entry.kind)
                 {
                     self.entries.insert(path, entry);
                 }

@@ -1,1 +1,4 @@
-//! Seccomp policies (stub).
+//! Seccomp policies: one source of truth per language (data under `templates/seccomp/`),
+//! compiled at build time to OCI JSON and BPF; the runtime only loads bytes.
+
+pub mod install;
