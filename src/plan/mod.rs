@@ -221,6 +221,38 @@ impl Plan {
         )
     }
 
+    /// Add one entry met while walking a directory whose real path is already planned:
+    /// files by content, directories empty, symlinks as symlinks (not followed), other file
+    /// types skipped silently (sockets and fifos have no place in a rootfs).
+    pub fn add_walked(&mut self, host: &Path, provenance: &str) -> Result<(), PlanError> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::symlink_metadata(host).map_err(io_err(host))?;
+        let ft = meta.file_type();
+        let kind = if ft.is_symlink() {
+            EntryKind::Symlink {
+                target: std::fs::read_link(host).map_err(io_err(host))?,
+            }
+        } else if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_file() {
+            EntryKind::File {
+                source: Source::Host(host.to_path_buf()),
+            }
+        } else {
+            return Ok(());
+        };
+        let path = to_root_path(host)?;
+        self.add_parents(&path, provenance)?;
+        self.insert(
+            path,
+            Entry {
+                kind,
+                mode: meta.permissions().mode() & 0o7777,
+                provenance: provenance.to_owned(),
+            },
+        )
+    }
+
     /// Add the host path `host` at the same absolute path in the rootfs, recreating every
     /// symlink on the way: directory symlinks among its ancestors (`/lib -> usr/lib`) and each
     /// link of a symlink chain at the end (`libz.so.1 -> libz.so.1.3`). Directories are added
