@@ -153,18 +153,32 @@ pub(crate) fn valid_name(name: &str) -> bool {
     if name.is_empty() || name.len() > 128 {
         return false;
     }
-    let bytes = name.as_bytes();
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    if !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
-        return false;
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    // Split into alternating runs of alphanumerics and separators; every separator run must
+    // be one of the allowed forms and sit between two alphanumeric runs.
+    let mut prev_alnum = false;
+    let mut run = String::new();
+    for c in name.chars() {
+        if alnum(c) {
+            if !run.is_empty() {
+                if !prev_alnum
+                    || !(run == "." || run == "_" || run == "__" || run.chars().all(|r| r == '-'))
+                {
+                    return false;
+                }
+                run.clear();
+            }
+            prev_alnum = true;
+        } else if matches!(c, '.' | '_' | '-') {
+            if run.is_empty() && !prev_alnum {
+                return false;
+            }
+            run.push(c);
+        } else {
+            return false;
+        }
     }
-    bytes
-        .iter()
-        .all(|&b| alnum(b) || b == b'.' || b == b'_' || b == b'-')
-        && !name.contains("..")
-        && !name.contains("___")
-        && !name.contains("._")
-        && !name.contains("_.")
+    run.is_empty()
 }
 
 fn parse_languages(
@@ -500,4 +514,21 @@ fn parse_extras(doc: &Doc<'_>, v: &Value, p: &KeyPath) -> Result<Extras, SpecErr
         *slot = doc.boolean(kv, &kp, *slot)?;
     }
     Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn oci_name_components() {
+        for ok in ["python3", "python3-numpy", "a.b", "a__b", "a--b", "x1_2"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in [
+            "", "A", "-a", "a-", "a..b", "a___b", "a-_b", "a._b", "a b", "a/b",
+        ] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
 }
