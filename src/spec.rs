@@ -3,7 +3,15 @@
 //! dify-sandbox `config.yaml` (`--dify-config`), so users migrate with the file they have.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+mod dify;
+mod image;
+mod yaml;
+
+pub use dify::DIFY_IMAGE_NAME;
 
 /// A language the sandbox serves, by dify's name for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -138,4 +146,81 @@ pub enum SpecError {
         key: String,
         message: String,
     },
+}
+
+impl ImageSpec {
+    /// Parse prebake's own spec file (format: docs/spec.md).
+    pub fn load(path: &Path) -> Result<ImageSpec, SpecError> {
+        let text = read_text(path)?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parse spec text; `origin` names it in messages and sets the default image name.
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<ImageSpec, SpecError> {
+        image::parse(text, origin)
+    }
+
+    /// Import a dify-sandbox `config.yaml`. Returns the spec and warnings (one per
+    /// `python_lib_path` entry that does not exist here and was skipped).
+    pub fn from_dify_config(path: &Path) -> Result<(ImageSpec, Vec<String>), SpecError> {
+        let text = read_text(path)?;
+        Self::from_dify_yaml(&text, path)
+    }
+
+    /// [`ImageSpec::from_dify_config`] on text already read.
+    pub fn from_dify_yaml(
+        text: &str,
+        origin: &Path,
+    ) -> Result<(ImageSpec, Vec<String>), SpecError> {
+        dify::parse(text, origin)
+    }
+
+    /// Add syscalls to every language's allow list (merged, duplicates dropped, never
+    /// replacing what is there), as dify's `allowed_syscalls` should have been.
+    pub fn add_allowed_syscalls(&mut self, extra: &[SyscallRef]) {
+        for lang in self.languages.values_mut() {
+            for r in extra {
+                if !lang.seccomp.allow.contains(r) {
+                    lang.seccomp.allow.push(r.clone());
+                }
+            }
+        }
+    }
+}
+
+/// PEP 503 normalization: lowercase, runs of `-`, `_`, `.` become one `-`. Distribution names
+/// in `packages` match installed `*.dist-info` names after this.
+pub fn normalize_package_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+        } else {
+            if sep && !out.is_empty() {
+                out.push('-');
+            }
+            sep = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn read_text(path: &Path) -> Result<String, SpecError> {
+    let bytes = std::fs::read(path).map_err(|source| SpecError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| SpecError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 text ({e}); save the file as UTF-8"),
+        ),
+    })
 }
