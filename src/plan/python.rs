@@ -213,23 +213,7 @@ pub struct Dist {
     pub requires: Vec<String>,
 }
 
-/// PEP 503 normalization: lowercase, runs of `-_.` become `-`.
-pub fn normalize_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut sep = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            sep = true;
-        } else {
-            if sep && !out.is_empty() {
-                out.push('-');
-            }
-            sep = false;
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
-}
+pub use crate::spec::normalize_package_name as normalize_name;
 
 /// Every `*.dist-info` in the site-packages directories, by normalized name (the first
 /// site-packages that has it wins, as for import).
@@ -463,14 +447,6 @@ pub fn compile_pycs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pep503() {
-        assert_eq!(normalize_name("Jinja2"), "jinja2");
-        assert_eq!(normalize_name("typing_extensions"), "typing-extensions");
-        assert_eq!(normalize_name("zope.interface"), "zope-interface");
-        assert_eq!(normalize_name("a-_.b"), "a-b");
-    }
 
     #[test]
     fn record_lines() {
