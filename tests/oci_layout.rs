@@ -651,3 +651,126 @@ fn umoci_unpacks_and_runc_runs_the_image() {
         "hello from a prebake layer, cwd=/opt/prebake\n"
     );
 }
+
+fn yaml(name: &str) -> serde_json::Value {
+    let path = common::repo_root().join("templates/k8s").join(name);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The Kubernetes examples and the Containerfile name the same port, paths, secret and
+/// capabilities as the image we write; a drift here would ship a pod that never gets ready.
+#[test]
+fn k8s_templates_and_containerfile_agree_with_the_image() {
+    let port = u64::from(oci::IMAGE_PORT);
+    let deploy = yaml("deployment.yaml");
+    assert_eq!(deploy["kind"], "Deployment");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(c["ports"][0]["containerPort"], port);
+    assert_eq!(
+        deploy["spec"]["selector"]["matchLabels"],
+        deploy["spec"]["template"]["metadata"]["labels"]
+    );
+    for probe in ["readinessProbe", "startupProbe", "livenessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["path"], "/health", "{probe}");
+        assert_eq!(
+            c[probe]["httpGet"]["port"], c["ports"][0]["name"],
+            "{probe}"
+        );
+    }
+    let env = c["env"].as_array().unwrap();
+    let api_key = env.iter().find(|e| e["name"] == "API_KEY").unwrap();
+    let secret_ref = &api_key["valueFrom"]["secretKeyRef"];
+    let secret = yaml("secret.example.yaml");
+    assert_eq!(secret_ref["name"], secret["metadata"]["name"]);
+    let key = secret_ref["key"].as_str().unwrap();
+    assert!(
+        secret["stringData"].get(key).is_some(),
+        "secret lacks {key}"
+    );
+    assert!(c["resources"]["limits"]["memory"].is_string());
+    assert!(c["resources"]["limits"]["cpu"].is_string());
+
+    let sc = &c["securityContext"];
+    let caps = strings(&sc["capabilities"]["add"]);
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
+    for needed in ["SYS_ADMIN", "SYS_CHROOT", "SETUID", "SETGID", "KILL"] {
+        assert!(caps.iter().any(|c| c == needed), "missing {needed}");
+    }
+    // Kubernetes rejects allowPrivilegeEscalation: false together with SYS_ADMIN.
+    assert_eq!(sc["allowPrivilegeEscalation"], true);
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    let sandbox_root = Path::new(prebake::bundle::DEFAULT_SANDBOX_ROOT);
+    assert!(
+        mounts.iter().any(|m| sandbox_root.starts_with(m)),
+        "readOnlyRootFilesystem needs a writable volume over {}",
+        sandbox_root.display()
+    );
+
+    // The reduced-isolation variant stays within Docker's default capability set.
+    let docker_default = [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "NET_BIND_SERVICE",
+        "NET_RAW",
+        "SYS_CHROOT",
+        "MKNOD",
+        "AUDIT_WRITE",
+        "SETFCAP",
+    ];
+    let reduced = yaml("reduced-isolation.patch.yaml");
+    let rc = &reduced["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(rc["name"], c["name"]);
+    for cap in strings(&rc["securityContext"]["capabilities"]["add"]) {
+        assert!(
+            docker_default.contains(&cap.as_str()),
+            "{cap} is not in Docker's default set"
+        );
+    }
+
+    let service = yaml("service.yaml");
+    assert_eq!(service["spec"]["ports"][0]["port"], port);
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"],
+        c["ports"][0]["name"]
+    );
+    assert_eq!(
+        service["spec"]["selector"],
+        deploy["spec"]["selector"]["matchLabels"]
+    );
+    let kustomization = yaml("kustomization.yaml");
+    for r in strings(&kustomization["resources"]) {
+        yaml(&r);
+    }
+
+    let containerfile = fs::read_to_string(common::repo_root().join("Containerfile")).unwrap();
+    assert!(containerfile.contains(&format!(
+        "ENTRYPOINT [\"{}\", \"serve\"]",
+        oci::IMAGE_RUNTIME_PATH
+    )));
+    assert!(containerfile.contains(&format!("WORKDIR {}", oci::IMAGE_WORKDIR)));
+    assert!(containerfile.contains(&format!("EXPOSE {port}/tcp")));
+    assert!(prebake::bundle::DEFAULT_BUNDLE_DIR.starts_with(oci::IMAGE_WORKDIR));
+    let dockerignore = fs::read_to_string(common::repo_root().join(".dockerignore")).unwrap();
+    assert!(dockerignore.lines().any(|l| l == "target/"));
+}

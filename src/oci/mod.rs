@@ -49,6 +49,14 @@ pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Annotation that `ctr image import` uses for the full image name.
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 
+/// Where things live in the image. The Containerfile and templates/k8s use the same paths
+/// (tests/oci_layout.rs checks that they agree).
+pub const IMAGE_RUNTIME_PATH: &str = "/usr/local/bin/runtime";
+/// The image's WorkingDir; the bundle is `crate::bundle::DEFAULT_BUNDLE_DIR` beneath it.
+pub const IMAGE_WORKDIR: &str = "/opt/prebake";
+/// The port `runtime serve` listens on by default (dify-sandbox's).
+pub const IMAGE_PORT: u16 = 8194;
+
 /// A finished, compressed layer tarball.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layer {
