@@ -555,6 +555,43 @@ fn skopeo_reads_our_archive_as_docker_and_as_oci() {
     assert_eq!(oci_info["Digest"], digests.manifest.as_str());
     let by_tag = skopeo(&["inspect", &format!("oci-archive:{path}:1.0")]);
     assert_eq!(by_tag["Digest"], digests.manifest.as_str());
+
+    // Read every layer through each half, as `docker load`/`podman load` do. Through
+    // manifest.json, containers/image hands out the layers decompressed (named by diff_id);
+    // through index.json, as our exact blobs. Either way the config is ours, byte for byte.
+    let config_hex = digests.config.strip_prefix("sha256:").unwrap();
+    for (i, src) in [
+        format!("docker-archive:{path}"),
+        format!("oci-archive:{path}"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = tmp.path().join(format!("copy{i}"));
+        run(Command::new("skopeo").args([
+            "--insecure-policy",
+            "copy",
+            src,
+            &format!("dir:{}", out.display()),
+        ]));
+        assert_eq!(
+            fs::read(out.join(config_hex)).unwrap(),
+            fs::read(dir.join("blobs/sha256").join(config_hex)).unwrap(),
+            "{src}: config"
+        );
+        for l in &layers {
+            if i == 0 {
+                let tar = fs::read(out.join(&l.diff_id)).unwrap();
+                assert_eq!(hex::encode(Sha256::digest(&tar)), l.diff_id, "{src}");
+            } else {
+                assert_eq!(
+                    fs::read(out.join(&l.digest)).unwrap(),
+                    fs::read(&l.blob).unwrap(),
+                    "{src}"
+                );
+            }
+        }
+    }
 }
 
 /// A static C program that proves the container really ran our layer's code.
@@ -773,4 +810,56 @@ fn k8s_templates_and_containerfile_agree_with_the_image() {
     assert!(prebake::bundle::DEFAULT_BUNDLE_DIR.starts_with(oci::IMAGE_WORKDIR));
     let dockerignore = fs::read_to_string(common::repo_root().join(".dockerignore")).unwrap();
     assert!(dockerignore.lines().any(|l| l == "target/"));
+}
+
+#[test]
+fn zstd_layers_get_the_zstd_media_type_and_survive_a_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut layers = sample_layers(tmp.path(), &[]);
+    // Recompress the second layer as zstd (same tar, so the same diff_id).
+    let gz = fs::read(&layers[1].blob).unwrap();
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut tar).unwrap();
+    assert_eq!(hex::encode(Sha256::digest(&tar)), layers[1].diff_id);
+    let zst = zstd::encode_all(tar.as_slice(), 3).unwrap();
+    let zpath = tmp.path().join("app.tar.zst");
+    fs::write(&zpath, &zst).unwrap();
+    layers[1] = Layer {
+        blob: zpath,
+        media_type: LayerMedia::Zstd,
+        digest: hex::encode(Sha256::digest(&zst)),
+        size: zst.len() as u64,
+        ..layers[1].clone()
+    };
+    let dir = tmp.path().join("image");
+    let digests = oci::write_layout(&dir, &layers, &sample_config(EPOCH, &["/x"]), TAG).unwrap();
+    let manifest = oci_spec::image::ImageManifest::from_file(
+        dir.join("blobs/sha256")
+            .join(digests.manifest.strip_prefix("sha256:").unwrap()),
+    )
+    .unwrap();
+    let types: Vec<String> = manifest
+        .layers()
+        .iter()
+        .map(|d| d.media_type().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        ]
+    );
+
+    if !common::require_tool("zstd_layers_survive_a_copy", "skopeo") {
+        return;
+    }
+    let out = tmp.path().join("copy");
+    run(Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        &format!("oci:{}:1.0", dir.display()),
+        &format!("dir:{}", out.display()),
+    ]));
+    assert_eq!(fs::read(out.join(&layers[1].digest)).unwrap(), zst);
 }
