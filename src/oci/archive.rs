@@ -1,0 +1,259 @@
+//! One tar that is both an OCI image layout (`oci-layout`, `index.json`, `blobs/`) and a
+//! docker archive (`manifest.json` whose `Config`/`Layers` point at the same blob files).
+//!
+//! Docker before 25 only understands `manifest.json`; podman, skopeo (`oci-archive:` and
+//! `docker-archive:`) and newer Docker read either half. Sharing the blobs costs nothing.
+//! Tar headers are written field by field (ustar, uid/gid 0, no user names, mtime 0, fixed
+//! modes, entries in bytewise path order), so the archive bytes depend only on the layout.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::layout::{ensure_absent, name_annotations, oci_layout_json, parent_of, DIR_MODE};
+use super::reference::Reference;
+use super::{canonical, is_sha256_hex, OciError, MEDIA_MANIFEST};
+
+/// Write `out` (which must not exist) from the single-image layout at `layout_dir`, naming the
+/// image `tag` in both `index.json` and `manifest.json`'s `RepoTags`.
+pub fn write_archive(layout_dir: &Path, out: &Path, tag: &str) -> Result<(), OciError> {
+    let reference = Reference::parse(tag)?;
+    ensure_absent(out)?;
+    let parent = parent_of(out)?;
+    let image = read_layout(layout_dir)?;
+
+    let blob_path = |hex: &str| format!("blobs/sha256/{hex}");
+    let docker_manifest = json!([{
+        "Config": blob_path(&image.config),
+        "RepoTags": [reference.full()],
+        "Layers": image.layers.iter().map(|h| blob_path(h)).collect::<Vec<_>>(),
+    }]);
+    // Same manifest descriptor, renamed for this tag (the layout may have been written
+    // under another one).
+    let mut descriptor = image.descriptor.clone();
+    let annotations = descriptor
+        .as_object_mut()
+        .and_then(|d| {
+            d.entry("annotations")
+                .or_insert_with(|| json!({}))
+                .as_object_mut()
+        })
+        .ok_or_else(|| {
+            bad_layout(
+                layout_dir,
+                "index.json: manifest descriptor is not an object",
+            )
+        })?;
+    if let Value::Object(names) = name_annotations(&reference) {
+        annotations.extend(names);
+    }
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": super::MEDIA_INDEX,
+        "manifests": [descriptor],
+    });
+
+    let mut blobs: Vec<&String> = std::iter::once(&image.manifest)
+        .chain(std::iter::once(&image.config))
+        .chain(image.layers.iter())
+        .collect();
+    blobs.sort();
+    blobs.dedup();
+
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(
+            ".{}.partial-",
+            out.file_name().unwrap_or_default().to_string_lossy()
+        ))
+        .tempfile_in(&parent)
+        .map_err(OciError::io(&parent))?;
+    {
+        let file = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        let mut tar = tar::Builder::new(file);
+        let mut emit = |header: tar::Header, data: &mut dyn Read| tar.append(&header, data);
+        // Bytewise path order: "blobs/" < "blobs/sha256/" < "blobs/sha256/<hex>" <
+        // "index.json" < "manifest.json" < "oci-layout".
+        emit(dir_header("blobs/")?, &mut io::empty()).map_err(OciError::io(out))?;
+        emit(dir_header("blobs/sha256/")?, &mut io::empty()).map_err(OciError::io(out))?;
+        for hex in &blobs {
+            let path = layout_dir.join("blobs/sha256").join(hex);
+            let file = fs::File::open(&path).map_err(OciError::io(&path))?;
+            let size = file.metadata().map_err(OciError::io(&path))?.len();
+            let mut reader = HashingReader {
+                inner: file,
+                hasher: Sha256::new(),
+                read: 0,
+            };
+            emit(file_header(&blob_path(hex), size)?, &mut reader).map_err(OciError::io(out))?;
+            let actual = hex::encode(reader.hasher.finalize());
+            if actual != **hex || reader.read != size {
+                return Err(bad_layout(
+                    layout_dir,
+                    &format!("blob {hex} is corrupt: its content hashes to {actual}"),
+                ));
+            }
+        }
+        for (name, bytes) in [
+            ("index.json", canonical::to_vec(&index)),
+            ("manifest.json", canonical::to_vec(&docker_manifest)),
+            ("oci-layout", oci_layout_json()),
+        ] {
+            emit(
+                file_header(name, bytes.len() as u64)?,
+                &mut bytes.as_slice(),
+            )
+            .map_err(OciError::io(out))?;
+        }
+        let mut file = tar.into_inner().map_err(OciError::io(out))?;
+        file.flush().map_err(OciError::io(out))?;
+    }
+    tmp.as_file().sync_all().map_err(OciError::io(out))?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
+        .map_err(OciError::io(tmp.path()))?;
+    tmp.persist_noclobber(out).map_err(|e| {
+        if e.error.kind() == io::ErrorKind::AlreadyExists {
+            OciError::OutputExists {
+                path: out.to_owned(),
+            }
+        } else {
+            OciError::Io {
+                path: out.to_owned(),
+                source: e.error,
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// What the archive needs from a layout: its one manifest and the blobs it references.
+struct LayoutImage {
+    /// The manifest descriptor from `index.json`, kept whole (platform, other annotations).
+    descriptor: Value,
+    manifest: String,
+    config: String,
+    layers: Vec<String>,
+}
+
+fn read_layout(dir: &Path) -> Result<LayoutImage, OciError> {
+    let read_json = |name: &str| -> Result<Value, OciError> {
+        let path = dir.join(name);
+        let bytes = fs::read(&path).map_err(OciError::io(&path))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| bad_layout(dir, &format!("{name} is not valid JSON: {e}")))
+    };
+    let layout = read_json("oci-layout")?;
+    if layout["imageLayoutVersion"] != "1.0.0" {
+        return Err(bad_layout(
+            dir,
+            "oci-layout: imageLayoutVersion is not 1.0.0",
+        ));
+    }
+    let index = read_json("index.json")?;
+    let manifests = index["manifests"]
+        .as_array()
+        .ok_or_else(|| bad_layout(dir, "index.json has no \"manifests\" array"))?;
+    let [descriptor] = manifests.as_slice() else {
+        return Err(bad_layout(
+            dir,
+            &format!(
+                "index.json lists {} manifests; an archive holds exactly one image",
+                manifests.len()
+            ),
+        ));
+    };
+    if descriptor["mediaType"] != MEDIA_MANIFEST {
+        return Err(bad_layout(
+            dir,
+            &format!(
+                "index.json points at a {} rather than an image manifest",
+                descriptor["mediaType"]
+            ),
+        ));
+    }
+    let manifest = digest_hex(dir, &descriptor["digest"], "index.json manifest")?;
+    let manifest_path = dir.join("blobs/sha256").join(&manifest);
+    let manifest_bytes = fs::read(&manifest_path).map_err(OciError::io(&manifest_path))?;
+    if hex::encode(Sha256::digest(&manifest_bytes)) != manifest {
+        return Err(bad_layout(
+            dir,
+            &format!("manifest blob {manifest} is corrupt"),
+        ));
+    }
+    let m: Value = serde_json::from_slice(&manifest_bytes)
+        .map_err(|e| bad_layout(dir, &format!("manifest {manifest} is not JSON: {e}")))?;
+    let config = digest_hex(dir, &m["config"]["digest"], "manifest config")?;
+    let layers = m["layers"]
+        .as_array()
+        .ok_or_else(|| bad_layout(dir, "manifest has no \"layers\" array"))?
+        .iter()
+        .map(|l| digest_hex(dir, &l["digest"], "manifest layer"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(LayoutImage {
+        descriptor: descriptor.clone(),
+        manifest,
+        config,
+        layers,
+    })
+}
+
+fn digest_hex(dir: &Path, v: &Value, what: &str) -> Result<String, OciError> {
+    v.as_str()
+        .and_then(|s| s.strip_prefix("sha256:"))
+        .filter(|h| is_sha256_hex(h))
+        .map(str::to_owned)
+        .ok_or_else(|| bad_layout(dir, &format!("{what} digest {v} is not sha256:<64 hex>")))
+}
+
+fn bad_layout(dir: &Path, reason: &str) -> OciError {
+    OciError::BadLayout {
+        path: dir.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn header(path: &str, kind: tar::EntryType, size: u64, mode: u32) -> Result<tar::Header, OciError> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path(path)
+        .map_err(OciError::io(PathBuf::from(path)))?;
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_cksum();
+    Ok(h)
+}
+
+fn dir_header(path: &str) -> Result<tar::Header, OciError> {
+    header(path, tar::EntryType::Directory, 0, DIR_MODE)
+}
+
+fn file_header(path: &str, size: u64) -> Result<tar::Header, OciError> {
+    header(
+        path,
+        tar::EntryType::Regular,
+        size,
+        super::layout::FILE_MODE,
+    )
+}
+
+/// Hashes what the tar writer reads, so each blob is verified in the same pass that copies it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
