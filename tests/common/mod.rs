@@ -39,7 +39,11 @@ pub fn which(tool: &str) -> Option<PathBuf> {
 
 /// Skip unless `tool` is on PATH.
 pub fn require_tool(test: &str, tool: &str) -> bool {
-    skip_unless(which(tool).is_some(), test, &format!("the `{tool}` command"))
+    skip_unless(
+        which(tool).is_some(),
+        test,
+        &format!("the `{tool}` command"),
+    )
 }
 
 /// Path of a binary built by cargo for this test run.
