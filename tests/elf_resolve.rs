@@ -500,6 +500,12 @@ fn symlink_chains_and_directory_symlinks_stay_inside_the_root() {
         .unwrap(),
         Some(PathBuf::from("/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"))
     );
+    // The main executable behind an absolute link that only exists inside the root.
+    r.symlink("/usr/bin/app", "/usr/local/bin/app-link");
+    let c2 = res
+        .closure(Some(Path::new("/usr/local/bin/app-link")), &[])
+        .unwrap();
+    assert_eq!(lib_paths(&c2), lib_paths(&c));
     // `..` cannot climb out of the root.
     assert_eq!(
         res.resolve_in_root(Path::new("/../../../usr/bin/app"))

@@ -310,6 +310,43 @@ mod tests {
         assert!(info.needed.iter().any(|n| n.starts_with("libc.so")));
     }
 
+    /// Flip bytes of a real shared object's headers: every outcome is Ok or Err, never a panic.
+    #[test]
+    fn mutated_headers_never_panic() {
+        let lib = [
+            "/lib/x86_64-linux-gnu/libz.so.1",
+            "/lib64/ld-linux-x86-64.so.2",
+        ]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists());
+        let Some(lib) = lib else { return };
+        let good = std::fs::read(lib).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.so");
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..1000 {
+            let mut bytes = good.clone();
+            for _ in 0..(1 + next() % 8) {
+                // Mostly the ELF and program headers, sometimes anywhere.
+                let span = if next() % 4 == 0 { bytes.len() } else { 1024 };
+                let i = 4 + (next() as usize) % (span - 4);
+                bytes[i] = next() as u8;
+            }
+            if next() % 5 == 0 {
+                bytes.truncate((next() as usize) % bytes.len());
+            }
+            std::fs::write(&p, &bytes).unwrap();
+            let _ = read_elf(&p);
+        }
+    }
+
     #[test]
     fn non_elf_is_none() {
         let dir = tempfile::tempdir().unwrap();

@@ -255,12 +255,12 @@ fn parse_new(bytes: &[u8], base: usize) -> Result<LdCache, CacheError> {
     };
     let r = Bytes { b: bytes, big };
     let nlibs = r.u32(base + 20, "nlibs")? as usize;
-    let table_end = nlibs
+    // Check the table size up front so a corrupt count cannot make us allocate.
+    nlibs
         .checked_mul(NEW_ENTRY)
         .and_then(|n| n.checked_add(base + NEW_HEADER))
         .filter(|&e| e <= bytes.len())
         .ok_or_else(|| CacheError::Truncated(format!("{nlibs} entries do not fit")))?;
-    let _ = table_end;
     let mut entries = Vec::with_capacity(nlibs);
     for i in 0..nlibs {
         let at = base + NEW_HEADER + i * NEW_ENTRY;
@@ -826,23 +826,26 @@ impl Resolver {
         }))
     }
 
-    /// The object at `p` as the loader maps it; errors when it does not exist.
+    /// The object at `p` as the loader maps it (`Ok(None)` when not ELF); an error when it does
+    /// not exist. Symlinks are followed inside the sysroot, never on the host.
     fn open_object(&self, p: &Path) -> Result<Option<Found>, ResolveError> {
-        let host = self.host_path(p);
-        let Some(info) = read_elf(&host)? else {
-            return Ok(None);
-        };
         let real = self
             .resolve_in_root(p)?
             .ok_or_else(|| ResolveError::NotFound {
                 path: p.to_path_buf(),
                 sysroot: self.sysroot.clone(),
             })?;
-        let rhost = self.host_path(&real);
-        let meta = std::fs::metadata(&rhost).map_err(|source| ResolveError::Io {
-            path: rhost,
+        let host = self.host_path(&real);
+        let meta = std::fs::metadata(&host).map_err(|source| ResolveError::Io {
+            path: host.clone(),
             source,
         })?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let Some(info) = read_elf(&host)? else {
+            return Ok(None);
+        };
         Ok(Some(Found {
             path: p.to_path_buf(),
             real,
