@@ -887,3 +887,53 @@ fn host_binaries_match_ldd() {
     }
     assert!(checked >= 2, "too few host binaries to compare");
 }
+
+/// Every extension module of the pyenv stdlib, dlopen'ed into one python process: the
+/// closure is complete and every library it names is an ELF file of the host.
+#[test]
+fn pyenv_lib_dynload_closure() {
+    let python = PathBuf::from(format!("{PYENV}/bin/python3.11"));
+    if !common::skip_unless(
+        python.exists(),
+        "pyenv_lib_dynload_closure",
+        "pyenv python 3.11.7",
+    ) {
+        return;
+    }
+    let mut objects: Vec<PathBuf> = walk(Path::new(&format!("{PYENV}/lib/python3.11")));
+    objects.sort();
+    let t = std::time::Instant::now();
+    let c = Resolver::new(Path::new("/"))
+        .unwrap()
+        .closure(Some(&python), &objects)
+        .unwrap();
+    eprintln!(
+        "{} files, {} libraries, {:?}",
+        objects.len(),
+        c.libraries.len(),
+        t.elapsed()
+    );
+    let missing: Vec<String> = c.missing.iter().map(ToString::to_string).collect();
+    assert!(missing.is_empty(), "{missing:#?}");
+    assert!(c.libraries.len() > 5);
+    // Reused names are not searched twice: each path appears once.
+    let paths: BTreeSet<_> = c.libraries.iter().map(|l| &l.path).collect();
+    assert_eq!(paths.len(), c.libraries.len());
+    for l in &c.libraries {
+        assert!(is_elf(&l.path).unwrap(), "{}", l.path.display());
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            out.extend(walk(&e.path()));
+        } else if ft.is_file() {
+            out.push(e.path());
+        }
+    }
+    out
+}

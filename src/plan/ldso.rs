@@ -829,6 +829,16 @@ impl Resolver {
     /// The object at `p` as the loader maps it (`Ok(None)` when not ELF); an error when it does
     /// not exist. Symlinks are followed inside the sysroot, never on the host.
     fn open_object(&self, p: &Path) -> Result<Option<Found>, ResolveError> {
+        // With the host as sysroot the kernel resolves symlinks exactly as we would, so the
+        // cheap magic check can come first: most files of a stdlib are not ELF.
+        if self.sysroot == Path::new("/") {
+            match crate::plan::elf::is_elf(p) {
+                Ok(false) => return Ok(None),
+                Ok(true) => {}
+                // Directories, missing files, loops: let the full resolution report them.
+                Err(_) => {}
+            }
+        }
         let real = self
             .resolve_in_root(p)?
             .ok_or_else(|| ResolveError::NotFound {
