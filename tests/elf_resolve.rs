@@ -937,3 +937,64 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// glibc's main_map rule (the executable's DT_RPATH serves every lookup, dlopen'ed modules
+/// included, unless the requester has DT_RUNPATH) and DF_1_NODEFLIB.
+#[test]
+fn executable_rpath_serves_dlopened_modules_and_nodeflib() {
+    if !common::require_tool("executable_rpath_serves_dlopened_modules", "cc") {
+        return;
+    }
+    let r = Root::new();
+    let q = r.so("/build/libq.so.1", Some("libq.so.1"), &[], &[]);
+    r.so("/site/m.so", None, &[&q], &[]);
+    r.so(
+        "/site/m_runpath.so",
+        None,
+        &[&q],
+        &["-Wl,--enable-new-dtags", "-Wl,-rpath,/elsewhere"],
+    );
+    r.exe(
+        "/bin/python",
+        &[],
+        &["-Wl,--disable-new-dtags", "-Wl,-rpath,/mainrpath"],
+    );
+    mv(&r, &q, "/mainrpath/libq.so.1");
+    let objects = [PathBuf::from("/site/m.so")];
+    let c = r
+        .resolver()
+        .closure(Some(Path::new("/bin/python")), &objects)
+        .unwrap();
+    assert!(c.missing.is_empty(), "{:?}", c.missing);
+    assert_eq!(c.libraries[0].path, PathBuf::from("/mainrpath/libq.so.1"));
+    assert_eq!(c.libraries[0].needed_by, PathBuf::from("/site/m.so"));
+    // Without the executable the module alone cannot find it.
+    let c = r.resolver().closure(None, &objects).unwrap();
+    assert_eq!(missing_names(&c), vec!["libq.so.1"]);
+    // A requester with DT_RUNPATH skips the executable's DT_RPATH.
+    let c = r
+        .resolver()
+        .closure(
+            Some(Path::new("/bin/python")),
+            &[PathBuf::from("/site/m_runpath.so")],
+        )
+        .unwrap();
+    assert_eq!(missing_names(&c), vec!["libq.so.1"]);
+    assert_eq!(
+        c.missing[0].searched,
+        ["/elsewhere", "/lib", "/usr/lib"].map(PathBuf::from)
+    );
+
+    // DF_1_NODEFLIB: no cache, no default directories.
+    let n = r.so("/build/libn.so.1", Some("libn.so.1"), &[], &[]);
+    r.exe("/bin/nodeflib", &[&n], &["-Wl,-z,nodefaultlib"]);
+    mv(&r, &n, "/usr/lib/libn.so.1");
+    assert!(read_elf(&r.at("/bin/nodeflib")).unwrap().unwrap().nodeflib);
+    let c = r
+        .resolver()
+        .closure(Some(Path::new("/bin/nodeflib")), &[])
+        .unwrap();
+    assert_eq!(missing_names(&c), vec!["libn.so.1"]);
+    assert!(c.missing[0].searched.is_empty());
+    assert!(c.missing[0].to_string().contains("searched: nothing"));
+}
