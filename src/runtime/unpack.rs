@@ -1,1 +1,724 @@
-//! Safe, once-only rootfs unpacking (stub).
+//! Once-only, safe unpacking of the bundle's rootfs into the sandbox root.
+//!
+//! The archive is treated as hostile even though prebake wrote it: a damaged or replaced
+//! bundle must not be able to write outside the target directory, plant setuid binaries or
+//! device nodes, or leave a half-written tree behind. Concretely:
+//! - every name is checked lexically (no absolute paths, no `..`), and every directory on the
+//!   way to an entry is opened with `O_NOFOLLOW` relative to the previous one, so a symlink
+//!   the archive created earlier can never redirect a later write;
+//! - files are created with `O_CREAT|O_EXCL|O_NOFOLLOW` (nothing existing is ever reused or
+//!   replaced, so a directory fd opened once stays valid for its path);
+//! - relative symlink targets may not climb above the root (absolute ones are fine: they
+//!   resolve inside the chroot), hardlinks may only point at earlier regular files of the same
+//!   archive, device nodes, fifos and setuid/setgid bits are refused;
+//! - the tree is built in a temp dir beside the root and swapped in only when complete and
+//!   its digests match the manifest.
+//!
+//! The "already unpacked" stamp lives inside the tree (`<root>/.prebake-rootfs`, holding the
+//! archive's sha256) rather than beside it: it is written into the temp tree before the swap,
+//! so the stamp and the tree it describes change in the same atomic rename, and no crash can
+//! leave a stamp that vouches for a different or partial tree. It is visible inside the
+//! sandbox, which is harmless: it holds only the public digest of the image's own rootfs.
+
+use crate::bundle::BundleManifest;
+use crate::rootfs::hash::HashReader;
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{fchmod, futimens, mkdirat, Mode};
+use nix::sys::time::TimeSpec;
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Name of the stamp file at the top of an unpacked tree.
+pub const STAMP: &str = ".prebake-rootfs";
+/// Copy buffer for file data, allocated once per extraction.
+const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnpackOutcome {
+    /// The root already holds this bundle's rootfs (its stamp matches).
+    AlreadyPresent,
+    /// The rootfs was extracted and swapped into place.
+    Unpacked { files: u64, bytes: u64 },
+    /// The bundle's rootfs is a directory, used where it is.
+    InPlace(PathBuf),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExtractStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    /// Bytes of regular file data written.
+    pub bytes: u64,
+    /// Digest and size of the archive as read (compressed stream).
+    pub sha256_compressed: String,
+    pub size_compressed: u64,
+    /// Digest and size of the tar stream after decompression.
+    pub sha256_uncompressed: String,
+    pub size_uncompressed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("rootfs archive entry {entry:?} refused: {reason}")]
+    Refused { entry: String, reason: String },
+    #[error("rootfs archive entry {entry:?}: {source}")]
+    Entry {
+        entry: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("rootfs archive is corrupt or truncated: {0}")]
+    Corrupt(#[source] io::Error),
+    #[error("unknown rootfs compression {0:?} (expected \"zstd\", \"gzip\" or \"none\"); the bundle was made by an incompatible prebake")]
+    Compression(String),
+    #[error("{file}: {what} sha256 is {actual} but the bundle manifest says {expected}; the bundle is damaged or was modified, rebuild or re-pull the image")]
+    Digest {
+        file: PathBuf,
+        what: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: cannot put the unpacked rootfs in place: {source}")]
+    Swap {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
+    move |source| UnpackError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Make `root` hold the bundle's rootfs, extracting it at most once per archive digest.
+///
+/// `manifest.rootfs.file` is relative to `bundle_dir`. With compression "none" a directory is
+/// used in place; a regular file with "none" is a plain tar and is extracted like the others.
+pub fn unpack_bundle(
+    bundle_dir: &Path,
+    manifest: &BundleManifest,
+    root: &Path,
+) -> Result<UnpackOutcome, UnpackError> {
+    let info = &manifest.rootfs;
+    let file = bundle_dir.join(&info.file);
+    if !matches!(info.compression.as_str(), "zstd" | "gzip" | "none") {
+        return Err(UnpackError::Compression(info.compression.clone()));
+    }
+    if info.compression == "none" && file.is_dir() {
+        return Ok(UnpackOutcome::InPlace(file));
+    }
+    let stamp_line = format!("{}\n", info.sha256_compressed);
+    if read_stamp(root).as_deref() == Some(stamp_line.as_bytes()) {
+        return Ok(UnpackOutcome::AlreadyPresent);
+    }
+
+    let (parent, name) = match (root.parent(), root.file_name()) {
+        (Some(p), Some(n)) if !p.as_os_str().is_empty() => (p, n),
+        _ => {
+            return Err(UnpackError::Io {
+                path: root.to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the sandbox root must be an absolute path below some directory",
+                ),
+            })
+        }
+    };
+    std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+    let prefix = format!(".{}.prebake-", name.to_string_lossy());
+    remove_stale_temps(parent, &prefix);
+
+    // TempDir removes itself on every early return below: a failed unpack leaves nothing.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{prefix}new-"))
+        .tempdir_in(parent)
+        .map_err(io_at(parent))?;
+    let archive = File::open(&file).map_err(io_at(&file))?;
+    let stats = extract(
+        io::BufReader::with_capacity(CHUNK, archive),
+        &info.compression,
+        tmp.path(),
+    )?;
+    for (what, expected, actual) in [
+        (
+            "compressed",
+            &info.sha256_compressed,
+            &stats.sha256_compressed,
+        ),
+        (
+            "uncompressed",
+            &info.sha256_uncompressed,
+            &stats.sha256_uncompressed,
+        ),
+    ] {
+        if expected != actual {
+            return Err(UnpackError::Digest {
+                file,
+                what,
+                expected: expected.clone(),
+                actual: actual.clone(),
+            });
+        }
+    }
+    write_stamp(tmp.path(), &stamp_line)?;
+    // mkdtemp made it 0700; the sandbox's unprivileged uids must be able to traverse it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+        .map_err(io_at(tmp.path()))?;
+    swap_into_place(tmp, root, parent, &prefix)?;
+    Ok(UnpackOutcome::Unpacked {
+        files: stats.files + stats.hardlinks,
+        bytes: stats.bytes,
+    })
+}
+
+fn read_stamp(root: &Path) -> Option<Vec<u8>> {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(root.join(STAMP))
+        .ok()?;
+    let mut buf = Vec::with_capacity(80);
+    // A digest line is 65 bytes; never read more than a little past that.
+    (&mut f).take(256).read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
+fn write_stamp(tree: &Path, line: &str) -> Result<(), UnpackError> {
+    let path = tree.join(STAMP);
+    // O_EXCL: an archive that ships its own stamp is refused rather than trusted.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => UnpackError::Refused {
+                entry: STAMP.to_owned(),
+                reason: "the archive contains prebake's reserved stamp file".to_owned(),
+            },
+            _ => UnpackError::Io {
+                path: path.clone(),
+                source,
+            },
+        })?;
+    f.write_all(line.as_bytes()).map_err(io_at(&path))
+}
+
+/// Temp trees left by an unpack that was killed (no destructor ran): they are ours by name,
+/// and only one runtime manages a given root.
+fn remove_stale_temps(parent: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().as_bytes().starts_with(prefix.as_bytes()) {
+            let p = e.path();
+            if let Err(err) = std::fs::remove_dir_all(&p) {
+                tracing::warn!(path = %p.display(), error = %err, "cannot remove a stale rootfs temp dir");
+            }
+        }
+    }
+}
+
+fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
+    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // The raw syscall rather than glibc's wrapper, which musl builds may lack.
+    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Put the complete tree at `root`: atomically exchange it with the old tree when there is
+/// one, then remove the old tree.
+fn swap_into_place(
+    tmp: tempfile::TempDir,
+    root: &Path,
+    parent: &Path,
+    prefix: &str,
+) -> Result<(), UnpackError> {
+    let swap_err = |source| UnpackError::Swap {
+        path: root.to_path_buf(),
+        source,
+    };
+    let exists = root.symlink_metadata().is_ok();
+    if !exists {
+        // rename(2) refuses to replace a non-empty directory, so a racing creator is not
+        // clobbered; tmp is still removed on failure by its destructor.
+        std::fs::rename(tmp.path(), root).map_err(swap_err)?;
+        let _ = tmp.keep();
+        return Ok(());
+    }
+    let old = match rename_exchange(tmp.path(), root) {
+        Ok(()) => tmp.keep(),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+            // The filesystem cannot exchange: move the old tree aside, then the new one in.
+            // The root is briefly absent, never half-written.
+            let aside = tempfile::Builder::new()
+                .prefix(&format!("{prefix}old-"))
+                .tempdir_in(parent)
+                .map_err(swap_err)?
+                .keep();
+            std::fs::rename(root, &aside).map_err(swap_err)?;
+            if let Err(e) = std::fs::rename(tmp.path(), root) {
+                // Put the old tree back so the root is never left missing.
+                let _ = std::fs::rename(&aside, root);
+                return Err(swap_err(e));
+            }
+            let _ = tmp.keep();
+            aside
+        }
+        Err(e) => return Err(swap_err(e)),
+    };
+    if let Err(err) = std::fs::remove_dir_all(&old) {
+        // The new tree is in place; a leftover old tree only costs disk and is removed by
+        // the next unpack's stale-temp sweep.
+        tracing::warn!(path = %old.display(), error = %err, "cannot remove the previous rootfs tree");
+    }
+    Ok(())
+}
+
+/// Safely extract a tar stream (`compression`: "zstd", "gzip" or "none" for plain tar) into
+/// `dest`, an existing empty directory. Streams: the archive is never copied or buffered
+/// whole. The returned digests cover the whole input, trailing bytes included.
+pub fn extract<R: Read>(
+    archive: R,
+    compression: &str,
+    dest: &Path,
+) -> Result<ExtractStats, UnpackError> {
+    let mut raw = HashReader::new(archive);
+    let mut stats = {
+        let decoded: Box<dyn Read + '_> = match compression {
+            "zstd" => Box::new(zstd::stream::read::Decoder::new(&mut raw).map_err(io_at(dest))?),
+            "gzip" => Box::new(flate2::read::GzDecoder::new(&mut raw)),
+            "none" => Box::new(&mut raw),
+            other => return Err(UnpackError::Compression(other.to_owned())),
+        };
+        let mut tar_stream = HashReader::new(decoded);
+        let mut stats = {
+            let mut ex = Extractor::new(dest)?;
+            let mut ar = tar::Archive::new(&mut tar_stream);
+            ex.run(&mut ar)?;
+            ex.finish()?
+        };
+        // Reading to the end also makes the zstd decoder verify its frame checksum.
+        let (digest, size) = tar_stream
+            .drain_and_finish()
+            .map_err(UnpackError::Corrupt)?;
+        stats.sha256_uncompressed = digest;
+        stats.size_uncompressed = size;
+        stats
+    };
+    let (digest, size) = raw.drain_and_finish().map_err(UnpackError::Corrupt)?;
+    stats.sha256_compressed = digest;
+    stats.size_compressed = size;
+    Ok(stats)
+}
+
+type Comps = Vec<Vec<u8>>;
+
+/// Lexically split an archive name into components, refusing anything that could leave the
+/// root. `.` and empty components (from `./x` or `a//b`) are dropped; an empty result names
+/// the root itself.
+fn split_name(raw: &[u8]) -> Result<Comps, String> {
+    if raw.is_empty() {
+        return Err("empty name".into());
+    }
+    if raw[0] == b'/' {
+        return Err("absolute path".into());
+    }
+    let mut out = Vec::new();
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err("`..` path component".into()),
+            c => out.push(c.to_vec()),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a relative symlink target, resolved lexically from the directory at `depth`
+/// below the root, climbs above the root.
+fn escapes_root(target: &[u8], mut depth: usize) -> bool {
+    for c in target.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                if depth == 0 {
+                    return true;
+                }
+                depth -= 1;
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+fn errno_io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+struct Extractor {
+    root: OwnedFd,
+    /// Regular files extracted so far: the only valid hardlink targets.
+    files: HashSet<Comps>,
+    /// Directories with their archive mode and mtime, applied at the end (children first) so
+    /// read-only modes do not block extraction and later writes do not bump mtimes.
+    dirs: Vec<(Comps, u32, i64)>,
+    buf: Vec<u8>,
+    stats: ExtractStats,
+}
+
+/// Everything the extractor needs from one archive member, read before its data.
+struct Member {
+    name: String,
+    comps: Comps,
+    kind: tar::EntryType,
+    mode: u32,
+    mtime: i64,
+    link: Option<Vec<u8>>,
+}
+
+impl Extractor {
+    fn new(dest: &Path) -> Result<Self, UnpackError> {
+        let root = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dest)
+            .map(OwnedFd::from)
+            .map_err(io_at(dest))?;
+        Ok(Self {
+            root,
+            files: HashSet::new(),
+            dirs: Vec::new(),
+            buf: vec![0; CHUNK],
+            stats: ExtractStats::default(),
+        })
+    }
+
+    fn run<R: Read>(&mut self, ar: &mut tar::Archive<R>) -> Result<(), UnpackError> {
+        let entries = ar.entries().map_err(UnpackError::Corrupt)?;
+        for entry in entries {
+            let mut entry = entry.map_err(UnpackError::Corrupt)?;
+            let member = Self::member(&mut entry)?;
+            self.one(&member, &mut entry)?;
+        }
+        Ok(())
+    }
+
+    fn member<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Member, UnpackError> {
+        let raw = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&raw).into_owned();
+        let refuse = |reason: String| UnpackError::Refused {
+            entry: name.clone(),
+            reason,
+        };
+        let comps = split_name(&raw).map_err(refuse)?;
+        let h = entry.header();
+        let mode = h
+            .mode()
+            .map_err(|e| refuse(format!("unreadable mode: {e}")))?;
+        let mut mtime = h.mtime().unwrap_or(0) as i64;
+        let kind = h.entry_type();
+        let link = entry.link_name_bytes().map(|l| l.into_owned());
+        // A PAX mtime (possibly fractional) overrides the header's.
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                if ext.key_bytes() == b"mtime" {
+                    let v = String::from_utf8_lossy(ext.value_bytes()).into_owned();
+                    if let Ok(secs) = v.split('.').next().unwrap_or("").parse::<i64>() {
+                        mtime = secs;
+                    }
+                }
+            }
+        }
+        if mode & 0o6000 != 0 {
+            return Err(refuse(format!(
+                "mode {mode:04o} has the setuid or setgid bit"
+            )));
+        }
+        Ok(Member {
+            name,
+            comps,
+            kind,
+            mode: mode & 0o1777,
+            mtime,
+            link,
+        })
+    }
+
+    /// Open the directory `comps` (relative to the root) without following any symlink,
+    /// creating missing directories on the way (archives may omit parent entries).
+    fn open_dir(&self, comps: &[Vec<u8>], entry: &str) -> Result<OwnedFd, UnpackError> {
+        let mut cur = self.root.try_clone().map_err(|source| UnpackError::Entry {
+            entry: entry.to_owned(),
+            source,
+        })?;
+        for c in comps {
+            let name = OsStr::from_bytes(c);
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let next = match openat(cur.as_fd(), name, flags, Mode::empty()) {
+                Err(Errno::ENOENT) => {
+                    match mkdirat(cur.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(entry_err(entry, e)),
+                    }
+                    openat(cur.as_fd(), name, flags, Mode::empty())
+                }
+                other => other,
+            };
+            cur = match next {
+                Ok(fd) => fd,
+                Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
+                    return Err(UnpackError::Refused {
+                        entry: entry.to_owned(),
+                        reason: format!(
+                            "its path goes through {:?}, which is a symlink or not a directory",
+                            String::from_utf8_lossy(c)
+                        ),
+                    })
+                }
+                Err(e) => return Err(entry_err(entry, e)),
+            };
+        }
+        Ok(cur)
+    }
+
+    fn one<R: Read>(&mut self, m: &Member, data: &mut R) -> Result<(), UnpackError> {
+        use tar::EntryType as T;
+        let refuse = |reason: &str| UnpackError::Refused {
+            entry: m.name.clone(),
+            reason: reason.to_owned(),
+        };
+        let Some((last, parent_comps)) = m.comps.split_last() else {
+            // "./": the root itself, whose mode and time the caller owns.
+            return match m.kind {
+                T::Directory => Ok(()),
+                _ => Err(refuse("names the archive root but is not a directory")),
+            };
+        };
+        let name = OsStr::from_bytes(last);
+        match m.kind {
+            T::XGlobalHeader => return Ok(()),
+            T::Char | T::Block => return Err(refuse("device nodes are not allowed in a rootfs")),
+            T::Fifo => return Err(refuse("fifos are not allowed in a rootfs")),
+            T::Regular | T::Continuous | T::Directory | T::Symlink | T::Link => {}
+            other => {
+                return Err(refuse(&format!(
+                    "unsupported entry type {:?}",
+                    other.as_byte() as char
+                )))
+            }
+        }
+        let parent = self.open_dir(parent_comps, &m.name)?;
+        let exists = |e: Errno| match e {
+            Errno::EEXIST => refuse("duplicate entry: the path already exists"),
+            e => entry_err(&m.name, e),
+        };
+        match m.kind {
+            T::Regular | T::Continuous => {
+                let fd = openat(
+                    parent.as_fd(),
+                    name,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(exists)?;
+                let mut file = File::from(fd);
+                let written = copy_data(data, &mut file, &mut self.buf).map_err(|source| {
+                    UnpackError::Entry {
+                        entry: m.name.clone(),
+                        source,
+                    }
+                })?;
+                fchmod(file.as_fd(), Mode::from_bits_truncate(m.mode))
+                    .and_then(|()| futimens(file.as_fd(), &ts(m.mtime), &ts(m.mtime)))
+                    .map_err(|e| entry_err(&m.name, e))?;
+                self.files.insert(m.comps.clone());
+                self.stats.files += 1;
+                self.stats.bytes += written;
+            }
+            T::Directory => {
+                match mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o700)) {
+                    Ok(()) => {}
+                    Err(Errno::EEXIST) => {
+                        // Fine only if it is a real directory (made implicitly earlier).
+                        let st = nix::sys::stat::fstatat(
+                            parent.as_fd(),
+                            name,
+                            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                        )
+                        .map_err(|e| entry_err(&m.name, e))?;
+                        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                            return Err(refuse("duplicate entry: the path already exists"));
+                        }
+                    }
+                    Err(e) => return Err(entry_err(&m.name, e)),
+                }
+                self.dirs.push((m.comps.clone(), m.mode, m.mtime));
+                self.stats.dirs += 1;
+            }
+            T::Symlink => {
+                let target = m
+                    .link
+                    .as_deref()
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| refuse("symlink without a target"))?;
+                if target.contains(&0) {
+                    return Err(refuse("symlink target contains a NUL byte"));
+                }
+                if target[0] != b'/' && escapes_root(target, parent_comps.len()) {
+                    return Err(refuse(&format!(
+                        "symlink target {:?} climbs above the root",
+                        String::from_utf8_lossy(target)
+                    )));
+                }
+                nix::unistd::symlinkat(OsStr::from_bytes(target), parent.as_fd(), name)
+                    .map_err(exists)?;
+                nix::sys::stat::utimensat(
+                    parent.as_fd(),
+                    name,
+                    &ts(m.mtime),
+                    &ts(m.mtime),
+                    nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(|e| entry_err(&m.name, e))?;
+                self.stats.symlinks += 1;
+            }
+            T::Link => {
+                let target = m.link.as_deref().unwrap_or_default();
+                let tcomps = split_name(target).map_err(|r| {
+                    refuse(&format!(
+                        "hardlink target {:?}: {r}",
+                        String::from_utf8_lossy(target)
+                    ))
+                })?;
+                if !self.files.contains(&tcomps) {
+                    return Err(refuse(&format!(
+                        "hardlink target {:?} is not an earlier regular file of this archive",
+                        String::from_utf8_lossy(target)
+                    )));
+                }
+                let (tlast, tparent) = tcomps.split_last().expect("a file path is never empty");
+                let tdir = self.open_dir(tparent, &m.name)?;
+                // No AT_SYMLINK_FOLLOW: link the file itself (it is a regular file we made).
+                nix::unistd::linkat(
+                    tdir.as_fd(),
+                    OsStr::from_bytes(tlast),
+                    parent.as_fd(),
+                    name,
+                    nix::fcntl::AtFlags::empty(),
+                )
+                .map_err(exists)?;
+                self.stats.hardlinks += 1;
+            }
+            _ => unreachable!("filtered above"),
+        }
+        Ok(())
+    }
+
+    /// Apply directory modes and mtimes, deepest first.
+    fn finish(mut self) -> Result<ExtractStats, UnpackError> {
+        let dirs = std::mem::take(&mut self.dirs);
+        for (comps, mode, mtime) in dirs.iter().rev() {
+            let name = String::from_utf8_lossy(&comps.join(&b'/')).into_owned();
+            let fd = self.open_dir(comps, &name)?;
+            fchmod(fd.as_fd(), Mode::from_bits_truncate(*mode))
+                .and_then(|()| futimens(fd.as_fd(), &ts(*mtime), &ts(*mtime)))
+                .map_err(|e| entry_err(&name, e))?;
+        }
+        Ok(self.stats)
+    }
+}
+
+fn ts(secs: i64) -> TimeSpec {
+    TimeSpec::new(secs, 0)
+}
+
+fn entry_err(entry: &str, e: Errno) -> UnpackError {
+    UnpackError::Entry {
+        entry: entry.to_owned(),
+        source: errno_io(e),
+    }
+}
+
+fn copy_data<R: Read>(from: &mut R, to: &mut File, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_split_and_checked() {
+        assert_eq!(
+            split_name(b"./usr//lib/").unwrap(),
+            vec![b"usr".to_vec(), b"lib".to_vec()]
+        );
+        assert!(split_name(b"./").unwrap().is_empty());
+        assert!(split_name(b"/etc/passwd").is_err());
+        assert!(split_name(b"a/../../x").is_err());
+        assert!(split_name(b"..").is_err());
+        assert!(split_name(b"").is_err());
+    }
+
+    #[test]
+    fn relative_symlink_escape_is_lexical() {
+        assert!(!escapes_root(b"libfoo.so.1", 0));
+        assert!(escapes_root(b"..", 0));
+        assert!(!escapes_root(b"../lib", 1));
+        assert!(escapes_root(b"../../..", 2));
+        assert!(!escapes_root(b"a/../../x", 1));
+        assert!(escapes_root(b"a/../../x", 0));
+    }
+}

@@ -1,1 +1,0 @@
-//! Deterministic tar writer (stub).
