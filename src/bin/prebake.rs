@@ -1,1 +1,289 @@
-fn main() {}
+//! `prebake`: the build-time CLI. Parses arguments, calls the library, prints.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use prebake::build::{self, BuildOptions, Progress};
+use prebake::spec::{ImageSpec, Language};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Build reproducible sandbox rootfs, seccomp profiles and OCI images for dify-sandbox
+/// compatible code execution.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const DEFAULT_SPEC: &str = "images/python3.yaml";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Resolve the spec and write DIR/bundle (rootfs.tar.zst, seccomp/, bundle.json).
+    Build {
+        /// Image spec (YAML). Default: images/python3.yaml.
+        spec: Option<PathBuf>,
+        /// Use an existing dify-sandbox config.yaml as the spec instead.
+        #[arg(long, conflicts_with = "spec")]
+        dify_config: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Replace a non-empty output directory.
+        #[arg(long)]
+        force: bool,
+        /// Build even when a shared library cannot be found (warns instead).
+        #[arg(long)]
+        allow_missing: bool,
+    },
+    /// Seccomp policy tools.
+    Seccomp {
+        #[command(subcommand)]
+        command: SeccompCommand,
+    },
+    /// Run a script in a bundle's rootfs and list the syscalls its policy would deny.
+    Dig {
+        /// The bundle directory (DIR/bundle of `prebake build`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Language of the script.
+        #[arg(long, default_value = "python3")]
+        language: String,
+        /// The spec the bundle was built from, for its `seccomp` additions (default: none,
+        /// the baked policy alone).
+        #[arg(long)]
+        spec: Option<PathBuf>,
+        /// The script to run.
+        script: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SeccompCommand {
+    /// Print the effective policy of a spec as a table.
+    Show {
+        /// Image spec (YAML). Default: images/python3.yaml.
+        spec: Option<PathBuf>,
+        /// Only this language.
+        #[arg(long)]
+        language: Option<String>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Build {
+            spec,
+            dify_config,
+            out,
+            force,
+            allow_missing,
+        } => cmd_build(spec, dify_config, out, force, allow_missing),
+        Command::Seccomp {
+            command: SeccompCommand::Show { spec, language },
+        } => cmd_seccomp_show(spec, language),
+        Command::Dig {
+            bundle,
+            language,
+            spec,
+            script,
+        } => cmd_dig(&bundle, &language, spec, &script),
+    }
+}
+
+fn load_spec(spec: Option<PathBuf>) -> Result<ImageSpec> {
+    let path = spec.unwrap_or_else(|| PathBuf::from(DEFAULT_SPEC));
+    Ok(ImageSpec::load(&path)?)
+}
+
+fn parse_language(name: &str) -> Result<Language> {
+    match name {
+        "python3" => Ok(Language::Python3),
+        "nodejs" => Ok(Language::Nodejs),
+        other => anyhow::bail!("unknown language `{other}`: use python3 or nodejs"),
+    }
+}
+
+/// Draws a bar on a terminal; prints stage lines otherwise so CI logs show progress.
+struct CliProgress {
+    bar: ProgressBar,
+    tty: bool,
+}
+
+impl Progress for CliProgress {
+    fn stage(&self, name: &str) {
+        if self.tty {
+            self.bar.set_message(name.to_owned());
+        } else {
+            eprintln!("prebake: {name}");
+        }
+    }
+    fn bytes(&self, done: u64, total: u64) {
+        if self.tty {
+            self.bar.set_length(total.max(done));
+            self.bar.set_position(done);
+        }
+    }
+    fn warn(&self, message: &str) {
+        self.bar.suspend(|| eprintln!("warning: {message}"));
+    }
+}
+
+fn cmd_build(
+    spec: Option<PathBuf>,
+    dify_config: Option<PathBuf>,
+    out: PathBuf,
+    force: bool,
+    allow_missing: bool,
+) -> Result<()> {
+    let spec = match dify_config {
+        Some(cfg) => {
+            let (spec, warnings) = ImageSpec::from_dify_config(&cfg)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            spec
+        }
+        None => load_spec(spec)?,
+    };
+    let mtime = prebake::rootfs::source_date_epoch()?;
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {msg:32} [{bar:30}] {bytes}/{total_bytes}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let progress = CliProgress {
+        bar: bar.clone(),
+        tty,
+    };
+    let report = build::build(
+        &spec,
+        &BuildOptions {
+            out: out.clone(),
+            force,
+            allow_missing,
+            mtime,
+        },
+        &progress,
+    )
+    .with_context(|| format!("building {}", spec.origin.display()))?;
+    bar.finish_and_clear();
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    print_summary(&report);
+    Ok(())
+}
+
+fn print_summary(r: &build::BuildReport) {
+    let m = &r.manifest;
+    let f = &m.rootfs;
+    println!("bundle     {}", r.bundle_dir.display());
+    println!(
+        "rootfs     {}  {} files, {} dirs, {} symlinks, {} hardlinks",
+        f.file, f.files, f.dirs, f.symlinks, f.hardlinks
+    );
+    println!(
+        "size       {:.1} MiB uncompressed, {:.1} MiB {}",
+        f.size_uncompressed as f64 / 1048576.0,
+        f.size_compressed as f64 / 1048576.0,
+        f.compression
+    );
+    println!("sha256     {} ({})", f.sha256_compressed, f.compression);
+    println!("libraries  {} resolved by ELF scanning", r.libraries);
+    println!(
+        "bytecode   {} .pyc compiled{}",
+        r.pyc_compiled,
+        if r.pyc_failed.is_empty() {
+            String::new()
+        } else {
+            format!(", {} sources skipped (see warnings)", r.pyc_failed.len())
+        }
+    );
+    for (lang, info) in &m.languages {
+        println!(
+            "{lang:10} {} {} ({} packages)",
+            info.interpreter,
+            info.version,
+            info.distributions.len()
+        );
+    }
+    for (lang, (a, b)) in &r.seccomp_instructions {
+        println!("seccomp    {lang}: {a} BPF instructions, {b} with network");
+    }
+    println!("time       {:.2} s", r.seconds);
+}
+
+fn cmd_seccomp_show(spec: Option<PathBuf>, language: Option<String>) -> Result<()> {
+    let spec = load_spec(spec)?;
+    let only = language.as_deref().map(parse_language).transpose()?;
+    for (lang, l) in &spec.languages {
+        if only.is_some_and(|o| o != *lang) {
+            continue;
+        }
+        println!("# {}", lang.as_str());
+        print!("{}", prebake::seccomp::show_table(*lang, &l.seccomp)?);
+    }
+    Ok(())
+}
+
+fn cmd_dig(bundle: &Path, language: &str, spec: Option<PathBuf>, script: &Path) -> Result<()> {
+    use prebake::bundle::BundleManifest;
+    use prebake::runtime::unpack::{unpack_bundle, UnpackOutcome};
+    let lang = parse_language(language)?;
+    let seccomp = match spec {
+        Some(p) => {
+            let spec = ImageSpec::load(&p)?;
+            spec.languages
+                .get(&lang)
+                .map(|l| l.seccomp.clone())
+                .with_context(|| format!("{}: has no `{language}` language", p.display()))?
+        }
+        None => Default::default(),
+    };
+    let manifest = BundleManifest::load(bundle)?;
+    let info = manifest.languages.get(language).with_context(|| {
+        format!(
+            "{}: the bundle has no `{language}` language",
+            bundle.display()
+        )
+    })?;
+    // The script runs in a private copy of the rootfs, removed afterwards.
+    let tmp = tempfile::tempdir().context("creating a temporary directory")?;
+    let root = match unpack_bundle(bundle, &manifest, &tmp.path().join("root"))
+        .with_context(|| format!("unpacking {}", bundle.display()))?
+    {
+        UnpackOutcome::InPlace(dir) => dir,
+        _ => tmp.path().join("root"),
+    };
+    let env: Vec<(String, String)> = info.env.clone().into_iter().collect();
+    let report = prebake::seccomp::dig::dig(
+        &root,
+        Path::new(&info.interpreter),
+        &info.args,
+        &env,
+        script,
+        lang,
+        &seccomp,
+    )
+    .with_context(|| format!("digging {}", script.display()))?;
+    print!("{report}");
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! Issue 2 acceptance: the real `prebake build` on real interpreters, unpacked with GNU tar
+//! and run under a real chroot.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn prebake(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin("prebake"));
+    c.args(args).current_dir(repo_root());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().expect("run prebake")
+}
+
+fn build_ok(spec: &Path, out: &Path) -> serde_json::Value {
+    let o = prebake(
+        &[
+            "build",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        o.status.success(),
+        "prebake build {} failed:\n{}{}",
+        spec.display(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let manifest = std::fs::read(out.join("bundle/bundle.json")).unwrap();
+    serde_json::from_slice(&manifest).unwrap()
+}
+
+/// Unpack with GNU tar (an independent reader) into `dest`.
+fn untar(bundle: &Path, manifest: &serde_json::Value, dest: &Path) {
+    let file = bundle.join(manifest["rootfs"]["file"].as_str().unwrap());
+    std::fs::create_dir_all(dest).unwrap();
+    let st = Command::new("tar")
+        .args(["--zstd", "-xpf"])
+        .arg(&file)
+        .arg("-C")
+        .arg(dest)
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar failed on {}", file.display());
+}
+
+/// Run `script` with the bundle's interpreter chrooted into `root`.
+fn chroot_python(root: &Path, manifest: &serde_json::Value, script: &Path) -> Output {
+    let interp = manifest["languages"]["python3"]["interpreter"]
+        .as_str()
+        .unwrap();
+    let code = std::fs::read_to_string(script).unwrap();
+    Command::new("chroot")
+        .arg(root)
+        .arg(interp)
+        .args(["-I", "-B", "-c", &code])
+        .env_clear()
+        .env("LANG", "C.UTF-8")
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap()
+}
+
+fn assert_runs(root: &Path, manifest: &serde_json::Value, script: &str, expect: &str) {
+    let o = chroot_python(
+        root,
+        manifest,
+        &repo_root().join("tests/scripts").join(script),
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !stderr.contains("cannot open shared object file"),
+        "missing library in rootfs:\n{stderr}"
+    );
+    assert!(
+        o.status.success(),
+        "{script} failed in chroot ({}):\n{stderr}",
+        o.status
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains(expect));
+}
+
+fn write_spec(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("spec.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn default_image_runs_stdlib_smoke_in_chroot() {
+    if !require_root("default_image_runs_stdlib_smoke_in_chroot")
+        || !require_tool("default_image_runs_stdlib_smoke_in_chroot", "zstd")
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let m = build_ok(&repo_root().join("images/python3.yaml"), &out);
+    assert_eq!(m["format_version"], 1);
+    assert!(m["languages"]["python3"]["interpreter"]
+        .as_str()
+        .unwrap()
+        .starts_with('/'));
+    let root = tmp.path().join("root");
+    untar(&out.join("bundle"), &m, &root);
+    // The loader keeps its symlink path, and /tmp is world-writable and sticky.
+    assert!(root.join("lib64/ld-linux-x86-64.so.2").exists() || !cfg!(target_arch = "x86_64"));
+    use std::os::unix::fs::PermissionsExt;
+    let tmp_mode = std::fs::metadata(root.join("tmp"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(tmp_mode & 0o7777, 0o1777);
+    // Nothing from the excluded stdlib parts, and bytecode is baked.
+    let prov = m["provenance"].as_object().unwrap();
+    assert!(!prov
+        .keys()
+        .any(|k| k.contains("/idlelib/") || k.ends_with("/test/__init__.py")));
+    assert!(prov
+        .keys()
+        .any(|k| k.ends_with("/__pycache__/json.cpython-311.pyc")
+            || k.contains("/json/__pycache__/__init__.")));
+    assert_runs(&root, &m, "smoke_stdlib.py", "smoke ok");
+}
+
+#[test]
+fn debian_python_builds_and_runs() {
+    let t = "debian_python_builds_and_runs";
+    if !require_root(t)
+        || !skip_unless(
+            Path::new("/usr/bin/python3.11").exists(),
+            t,
+            "/usr/bin/python3.11",
+        )
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        tmp.path(),
+        "name: debian\nlanguages:\n  python3:\n    interpreter: /usr/bin/python3.11\n",
+    );
+    let out = tmp.path().join("out");
+    let m = build_ok(&spec, &out);
+    let root = tmp.path().join("root");
+    untar(&out.join("bundle"), &m, &root);
+    assert_runs(&root, &m, "smoke_stdlib.py", "smoke ok");
+}
+
+#[test]
+fn numpy_venv_image_imports_and_computes() {
+    let t = "numpy_venv_image_imports_and_computes";
+    let venv = std::env::var("PREBAKE_FIXTURE_VENV")
+        .unwrap_or_else(|_| "/var/tmp/prebake-fixture-venv".into());
+    let py = Path::new(&venv).join("bin/python");
+    if !require_root(t)
+        || !skip_unless(
+            py.exists(),
+            t,
+            &format!("the fixture venv at {venv} (made by .ci/run)"),
+        )
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        tmp.path(),
+        &format!(
+            "name: numpy\nlanguages:\n  python3:\n    interpreter: {}\n    packages: [numpy, requests, httpx, jinja2]\n",
+            py.display()
+        ),
+    );
+    let out = tmp.path().join("out");
+    let m = build_ok(&spec, &out);
+    let dists: Vec<String> = m["languages"]["python3"]["distributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_lowercase())
+        .collect();
+    for want in ["numpy", "requests", "httpx", "jinja2", "markupsafe", "idna"] {
+        assert!(
+            dists.iter().any(|d| d == want),
+            "{want} missing from {dists:?}"
+        );
+    }
+    // numpy.libs (the wheel's vendored OpenBLAS, found through $ORIGIN RPATH) is planned.
+    let prov = m["provenance"].as_object().unwrap();
+    assert!(
+        prov.keys().any(|k| k.contains("/numpy.libs/")),
+        "numpy.libs missing from the rootfs"
+    );
+    let root = tmp.path().join("root");
+    untar(&out.join("bundle"), &m, &root);
+    assert_runs(&root, &m, "numpy_smoke.py", "numpy ok");
+}
+
+fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+/// Copy `src` to `dst` creating entries in reverse name order, so directory order differs.
+fn copy_reversed(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    names.reverse();
+    for p in names {
+        let to = dst.join(p.file_name().unwrap());
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            copy_reversed(&p, &to);
+        } else if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&p).unwrap(), &to).unwrap();
+        } else {
+            std::fs::copy(&p, &to).unwrap();
+        }
+    }
+}
+
+#[test]
+fn builds_are_byte_identical_across_umask_tz_locale_order_and_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    // An input tree given as `paths`, rebuilt between the builds in another order.
+    let tree = tmp.path().join("input");
+    let seed = tmp.path().join("seed");
+    for (rel, body) in [
+        ("pkg/a.py", "A = 1\n"),
+        ("pkg/b.py", "B = 2\n"),
+        ("pkg/sub/c.txt", "c\n"),
+        ("pkg/z.dat", "zz\n"),
+    ] {
+        let p = seed.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    std::os::unix::fs::symlink("a.py", seed.join("pkg/link.py")).unwrap();
+    copy_reversed(&seed, &tree);
+    let spec = write_spec(
+        tmp.path(),
+        &format!(
+            "name: det\nlanguages:\n  python3:\n    interpreter: python3\n    paths: [{}]\n",
+            tree.join("pkg").display()
+        ),
+    );
+    let out1 = tmp.path().join("one/out");
+    let o = prebake(
+        &[
+            "build",
+            spec.to_str().unwrap(),
+            "--out",
+            out1.to_str().unwrap(),
+        ],
+        &[("TZ", "UTC"), ("LC_ALL", "C")],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Second build: the input tree recreated (new inodes, new mtimes, reverse order), another
+    // umask, TZ, locale and output path.
+    std::fs::remove_dir_all(&tree).unwrap();
+    unsafe { libc::umask(0o077) };
+    copy_reversed(&seed, &tree);
+    let out2 = tmp.path().join("elsewhere/deeper/out");
+    let o = prebake(
+        &[
+            "build",
+            spec.to_str().unwrap(),
+            "--out",
+            out2.to_str().unwrap(),
+        ],
+        &[
+            ("TZ", "Asia/Shanghai"),
+            ("LC_ALL", "C.UTF-8"),
+            ("LANG", "de_DE.UTF-8"),
+        ],
+    );
+    unsafe { libc::umask(0o022) };
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let a = out1.join("bundle/rootfs.tar.zst");
+    let b = out2.join("bundle/rootfs.tar.zst");
+    assert_eq!(sha256_file(&a), sha256_file(&b), "rootfs.tar.zst differs");
+    assert_eq!(
+        std::fs::read(out1.join("bundle/bundle.json")).unwrap(),
+        std::fs::read(out2.join("bundle/bundle.json")).unwrap(),
+        "bundle.json differs"
+    );
+    for f in ["python3.json", "python3.bpf", "python3-net.bpf"] {
+        assert_eq!(
+            sha256_file(&out1.join("bundle/seccomp").join(f)),
+            sha256_file(&out2.join("bundle/seccomp").join(f))
+        );
+    }
+
+    // SOURCE_DATE_EPOCH changes the bytes, predictably the same for the same value.
+    let out3 = tmp.path().join("three/out");
+    let out4 = tmp.path().join("four/out");
+    for out in [&out3, &out4] {
+        let o = prebake(
+            &[
+                "build",
+                spec.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[("SOURCE_DATE_EPOCH", "1700000000")],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let c = sha256_file(&out3.join("bundle/rootfs.tar.zst"));
+    assert_ne!(sha256_file(&a), c);
+    assert_eq!(c, sha256_file(&out4.join("bundle/rootfs.tar.zst")));
+}
+
+/// Runs prebake, expects failure with every `needles` in stderr, and no output left behind.
+fn expect_failure(args: &[&str], out: &Path, needles: &[&str]) {
+    let o = prebake(args, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected failure for {args:?}");
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks `{n}`:\n{stderr}");
+    }
+    assert!(!out.exists(), "{} was written on failure", out.display());
+    // No temp dirs left next to it either.
+    if let Some(parent) = out.parent() {
+        if let Ok(rd) = std::fs::read_dir(parent) {
+            for e in rd {
+                let n = e.unwrap().file_name();
+                assert!(
+                    !n.to_string_lossy().starts_with(".prebake-build-"),
+                    "temp dir {n:?} left behind"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_input_fails_clearly_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = out.to_str().unwrap();
+    let spec = |name: &str, text: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_owned()
+    };
+
+    let s = spec("unparsable.yaml", "languages: [python3\n  oops: {\n");
+    expect_failure(&["build", &s, "--out", o], &out, &["unparsable.yaml"]);
+
+    let s = spec(
+        "unknown.yaml",
+        "name: x\nlanguages:\n  python3:\n    interpreter: python3\n    pakages: [numpy]\n",
+    );
+    expect_failure(
+        &["build", &s, "--out", o],
+        &out,
+        &["unknown.yaml:5", "pakages"],
+    );
+
+    let s = spec(
+        "nointerp.yaml",
+        "name: x\nlanguages:\n  python3:\n    interpreter: /nonexistent/python9\n",
+    );
+    expect_failure(&["build", &s, "--out", o], &out, &["/nonexistent/python9"]);
+
+    let s = spec(
+        "nopath.yaml",
+        "name: x\nlanguages:\n  python3:\n    interpreter: python3\n    paths: [/nonexistent/lib]\n",
+    );
+    expect_failure(&["build", &s, "--out", o], &out, &["/nonexistent/lib"]);
+
+    let s = spec(
+        "nopkg.yaml",
+        "name: x\nlanguages:\n  python3:\n    interpreter: python3\n    packages: [surely-not-installed-pkg]\n",
+    );
+    expect_failure(
+        &["build", &s, "--out", o],
+        &out,
+        &["surely-not-installed-pkg", "not installed"],
+    );
+
+    // An existing, non-empty --out is refused and left as it was.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    let good = repo_root().join("images/python3.yaml");
+    let r = prebake(&["build", good.to_str().unwrap(), "--out", o], &[]);
+    assert_eq!(r.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap(),
+        "mine"
+    );
+    assert!(!out.join("bundle").exists());
+}
