@@ -516,6 +516,20 @@ fn compressed_outputs_decompress_to_the_digested_tar() {
         assert_eq!(sha256(&compressed), stats.sha256_compressed, "{tool}");
         assert_eq!(compressed.len() as u64, stats.size_compressed, "{tool}");
         assert!(stats.size_compressed < stats.size_uncompressed, "{tool}");
+        if c == Compression::Zstd {
+            // Frame header descriptor: checksum on, no dictionary id, no content size.
+            assert_eq!(&compressed[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+            let fhd = compressed[4];
+            assert_eq!(fhd & 0b100, 0b100, "checksum flag");
+            assert_eq!(fhd & 0b11, 0, "dictionary id flag");
+            assert_eq!(fhd >> 6, 0, "content size flag");
+        } else {
+            // gzip header: no FNAME or other optional fields, mtime 0, OS byte 255.
+            assert_eq!(&compressed[..3], &[0x1f, 0x8b, 8]);
+            assert_eq!(compressed[3], 0, "flags");
+            assert_eq!(&compressed[4..8], &[0, 0, 0, 0], "mtime");
+            assert_eq!(compressed[9], 255, "OS byte");
+        }
         let o = Command::new(tool).arg("-dc").arg(&path).output().unwrap();
         assert!(
             o.status.success(),
