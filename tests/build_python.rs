@@ -57,7 +57,8 @@ fn chroot_python(root: &Path, manifest: &serde_json::Value, script: &Path) -> Ou
         .as_str()
         .unwrap();
     let code = std::fs::read_to_string(script).unwrap();
-    Command::new("chroot")
+    // Absolute: with a cleared environment Command would search the child's PATH.
+    Command::new(which("chroot").expect("chroot on PATH"))
         .arg(root)
         .arg(interp)
         .args(["-I", "-B", "-c", &code])

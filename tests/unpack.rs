@@ -246,7 +246,7 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
             "h".into(),
         ),
         (
-            "character device",
+            "character device that is not a safe /dev node (dev/null as 0:0)",
             Tar::new()
                 .dir("dev/")
                 .member("dev/null", b'3', 0o666, "", b"")
@@ -666,4 +666,43 @@ fn a_truncated_archive_is_an_error() {
         matches!(err, UnpackError::Corrupt(_) | UnpackError::Entry { .. }),
         "{err}"
     );
+}
+
+/// The harmless /dev nodes the plan may carry come back as real device nodes (as root), and
+/// the same path with other device numbers is refused.
+#[test]
+fn safe_dev_nodes_are_created_and_others_refused() {
+    use std::os::unix::fs::FileTypeExt;
+    if !common::require_root("safe_dev_nodes_are_created_and_others_refused") {
+        return;
+    }
+    let mut plan = Plan::new();
+    plan.add_dir("/dev", 0o755, "t").unwrap();
+    plan.insert(
+        "/dev/null".into(),
+        entry(EntryKind::CharDevice { major: 1, minor: 3 }, 0o666),
+    )
+    .unwrap();
+    let mut tar = Vec::new();
+    prebake::rootfs::write_tar(&plan, &mut tar, &Default::default(), &mut |_| {}).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    prebake::runtime::unpack::extract(&tar[..], "none", dest.path()).unwrap();
+    let meta = fs::metadata(dest.path().join("dev/null")).unwrap();
+    assert!(meta.file_type().is_char_device());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o666);
+    assert_eq!(meta.rdev(), libc::makedev(1, 3));
+
+    let mut bad = Plan::new();
+    bad.add_dir("/dev", 0o755, "t").unwrap();
+    bad.insert(
+        "/dev/null".into(),
+        entry(EntryKind::CharDevice { major: 8, minor: 0 }, 0o666),
+    )
+    .unwrap();
+    let mut tar = Vec::new();
+    prebake::rootfs::write_tar(&bad, &mut tar, &Default::default(), &mut |_| {}).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let err = prebake::runtime::unpack::extract(&tar[..], "none", dest.path()).unwrap_err();
+    assert!(err.to_string().contains("dev/null"), "{err}");
+    assert!(!dest.path().join("dev/null").exists());
 }

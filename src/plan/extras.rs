@@ -64,6 +64,19 @@ pub fn add_etc_stubs(plan: &mut Plan) -> Result<(), PlanError> {
 pub fn add_mount_points(plan: &mut Plan) -> Result<(), PlanError> {
     plan.add_dir("/tmp", 0o1777, "extra: tmp")?;
     plan.add_dir("/dev", 0o755, "extra: tmp")?;
+    for (path, major, minor) in super::SAFE_DEVICES {
+        plan.insert(
+            (*path).to_owned(),
+            super::Entry {
+                kind: super::EntryKind::CharDevice {
+                    major: *major,
+                    minor: *minor,
+                },
+                mode: 0o666,
+                provenance: "extra: tmp (device node; the runtime binds the host's)".into(),
+            },
+        )?;
+    }
     plan.add_dir("/proc", 0o555, "extra: tmp")?;
     Ok(())
 }

@@ -29,7 +29,23 @@ pub enum EntryKind {
     Symlink {
         target: PathBuf,
     },
+    /// A character device node. Only the harmless ones of [`SAFE_DEVICES`]: a plain `chroot`
+    /// into the unpacked rootfs then has /dev/null (subprocess, ctypes.util) without a mount.
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
 }
+
+/// The device nodes a rootfs may carry (what every container runtime creates): path, major,
+/// minor. The unpacker refuses any other device.
+pub const SAFE_DEVICES: &[(&str, u32, u32)] = &[
+    ("/dev/full", 1, 7),
+    ("/dev/null", 1, 3),
+    ("/dev/random", 1, 8),
+    ("/dev/urandom", 1, 9),
+    ("/dev/zero", 1, 5),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -79,6 +95,7 @@ impl EntryKind {
             EntryKind::Dir => "directory",
             EntryKind::File { .. } => "file",
             EntryKind::Symlink { .. } => "symlink",
+            EntryKind::CharDevice { .. } => "character device",
         }
     }
 }

@@ -39,6 +39,11 @@ pub struct PythonInstall {
 const DISCOVER_SCRIPT: &str = r#"
 import json, os, sys, sysconfig, site
 paths = sysconfig.get_paths()
+# The standard library belongs to the base installation, also inside a venv (whose own
+# platstdlib would be its lib/pythonX.Y, holding only site-packages).
+base = sysconfig.get_paths(vars={'base': sys.base_prefix, 'platbase': sys.base_exec_prefix,
+                                 'installed_base': sys.base_prefix,
+                                 'installed_platbase': sys.base_exec_prefix})
 dyn = [p for p in sys.path if os.path.basename(p) == 'lib-dynload']
 try:
     import ssl
@@ -63,8 +68,8 @@ print(json.dumps({
     'version': '.'.join(map(str, sys.version_info[:3])),
     'prefix': sys.prefix,
     'base_prefix': sys.base_prefix,
-    'stdlib': paths['stdlib'],
-    'platstdlib': paths['platstdlib'],
+    'stdlib': base['stdlib'],
+    'platstdlib': base['platstdlib'],
     'lib_dynload': dyn[0] if dyn else None,
     'site_packages': sp,
     'pyvenv_cfg': cfg if sys.prefix != sys.base_prefix and os.path.isfile(cfg) else None,

@@ -16,6 +16,11 @@ pub enum TypeFlag {
     Symlink,
     Dir,
     PaxExtended,
+    /// A character device (only the harmless /dev nodes the plan allows).
+    Char {
+        major: u32,
+        minor: u32,
+    },
 }
 
 impl TypeFlag {
@@ -26,6 +31,7 @@ impl TypeFlag {
             TypeFlag::Symlink => b'2',
             TypeFlag::Dir => b'5',
             TypeFlag::PaxExtended => b'x',
+            TypeFlag::Char { .. } => b'3',
         }
     }
 }
@@ -81,8 +87,12 @@ fn ustar_block(m: &Member<'_>) -> [u8; BLOCK] {
     h[157..157 + link_len].copy_from_slice(&m.link[..link_len]);
     h[257..263].copy_from_slice(b"ustar\0");
     h[263..265].copy_from_slice(b"00");
-    put_octal(&mut h[329..337], 0);
-    put_octal(&mut h[337..345], 0);
+    let (major, minor) = match m.flag {
+        TypeFlag::Char { major, minor } => (u64::from(major), u64::from(minor)),
+        _ => (0, 0),
+    };
+    put_octal(&mut h[329..337], major);
+    put_octal(&mut h[337..345], minor);
     // The checksum is computed with its own field as eight spaces, then stored as six octal
     // digits, NUL, space (the traditional layout every reader accepts).
     h[148..156].fill(b' ');

@@ -291,6 +291,22 @@ fn write_entries<W: Write>(
                 )?;
                 stats.dirs += 1;
             }
+            EntryKind::CharDevice { major, minor } => {
+                w(
+                    tar,
+                    &header::encode(&Member {
+                        name: name.as_bytes(),
+                        link: b"",
+                        flag: TypeFlag::Char {
+                            major: *major,
+                            minor: *minor,
+                        },
+                        mode: 0o666,
+                        size: 0,
+                        mtime,
+                    }),
+                )?;
+            }
             EntryKind::Symlink { target } => {
                 let link = target.as_os_str().as_bytes();
                 if link.is_empty() || link.contains(&0) {

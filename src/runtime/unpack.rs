@@ -405,6 +405,18 @@ struct Extractor {
 }
 
 /// Everything the extractor needs from one archive member, read before its data.
+/// Whether `comps` and `device` name one of the harmless nodes a rootfs may carry.
+fn is_safe_device(comps: &[Vec<u8>], device: (u32, u32)) -> bool {
+    let path: Vec<u8> = comps.iter().fold(Vec::new(), |mut acc, c| {
+        acc.push(b'/');
+        acc.extend_from_slice(c);
+        acc
+    });
+    crate::plan::SAFE_DEVICES
+        .iter()
+        .any(|(p, major, minor)| p.as_bytes() == path.as_slice() && device == (*major, *minor))
+}
+
 struct Member {
     name: String,
     comps: Comps,
@@ -412,6 +424,8 @@ struct Member {
     mode: u32,
     mtime: i64,
     link: Option<Vec<u8>>,
+    /// (major, minor) of a character device entry.
+    device: (u32, u32),
 }
 
 impl Extractor {
@@ -455,6 +469,10 @@ impl Extractor {
             .map_err(|e| refuse(format!("unreadable mode: {e}")))?;
         let mut mtime = h.mtime().unwrap_or(0) as i64;
         let kind = h.entry_type();
+        let device = (
+            h.device_major().ok().flatten().unwrap_or(0),
+            h.device_minor().ok().flatten().unwrap_or(0),
+        );
         let link = entry.link_name_bytes().map(|l| l.into_owned());
         // A PAX mtime (possibly fractional) overrides the header's.
         if let Ok(Some(exts)) = entry.pax_extensions() {
@@ -479,6 +497,7 @@ impl Extractor {
             mode: mode & 0o1777,
             mtime,
             link,
+            device,
         })
     }
 
@@ -535,7 +554,40 @@ impl Extractor {
         let name = OsStr::from_bytes(last);
         match m.kind {
             T::XGlobalHeader => return Ok(()),
-            T::Char | T::Block => return Err(refuse("device nodes are not allowed in a rootfs")),
+            T::Char if is_safe_device(&m.comps, m.device) => {
+                // Best effort: without CAP_MKNOD (rootless, some platforms) the node is
+                // skipped and the sandbox binds the host's /dev/null etc. instead.
+                let parent = self.open_dir(parent_comps, &m.name)?;
+                match nix::sys::stat::mknodat(
+                    parent.as_fd(),
+                    name,
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    Mode::from_bits_truncate(0o666),
+                    nix::sys::stat::makedev(u64::from(m.device.0), u64::from(m.device.1)),
+                ) {
+                    Ok(()) => {
+                        // mknod applies the umask; the node must be 0666 like on any host.
+                        nix::sys::stat::fchmodat(
+                            parent.as_fd(),
+                            name,
+                            Mode::from_bits_truncate(0o666),
+                            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                        )
+                        .map_err(|e| entry_err(&m.name, e))?;
+                    }
+                    Err(Errno::EPERM) | Err(Errno::EACCES) => {}
+                    Err(Errno::EEXIST) => {
+                        return Err(refuse("duplicate entry: the path already exists"))
+                    }
+                    Err(e) => return Err(entry_err(&m.name, e)),
+                }
+                return Ok(());
+            }
+            T::Char | T::Block => {
+                return Err(refuse(
+                    "device nodes are not allowed in a rootfs (only /dev/null, zero, full, random, urandom)",
+                ))
+            }
             T::Fifo => return Err(refuse("fifos are not allowed in a rootfs")),
             T::Regular | T::Continuous | T::Directory | T::Symlink | T::Link => {}
             other => {
