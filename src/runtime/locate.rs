@@ -1,0 +1,53 @@
+//! Where the rootfs of a bundle is on disk, unpacking it first when needed.
+
+use crate::bundle::BundleManifest;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocateError {
+    #[error("{path}: the bundle's rootfs directory is missing: {source}")]
+    Missing {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: the bundle's rootfs (compression \"none\") is not a directory")]
+    NotDir { path: PathBuf },
+    #[error("{0}")]
+    Unpack(String),
+}
+
+/// The directory to use as the sandbox's `/`. A bundle whose rootfs is already a directory
+/// (compression "none") is used in place; an archive is unpacked into `root` (once; a stamp
+/// makes later starts skip it).
+pub fn rootfs_dir(
+    bundle_dir: &Path,
+    manifest: &BundleManifest,
+    root: &Path,
+) -> Result<PathBuf, LocateError> {
+    if manifest.rootfs.compression == "none" {
+        let path = bundle_dir.join(&manifest.rootfs.file);
+        let meta = std::fs::metadata(&path).map_err(|source| LocateError::Missing {
+            path: path.clone(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return Err(LocateError::NotDir { path });
+        }
+        return Ok(path);
+    }
+    unpack_archive(bundle_dir, manifest, root)
+}
+
+/// Thin seam over the unpacker (another module), so it can change without touching callers.
+fn unpack_archive(
+    _bundle_dir: &Path,
+    manifest: &BundleManifest,
+    root: &Path,
+) -> Result<PathBuf, LocateError> {
+    Err(LocateError::Unpack(format!(
+        "{}: unpacking {} archives is not available in this build yet; use a bundle whose rootfs is a directory",
+        root.display(),
+        manifest.rootfs.compression
+    )))
+}
