@@ -9,9 +9,9 @@ use prebake::bundle::{BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT};
 use prebake::runtime::config::{Config, DEFAULT_CONFIG};
 use prebake::runtime::locate::rootfs_dir;
 use prebake::runtime::probe::Capabilities;
-use prebake::runtime::sandbox::{Exit, Isolation, Limits, RunRequest, Sandbox};
+use prebake::runtime::sandbox::{Exit, Isolation, Limits, RunRequest, Sandbox, SandboxError};
 use prebake::runtime::server::{router, AppState};
-use prebake::runtime::uidpool::DEFAULT_LOCK_DIR;
+use prebake::runtime::uidpool::{PoolError, DEFAULT_LOCK_DIR};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ struct Common {
     #[arg(long, default_value = DEFAULT_SANDBOX_ROOT)]
     root: PathBuf,
     /// Directory of the uid-pool lock files (shared by all runtime processes of a host).
-    #[arg(long, default_value = DEFAULT_LOCK_DIR, hide = true)]
+    #[arg(long, env = "PREBAKE_LOCK_DIR", default_value = DEFAULT_LOCK_DIR, hide = true)]
     lock_dir: PathBuf,
     /// DANGEROUS: run code even where chroot, a uid switch or seccomp is unavailable (each
     /// run is still a fresh process with rlimits, but NOT confined).
@@ -86,8 +86,10 @@ enum Cmd {
 
 fn init_logs(debug: bool) {
     let filter = if debug { "debug" } else { "info" };
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
@@ -295,13 +297,28 @@ fn get_ready(common: &Common, caps: &Capabilities, state: &AppState) -> Result<(
     } else {
         ("nodejs", "console.log('ok')")
     };
-    let out = sandbox.run(&RunRequest {
+    let req = RunRequest {
         language: language.into(),
         code: code.into(),
         network: false,
         timeout: Duration::from_secs(state.config.worker_timeout.max(10)),
         network_env: Vec::new(),
-    })?;
+    };
+    // Other runtime processes on this host may hold every uid for a while: wait for one
+    // rather than fail the start.
+    let mut waited = std::time::Instant::now();
+    let out = loop {
+        match sandbox.run(&req) {
+            Err(SandboxError::Pool(PoolError::Exhausted)) => {
+                if waited.elapsed() > Duration::from_secs(5) {
+                    tracing::warn!("waiting for a free sandbox uid for the probe run");
+                    waited = std::time::Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => break other?,
+        }
+    };
     if !out.success() || out.stdout != b"ok\n" {
         bail!(
             "the probe run of {language} failed: stdout {:?}, {}",
