@@ -130,3 +130,72 @@ fn exec_timeout_kills_tree() {
     let left = runtime_common::leftover_pool_processes();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn refuses_without_privileges_unless_opted_out() {
+    if !common::require_root("refuses_without_privileges_unless_opted_out") {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    // As an unprivileged uid, chroot, uid switch and namespaces are unavailable.
+    let locks = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        locks.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let run = |insecure: bool| {
+        let mut cmd = Command::new(common::bin("runtime"));
+        cmd.arg("exec")
+            .arg("--bundle")
+            .arg(bundle())
+            .arg("--root")
+            .arg(locks.path().join("root"))
+            .env("PREBAKE_LOCK_DIR", locks.path())
+            .env_remove("PREBAKE_INSECURE_NO_SANDBOX")
+            .uid(60123)
+            .gid(60123)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if insecure {
+            cmd.arg("--insecure-no-sandbox");
+        }
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"import os\nprint('ran as', os.getuid())\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(false);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refusing to run untrusted code") && err.contains("chroot"),
+        "{err}"
+    );
+    assert!(err.contains("capabilities: root=no"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    let out = run(true);
+    let err = text(&out.stderr);
+    assert!(err.contains("INSECURE"), "{err}");
+    assert_eq!(text(&out.stdout), "ran as 60123\n", "{err}");
+}
+
+#[test]
+fn probe_prints_one_line() {
+    if !common::require_root("probe_prints_one_line") {
+        return;
+    }
+    let out = Command::new(common::bin("runtime"))
+        .arg("probe")
+        .output()
+        .unwrap();
+    let s = text(&out.stdout);
+    assert!(s.starts_with("root=yes mount_ns=yes"), "{s}");
+    assert!(s.contains("chroot=yes") && s.contains("seccomp=yes"), "{s}");
+}

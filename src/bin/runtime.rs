@@ -84,8 +84,8 @@ enum Cmd {
     },
 }
 
-fn init_logs(debug: bool) {
-    let filter = if debug { "debug" } else { "info" };
+fn init_logs(level: &str) {
+    let filter = level;
     use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -103,7 +103,7 @@ fn check_platform(insecure: bool) -> Result<Capabilities> {
     tracing::info!("capabilities: {caps}");
     if let Some(why) = caps.refusal() {
         if !insecure {
-            bail!("{why}");
+            bail!("{why} (capabilities: {caps})");
         }
         tracing::warn!(
             "!!! INSECURE: --insecure-no-sandbox is set: {why}. Scripts run in a fresh process with rlimits but are NOT confined !!!"
@@ -120,11 +120,12 @@ fn open_sandbox(
 ) -> Result<(Sandbox, BundleManifest)> {
     let manifest = BundleManifest::load(&common.bundle)?;
     let rootfs = rootfs_dir(&common.bundle, &manifest, &common.root)?;
+    tracing::info!(rootfs = %rootfs.dir.display(), "rootfs {}", rootfs.how);
     let iso = Isolation::from_caps(caps, namespaces);
     let sandbox = Sandbox::new(
         &common.bundle,
         &manifest,
-        &rootfs,
+        &rootfs.dir,
         iso,
         limits,
         &common.lock_dir,
@@ -155,10 +156,16 @@ fn real_main(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Unpack { common } => {
-            init_logs(false);
+            init_logs("info");
             let manifest = BundleManifest::load(&common.bundle)?;
-            let dir = rootfs_dir(&common.bundle, &manifest, &common.root)?;
-            println!("{}", dir.display());
+            let start = std::time::Instant::now();
+            let r = rootfs_dir(&common.bundle, &manifest, &common.root)?;
+            println!(
+                "rootfs {} at {} ({:.1} ms)",
+                r.how,
+                r.dir.display(),
+                start.elapsed().as_secs_f64() * 1000.0
+            );
             Ok(0)
         }
         Cmd::Exec {
@@ -170,7 +177,8 @@ fn real_main(cli: Cli) -> Result<i32> {
             memory_mb,
             file,
         } => {
-            init_logs(false);
+            // Quiet by default: stderr carries the script's own stderr.
+            init_logs("warn");
             let caps = check_platform(common.insecure_no_sandbox)?;
             let mut limits = Limits::default();
             if let Some(m) = memory_mb {
@@ -225,7 +233,7 @@ fn serve(common: Common, config_path: Option<PathBuf>) -> Result<i32> {
     };
     let env = |k: &str| std::env::var(k).ok();
     let config = Config::load(Some(&path), required, &env)?;
-    init_logs(config.debug);
+    init_logs(if config.debug { "debug" } else { "info" });
     for w in &config.warnings {
         tracing::warn!("{w}");
     }

@@ -1,5 +1,18 @@
 //! `runtime serve` configuration: dify-sandbox's `conf/config.yaml` keys plus prebake's own
-//! limits; environment variables win over the file. See shared/api.md for the table.
+//! limits; environment variables win over the file. dify-sandbox's keys are in shared/api.md;
+//! prebake's own:
+//!
+//! | key | env | meaning | default |
+//! |---|---|---|---|
+//! | `limits.memory_mb` | `SANDBOX_MEMORY_MB` | address space per script (RLIMIT_AS) | 1024 |
+//! | `limits.output_bytes` | `SANDBOX_OUTPUT_BYTES` | cap per stream; beyond it the run is killed and the truncation reported | 4194304 |
+//! | `limits.processes` | `SANDBOX_MAX_PROCESSES` | processes + threads per script (RLIMIT_NPROC of its own uid) | 64 |
+//! | `limits.tmp_mb` | `SANDBOX_TMP_MB` | size of the private /tmp, and the largest file (RLIMIT_FSIZE) | 64 |
+//! | `namespaces` | `SANDBOX_NAMESPACES` | use namespaces where the platform allows them | true |
+//!
+//! `allowed_syscalls` is accepted and ignored with a warning: a stacked seccomp filter can only
+//! narrow the baked policy, never widen it, and compiling a new one at run time is what
+//! prebake avoids; extra syscalls belong in the image spec, baked at build time.
 
 use super::sandbox::Limits;
 use serde_yaml_ng::Value;

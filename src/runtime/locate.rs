@@ -17,6 +17,14 @@ pub enum LocateError {
     Unpack(String),
 }
 
+/// Where the rootfs is and how it got there (for the startup log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub dir: PathBuf,
+    /// "in place", "unpacked" or "already unpacked".
+    pub how: &'static str,
+}
+
 /// The directory to use as the sandbox's `/`. A bundle whose rootfs is already a directory
 /// (compression "none") is used in place; an archive is unpacked into `root` (once; a stamp
 /// makes later starts skip it).
@@ -24,7 +32,7 @@ pub fn rootfs_dir(
     bundle_dir: &Path,
     manifest: &BundleManifest,
     root: &Path,
-) -> Result<PathBuf, LocateError> {
+) -> Result<Located, LocateError> {
     if manifest.rootfs.compression == "none" {
         let path = bundle_dir.join(&manifest.rootfs.file);
         let meta = std::fs::metadata(&path).map_err(|source| LocateError::Missing {
@@ -34,17 +42,23 @@ pub fn rootfs_dir(
         if !meta.is_dir() {
             return Err(LocateError::NotDir { path });
         }
-        return Ok(path);
+        return Ok(Located {
+            dir: path,
+            how: "in place",
+        });
     }
     unpack_archive(bundle_dir, manifest, root)
 }
 
-/// Thin seam over the unpacker (another module), so it can change without touching callers.
+/// Thin seam over the unpacker (`super::unpack`, another module), so it can change without
+/// touching callers. Once `unpack::unpack_bundle` is in this branch, the body becomes:
+/// `match unpack_bundle(..)? { InPlace(p) => (p, "in place"), AlreadyPresent => (root,
+/// "already unpacked"), Unpacked { .. } => (root, "unpacked") }`.
 fn unpack_archive(
     _bundle_dir: &Path,
     manifest: &BundleManifest,
     root: &Path,
-) -> Result<PathBuf, LocateError> {
+) -> Result<Located, LocateError> {
     Err(LocateError::Unpack(format!(
         "{}: unpacking {} archives is not available in this build yet; use a bundle whose rootfs is a directory",
         root.display(),

@@ -334,6 +334,12 @@ impl Sandbox {
         limits: Limits,
         lock_dir: &Path,
     ) -> Result<Sandbox, SandboxError> {
+        // Absolute, symlink-free: the child chdirs and mounts by this path.
+        let rootfs = &std::fs::canonicalize(rootfs).map_err(|source| SandboxError::Prepare {
+            path: rootfs.to_path_buf(),
+            what: "resolve the rootfs path",
+            source,
+        })?;
         let mut languages = BTreeMap::new();
         for (name, info) in &manifest.languages {
             let rel = info.interpreter.trim_start_matches('/');

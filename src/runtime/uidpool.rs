@@ -106,3 +106,34 @@ impl Drop for Lease<'_> {
         st.free.push(self.uid);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_exclusive_within_and_across_pools() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = UidPool::new(dir.path()).unwrap();
+        let b = UidPool::new(dir.path()).unwrap();
+        let l1 = a.acquire().unwrap();
+        let l2 = a.acquire().unwrap();
+        // A second pool over the same lock dir (another process, in effect) skips both.
+        let l3 = b.acquire().unwrap();
+        assert_eq!(l1.uid, SANDBOX_UID_BASE);
+        assert_eq!(l2.uid, SANDBOX_UID_BASE + 1);
+        assert_eq!(l3.uid, SANDBOX_UID_BASE + 2);
+        assert!(l1.needs_sweep);
+        let uid = l1.uid;
+        drop(l1);
+        let again = a.acquire().unwrap();
+        assert_eq!(again.uid, uid);
+        assert!(!again.needs_sweep, "swept once per process");
+        drop((l2, l3, again));
+        let all: Vec<_> = (0..SANDBOX_UID_COUNT)
+            .map(|_| a.acquire().unwrap())
+            .collect();
+        assert!(matches!(a.acquire(), Err(PoolError::Exhausted)));
+        drop(all);
+    }
+}
