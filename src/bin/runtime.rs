@@ -1,1 +1,360 @@
-fn main() {}
+//! `runtime`: the in-container binary. Thin: parse arguments, call the library, print.
+//!
+//! The capability probe forks, so it runs first, before any thread exists (tokio starts
+//! later, only for `serve`).
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use prebake::bundle::{BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT};
+use prebake::runtime::config::{Config, DEFAULT_CONFIG};
+use prebake::runtime::locate::rootfs_dir;
+use prebake::runtime::probe::Capabilities;
+use prebake::runtime::sandbox::{Exit, Isolation, Limits, RunRequest, Sandbox, SandboxError};
+use prebake::runtime::server::{router, AppState};
+use prebake::runtime::uidpool::{PoolError, DEFAULT_LOCK_DIR};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "runtime",
+    version,
+    about = "Run untrusted scripts in prebake's sandbox"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// The bundle directory (bundle.json, rootfs, seccomp/).
+    #[arg(long, default_value = DEFAULT_BUNDLE_DIR)]
+    bundle: PathBuf,
+    /// The sandbox root the rootfs is unpacked into.
+    #[arg(long, default_value = DEFAULT_SANDBOX_ROOT)]
+    root: PathBuf,
+    /// Directory of the uid-pool lock files (shared by all runtime processes of a host).
+    #[arg(long, env = "PREBAKE_LOCK_DIR", default_value = DEFAULT_LOCK_DIR, hide = true)]
+    lock_dir: PathBuf,
+    /// DANGEROUS: run code even where chroot, a uid switch or seccomp is unavailable (each
+    /// run is still a fresh process with rlimits, but NOT confined).
+    #[arg(long, env = "PREBAKE_INSECURE_NO_SANDBOX")]
+    insecure_no_sandbox: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Unpack the bundle's rootfs into the sandbox root (once).
+    Unpack {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print what this platform allows.
+    Probe,
+    /// Run one script (FILE, or stdin) in the sandbox; print its output, exit with its code.
+    Exec {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value = "python3")]
+        language: String,
+        /// Wall-clock limit in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Give the script the host's network.
+        #[arg(long)]
+        network: bool,
+        /// Do not use namespaces even where allowed (chroot-only isolation).
+        #[arg(long)]
+        no_namespaces: bool,
+        /// Address-space limit in MiB.
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        file: Option<PathBuf>,
+    },
+    /// Serve dify-sandbox's HTTP API.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Config file (default conf/config.yaml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logs(level: &str) {
+    let filter = level;
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .try_init();
+}
+
+/// Probe, log in one line, refuse unless the opt-out is given.
+fn check_platform(insecure: bool) -> Result<Capabilities> {
+    let caps = Capabilities::probe();
+    tracing::info!("capabilities: {caps}");
+    if let Some(why) = caps.refusal() {
+        if !insecure {
+            bail!("{why} (capabilities: {caps})");
+        }
+        tracing::warn!(
+            "!!! INSECURE: --insecure-no-sandbox is set: {why}. Scripts run in a fresh process with rlimits but are NOT confined !!!"
+        );
+    }
+    Ok(caps)
+}
+
+fn open_sandbox(
+    common: &Common,
+    caps: &Capabilities,
+    namespaces: bool,
+    limits: Limits,
+) -> Result<(Sandbox, BundleManifest)> {
+    let manifest = BundleManifest::load(&common.bundle)?;
+    let rootfs = rootfs_dir(&common.bundle, &manifest, &common.root)?;
+    tracing::info!(rootfs = %rootfs.dir.display(), "rootfs {}", rootfs.how);
+    let iso = Isolation::from_caps(caps, namespaces);
+    let sandbox = Sandbox::new(
+        &common.bundle,
+        &manifest,
+        &rootfs.dir,
+        iso,
+        limits,
+        &common.lock_dir,
+    )?;
+    Ok((sandbox, manifest))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("runtime: error: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn real_main(cli: Cli) -> Result<i32> {
+    match cli.cmd {
+        Cmd::Probe => {
+            let caps = Capabilities::probe();
+            println!("{caps}");
+            if let Some(why) = caps.refusal() {
+                println!("refused: {why}");
+            }
+            Ok(0)
+        }
+        Cmd::Unpack { common } => {
+            init_logs("info");
+            let manifest = BundleManifest::load(&common.bundle)?;
+            let start = std::time::Instant::now();
+            let r = rootfs_dir(&common.bundle, &manifest, &common.root)?;
+            println!(
+                "rootfs {} at {} ({:.1} ms)",
+                r.how,
+                r.dir.display(),
+                start.elapsed().as_secs_f64() * 1000.0
+            );
+            Ok(0)
+        }
+        Cmd::Exec {
+            common,
+            language,
+            timeout,
+            network,
+            no_namespaces,
+            memory_mb,
+            file,
+        } => {
+            // Quiet by default: stderr carries the script's own stderr.
+            init_logs("warn");
+            let caps = check_platform(common.insecure_no_sandbox)?;
+            let mut limits = Limits::default();
+            if let Some(m) = memory_mb {
+                limits.memory_bytes = m << 20;
+            }
+            let (sandbox, _) = open_sandbox(&common, &caps, !no_namespaces, limits)?;
+            let code = match &file {
+                Some(f) => std::fs::read_to_string(f)
+                    .with_context(|| format!("{}: cannot read the script", f.display()))?,
+                None => {
+                    let mut s = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("cannot read the script from stdin")?;
+                    s
+                }
+            };
+            let out = sandbox.run(&RunRequest {
+                language,
+                code,
+                network,
+                timeout: Duration::from_secs(timeout),
+                network_env: Vec::new(),
+            })?;
+            std::io::stdout().write_all(&out.stdout)?;
+            std::io::stdout().flush()?;
+            std::io::stderr().write_all(&out.stderr)?;
+            if !out.success() {
+                // The synthetic line (timeout, truncation, seccomp...), without the stderr
+                // already printed.
+                let text = out.error_text();
+                if let Some(line) = text.lines().nth(1) {
+                    if line.starts_with("error: ") {
+                        eprintln!("runtime: {line}");
+                    }
+                }
+            }
+            Ok(match out.exit {
+                _ if out.timed_out => 124,
+                Exit::Code(c) => c,
+                Exit::Signal(s) => 128 + s,
+            })
+        }
+        Cmd::Serve { common, config } => serve(common, config),
+    }
+}
+
+fn serve(common: Common, config_path: Option<PathBuf>) -> Result<i32> {
+    let (path, required) = match &config_path {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let config = Config::load(Some(&path), required, &env)?;
+    init_logs(if config.debug { "debug" } else { "info" });
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let caps = check_platform(common.insecure_no_sandbox)?;
+    let manifest = BundleManifest::load(&common.bundle)?;
+    let deps = manifest
+        .languages
+        .iter()
+        .map(|(k, v)| (k.clone(), v.distributions.clone()))
+        .collect();
+    let port = config.port;
+    let state = Arc::new(AppState::new(config, deps));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+            .await
+            .with_context(|| format!("cannot listen on port {port}"))?;
+        tracing::info!(
+            port,
+            "listening; /health answers 503 until the sandbox is ready"
+        );
+        let setup_state = state.clone();
+        tokio::spawn(async move {
+            let res =
+                tokio::task::spawn_blocking(move || get_ready(&common, &caps, &setup_state)).await;
+            match res {
+                Ok(Ok(())) => tracing::info!("sandbox ready"),
+                Ok(Err(e)) => {
+                    tracing::error!("sandbox setup failed: {e:#}");
+                    std::process::exit(1);
+                }
+                Err(e) => {
+                    tracing::error!("sandbox setup panicked: {e}");
+                    std::process::exit(1);
+                }
+            }
+        });
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("server failed")?;
+        tracing::info!("shut down: in-flight runs finished and reaped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(0)
+}
+
+/// Unpack, open the sandbox, run one probe script; only then is the server healthy.
+fn get_ready(common: &Common, caps: &Capabilities, state: &AppState) -> Result<()> {
+    let start = std::time::Instant::now();
+    let (sandbox, _) = open_sandbox(
+        common,
+        caps,
+        state.config.namespaces,
+        state.config.limits.clone(),
+    )?;
+    tracing::info!(
+        rootfs = %sandbox.rootfs().display(),
+        isolation = ?sandbox.isolation,
+        "rootfs ready in {:.1} ms",
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+    let (language, code) = if sandbox.has_language("python3") {
+        ("python3", "print('ok')")
+    } else {
+        ("nodejs", "console.log('ok')")
+    };
+    let req = RunRequest {
+        language: language.into(),
+        code: code.into(),
+        network: false,
+        timeout: Duration::from_secs(state.config.worker_timeout.max(10)),
+        network_env: Vec::new(),
+    };
+    // Other runtime processes on this host may hold every uid for a while: wait for one
+    // rather than fail the start.
+    let mut waited = std::time::Instant::now();
+    let out = loop {
+        match sandbox.run(&req) {
+            Err(SandboxError::Pool(PoolError::Exhausted)) => {
+                if waited.elapsed() > Duration::from_secs(5) {
+                    tracing::warn!("waiting for a free sandbox uid for the probe run");
+                    waited = std::time::Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => break other?,
+        }
+    };
+    if !out.success() || out.stdout != b"ok\n" {
+        bail!(
+            "the probe run of {language} failed: stdout {:?}, {}",
+            String::from_utf8_lossy(&out.stdout),
+            out.error_text()
+        );
+    }
+    tracing::info!(
+        "probe run ok in {:.1} ms",
+        out.duration.as_secs_f64() * 1000.0
+    );
+    let _ = state.sandbox.set(Arc::new(sandbox));
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch SIGTERM: {e}");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("signal received: no new connections; finishing in-flight runs");
+}

@@ -1,3 +1,12 @@
-//! The in-container runtime (stub).
+//! The in-container runtime: unpack the bundle once, probe what the platform allows, run each
+//! script in an isolated process ([`sandbox`], [`child`]) and serve dify-sandbox's HTTP API
+//! ([`server`]).
 
+pub mod child;
+pub mod config;
+pub mod locate;
+pub mod probe;
+pub mod sandbox;
+pub mod server;
+pub mod uidpool;
 pub mod unpack;

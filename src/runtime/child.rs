@@ -1,0 +1,365 @@
+//! The child side of a run: everything between `clone` and `execve`.
+//!
+//! # Fork safety (the choice, written down)
+//! `runtime serve` is a multi-threaded tokio process. We do NOT use a zygote; instead the child
+//! of `clone` runs only async-signal-safe code: raw syscalls through `libc::syscall` or thin
+//! libc syscall wrappers, no allocation, no locks, no `std` I/O, no glibc functions that keep
+//! process-wide state (glibc's `setresuid` would try to broadcast to threads that do not exist
+//! in the child, so we issue the raw syscalls). Every path, argv/envp array, BPF program and
+//! descriptor is prepared by the parent in a [`ChildPlan`] before `clone`, and the child only
+//! reads it. On failure the child writes `(step, errno)` to a close-on-exec pipe and `_exit`s;
+//! a successful `execve` closes that pipe, which is how the parent knows the exec happened.
+//!
+//! # Order of operations (nsjail/bubblewrap order)
+//! namespaces (flags of `clone`) -> descriptors -> new root (read-only bind + pivot_root, private
+//! tmpfs /tmp and a minimal /dev; or plain chroot) -> hostname -> rlimits -> drop groups, gid,
+//! uid -> parent-death signal -> no_new_privs -> seccomp -> execve.
+
+use crate::seccomp::install::Programs;
+use std::ffi::CString;
+use std::os::raw::{c_char, c_int, c_ulong};
+
+/// Steps reported by a failing child; the parent turns them into text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    Fds = 1,
+    MountPrivate,
+    BindRoot,
+    MountTmp,
+    MountDev,
+    DevNode,
+    BindDev,
+    RemountDev,
+    RemountRoot,
+    PivotRoot,
+    Chroot,
+    Chdir,
+    Hostname,
+    Rlimit,
+    Setgroups,
+    Setgid,
+    Setuid,
+    Prctl,
+    NoNewPrivs,
+    Seccomp,
+    Exec,
+    Setsid,
+}
+
+impl Step {
+    pub fn from_u32(v: u32) -> Option<Step> {
+        use Step::*;
+        const ALL: [Step; 22] = [
+            Fds,
+            MountPrivate,
+            BindRoot,
+            MountTmp,
+            MountDev,
+            DevNode,
+            BindDev,
+            RemountDev,
+            RemountRoot,
+            PivotRoot,
+            Chroot,
+            Chdir,
+            Hostname,
+            Rlimit,
+            Setgroups,
+            Setgid,
+            Setuid,
+            Prctl,
+            NoNewPrivs,
+            Seccomp,
+            Exec,
+            Setsid,
+        ];
+        ALL.into_iter().find(|s| *s as u32 == v)
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Step::Fds => "set up the standard descriptors",
+            Step::MountPrivate => "make the mount namespace private",
+            Step::BindRoot => "bind-mount the rootfs",
+            Step::MountTmp => "mount the private /tmp (does the rootfs have /tmp?)",
+            Step::MountDev => "mount /dev (does the rootfs have /dev?)",
+            Step::DevNode => "create a device node mount point in /dev",
+            Step::BindDev => "bind-mount a host device into /dev",
+            Step::RemountDev => "remount /dev read-only",
+            Step::RemountRoot => "remount the rootfs read-only",
+            Step::PivotRoot => "pivot_root into the rootfs",
+            Step::Chroot => "chroot into the rootfs",
+            Step::Chdir => "change to the working directory",
+            Step::Hostname => "set the hostname",
+            Step::Rlimit => "set resource limits",
+            Step::Setgroups => "drop supplementary groups",
+            Step::Setgid => "switch to the sandbox gid",
+            Step::Setuid => "switch to the sandbox uid",
+            Step::Prctl => "set the parent-death signal",
+            Step::NoNewPrivs => "set no_new_privs",
+            Step::Seccomp => "install the seccomp filter",
+            Step::Exec => "execute the interpreter",
+            Step::Setsid => "start a new session",
+        }
+    }
+}
+
+/// How the new root is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootMode {
+    /// New mount namespace: read-only bind of the rootfs, tmpfs /tmp and /dev, pivot_root.
+    MountNs,
+    /// No mount namespace: plain chroot into the tree (protected by ownership only).
+    Chroot,
+    /// `--insecure-no-sandbox` without chroot rights: stay in the host root.
+    None,
+}
+
+/// Everything the child needs, prepared before `clone` (the child only reads it).
+pub struct ChildPlan<'a> {
+    pub clone_flags: c_int,
+    pub root_mode: RootMode,
+    pub rootfs: CString,
+    pub tmp_target: CString,
+    pub tmp_opts: CString,
+    pub dev_target: CString,
+    /// (host device, mount point inside the new /dev)
+    pub devs: Vec<(CString, CString)>,
+    /// Working directory after the root change.
+    pub cwd: CString,
+    pub hostname: Option<CString>,
+    pub exe: CString,
+    pub argv: Vec<*const c_char>,
+    pub envp: Vec<*const c_char>,
+    pub rlimits: Vec<(u32, libc::rlimit)>,
+    /// (uid, gid) to switch to; None when not root (insecure mode).
+    pub ids: Option<(u32, u32)>,
+    pub seccomp: Option<&'a Programs>,
+    pub new_session: bool,
+    pub stdin: c_int,
+    pub stdout: c_int,
+    pub stderr: c_int,
+    pub report: c_int,
+}
+
+fn errno() -> i32 {
+    // SAFETY: reading errno is async-signal-safe.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Report `(step, errno)` on fd 3 (or the original report fd before the dup) and exit.
+fn fail(fd: c_int, step: Step, err: i32) -> ! {
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&(step as u32).to_le_bytes());
+    buf[4..].copy_from_slice(&err.to_le_bytes());
+    // SAFETY: write and _exit are async-signal-safe.
+    unsafe {
+        libc::write(fd, buf.as_ptr().cast(), 8);
+        libc::_exit(127);
+    }
+}
+
+unsafe fn mount(
+    src: *const c_char,
+    target: *const c_char,
+    fstype: *const c_char,
+    flags: c_ulong,
+    data: *const c_char,
+) -> bool {
+    libc::mount(src, target, fstype, flags, data.cast()) == 0
+}
+
+/// Clone the child with `plan.clone_flags` (namespaces) and run [`child_main`] in it.
+/// Returns the child's pid (in our pid namespace) or the errno of `clone`.
+///
+/// # Safety
+/// The caller must not rely on anything in the child: it runs [`child_main`], which never
+/// returns. All data in `plan` must stay valid (it is, the parent holds it until after clone).
+pub unsafe fn spawn(plan: &ChildPlan) -> Result<libc::pid_t, i32> {
+    // Raw clone with a NULL stack behaves like fork (the child continues on a copy of the
+    // stack) but accepts namespace flags, so the child is pid 1 of a new pid namespace.
+    let flags = (plan.clone_flags | libc::SIGCHLD) as c_ulong;
+    let rc = libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize);
+    if rc < 0 {
+        return Err(errno());
+    }
+    if rc == 0 {
+        child_main(plan);
+    }
+    Ok(rc as libc::pid_t)
+}
+
+/// The child: async-signal-safe only, see the module docs.
+fn child_main(p: &ChildPlan) -> ! {
+    // SAFETY: every call below is a raw syscall (or libc's thin wrapper for one) on data
+    // prepared by the parent; nothing allocates or takes a lock.
+    unsafe {
+        // 1. Descriptors: code on 0, output pipes on 1 and 2, the report pipe on 3
+        //    (close-on-exec), everything else closed. The parent put all of them at >= 10.
+        let r = p.report;
+        if libc::dup2(p.stdin, 0) < 0
+            || libc::dup2(p.stdout, 1) < 0
+            || libc::dup2(p.stderr, 2) < 0
+            || libc::dup3(r, 3, libc::O_CLOEXEC) < 0
+        {
+            fail(r, Step::Fds, errno());
+        }
+        let report = 3;
+        if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
+            // Kernels before 5.9: close one by one up to a generous bound.
+            for fd in 4..65536 {
+                libc::close(fd);
+            }
+        }
+        if p.new_session && libc::setsid() < 0 {
+            fail(report, Step::Setsid, errno());
+        }
+
+        // 2. The new root.
+        let null = std::ptr::null::<c_char>();
+        match p.root_mode {
+            RootMode::MountNs => {
+                if !mount(
+                    c"none".as_ptr(),
+                    c"/".as_ptr(),
+                    null,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    null,
+                ) {
+                    fail(report, Step::MountPrivate, errno());
+                }
+                if !mount(
+                    p.rootfs.as_ptr(),
+                    p.rootfs.as_ptr(),
+                    null,
+                    libc::MS_BIND,
+                    null,
+                ) {
+                    fail(report, Step::BindRoot, errno());
+                }
+                if !mount(
+                    c"tmpfs".as_ptr(),
+                    p.tmp_target.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    p.tmp_opts.as_ptr(),
+                ) {
+                    fail(report, Step::MountTmp, errno());
+                }
+                if !mount(
+                    c"tmpfs".as_ptr(),
+                    p.dev_target.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NOEXEC,
+                    c"size=64k,nr_inodes=64,mode=755".as_ptr(),
+                ) {
+                    fail(report, Step::MountDev, errno());
+                }
+                for (host, target) in &p.devs {
+                    let fd = libc::open(
+                        target.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                        0o666,
+                    );
+                    if fd < 0 {
+                        fail(report, Step::DevNode, errno());
+                    }
+                    libc::close(fd);
+                    if !mount(host.as_ptr(), target.as_ptr(), null, libc::MS_BIND, null) {
+                        fail(report, Step::BindDev, errno());
+                    }
+                }
+                if !mount(
+                    null,
+                    p.dev_target.as_ptr(),
+                    null,
+                    libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC,
+                    null,
+                ) {
+                    fail(report, Step::RemountDev, errno());
+                }
+                if !mount(
+                    null,
+                    p.rootfs.as_ptr(),
+                    null,
+                    libc::MS_REMOUNT
+                        | libc::MS_BIND
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV,
+                    null,
+                ) {
+                    fail(report, Step::RemountRoot, errno());
+                }
+                if libc::chdir(p.rootfs.as_ptr()) != 0 {
+                    fail(report, Step::Chdir, errno());
+                }
+                // pivot_root(".", ".") stacks the old root under the new one; detaching it
+                // leaves no path back to the host tree (unlike chroot, which a process with
+                // CAP_SYS_CHROOT could escape; we drop that too, but belt and braces).
+                let pivoted = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())
+                    == 0
+                    && libc::umount2(c".".as_ptr(), libc::MNT_DETACH) == 0;
+                if !pivoted && libc::chroot(c".".as_ptr()) != 0 {
+                    // pivot_root is refused when / is the initramfs; chroot is the fallback.
+                    fail(report, Step::PivotRoot, errno());
+                }
+            }
+            RootMode::Chroot => {
+                if libc::chroot(p.rootfs.as_ptr()) != 0 {
+                    fail(report, Step::Chroot, errno());
+                }
+            }
+            RootMode::None => {}
+        }
+        if libc::chdir(c"/".as_ptr()) != 0 || libc::chdir(p.cwd.as_ptr()) != 0 {
+            fail(report, Step::Chdir, errno());
+        }
+
+        // 3. Hostname (only in a new uts namespace).
+        if let Some(h) = &p.hostname {
+            if libc::sethostname(h.as_ptr(), h.as_bytes().len()) != 0 {
+                fail(report, Step::Hostname, errno());
+            }
+        }
+
+        // 4. Resource limits (RLIMIT_NPROC counts per real uid, which is the run's own).
+        for (res, lim) in &p.rlimits {
+            if libc::setrlimit(*res, lim) != 0 {
+                fail(report, Step::Rlimit, errno());
+            }
+        }
+
+        // 5. Identity: raw syscalls, see the module docs.
+        if let Some((uid, gid)) = p.ids {
+            if libc::syscall(libc::SYS_setgroups, 0usize, 0usize) != 0 {
+                fail(report, Step::Setgroups, errno());
+            }
+            if libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0 {
+                fail(report, Step::Setgid, errno());
+            }
+            if libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0 {
+                fail(report, Step::Setuid, errno());
+            }
+        }
+
+        // 6. Die with the server (set after setuid, which clears it).
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as c_ulong, 0, 0, 0) != 0 {
+            fail(report, Step::Prctl, errno());
+        }
+
+        // 7. no_new_privs, then seccomp as the very last step before execve.
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0) != 0 {
+            fail(report, Step::NoNewPrivs, errno());
+        }
+        if let Some(progs) = p.seccomp {
+            if let Err(e) = progs.install() {
+                fail(report, Step::Seccomp, e);
+            }
+        }
+
+        libc::execve(p.exe.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
+        fail(report, Step::Exec, errno());
+    }
+}

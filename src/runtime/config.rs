@@ -1,0 +1,459 @@
+//! `runtime serve` configuration: dify-sandbox's `conf/config.yaml` keys plus prebake's own
+//! limits; environment variables win over the file. dify-sandbox's keys are in shared/api.md;
+//! prebake's own:
+//!
+//! | key | env | meaning | default |
+//! |---|---|---|---|
+//! | `limits.memory_mb` | `SANDBOX_MEMORY_MB` | address space per script (RLIMIT_AS) | 1024 |
+//! | `limits.output_bytes` | `SANDBOX_OUTPUT_BYTES` | cap per stream; beyond it the run is killed and the truncation reported | 4194304 |
+//! | `limits.processes` | `SANDBOX_MAX_PROCESSES` | processes + threads per script (RLIMIT_NPROC of its own uid) | 64 |
+//! | `limits.tmp_mb` | `SANDBOX_TMP_MB` | size of the private /tmp, and the largest file (RLIMIT_FSIZE) | 64 |
+//! | `namespaces` | `SANDBOX_NAMESPACES` | use namespaces where the platform allows them | true |
+//!
+//! `allowed_syscalls` is accepted and ignored with a warning: a stacked seccomp filter can only
+//! narrow the baked policy, never widen it, and compiling a new one at run time is what
+//! prebake avoids; extra syscalls belong in the image spec, baked at build time.
+
+use super::sandbox::Limits;
+use serde_yaml_ng::Value;
+use std::path::{Path, PathBuf};
+
+/// dify-sandbox's default config path, relative to the working directory.
+pub const DEFAULT_CONFIG: &str = "conf/config.yaml";
+
+/// Keys dify-sandbox uses to build its chroot at start; prebake does that at build time.
+const BUILD_TIME_KEYS: [&str; 5] = [
+    "python_path",
+    "python_lib_path",
+    "nodejs_path",
+    "python_deps_update_interval",
+    "python_pip_mirror_url",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub port: u16,
+    pub key: String,
+    pub debug: bool,
+    pub max_workers: usize,
+    pub max_requests: usize,
+    /// Seconds per script.
+    pub worker_timeout: u64,
+    pub enable_network: bool,
+    pub enable_preload: bool,
+    pub allowed_syscalls: Vec<i64>,
+    pub proxy_socks5: String,
+    pub proxy_http: String,
+    pub proxy_https: String,
+    pub limits: Limits,
+    /// Use namespaces when the platform allows them (false mimics Docker's default profile).
+    pub namespaces: bool,
+    /// Things to warn about once logging is up.
+    pub warnings: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            port: 8194,
+            key: String::new(),
+            debug: false,
+            max_workers: 4,
+            max_requests: 50,
+            worker_timeout: 5,
+            enable_network: false,
+            enable_preload: false,
+            allowed_syscalls: Vec::new(),
+            proxy_socks5: String::new(),
+            proxy_http: String::new(),
+            proxy_https: String::new(),
+            limits: Limits::default(),
+            namespaces: true,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid YAML: {source}")]
+    Yaml {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    #[error("{origin}: `{key}` must be {expected}, found {found}")]
+    Type {
+        origin: String,
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error(
+        "the API key is empty: set `app.key` in the config file or API_KEY in the environment"
+    )]
+    EmptyKey,
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+fn lookup<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
+    let mut v = root;
+    for part in key.split('.') {
+        v = v.as_mapping()?.get(Value::String(part.to_string()))?;
+    }
+    if v.is_null() {
+        None
+    } else {
+        Some(v)
+    }
+}
+
+fn describe(v: &Value) -> String {
+    serde_yaml_ng::to_string(v)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+/// One source of values (the YAML file or the environment), with its name for errors.
+struct Source<'a> {
+    file: Option<(&'a Path, &'a Value)>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Source<'_> {
+    fn type_err(origin: String, key: &str, expected: &'static str, found: String) -> ConfigError {
+        ConfigError::Type {
+            origin,
+            key: key.to_string(),
+            expected,
+            found,
+        }
+    }
+
+    fn string(&self, key: &str, env: &str, out: &mut String) -> Result<(), ConfigError> {
+        if let Some((path, root)) = self.file {
+            if let Some(v) = lookup(root, key) {
+                *out = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => b.to_string(),
+                    other => {
+                        return Err(Self::type_err(
+                            path.display().to_string(),
+                            key,
+                            "a string",
+                            describe(other),
+                        ))
+                    }
+                };
+            }
+        }
+        if let Some(v) = (self.env)(env) {
+            *out = v;
+        }
+        Ok(())
+    }
+
+    fn bool(&self, key: &str, env: &str, out: &mut bool) -> Result<(), ConfigError> {
+        if let Some((path, root)) = self.file {
+            if let Some(v) = lookup(root, key) {
+                *out = match v {
+                    Value::Bool(b) => *b,
+                    Value::String(s) => parse_bool(s).ok_or_else(|| {
+                        Self::type_err(path.display().to_string(), key, "true or false", s.clone())
+                    })?,
+                    other => {
+                        return Err(Self::type_err(
+                            path.display().to_string(),
+                            key,
+                            "true or false",
+                            describe(other),
+                        ))
+                    }
+                };
+            }
+        }
+        if let Some(v) = (self.env)(env) {
+            *out = parse_bool(&v).ok_or_else(|| {
+                Self::type_err(format!("environment {env}"), key, "true or false", v)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn u64(&self, key: &str, env: &str) -> Result<Option<u64>, ConfigError> {
+        let mut out = None;
+        if let Some((path, root)) = self.file {
+            if let Some(v) = lookup(root, key) {
+                out = Some(
+                    v.as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                        .ok_or_else(|| {
+                            Self::type_err(
+                                path.display().to_string(),
+                                key,
+                                "a non-negative integer",
+                                describe(v),
+                            )
+                        })?,
+                );
+            }
+        }
+        if let Some(v) = (self.env)(env) {
+            out = Some(v.trim().parse().map_err(|_| {
+                Self::type_err(
+                    format!("environment {env}"),
+                    key,
+                    "a non-negative integer",
+                    v.clone(),
+                )
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn syscalls(&self, out: &mut Vec<i64>) -> Result<(), ConfigError> {
+        let key = "allowed_syscalls";
+        if let Some((path, root)) = self.file {
+            if let Some(v) = lookup(root, key) {
+                let seq = v.as_sequence().ok_or_else(|| {
+                    Self::type_err(
+                        path.display().to_string(),
+                        key,
+                        "a list of syscall numbers",
+                        describe(v),
+                    )
+                })?;
+                *out = seq
+                    .iter()
+                    .map(|n| {
+                        n.as_i64().ok_or_else(|| {
+                            Self::type_err(
+                                path.display().to_string(),
+                                key,
+                                "a list of syscall numbers",
+                                describe(n),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+        }
+        if let Some(v) = (self.env)("ALLOWED_SYSCALLS") {
+            *out = v
+                .split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| {
+                    s.trim().parse().map_err(|_| {
+                        Self::type_err(
+                            "environment ALLOWED_SYSCALLS".into(),
+                            key,
+                            "comma-separated syscall numbers",
+                            v.clone(),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Load `path` (when given and present; `required` makes a missing file an error), then
+    /// apply environment variables from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        required: bool,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut doc = None;
+        if let Some(p) = path {
+            match std::fs::read_to_string(p) {
+                Ok(text) => {
+                    let v: Value =
+                        serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Yaml {
+                            path: p.to_path_buf(),
+                            source,
+                        })?;
+                    doc = Some(v);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
+                Err(source) => {
+                    return Err(ConfigError::Read {
+                        path: p.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+        }
+        let src = Source {
+            file: path.zip(doc.as_ref()),
+            env,
+        };
+        let mut c = Config::default();
+        if let Some(p) = src.u64("app.port", "SANDBOX_PORT")? {
+            c.port = u16::try_from(p).map_err(|_| ConfigError::Type {
+                origin: "configuration".into(),
+                key: "app.port".into(),
+                expected: "a port number (0..=65535)",
+                found: p.to_string(),
+            })?;
+        }
+        src.string("app.key", "API_KEY", &mut c.key)?;
+        src.bool("app.debug", "DEBUG", &mut c.debug)?;
+        if let Some(v) = src.u64("max_workers", "MAX_WORKERS")? {
+            c.max_workers = v as usize;
+        }
+        if let Some(v) = src.u64("max_requests", "MAX_REQUESTS")? {
+            c.max_requests = v as usize;
+        }
+        if let Some(v) = src.u64("worker_timeout", "WORKER_TIMEOUT")? {
+            c.worker_timeout = v;
+        }
+        src.bool("enable_network", "ENABLE_NETWORK", &mut c.enable_network)?;
+        src.bool("enable_preload", "ENABLE_PRELOAD", &mut c.enable_preload)?;
+        src.syscalls(&mut c.allowed_syscalls)?;
+        src.string("proxy.socks5", "SOCKS5_PROXY", &mut c.proxy_socks5)?;
+        src.string("proxy.http", "HTTP_PROXY", &mut c.proxy_http)?;
+        src.string("proxy.https", "HTTPS_PROXY", &mut c.proxy_https)?;
+        if let Some(v) = src.u64("limits.memory_mb", "SANDBOX_MEMORY_MB")? {
+            c.limits.memory_bytes = v << 20;
+        }
+        if let Some(v) = src.u64("limits.output_bytes", "SANDBOX_OUTPUT_BYTES")? {
+            c.limits.output_bytes = v as usize;
+        }
+        if let Some(v) = src.u64("limits.processes", "SANDBOX_MAX_PROCESSES")? {
+            c.limits.processes = v;
+        }
+        if let Some(v) = src.u64("limits.tmp_mb", "SANDBOX_TMP_MB")? {
+            c.limits.tmp_bytes = v << 20;
+        }
+        src.bool("namespaces", "SANDBOX_NAMESPACES", &mut c.namespaces)?;
+
+        if c.key.is_empty() {
+            return Err(ConfigError::EmptyKey);
+        }
+        for (name, v) in [
+            ("max_workers", c.max_workers as u64),
+            ("max_requests", c.max_requests as u64),
+            ("worker_timeout", c.worker_timeout),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if c.key == "dify-sandbox" {
+            c.warnings.push(
+                "!!! the API key is the public default `dify-sandbox`: anyone who can reach this port can run code; set API_KEY to a secret !!!"
+                    .into(),
+            );
+        }
+        let max_uids = crate::bundle::SANDBOX_UID_COUNT as usize;
+        if c.max_workers > max_uids {
+            c.warnings.push(format!(
+                "max_workers {} is more than the {max_uids} sandbox uids; using {max_uids}",
+                c.max_workers
+            ));
+            c.max_workers = max_uids;
+        }
+        if !c.allowed_syscalls.is_empty() {
+            c.warnings.push(format!(
+                "allowed_syscalls {:?} ignored: a seccomp filter can only narrow what an earlier one allows, so extra syscalls must be baked into the policy at build time (the image spec's seccomp section) and the image rebuilt",
+                c.allowed_syscalls
+            ));
+        }
+        let build_time: Vec<&str> = BUILD_TIME_KEYS
+            .iter()
+            .copied()
+            .filter(|k| {
+                src.file.is_some_and(|(_, root)| lookup(root, k).is_some())
+                    || (src.env)(&k.to_ascii_uppercase()).is_some()
+            })
+            .collect();
+        if !build_time.is_empty() {
+            c.warnings.push(format!(
+                "{} ignored: prebake resolves interpreters, libraries and packages at build time; put them in the image spec and rebuild",
+                build_time.join(", ")
+            ));
+        }
+        Ok(c)
+    }
+
+    /// Environment for scripts that have network: the configured proxies.
+    pub fn network_env(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        for (val, names) in [
+            (&self.proxy_http, ["HTTP_PROXY", "http_proxy"]),
+            (&self.proxy_https, ["HTTPS_PROXY", "https_proxy"]),
+            (&self.proxy_socks5, ["ALL_PROXY", "all_proxy"]),
+        ] {
+            if !val.is_empty() {
+                for n in names {
+                    v.push((n.to_string(), val.clone()));
+                }
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_and_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.yaml");
+        std::fs::write(
+            &p,
+            "app:\n  port: 9000\n  debug: True\n  key: dify-sandbox\nmax_workers: 2\nenable_network: true\npython_path: /usr/bin/python3\nallowed_syscalls: [1, 2]\nproxy:\n  http: 'http://p:3128'\nlimits:\n  memory_mb: 256\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "MAX_WORKERS" => Some("3".to_string()),
+            _ => None,
+        };
+        let c = Config::load(Some(&p), true, &env).unwrap();
+        assert_eq!(c.port, 9000);
+        assert!(c.debug);
+        assert_eq!(c.max_workers, 3);
+        assert!(c.enable_network);
+        assert_eq!(c.limits.memory_bytes, 256 << 20);
+        assert_eq!(c.allowed_syscalls, vec![1, 2]);
+        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+        assert!(c
+            .network_env()
+            .contains(&("HTTP_PROXY".into(), "http://p:3128".into())));
+
+        let no_key = |_: &str| None;
+        let empty = dir.path().join("empty.yaml");
+        std::fs::write(&empty, "max_workers: 1\n").unwrap();
+        assert!(matches!(
+            Config::load(Some(&empty), true, &no_key),
+            Err(ConfigError::EmptyKey)
+        ));
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, "app:\n  key: k\nmax_workers: many\n").unwrap();
+        let e = Config::load(Some(&bad), true, &no_key)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_workers") && e.contains("bad.yaml"), "{e}");
+    }
+}

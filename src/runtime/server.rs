@@ -1,0 +1,310 @@
+//! `runtime serve`: dify-sandbox's HTTP API (shared/api.md) over [`Sandbox`].
+//!
+//! Runs are blocking (a poll loop per run, see `sandbox`), so each one takes a thread from
+//! tokio's blocking pool; at most `max_workers` of them run at once (a semaphore), and at most
+//! `max_requests` are running or queued (beyond that 503).
+
+use super::config::Config;
+use super::sandbox::{RunOutcome, RunRequest, Sandbox, SandboxError};
+use crate::bundle::Distribution;
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+/// Shared state of the server.
+pub struct AppState {
+    pub config: Config,
+    /// Set once the rootfs is ready and a probe run succeeded; /health says ok from then on.
+    pub sandbox: OnceLock<Arc<Sandbox>>,
+    pub dependencies: BTreeMap<String, Vec<Distribution>>,
+    workers: Semaphore,
+    in_flight: AtomicUsize,
+}
+
+impl AppState {
+    pub fn new(config: Config, dependencies: BTreeMap<String, Vec<Distribution>>) -> Self {
+        AppState {
+            workers: Semaphore::new(config.max_workers),
+            config,
+            sandbox: OnceLock::new(),
+            dependencies,
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// What a request ended with, for the log line.
+#[derive(Clone)]
+struct Outcome(String);
+
+fn envelope(http: StatusCode, code: i32, message: &str, data: Value, outcome: &str) -> Response {
+    let mut r = (
+        http,
+        Json(json!({"code": code, "message": message, "data": data})),
+    )
+        .into_response();
+    r.extensions_mut().insert(Outcome(outcome.to_string()));
+    r
+}
+
+fn bad_request(message: &str) -> Response {
+    envelope(
+        StatusCode::BAD_REQUEST,
+        -400,
+        message,
+        Value::Null,
+        "bad-request",
+    )
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/v1/sandbox/run", post(run))
+        .route("/v1/sandbox/dependencies", get(dependencies))
+        .route("/v1/sandbox/dependencies/update", post(update))
+        .route("/v1/sandbox/dependencies/refresh", get(dependencies))
+        .layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/health", get(health))
+        .merge(api)
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// One structured line per request.
+async fn log_request(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    let outcome = resp
+        .extensions()
+        .get::<Outcome>()
+        .map(|o| o.0.clone())
+        .unwrap_or_else(|| "-".into());
+    tracing::info!(
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        outcome = %outcome,
+        duration_ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1000.0),
+        "request"
+    );
+    resp
+}
+
+async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get("x-api-key")
+        .map(|v| v.as_bytes())
+        .unwrap_or(b"");
+    let ok: bool = given.ct_eq(st.config.key.as_bytes()).into();
+    if !ok {
+        let mut r = (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+        r.extensions_mut().insert(Outcome("unauthorized".into()));
+        return r;
+    }
+    next.run(req).await
+}
+
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    if st.sandbox.get().is_some() {
+        (StatusCode::OK, Json(json!("ok"))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!("starting"))).into_response()
+    }
+}
+
+/// Counts a request as in flight (running or queued) for its lifetime.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct RunBody {
+    language: String,
+    code: String,
+    preload: String,
+    enable_network: bool,
+}
+
+fn parse_run(body: &[u8]) -> Result<RunBody, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    let obj = v.as_object().ok_or("request body must be a JSON object")?;
+    let string = |k: &str, required: bool| -> Result<String, String> {
+        match obj.get(k) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            None | Some(Value::Null) if !required => Ok(String::new()),
+            None | Some(Value::Null) => Err(format!("missing field `{k}`")),
+            Some(_) => Err(format!("field `{k}` must be a string")),
+        }
+    };
+    let language = string("language", true)?;
+    let code = string("code", true)?;
+    if code.is_empty() {
+        return Err("field `code` must not be empty".into());
+    }
+    let preload = string("preload", false)?;
+    let enable_network = match obj.get("enable_network") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("field `enable_network` must be true or false".into()),
+    };
+    Ok(RunBody {
+        language,
+        code,
+        preload,
+        enable_network,
+    })
+}
+
+fn is_known_language(l: &str) -> bool {
+    l == "python3" || l == "nodejs"
+}
+
+async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let req = match parse_run(&body) {
+        Ok(r) => r,
+        Err(msg) => return bad_request(&msg),
+    };
+    let Some(sandbox) = st.sandbox.get().cloned() else {
+        return envelope(
+            StatusCode::SERVICE_UNAVAILABLE,
+            -503,
+            "sandbox is not ready yet",
+            Value::Null,
+            "not-ready",
+        );
+    };
+    if !is_known_language(&req.language) || !sandbox.has_language(&req.language) {
+        return bad_request("unsupported language");
+    }
+    if req.enable_network && !st.config.enable_network {
+        return envelope(
+            StatusCode::OK,
+            -400,
+            "network is disabled, please enable it in the configuration",
+            Value::Null,
+            "network-disabled",
+        );
+    }
+    if st.in_flight.fetch_add(1, Ordering::SeqCst) >= st.config.max_requests {
+        st.in_flight.fetch_sub(1, Ordering::SeqCst);
+        return envelope(
+            StatusCode::SERVICE_UNAVAILABLE,
+            -503,
+            "Too many requests",
+            Value::Null,
+            "too-many",
+        );
+    }
+    let _counted = InFlight(&st.in_flight);
+    let Ok(_permit) = st.workers.acquire().await else {
+        return envelope(
+            StatusCode::OK,
+            -500,
+            "server is shutting down",
+            Value::Null,
+            "error",
+        );
+    };
+    // Preload runs inside the same sandbox, before the user's code, never outside it.
+    let code = if st.config.enable_preload && !req.preload.is_empty() {
+        format!("{}\n{}", req.preload, req.code)
+    } else {
+        req.code
+    };
+    let run_req = RunRequest {
+        language: req.language,
+        code,
+        network: req.enable_network,
+        timeout: Duration::from_secs(st.config.worker_timeout),
+        network_env: st.config.network_env(),
+    };
+    let result = tokio::task::spawn_blocking(move || sandbox.run(&run_req)).await;
+    match result {
+        Ok(Ok(out)) => run_response(&out),
+        Ok(Err(e)) => internal(&e),
+        Err(e) => envelope(
+            StatusCode::OK,
+            -500,
+            &format!("the sandbox worker failed: {e}"),
+            Value::Null,
+            "error",
+        ),
+    }
+}
+
+fn internal(e: &SandboxError) -> Response {
+    tracing::error!(error = %e, "run failed to start");
+    envelope(
+        StatusCode::OK,
+        -500,
+        &e.to_string(),
+        Value::Null,
+        "internal",
+    )
+}
+
+fn run_response(out: &RunOutcome) -> Response {
+    let data = json!({
+        "stdout": String::from_utf8_lossy(&out.stdout),
+        "stderr": String::from_utf8_lossy(&out.stderr),
+        "error": out.error_text(),
+        "exit_code": out.exit_code(),
+    });
+    envelope(
+        StatusCode::OK,
+        0,
+        "success",
+        data,
+        &format!(
+            "{} exit={} run_ms={:.1}",
+            out.outcome(),
+            out.exit_code(),
+            out.duration.as_secs_f64() * 1000.0
+        ),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct LangQuery {
+    language: Option<String>,
+}
+
+async fn dependencies(State(st): State<Arc<AppState>>, q: Query<LangQuery>) -> Response {
+    let Some(lang) = q.0.language else {
+        return bad_request("missing query parameter `language`");
+    };
+    match st.dependencies.get(&lang) {
+        Some(d) => envelope(
+            StatusCode::OK,
+            0,
+            "success",
+            json!({"dependencies": d}),
+            "ok",
+        ),
+        None => bad_request("unsupported language"),
+    }
+}
+
+async fn update(_headers: HeaderMap) -> Response {
+    // Dependencies are fixed at build time; nothing to update.
+    envelope(StatusCode::OK, 0, "success", json!({}), "ok")
+}

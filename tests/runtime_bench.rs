@@ -1,0 +1,98 @@
+//! Benchmark (ignored by default; run with
+//! `cargo test --release --test runtime_bench -- --ignored --nocapture`):
+//! latency of `print(1)` through POST /v1/sandbox/run against the same interpreter run
+//! directly on the host with `-I -c`, and throughput at concurrency 2 and 8.
+
+mod common;
+mod runtime_common;
+
+use runtime_common::{Server, KEY, PYTHON};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1000.0
+}
+
+fn throughput(s: &Server, conc: usize, total: usize) -> f64 {
+    let url = s.url("/v1/sandbox/run");
+    let start = Instant::now();
+    let hs: Vec<_> = (0..conc)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let ag = runtime_common::agent();
+                for _ in 0..total / conc {
+                    let mut r = ag
+                        .post(&url)
+                        .header("X-Api-Key", KEY)
+                        .send_json(json!({"language": "python3", "code": "print(1)"}))
+                        .unwrap();
+                    assert!(r
+                        .body_mut()
+                        .read_to_string()
+                        .unwrap()
+                        .contains("\"stdout\":\"1\\n\""));
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    (total / conc * conc) as f64 / start.elapsed().as_secs_f64()
+}
+
+#[test]
+#[ignore]
+fn bench_print1() {
+    if !common::require_root("bench_print1") {
+        return;
+    }
+    let n = 200;
+    let ns = std::env::var("BENCH_NAMESPACES").unwrap_or_else(|_| "true".into());
+    let s = Server::start(
+        &format!("max_workers: 8\nmax_requests: 100\nnamespaces: {ns}\n"),
+        &[],
+    );
+    let ag = runtime_common::agent();
+    let mut direct = Vec::new();
+    let mut sandbox = Vec::new();
+    for _ in 0..10 {
+        s.run_py("print(1)");
+    }
+    for _ in 0..n {
+        let t = Instant::now();
+        let out = std::process::Command::new(PYTHON)
+            .args(["-I", "-c", "print(1)"])
+            .output()
+            .unwrap();
+        direct.push(t.elapsed());
+        assert_eq!(out.stdout, b"1\n");
+        let t = Instant::now();
+        let mut r = ag
+            .post(&s.url("/v1/sandbox/run"))
+            .header("X-Api-Key", KEY)
+            .send_json(json!({"language": "python3", "code": "print(1)"}))
+            .unwrap();
+        let body = r.body_mut().read_to_string().unwrap();
+        sandbox.push(t.elapsed());
+        assert!(body.contains("\"stdout\":\"1\\n\""));
+    }
+    let (d50, d99) = (pct(&mut direct, 0.5), pct(&mut direct, 0.99));
+    let (s50, s99) = (pct(&mut sandbox, 0.5), pct(&mut sandbox, 0.99));
+    println!("namespaces={ns} n={n}");
+    println!("direct  python3.11 -I -c: p50 {d50:.2} ms  p99 {d99:.2} ms");
+    println!(
+        "sandbox POST /run       : p50 {s50:.2} ms  p99 {s99:.2} ms  (overhead p50 {:.2} ms)",
+        s50 - d50
+    );
+    for c in [2, 8] {
+        println!(
+            "throughput concurrency {c}: {:.1} runs/s",
+            throughput(&s, c, 200)
+        );
+    }
+}

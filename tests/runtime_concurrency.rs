@@ -1,0 +1,76 @@
+//! 200 requests from 20 client threads with max_workers 4: all correct, and afterwards no
+//! leftover processes, mounts or temporary files. Both isolation modes.
+
+mod common;
+mod runtime_common;
+
+use runtime_common::{leftover_pool_processes, Server, KEY};
+use serde_json::{json, Value};
+
+fn mounts_under(dir: &std::path::Path) -> Vec<String> {
+    let d = dir.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(d))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn two_hundred_requests_twenty_clients() {
+    if !common::require_root("two_hundred_requests_twenty_clients") {
+        return;
+    }
+    let rootfs = runtime_common::bundle().join("rootfs");
+    for ns in [true, false] {
+        let s = Server::start(
+            &format!("max_workers: 4\nmax_requests: 100\nworker_timeout: 20\nnamespaces: {ns}\n"),
+            &[],
+        );
+        let url = s.url("/v1/sandbox/run");
+        let handles: Vec<_> = (0..20u32)
+            .map(|t| {
+                let url = url.clone();
+                std::thread::spawn(move || {
+                    let agent = runtime_common::agent();
+                    for i in 0..10u32 {
+                        let n = t * 1000 + i;
+                        let code = format!(
+                            "import os, tempfile\nopen(os.path.join(tempfile.gettempdir(), 'f'), 'w').write('{n}')\nprint({n} * 2, os.listdir(tempfile.gettempdir()))\n"
+                        );
+                        let mut r = agent
+                            .post(&url)
+                            .header("X-Api-Key", KEY)
+                            .send_json(json!({"language": "python3", "code": code}))
+                            .unwrap();
+                        assert_eq!(r.status().as_u16(), 200);
+                        let v: Value =
+                            serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+                        assert_eq!(
+                            v["data"]["stdout"],
+                            format!("{} ['f']\n", n * 2),
+                            "ns={ns}: {v}"
+                        );
+                        assert_eq!(v["data"]["error"], "", "ns={ns}: {v}");
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let log = s.log();
+        assert_eq!(log.matches("path=/v1/sandbox/run status=200").count(), 200);
+        assert_eq!(s.stop().code(), Some(0));
+        let left = leftover_pool_processes();
+        assert!(left.is_empty(), "ns={ns}: {left:?}");
+        assert!(
+            mounts_under(&rootfs).is_empty(),
+            "ns={ns}: {:?}",
+            mounts_under(&rootfs)
+        );
+        let tmp: Vec<_> = std::fs::read_dir(rootfs.join("tmp")).unwrap().collect();
+        assert!(tmp.is_empty(), "ns={ns}: {tmp:?}");
+    }
+}

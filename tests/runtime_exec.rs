@@ -1,0 +1,201 @@
+//! `runtime exec`: one script under the full isolation sequence, with and without namespaces.
+
+mod common;
+mod runtime_common;
+
+use runtime_common::bundle;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn exec(code: &str, extra: &[&str]) -> Output {
+    let root = tempfile::tempdir().unwrap();
+    let mut child = Command::new(common::bin("runtime"))
+        .arg("exec")
+        .arg("--bundle")
+        .arg(bundle())
+        .arg("--root")
+        .arg(root.path())
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(code.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn exec_hello_both_modes() {
+    if !common::require_root("exec_hello_both_modes") {
+        return;
+    }
+    for mode in [&[][..], &["--no-namespaces"][..]] {
+        let out = exec(
+            "import os, sys\nprint('hi', os.getuid() >= 65537, os.getcwd())\nsys.stderr.write('err\\n')\nsys.exit(3)\n",
+            mode,
+        );
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.starts_with("hi True /tmp"),
+            "{mode:?}: {stdout} {}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains("err\n"), "{mode:?}");
+        assert_eq!(out.status.code(), Some(3), "{mode:?}");
+    }
+}
+
+#[test]
+fn exec_isolation_facts() {
+    if !common::require_root("exec_isolation_facts") {
+        return;
+    }
+    // With namespaces: pid 1, no network interfaces but lo, read-only /, private tmpfs /tmp.
+    let code = r#"
+import os, socket
+print(os.getpid())
+try:
+    open('/usr/x', 'w'); print('wrote /usr')
+except OSError as e: print('ro', e.errno)
+s = socket.socket(); s.settimeout(1)
+try:
+    s.connect(('1.1.1.1', 80)); print('net up')
+except OSError as e: print('no net')
+print(sorted(os.listdir('/dev')))
+print(socket.gethostname())
+"#;
+    let out = exec(code, &[]);
+    let s = text(&out.stdout);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.first(), Some(&"1"), "{s} {}", text(&out.stderr));
+    assert!(lines[1].starts_with("ro "), "{s}");
+    assert_eq!(lines[2], "no net");
+    assert_eq!(lines[3], "['null', 'urandom', 'zero']");
+    assert_eq!(lines[4], "sandbox");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn exec_seccomp_kill_is_reported() {
+    if !common::require_root("exec_seccomp_kill_is_reported") {
+        return;
+    }
+    // The fixture policy kills the process on ptrace (101).
+    let out = exec(
+        "import ctypes\nctypes.CDLL(None).syscall(101, 0, 0, 0, 0)\nprint('survived')\n",
+        &[],
+    );
+    assert!(!text(&out.stdout).contains("survived"));
+    assert_eq!(out.status.code(), Some(128 + libc::SIGSYS));
+    assert!(
+        text(&out.stderr).contains("operation not permitted"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn exec_timeout_kills_tree() {
+    if !common::require_root("exec_timeout_kills_tree") {
+        return;
+    }
+    for mode in [
+        &["--timeout", "1"][..],
+        &["--timeout", "1", "--no-namespaces"][..],
+    ] {
+        let start = std::time::Instant::now();
+        let out = exec(
+            "import os, time\nif os.fork() == 0:\n    os.setsid()\n    while True: pass\nwhile True: time.sleep(1)\n",
+            mode,
+        );
+        assert!(start.elapsed().as_secs() < 5, "{mode:?}");
+        assert_eq!(
+            out.status.code(),
+            Some(124),
+            "{mode:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains("timeout"));
+    }
+    let left = runtime_common::leftover_pool_processes();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn refuses_without_privileges_unless_opted_out() {
+    if !common::require_root("refuses_without_privileges_unless_opted_out") {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    // As an unprivileged uid, chroot, uid switch and namespaces are unavailable.
+    let locks = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        locks.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let run = |insecure: bool| {
+        let mut cmd = Command::new(common::bin("runtime"));
+        cmd.arg("exec")
+            .arg("--bundle")
+            .arg(bundle())
+            .arg("--root")
+            .arg(locks.path().join("root"))
+            .env("PREBAKE_LOCK_DIR", locks.path())
+            .env_remove("PREBAKE_INSECURE_NO_SANDBOX")
+            .uid(60123)
+            .gid(60123)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if insecure {
+            cmd.arg("--insecure-no-sandbox");
+        }
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"import os\nprint('ran as', os.getuid())\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run(false);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refusing to run untrusted code") && err.contains("chroot"),
+        "{err}"
+    );
+    assert!(err.contains("capabilities: root=no"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    let out = run(true);
+    let err = text(&out.stderr);
+    assert!(err.contains("INSECURE"), "{err}");
+    assert_eq!(text(&out.stdout), "ran as 60123\n", "{err}");
+}
+
+#[test]
+fn probe_prints_one_line() {
+    if !common::require_root("probe_prints_one_line") {
+        return;
+    }
+    let out = Command::new(common::bin("runtime"))
+        .arg("probe")
+        .output()
+        .unwrap();
+    let s = text(&out.stdout);
+    assert!(s.starts_with("root=yes mount_ns=yes"), "{s}");
+    assert!(s.contains("chroot=yes") && s.contains("seccomp=yes"), "{s}");
+}

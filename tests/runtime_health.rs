@@ -1,0 +1,50 @@
+//! `/health` is 503 until the sandbox is ready. In its own test binary (cargo runs binaries one
+//! after another) because it uses a private uid lock directory: the uid pool is only exclusive
+//! between processes that share one, so no other server may run at the same time.
+
+mod common;
+mod runtime_common;
+
+use runtime_common::Server;
+use serde_json::json;
+use std::time::Duration;
+
+fn root(test: &str) -> bool {
+    common::require_root(test)
+}
+
+#[test]
+fn health_is_503_until_ready() {
+    if !root("health_is_503_until_ready") {
+        return;
+    }
+    // Hold every uid of the pool in a private lock dir: the probe run cannot start, so the
+    // server must not say it is healthy; release them and it becomes ready.
+    let locks = tempfile::tempdir().unwrap();
+    let mut held = Vec::new();
+    for uid in prebake::bundle::SANDBOX_UID_BASE
+        ..prebake::bundle::SANDBOX_UID_BASE + prebake::bundle::SANDBOX_UID_COUNT
+    {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::create(locks.path().join(format!("uid-{uid}.lock"))).unwrap();
+        // SAFETY: flock on our own descriptor.
+        assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+        held.push(f);
+    }
+    let s = Server::spawn("", &[("PREBAKE_LOCK_DIR", locks.path().to_str().unwrap())]);
+    let start = std::time::Instant::now();
+    while s.health().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.health(), Some(503));
+    let (st, v) = s.post(
+        "/v1/sandbox/run",
+        &json!({"language": "python3", "code": "print(1)"}),
+    );
+    assert_eq!((st, &v["code"]), (503, &json!(-503)), "{v}");
+    drop(held);
+    s.wait_healthy();
+    assert_eq!(s.run_py("print(1)")["stdout"], "1\n");
+}

@@ -1,0 +1,248 @@
+//! Hostile scripts: each gets a clear `error` and the server keeps serving. Every scenario
+//! runs with namespaces (the default) and without (`namespaces: false`, chroot-only, what
+//! Docker's default profile allows). Tests are serialized so the leftover-process checks see
+//! only their own runs.
+
+mod common;
+mod runtime_common;
+
+use runtime_common::{leftover_pool_processes, Server};
+use serde_json::{json, Value};
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const LIMITS: &str = "worker_timeout: 2\nlimits:\n  memory_mb: 256\n  output_bytes: 1048576\n  processes: 32\n  tmp_mb: 16\n";
+
+/// Run `f` against a server in each isolation mode; afterwards no pool process may be left.
+fn both_modes(test: &str, extra: &str, f: impl Fn(&Server, bool)) {
+    if !common::require_root(test) {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for ns in [true, false] {
+        let s = Server::start(&format!("{LIMITS}namespaces: {ns}\n{extra}"), &[]);
+        f(&s, ns);
+        // The server still answers.
+        assert_eq!(
+            s.run_py("print('still here')")["stdout"],
+            "still here\n",
+            "ns={ns}"
+        );
+        assert_eq!(s.stop().code(), Some(0));
+        let left = leftover_pool_processes();
+        assert!(
+            left.is_empty(),
+            "{test} ns={ns}: leftover processes {left:?}"
+        );
+    }
+}
+
+fn err(d: &Value) -> &str {
+    d["error"].as_str().unwrap()
+}
+
+#[test]
+fn infinite_loop_and_tree_are_killed_at_the_deadline() {
+    both_modes("infinite_loop", "", |s, ns| {
+        let start = Instant::now();
+        let d = s.run_py(
+            "import os\nfor _ in range(3):\n    if os.fork() == 0:\n        os.setsid()\n        while True: pass\nwhile True: pass\n",
+        );
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(4), "ns={ns}: {took:?}");
+        assert_eq!(d["exit_code"], -1, "ns={ns}: {d}");
+        assert!(
+            err(&d).starts_with("process exited with code -1\nerror: timeout\n"),
+            "ns={ns}: {d}"
+        );
+        // The forked, re-sessioned children died with it.
+        let left = leftover_pool_processes();
+        assert!(left.is_empty(), "ns={ns}: {left:?}");
+    });
+}
+
+#[test]
+fn memory_bomb() {
+    both_modes("memory_bomb", "", |s, ns| {
+        let d = s.run_py("x = []\nwhile True:\n    x.append(bytearray(10 * 1024 * 1024))\n");
+        assert_ne!(d["exit_code"], 0, "ns={ns}: {d}");
+        assert!(d["stderr"].as_str().unwrap().contains("MemoryError"), "{d}");
+        assert!(
+            err(&d).contains("error: memory limit exceeded (256 MiB per script)\n"),
+            "{d}"
+        );
+        let d = s.run_py("b = bytearray(8 * 1024 ** 3)\n");
+        assert!(err(&d).contains("memory limit"), "{d}");
+    });
+}
+
+#[test]
+fn fork_and_thread_bombs() {
+    both_modes("fork_and_thread_bombs", "", |s, ns| {
+        let d = s.run_py(
+            "import threading, time\nts = []\nwhile True:\n    t = threading.Thread(target=time.sleep, args=(30,), daemon=True)\n    t.start()\n    ts.append(t)\n",
+        );
+        assert!(
+            err(&d).starts_with("process exited with code 1\n")
+                && d["stderr"]
+                    .as_str()
+                    .unwrap()
+                    .contains("can't start new thread"),
+            "ns={ns}: {d}"
+        );
+        let start = Instant::now();
+        let d = s.run_py(
+            "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+        );
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(err(&d).contains("error: timeout\n"), "ns={ns}: {d}");
+    });
+}
+
+#[test]
+fn output_flood_is_capped() {
+    both_modes("output_flood", "", |s, ns| {
+        let start = Instant::now();
+        let d = s.run_py("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "killed early, not at the deadline"
+        );
+        assert_eq!(d["stdout"].as_str().unwrap().len(), 1048576, "ns={ns}");
+        assert!(
+            err(&d).contains("error: output limit exceeded: stdout is longer than 1048576 bytes"),
+            "ns={ns}: {}",
+            err(&d)
+        );
+        let d = s.run_py("import sys\nwhile True:\n    sys.stderr.write('e' * 65536)\n");
+        assert!(
+            err(&d).contains("stderr is longer than"),
+            "{}",
+            &err(&d)[..200]
+        );
+    });
+}
+
+#[test]
+fn filling_tmp_is_capped() {
+    both_modes("filling_tmp", "", |s, ns| {
+        let d = s.run_py(
+            "import tempfile, os\nf = open(os.path.join(tempfile.gettempdir(), 'big'), 'wb')\nwhile True:\n    f.write(b'x' * (1 << 20))\n    f.flush()\n",
+        );
+        assert_eq!(d["exit_code"], 1, "ns={ns}: {d}");
+        let stderr = d["stderr"].as_str().unwrap();
+        assert!(
+            stderr.contains("No space left") || stderr.contains("File too large"),
+            "ns={ns}: {stderr}"
+        );
+    });
+}
+
+#[test]
+fn host_files_are_out_of_reach() {
+    let runtime_bin = common::bin("runtime");
+    let code = format!(
+        "import os\nfor p in ['/etc/shadow', '/proc/1/environ', '/proc/self/environ', {:?}, '/root/.bashrc', '/run/prebake-runtime/uid-65537.lock']:\n    try:\n        open(p, 'rb').read(1)\n        print('READ', p)\n    except OSError as e:\n        print('denied', p, e.errno)\nfor p in ['/evil', '/usr/evil', '/etc/passwd', '/usr/bin/python3.11', '/dev/null2']:\n    try:\n        open(p, 'ab').write(b'x')\n        print('WROTE', p)\n    except OSError as e:\n        print('denied', p, e.errno)\ntry:\n    os.chmod('/tmp', 0o777)\n    print('CHMOD')\nexcept OSError:\n    print('denied chmod')\n",
+        runtime_bin.to_str().unwrap()
+    );
+    let passwd = runtime_common::bundle().join("rootfs/etc/passwd");
+    let before = std::fs::read(&passwd).unwrap();
+    both_modes("host_files", "", |s, ns| {
+        let d = s.run_py(&code);
+        let out = d["stdout"].as_str().unwrap();
+        assert!(
+            !out.contains("READ") && !out.contains("WROTE") && !out.contains("CHMOD"),
+            "ns={ns}: {out}"
+        );
+        assert_eq!(out.matches("denied").count(), 12, "ns={ns}: {out} {d}");
+    });
+    assert_eq!(std::fs::read(&passwd).unwrap(), before);
+    assert!(!runtime_common::bundle().join("rootfs/evil").exists());
+}
+
+#[test]
+fn tmp_is_private_per_run() {
+    both_modes("tmp_private", "", |s, ns| {
+        let d = s.run_py(
+            "import tempfile, os\np = os.path.join(tempfile.gettempdir(), 'secret')\nopen(p, 'w').write('s3cret')\nopen('cwdfile', 'w').write('x')\nprint(p)\nprint(os.path.abspath('cwdfile'))\n",
+        );
+        assert_eq!(d["exit_code"], 0, "ns={ns}: {d}");
+        let paths: Vec<String> = d["stdout"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        let check = format!(
+            "import os, tempfile\nfor p in {paths:?}:\n    print(os.path.exists(p))\nprint(os.listdir(tempfile.gettempdir()))\n"
+        );
+        let d = s.run_py(&check);
+        assert_eq!(d["stdout"], "False\nFalse\n[]\n", "ns={ns}: {d}");
+    });
+    // Nothing left in the rootfs's /tmp (chroot mode used per-run directories there).
+    let tmp = runtime_common::bundle().join("rootfs/tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn network_off_and_on() {
+    if !common::require_root("network_off_and_on") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut buf = String::new();
+        c.read_to_string(&mut buf).unwrap();
+        buf
+    });
+    let code = format!(
+        "import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'hello from the sandbox')\ns.close()\nprint('sent')\n"
+    );
+    // Operator allows network: a run without it has no network (own net namespace), a run
+    // with it reaches the host's loopback.
+    let s = Server::start("enable_network: true\n", &[]);
+    let d = s.run_py(&code);
+    assert_ne!(d["exit_code"], 0, "{d}");
+    assert!(d["stderr"].as_str().unwrap().contains("Error"), "{d}");
+    let (_, v) = s.post(
+        "/v1/sandbox/run",
+        &json!({"language": "python3", "code": code, "enable_network": true}),
+    );
+    assert_eq!(v["data"]["stdout"], "sent\n", "{v}");
+    assert_eq!(accepted.join().unwrap(), "hello from the sandbox");
+}
+
+#[test]
+fn runs_cannot_signal_each_other() {
+    both_modes("signal_each_other", "", |s, ns| {
+        let url = s.url("/v1/sandbox/run");
+        let victim = std::thread::spawn(move || {
+            let mut r = runtime_common::agent()
+                .post(&url)
+                .header("X-Api-Key", runtime_common::KEY)
+                .send_json(json!({"language": "python3", "code": "import time\ntime.sleep(1)\nprint('victim alive')"}))
+                .unwrap();
+            let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+            v
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        // Signal everything this uid may signal, and every pid near ours.
+        let d = s.run_py(
+            "import os, signal\ntry:\n    os.kill(-1, signal.SIGKILL)\nexcept OSError as e:\n    print('kill -1', e.errno)\nn = 0\nfor pid in range(2, 4096):\n    if pid == os.getpid():\n        continue\n    try:\n        os.kill(pid, signal.SIGKILL)\n        n += 1\n    except OSError:\n        pass\nprint('killed', n)\n",
+        );
+        assert!(
+            d["stdout"].as_str().unwrap().contains("killed 0"),
+            "ns={ns}: {d}"
+        );
+        let v = victim.join().unwrap();
+        assert_eq!(v["data"]["stdout"], "victim alive\n", "ns={ns}: {v}");
+        assert_eq!(v["data"]["error"], "");
+    });
+}
