@@ -325,14 +325,18 @@ fn stdlib_scripts_exit_zero() {
     ) {
         return;
     }
-    let a = py_artifacts();
-    for py in &interpreters {
-        for (name, code) in STDLIB_SCRIPTS {
-            let mut cmd = Command::new(py);
-            cmd.args(["-I", "-c", code]).stdin(Stdio::null());
-            confine(&mut cmd, &a.bpf);
-            let o = cmd.output().unwrap();
-            assert!(o.status.success(), "{py} {name}: {}", show(&o));
+    // Under kill_process too: a syscall the policy forgot would kill the script instead of
+    // hiding behind an EPERM that Python happens to tolerate.
+    for action in [DefaultAction::Errno, DefaultAction::KillProcess] {
+        let a = seccomp::compile(Language::Python3, &spec(action, &[])).unwrap();
+        for py in &interpreters {
+            for (name, code) in STDLIB_SCRIPTS {
+                let mut cmd = Command::new(py);
+                cmd.args(["-I", "-c", code]).stdin(Stdio::null());
+                confine(&mut cmd, &a.bpf);
+                let o = cmd.output().unwrap();
+                assert!(o.status.success(), "{py} {name} ({action:?}): {}", show(&o));
+            }
         }
     }
 }
@@ -342,21 +346,27 @@ fn node_runs_under_its_policy() {
     if !common::require_tool("node_runs_under_its_policy", "node") {
         return;
     }
-    let a = seccomp::compile(Language::Nodejs, &SeccompSpec::default()).unwrap();
     let code = "const crypto=require('crypto'), fs=require('fs'), os=require('os'), zlib=require('zlib');\n\
         fs.writeFileSync(os.tmpdir()+'/prebake-node-'+process.pid, 'x'); fs.unlinkSync(os.tmpdir()+'/prebake-node-'+process.pid);\n\
         crypto.pbkdf2('a','b',1000,32,'sha256',(e,k)=>{ if (e) throw e; console.log('pbkdf2', k.length); });\n\
         fs.promises.readFile('/etc/hostname').then(()=>console.log('read'));\n\
         setTimeout(()=>console.log(JSON.stringify({z: zlib.gunzipSync(zlib.gzipSync('hi')).toString()})), 10);\n\
         try { require('child_process').execFileSync('/bin/true'); console.log('spawned') } catch (e) { console.log('spawn', e.code) }";
-    let mut cmd = Command::new("node");
-    cmd.args(["-e", code]).stdin(Stdio::null());
-    confine(&mut cmd, &a.bpf);
-    let o = cmd.output().unwrap();
-    assert_ok(&o);
-    let out = String::from_utf8_lossy(&o.stdout);
-    for want in ["pbkdf2 32", "read", "{\"z\":\"hi\"}", "spawn EPERM"] {
-        assert!(out.contains(want), "missing {want}: {}", show(&o));
+    for action in [DefaultAction::Errno, DefaultAction::KillProcess] {
+        let a = seccomp::compile(Language::Nodejs, &spec(action, &[])).unwrap();
+        let mut cmd = Command::new("node");
+        cmd.args(["-e", code]).stdin(Stdio::null());
+        confine(&mut cmd, &a.bpf);
+        let o = cmd.output().unwrap();
+        assert_ok(&o);
+        let out = String::from_utf8_lossy(&o.stdout);
+        for want in ["pbkdf2 32", "read", "{\"z\":\"hi\"}", "spawn EPERM"] {
+            assert!(
+                out.contains(want),
+                "{action:?}: missing {want}: {}",
+                show(&o)
+            );
+        }
     }
 }
 
@@ -646,6 +656,18 @@ fn figures_instructions_and_startup_overhead() {
         cmd.args(["-I", "-c", "pass"]).stdin(Stdio::null());
         if confined {
             confine(&mut cmd, &a.bpf);
+        } else {
+            // Same fork+exec path as the confined run (a pre_exec closure turns off std's
+            // posix_spawn), so the difference is the filter alone.
+            // SAFETY: only prctl between fork and exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let t = Instant::now();
         let st = cmd.status().unwrap();
