@@ -61,6 +61,11 @@ fn infinite_loop_and_tree_are_killed_at_the_deadline() {
         // The forked, re-sessioned children died with it.
         let left = leftover_pool_processes();
         assert!(left.is_empty(), "ns={ns}: {left:?}");
+        // Closing stdout and stderr does not escape the deadline.
+        let start = Instant::now();
+        let d = s.run_py("import os, time\nos.close(1)\nos.close(2)\ntime.sleep(60)\n");
+        assert!(start.elapsed() < Duration::from_secs(4), "ns={ns}");
+        assert!(err(&d).contains("error: timeout\n"), "ns={ns}: {d}");
     });
 }
 

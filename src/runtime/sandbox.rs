@@ -11,7 +11,20 @@
 //! its pool uid, mode 0700, as working directory and `TMPDIR`/`HOME`. It must live inside the
 //! rootfs because nothing outside is reachable after chroot. The directory is deleted before
 //! and after the run; its size is bounded per file by RLIMIT_FSIZE only (no tmpfs to cap the
-//! total), which is documented as the weaker guarantee of that mode.
+//! total), which is documented as the weaker guarantee of that mode. Scripts that write to
+//! `/tmp/name` directly fail in that mode; `tempfile`, `TMPDIR` and relative paths work.
+//!
+//! # Environment
+//! The manifest's `env` for the language, `HOME` (the working directory, unless the manifest
+//! sets it), `TMPDIR` in chroot mode, and the proxy variables only for runs with network.
+//!
+//! # Leftover processes
+//! With a pid namespace the interpreter is pid 1: when it exits or is killed, the kernel
+//! kills every other process of the namespace before the parent can reap it. Without one, the
+//! run leads its own session; after it ends the process group is killed and then every
+//! process of its uid (see [`kill_uid`]). A uid is also swept once before its first use by a
+//! process, for leftovers of a crashed predecessor. No cgroup is used yet (none is available
+//! on the platforms targeted so far); memory is bounded by RLIMIT_AS.
 
 use super::child::{self, ChildPlan, RootMode, Step};
 use super::probe::Capabilities;
@@ -784,7 +797,9 @@ fn supervise(
     let mut killed = false;
     let mut buf = vec![0u8; 64 * 1024];
     let fds = [out.as_raw_fd(), err.as_raw_fd()];
-    while open[0] || open[1] {
+    // Until both pipes are at EOF *and* the interpreter has exited: a script that closes its
+    // stdout and stderr and then sleeps must still meet the deadline.
+    while open[0] || open[1] || !exited {
         let now = Instant::now();
         if now >= deadline && !killed {
             res.timed_out = true;
