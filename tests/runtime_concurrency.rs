@@ -22,7 +22,7 @@ fn two_hundred_requests_twenty_clients() {
     if !common::require_root("two_hundred_requests_twenty_clients") {
         return;
     }
-    let rootfs = runtime_common::bundle().join("rootfs");
+    let rootfs = runtime_common::root().to_path_buf();
     for ns in [true, false] {
         let s = Server::start(
             &format!("max_workers: 4\nmax_requests: 100\nworker_timeout: 20\nnamespaces: {ns}\n"),

@@ -118,6 +118,7 @@ fn parse_language(name: &str) -> Result<Language> {
 struct CliProgress {
     bar: ProgressBar,
     tty: bool,
+    started: std::time::Instant,
 }
 
 impl Progress for CliProgress {
@@ -125,7 +126,10 @@ impl Progress for CliProgress {
         if self.tty {
             self.bar.set_message(name.to_owned());
         } else {
-            eprintln!("prebake: {name}");
+            eprintln!(
+                "prebake: [{:6.2}s] {name}",
+                self.started.elapsed().as_secs_f64()
+            );
         }
     }
     fn bytes(&self, done: u64, total: u64) {
@@ -172,6 +176,7 @@ fn cmd_build(
     let progress = CliProgress {
         bar: bar.clone(),
         tty,
+        started: std::time::Instant::now(),
     };
     let report = build::build(
         &spec,

@@ -535,8 +535,7 @@ impl Resolver {
     }
 
     pub fn host_path(&self, p: &Path) -> PathBuf {
-        let rel = p.strip_prefix("/").unwrap_or(p);
-        self.sysroot.join(rel)
+        host_path_in(&self.sysroot, p)
     }
 
     pub fn sysroot(&self) -> &Path {
@@ -600,55 +599,9 @@ impl Resolver {
         }
     }
 
-    /// Resolve every symlink of `p` (absolute, inside the sysroot) the way the kernel would if
-    /// the sysroot were `/`: absolute link targets restart at the sysroot, `..` never leaves it.
-    /// `Ok(None)` when the path does not exist.
+    /// Resolve every symlink of `p` inside the sysroot; see [`resolve_in_root`].
     pub fn resolve_in_root(&self, p: &Path) -> Result<Option<PathBuf>, ResolveError> {
-        let mut pending: Vec<OsString> = Vec::new();
-        push_components(&mut pending, p);
-        let mut resolved = PathBuf::from("/");
-        let mut hops = 0usize;
-        while let Some(c) = pending.pop() {
-            if c == ".." {
-                resolved.pop();
-                continue;
-            }
-            let candidate = resolved.join(&c);
-            let host = self.host_path(&candidate);
-            let meta = match std::fs::symlink_metadata(&host) {
-                Ok(m) => m,
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::NotFound
-                        || e.raw_os_error() == Some(libc::ENOTDIR) =>
-                {
-                    return Ok(None)
-                }
-                Err(source) => return Err(ResolveError::Io { path: host, source }),
-            };
-            if meta.file_type().is_symlink() {
-                hops += 1;
-                if hops > MAX_SYMLINK_HOPS {
-                    return Err(ResolveError::SymlinkLoop {
-                        path: self.host_path(p),
-                    });
-                }
-                let target = std::fs::read_link(&host)
-                    .map_err(|source| ResolveError::Io { path: host, source })?;
-                if target.as_os_str().is_empty() {
-                    return Ok(None);
-                }
-                if target.is_absolute() {
-                    resolved = PathBuf::from("/");
-                }
-                push_components(&mut pending, &target);
-            } else {
-                if !meta.is_dir() && !pending.is_empty() {
-                    return Ok(None); // ENOTDIR
-                }
-                resolved = candidate;
-            }
-        }
-        Ok(Some(resolved))
+        resolve_in_root(&self.sysroot, p)
     }
 
     /// Remove `.` and `//`, and apply `..` physically (after resolving the symlinks before it),
@@ -919,6 +872,62 @@ impl Resolver {
         }
         Ok(st.out)
     }
+}
+
+/// Resolve every symlink of `p` (absolute, inside the sysroot) the way the kernel would if
+/// the sysroot were `/`: absolute link targets restart at the sysroot, `..` never leaves it.
+/// `Ok(None)` when the path does not exist.
+pub fn resolve_in_root(sysroot: &Path, p: &Path) -> Result<Option<PathBuf>, ResolveError> {
+    let mut pending: Vec<OsString> = Vec::new();
+    push_components(&mut pending, p);
+    let mut resolved = PathBuf::from("/");
+    let mut hops = 0usize;
+    while let Some(c) = pending.pop() {
+        if c == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&c);
+        let host = host_path_in(sysroot, &candidate);
+        let meta = match std::fs::symlink_metadata(&host) {
+            Ok(m) => m,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+            {
+                return Ok(None)
+            }
+            Err(source) => return Err(ResolveError::Io { path: host, source }),
+        };
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > MAX_SYMLINK_HOPS {
+                return Err(ResolveError::SymlinkLoop {
+                    path: host_path_in(sysroot, p),
+                });
+            }
+            let target = std::fs::read_link(&host)
+                .map_err(|source| ResolveError::Io { path: host, source })?;
+            if target.as_os_str().is_empty() {
+                return Ok(None);
+            }
+            if target.is_absolute() {
+                resolved = PathBuf::from("/");
+            }
+            push_components(&mut pending, &target);
+        } else {
+            if !meta.is_dir() && !pending.is_empty() {
+                return Ok(None); // ENOTDIR
+            }
+            resolved = candidate;
+        }
+    }
+    Ok(Some(resolved))
+}
+
+/// `sysroot` joined with the absolute in-root path `p`.
+fn host_path_in(sysroot: &Path, p: &Path) -> PathBuf {
+    sysroot.join(p.strip_prefix("/").unwrap_or(p))
 }
 
 fn push_components(pending: &mut Vec<OsString>, p: &Path) {

@@ -355,12 +355,18 @@ impl Sandbox {
         })?;
         let mut languages = BTreeMap::new();
         for (name, info) in &manifest.languages {
-            let rel = info.interpreter.trim_start_matches('/');
-            std::fs::metadata(rootfs.join(rel)).map_err(|source| SandboxError::Interpreter {
+            // Resolved inside the rootfs: its symlinks (a venv's bin/python -> /usr/bin/...)
+            // point into the rootfs, never at the host.
+            let missing = |source| SandboxError::Interpreter {
                 language: name.clone(),
-                path: rootfs.join(rel),
+                path: PathBuf::from(&info.interpreter),
                 source,
-            })?;
+            };
+            let real = crate::plan::ldso::resolve_in_root(rootfs, Path::new(&info.interpreter))
+                .map_err(|e| missing(std::io::Error::other(e.to_string())))?
+                .ok_or_else(|| missing(std::io::ErrorKind::NotFound.into()))?;
+            let rel = real.strip_prefix("/").unwrap_or(&real).to_owned();
+            std::fs::metadata(rootfs.join(&rel)).map_err(missing)?;
             let (seccomp, seccomp_net) = match (&info.seccomp, isolation.seccomp) {
                 (Some(files), true) => (
                     Some(load_programs(bundle_dir, &files.bpf)?),
@@ -374,7 +380,7 @@ impl Sandbox {
             let interpreter = if isolation.chroot {
                 cstr(info.interpreter.as_bytes())?
             } else {
-                path_c(&rootfs.join(rel))?
+                path_c(&rootfs.join(&rel))?
             };
             let mut env = Vec::new();
             for (k, v) in &info.env {

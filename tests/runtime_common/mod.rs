@@ -3,36 +3,58 @@
 //! `runtime serve` with an HTTP client.
 #![allow(dead_code)]
 
-use prebake::bundle::{
-    BundleManifest, Distribution, LanguageInfo, RootfsInfo, SeccompFiles, FORMAT_VERSION,
-    SANDBOX_UID_BASE, SANDBOX_UID_COUNT,
-};
-use prebake::seccomp::install::{Programs, SockFilter};
+use prebake::bundle::{BundleManifest, SANDBOX_UID_BASE, SANDBOX_UID_COUNT};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub const PYTHON: &str = "/usr/bin/python3.11";
+/// The base interpreter of the fixture venv (pyenv's build, on every machine of this kind).
+pub const PYTHON: &str = "/root/.pyenv/versions/3.11.7/bin/python3.11";
 pub const KEY: &str = "test-key-0123456789";
 
-/// The test bundle, built once per machine (cached under cargo's target tmp dir).
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("runtime-fixture")
+}
+
+/// The test bundle: built by the real `prebake build` once per test process, and again
+/// whenever the `prebake` binary is newer than it.
 pub fn bundle() -> &'static Path {
     static B: OnceLock<PathBuf> = OnceLock::new();
     B.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("runtime-bundle-v1");
-        if !dir.join("bundle.json").exists() {
-            let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+        let dir = fixture_dir().join("bundle");
+        let stale = match (
+            std::fs::metadata(dir.join("bundle.json")).and_then(|m| m.modified()),
+            std::fs::metadata(super::common::bin("prebake")).and_then(|m| m.modified()),
+        ) {
+            (Ok(built), Ok(bin)) => built < bin,
+            _ => true,
+        };
+        if stale {
+            let tmp = fixture_dir().join(format!("build-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&tmp);
             build_bundle(&tmp);
+            let _ = std::fs::remove_dir_all(&dir);
             // Another test binary may have won the race; either copy is fine.
-            if std::fs::rename(&tmp, &dir).is_err() {
-                let _ = std::fs::remove_dir_all(&tmp);
+            if std::fs::rename(tmp.join("out/bundle"), &dir).is_err() {
+                assert!(dir.join("bundle.json").exists());
             }
+            let _ = std::fs::remove_dir_all(&tmp);
         }
         dir
+    })
+}
+
+/// The sandbox root every test server shares: unpacked once here, before any server starts,
+/// so the servers find the stamp and skip unpacking (and never race to unpack).
+pub fn root() -> &'static Path {
+    static R: OnceLock<PathBuf> = OnceLock::new();
+    R.get_or_init(|| {
+        let root = fixture_dir().join("root");
+        let manifest = BundleManifest::load(bundle()).unwrap();
+        prebake::runtime::unpack::unpack_bundle(bundle(), &manifest, &root).unwrap();
+        root
     })
 }
 
@@ -40,165 +62,48 @@ fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
     assert!(
         out.status.success(),
-        "{cmd:?}: {}",
+        "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Shared objects `ldd` says `path` loads.
-fn ldd(path: &Path, into: &mut BTreeSet<PathBuf>) {
-    for line in run(Command::new("ldd").arg(path)).lines() {
-        let line = line.trim();
-        let p = match line.split_once("=>") {
-            Some((_, rest)) => rest.trim().split(' ').next().unwrap_or(""),
-            None => line.split(' ').next().unwrap_or(""),
-        };
-        if p.starts_with('/') {
-            into.insert(PathBuf::from(p));
-        }
-    }
-}
-
-/// Copy host path `src` to the same absolute path under `rootfs`, recreating symlinked
-/// directories (merged /usr: /lib -> usr/lib) as symlinks and copying symlink targets too.
-fn copy_in(rootfs: &Path, src: &Path) {
-    let rel = |p: &Path| rootfs.join(p.strip_prefix("/").unwrap());
-    let mut cur = PathBuf::from("/");
-    let parent = src.parent().unwrap();
-    for comp in parent.components().skip(1) {
-        let next = cur.join(comp);
-        let meta = std::fs::symlink_metadata(&next).unwrap();
-        if meta.file_type().is_symlink() {
-            let dest = rel(&next);
-            if std::fs::symlink_metadata(&dest).is_err() {
-                std::os::unix::fs::symlink(std::fs::read_link(&next).unwrap(), &dest).unwrap();
-            }
-            cur = std::fs::canonicalize(&next).unwrap();
-            std::fs::create_dir_all(rel(&cur)).unwrap();
-        } else {
-            std::fs::create_dir_all(rel(&next)).unwrap();
-            cur = next;
-        }
-    }
-    let leaf = cur.join(src.file_name().unwrap());
-    let dest = rel(&leaf);
-    if std::fs::symlink_metadata(&dest).is_err() {
-        run(Command::new("cp").arg("-a").arg(&leaf).arg(&dest));
-    }
-    if std::fs::symlink_metadata(&leaf)
-        .unwrap()
-        .file_type()
-        .is_symlink()
-    {
-        copy_in(rootfs, &std::fs::canonicalize(&leaf).unwrap());
-    }
-}
-
-/// The fixture: Debian's python3.11 and its stdlib, the libraries it and lib-dynload need
-/// (copied with their absolute paths and symlinks), /etc stubs, /tmp, /dev, a seccomp
-/// program pair and bundle.json with compression "none".
-pub fn build_bundle(out: &Path) {
-    let rootfs = out.join("rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    let mut libs = BTreeSet::new();
-    ldd(Path::new(PYTHON), &mut libs);
-    for e in std::fs::read_dir("/usr/lib/python3.11/lib-dynload").unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "so") {
-            ldd(&p, &mut libs);
-        }
-    }
-    let mut paths: BTreeSet<PathBuf> = BTreeSet::new();
-    paths.insert(PYTHON.into());
-    paths.insert("/usr/lib/python3.11".into());
-    for l in libs {
-        paths.insert(l);
-    }
-    for p in &paths {
-        copy_in(&rootfs, p);
-    }
-    let _ = std::fs::remove_dir_all(rootfs.join("usr/lib/python3.11/test"));
-
-    let etc = rootfs.join("etc");
-    std::fs::create_dir_all(&etc).unwrap();
-    let mut passwd = String::from("root:x:0:0:root:/root:/usr/sbin/nologin\n");
-    let mut group = String::from("root:x:0:\n");
-    for uid in SANDBOX_UID_BASE..SANDBOX_UID_BASE + SANDBOX_UID_COUNT {
-        passwd.push_str(&format!(
-            "sandbox{uid}:x:{uid}:{uid}::/tmp:/usr/sbin/nologin\n"
-        ));
-        group.push_str(&format!("sandbox{uid}:x:{uid}:\n"));
-    }
-    std::fs::write(etc.join("passwd"), passwd).unwrap();
-    std::fs::write(etc.join("group"), group).unwrap();
-    for (d, mode) in [("tmp", 0o1777), ("dev", 0o755)] {
-        use std::os::unix::fs::PermissionsExt;
-        let p = rootfs.join(d);
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
-
-    // Permissive but real: check the arch, kill the process on ptrace, allow the rest.
-    let ins = |code, jt, jf, k| SockFilter { code, jt, jf, k };
-    let prog = vec![
-        ins(0x20, 0, 0, 4),           // ld arch
-        ins(0x15, 0, 3, 0xc000_003e), // jeq x86_64 ? next : kill
-        ins(0x20, 0, 0, 0),           // ld nr
-        ins(0x15, 1, 0, 101),         // jeq ptrace ? kill : allow
-        ins(0x06, 0, 0, 0x7fff_0000), // allow
-        ins(0x06, 0, 0, 0x8000_0000), // kill process
-    ];
-    let sec = out.join("seccomp");
-    std::fs::create_dir_all(&sec).unwrap();
-    let bytes = Programs::to_bytes(&[prog]);
-    std::fs::write(sec.join("python3.bpf"), &bytes).unwrap();
-    std::fs::write(sec.join("python3-net.bpf"), &bytes).unwrap();
-    std::fs::write(sec.join("python3.json"), "{}\n").unwrap();
-
-    let mut env = BTreeMap::new();
-    env.insert("PATH".into(), "/usr/bin:/bin".into());
-    env.insert("LANG".into(), "C.UTF-8".into());
-    let mut languages = BTreeMap::new();
-    languages.insert(
-        "python3".to_string(),
-        LanguageInfo {
-            interpreter: PYTHON.into(),
-            args: vec!["-I".into(), "-B".into()],
-            env,
-            version: "3.11".into(),
-            distributions: vec![Distribution {
-                name: "prebake-test-dist".into(),
-                version: "1.0".into(),
-            }],
-            seccomp: Some(SeccompFiles {
-                oci_json: "seccomp/python3.json".into(),
-                bpf: "seccomp/python3.bpf".into(),
-                bpf_net: "seccomp/python3-net.bpf".into(),
-                arch: "x86_64".into(),
-            }),
-        },
-    );
-    let manifest = BundleManifest {
-        format_version: FORMAT_VERSION,
-        prebake_version: env!("CARGO_PKG_VERSION").into(),
-        spec_digest: "test-fixture".into(),
-        rootfs: RootfsInfo {
-            file: "rootfs".into(),
-            compression: "none".into(),
-            sha256_uncompressed: String::new(),
-            sha256_compressed: String::new(),
-            size_uncompressed: 0,
-            size_compressed: 0,
-            files: 0,
-            dirs: 0,
-            symlinks: 0,
-            hardlinks: 0,
-        },
-        languages,
-        provenance: BTreeMap::new(),
-    };
-    std::fs::write(out.join("bundle.json"), manifest.to_json()).unwrap();
+/// The fixture: a venv of [`PYTHON`] holding one tiny distribution (`prebake-test-dist`, for
+/// the dependencies routes), built into a bundle by the real `prebake build` with the real
+/// seccomp policy.
+pub fn build_bundle(work: &Path) {
+    let venv = work.join("venv");
+    run(Command::new(PYTHON)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv));
+    let site = venv.join("lib/python3.11/site-packages");
+    let info = site.join("prebake_test_dist-1.0.dist-info");
+    std::fs::create_dir_all(&info).unwrap();
+    std::fs::write(site.join("prebake_test_dist.py"), "VALUE = 42\n").unwrap();
+    std::fs::write(
+        info.join("METADATA"),
+        "Metadata-Version: 2.1\nName: prebake-test-dist\nVersion: 1.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        info.join("RECORD"),
+        "prebake_test_dist.py,,\nprebake_test_dist-1.0.dist-info/METADATA,,\nprebake_test_dist-1.0.dist-info/RECORD,,\n",
+    )
+    .unwrap();
+    let spec = work.join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: runtime-test\nlanguages:\n  python3:\n    interpreter: {}\n    packages: [prebake-test-dist]\n",
+            venv.join("bin/python").display()
+        ),
+    )
+    .unwrap();
+    run(Command::new(super::common::bin("prebake"))
+        .arg("build")
+        .arg(&spec)
+        .arg("--out")
+        .arg(work.join("out")));
 }
 
 pub fn free_port() -> u16 {
@@ -247,7 +152,7 @@ impl Server {
             .arg("--bundle")
             .arg(bundle())
             .arg("--root")
-            .arg(dir.path().join("root"))
+            .arg(root())
             .arg("--config")
             .arg(&cfg)
             .env_remove("API_KEY")
