@@ -4,6 +4,7 @@
 //! only when complete, so a failed or interrupted build leaves nothing half-written.
 
 use crate::bundle::{self, BundleManifest, Distribution, LanguageInfo, SeccompFiles};
+use crate::plan::pyc::PycCache;
 use crate::plan::{self, extras, ldso, python, Entry, EntryKind, Plan, PlanError, Source};
 use crate::spec::{ImageSpec, Language, LanguageSpec};
 use std::collections::BTreeMap;
@@ -34,6 +35,9 @@ pub struct BuildOptions {
     pub allow_missing: bool,
     /// SOURCE_DATE_EPOCH: the mtime of every entry.
     pub mtime: u64,
+    /// Where compiled `.pyc` files are kept between builds (content-addressed); `None`
+    /// compiles everything afresh.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What a finished build reports in its one-screen summary.
@@ -90,8 +94,8 @@ struct LanguagePlan {
     info: LanguageInfo,
     /// The real ELF of the interpreter: the main object of the closure.
     main_executable: PathBuf,
-    /// Python only: the interpreter that compiles `.pyc` files, and its cache tag.
-    pyc: Option<(PathBuf, String)>,
+    /// Python only: what the interpreter said about itself (it also compiles the `.pyc`s).
+    python: Option<python::PythonInstall>,
 }
 
 /// Run the whole build.
@@ -141,11 +145,12 @@ pub fn build(
     // 2. Bytecode, compiled by the target interpreter into the temp dir.
     let (pyc_compiled, pyc_failed) = match langs.get(&Language::Python3) {
         Some(LanguagePlan {
-            pyc: Some((interp, tag)),
+            python: Some(install),
             ..
         }) if spec.languages[&Language::Python3].precompile => {
             progress.stage("compiling bytecode");
-            add_pycs(&mut plan, interp, tag, &tmp.path().join("pyc"))?
+            let cache = PycCache::new(opts.cache_dir.as_deref(), install);
+            add_pycs(&mut plan, install, &cache, &tmp.path().join("pyc"))?
         }
         _ => (0, Vec::new()),
     };
@@ -384,7 +389,7 @@ fn plan_python(
             seccomp: None,
         },
         main_executable: install.real_executable.clone(),
-        pyc: Some((install.executable.clone(), install.cache_tag.clone())),
+        python: Some(install),
     })
 }
 
@@ -416,7 +421,7 @@ fn plan_node(plan: &mut Plan, spec: &LanguageSpec) -> Result<LanguagePlan, Build
             seccomp: None,
         },
         main_executable: real,
-        pyc: None,
+        python: None,
     })
 }
 
@@ -534,7 +539,7 @@ fn add_extras(
     }
     let install = langs
         .get(&Language::Python3)
-        .and_then(|_| python::discover(&spec.languages[&Language::Python3].interpreter).ok());
+        .and_then(|l| l.python.as_ref());
     let ca_candidates: Vec<PathBuf> = install
         .iter()
         .filter_map(|i| i.ssl_cafile.clone())
@@ -640,44 +645,70 @@ fn find_library(
         .find(|p| resolver.host_path(p).exists()))
 }
 
-/// Compile every planned `.py` into `staging`, then plan the `.pyc` next to its source.
+/// Plan a `.pyc` next to every planned `.py`: from the cache when it has it, otherwise
+/// compiled by the interpreter into `staging` (and then cached).
 fn add_pycs(
     plan: &mut Plan,
-    interpreter: &Path,
-    cache_tag: &str,
+    install: &python::PythonInstall,
+    cache: &PycCache,
     staging: &Path,
 ) -> Result<(usize, Vec<String>), BuildError> {
-    let mut pairs = Vec::new();
-    let mut targets = Vec::new();
+    struct Pyc {
+        target: String,
+        source: String,
+        key: String,
+        file: PathBuf,
+    }
+    let mut pycs = Vec::new();
+    let mut to_compile = Vec::new();
     for (path, e) in &plan.entries {
-        if let EntryKind::File {
+        let EntryKind::File {
             source: Source::Host(src),
         } = &e.kind
-        {
-            if let Some(stem) = path.strip_suffix(".py") {
-                let (dir, name) = stem.rsplit_once('/').expect("absolute path");
-                let target = format!("{dir}/__pycache__/{name}.{cache_tag}.pyc");
-                let out = staging.join(target.trim_start_matches('/'));
-                pairs.push((src.clone(), out.clone()));
-                targets.push((target, out, path.clone()));
-            }
-        }
-    }
-    let failed = python::compile_pycs(interpreter, &pairs)?;
-    let mut n = 0;
-    for (target, out, src) in targets {
-        if !out.exists() {
+        else {
             continue;
-        }
-        plan.add_parents(&target, &format!("bytecode of {src}"))?;
-        plan.insert(
+        };
+        let Some(stem) = path.strip_suffix(".py") else {
+            continue;
+        };
+        let (dir, name) = stem.rsplit_once('/').expect("absolute path");
+        let target = format!("{dir}/__pycache__/{name}.{}.pyc", install.cache_tag);
+        let bytes = std::fs::read(src).map_err(io(src))?;
+        let key = cache.key(&bytes, path);
+        let file = match cache.get(&key) {
+            Some(hit) => hit,
+            None => {
+                let out = staging.join(target.trim_start_matches('/'));
+                to_compile.push((src.clone(), out.clone()));
+                out
+            }
+        };
+        pycs.push(Pyc {
             target,
+            source: path.clone(),
+            key,
+            file,
+        });
+    }
+    let failed = python::compile_pycs(&install.executable, &to_compile)?;
+    let mut n = 0;
+    for pyc in pycs {
+        if !pyc.file.exists() {
+            continue; // did not compile (Python 2 data files in some packages)
+        }
+        if pyc.file.starts_with(staging) {
+            cache.put(&pyc.key, &pyc.file);
+        }
+        let why = format!("bytecode of {}", pyc.source);
+        plan.add_parents(&pyc.target, &why)?;
+        plan.insert(
+            pyc.target,
             Entry {
                 kind: EntryKind::File {
-                    source: Source::Host(out),
+                    source: Source::Host(pyc.file),
                 },
                 mode: 0o644,
-                provenance: format!("bytecode of {src}"),
+                provenance: why,
             },
         )?;
         n += 1;

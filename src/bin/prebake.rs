@@ -37,6 +37,10 @@ enum Command {
         /// Build even when a shared library cannot be found (warns instead).
         #[arg(long)]
         allow_missing: bool,
+        /// Compile every .pyc afresh instead of reusing the cache (PREBAKE_CACHE_DIR, else
+        /// ~/.cache/prebake).
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Seccomp policy tools.
     Seccomp {
@@ -88,7 +92,8 @@ fn run() -> Result<()> {
             out,
             force,
             allow_missing,
-        } => cmd_build(spec, dify_config, out, force, allow_missing),
+            no_cache,
+        } => cmd_build(spec, dify_config, out, force, allow_missing, no_cache),
         Command::Seccomp {
             command: SeccompCommand::Show { spec, language },
         } => cmd_seccomp_show(spec, language),
@@ -149,6 +154,7 @@ fn cmd_build(
     out: PathBuf,
     force: bool,
     allow_missing: bool,
+    no_cache: bool,
 ) -> Result<()> {
     let spec = match dify_config {
         Some(cfg) => {
@@ -185,6 +191,11 @@ fn cmd_build(
             force,
             allow_missing,
             mtime,
+            cache_dir: if no_cache {
+                None
+            } else {
+                prebake::plan::pyc::PycCache::default_dir()
+            },
         },
         &progress,
     )

@@ -5,6 +5,7 @@
 pub mod elf;
 pub mod extras;
 pub mod ldso;
+pub mod pyc;
 pub mod python;
 
 use std::collections::BTreeMap;

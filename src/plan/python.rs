@@ -33,6 +33,9 @@ pub struct PythonInstall {
     pub openssl_dir: Option<PathBuf>,
     /// `zoneinfo.TZPATH`.
     pub tzpath: Vec<PathBuf>,
+    /// `sys.version` (exact build) and the bytecode magic, for the pyc cache key.
+    pub sys_version: String,
+    pub magic: String,
 }
 
 /// Run inside the interpreter with `-I` (no user site, no PYTHON* variables): prints JSON.
@@ -76,6 +79,8 @@ print(json.dumps({
     'cache_tag': sys.implementation.cache_tag,
     'ssl_cafile': cafile, 'ssl_capath': capath, 'openssl_dir': ossl_dir,
     'tzpath': tzpath,
+    'sys_version': sys.version,
+    'magic': __import__('importlib.util').util.MAGIC_NUMBER.hex(),
 }))
 "#;
 

@@ -189,7 +189,7 @@ fn tar_name(path: &str) -> Result<&str, RootfsError> {
 
 /// Write `plan` as a tar to `out`, compressed per `opts`. `progress` is called with the
 /// number of bytes of file data written so far.
-pub fn write_tar<W: Write>(
+pub fn write_tar<W: Write + Send>(
     plan: &Plan,
     out: W,
     opts: &TarOptions,
@@ -210,9 +210,8 @@ pub fn write_tar<W: Write>(
         }
         Some(Compression::Zstd) => {
             let enc = zstd_encoder(compressed).map_err(RootfsError::Write)?;
-            let mut tar = HashWriter::new(enc);
-            let stats = write_entries(plan, &mut tar, opts.mtime, progress)?;
-            let (enc, digest, size) = tar.finish();
+            let ((stats, digest, size), enc) =
+                pipelined(enc, |tx| tar_into(plan, tx, opts.mtime, progress))?;
             let compressed = enc.finish().map_err(RootfsError::Write)?;
             finish(stats, digest, size, compressed)
         }
@@ -221,13 +220,93 @@ pub fn write_tar<W: Write>(
                 .mtime(0)
                 .operating_system(GZIP_OS_UNKNOWN)
                 .write(compressed, flate2::Compression::new(GZIP_LEVEL));
-            let mut tar = HashWriter::new(enc);
-            let stats = write_entries(plan, &mut tar, opts.mtime, progress)?;
-            let (enc, digest, size) = tar.finish();
+            let ((stats, digest, size), enc) =
+                pipelined(enc, |tx| tar_into(plan, tx, opts.mtime, progress))?;
             let compressed = enc.finish().map_err(RootfsError::Write)?;
             finish(stats, digest, size, compressed)
         }
     }
+}
+
+/// The uncompressed tar stream of `plan` into `out`, with its sha256 and size.
+fn tar_into(
+    plan: &Plan,
+    out: &mut ChunkSender,
+    mtime: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(TarStats, String, u64), RootfsError> {
+    let mut tar = HashWriter::new(out);
+    let stats = write_entries(plan, &mut tar, mtime, progress)?;
+    let (_, digest, size) = tar.finish();
+    Ok((stats, digest, size))
+}
+
+/// Feeds a compressor on a second thread through a bounded channel of chunks, so reading and
+/// hashing files overlaps with compression (the two dominate a build). The compressed bytes
+/// are the same as with one thread: the compressor sees the same stream in the same order.
+struct ChunkSender {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+        self.tx
+            .send(chunk)
+            // The receiver only goes away when the compressor failed; its error is reported.
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "compressor stopped"))
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Run `produce` with a writer whose bytes reach `sink` on another thread; return what
+/// `produce` returned and the sink, once every byte has been written to it.
+fn pipelined<E: Write + Send, T>(
+    sink: E,
+    produce: impl FnOnce(&mut ChunkSender) -> Result<T, RootfsError>,
+) -> Result<(T, E), RootfsError> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let worker = scope.spawn(move || -> io::Result<E> {
+            let mut sink = sink;
+            for chunk in rx {
+                sink.write_all(&chunk)?;
+            }
+            Ok(sink)
+        });
+        let mut sender = ChunkSender {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        let produced = produce(&mut sender).and_then(|t| {
+            sender.send().map_err(RootfsError::Write)?;
+            Ok(t)
+        });
+        drop(sender); // closes the channel: the worker drains it and returns the sink
+        let sink = worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match (produced, sink) {
+            (Ok(t), Ok(sink)) => Ok((t, sink)),
+            // A compressor error explains a BrokenPipe on our side: report it first.
+            (_, Err(e)) => Err(RootfsError::Write(e)),
+            (Err(e), Ok(_)) => Err(e),
+        }
+    })
 }
 
 fn zstd_encoder<W: Write>(w: W) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
