@@ -408,3 +408,152 @@ fn bad_input_fails_clearly_and_writes_nothing() {
     );
     assert!(!out.join("bundle").exists());
 }
+
+#[test]
+fn dify_config_builds_with_merged_syscalls_and_warnings() {
+    let t = "dify_config_builds_with_merged_syscalls_and_warnings";
+    if !skip_unless(
+        Path::new("/usr/bin/python3.11").exists(),
+        t,
+        "/usr/bin/python3.11",
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("config.yaml");
+    // dify-sandbox's own keys, as an existing deployment has them; 99 is sysinfo on x86_64,
+    // which the baked Python policy does not allow.
+    std::fs::write(
+        &cfg,
+        "app:\n  port: 8194\n  debug: false\n  key: dify-sandbox\nmax_workers: 4\nmax_requests: 50\nworker_timeout: 5\npython_path: /usr/bin/python3.11\npython_lib_path:\n  - /usr/lib/python3.11\n  - /etc/ssl/certs/ca-certificates.crt\n  - /nonexistent/dify/path\nenable_network: true\nallowed_syscalls: [99]\nproxy:\n  socks5: ''\n  http: ''\n  https: ''\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = prebake(
+        &[
+            "build",
+            "--dify-config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/dify/path"),
+        "no warning: {stderr}"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bundle/bundle.json")).unwrap()).unwrap();
+    assert_eq!(
+        m["languages"]["python3"]["interpreter"],
+        "/usr/bin/python3.11"
+    );
+    // allowed_syscalls is merged into the baked policy, not a replacement of it.
+    let policy: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bundle/seccomp/python3.json")).unwrap())
+            .unwrap();
+    let allowed: Vec<&str> = policy["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "SCMP_ACT_ALLOW")
+        .flat_map(|r| r["names"].as_array().unwrap().iter())
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for name in ["sysinfo", "read", "write", "openat", "getcwd"] {
+        assert!(allowed.contains(&name), "{name} not allowed: {allowed:?}");
+    }
+}
+
+#[test]
+fn missing_library_fails_the_build_unless_allowed() {
+    let t = "missing_library_fails_the_build_unless_allowed";
+    if !require_tool(t, "cc") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let lib = tmp.path().join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let ghost_c = tmp.path().join("ghost.c");
+    let needs_c = tmp.path().join("needs.c");
+    std::fs::write(&ghost_c, "int ghost(void) { return 1; }\n").unwrap();
+    std::fs::write(
+        &needs_c,
+        "int ghost(void);\nint f(void) { return ghost(); }\n",
+    )
+    .unwrap();
+    // libneeds.so has DT_NEEDED libghost.so.7, which exists nowhere once the build starts.
+    let ghost = tmp.path().join("libghost.so.7");
+    let cc = |args: &[&str]| {
+        let st = Command::new("cc").args(args).status().unwrap();
+        assert!(st.success(), "cc {args:?}");
+    };
+    cc(&[
+        "-shared",
+        "-fPIC",
+        "-o",
+        ghost.to_str().unwrap(),
+        "-Wl,-soname,libghost.so.7",
+        ghost_c.to_str().unwrap(),
+    ]);
+    cc(&[
+        "-shared",
+        "-fPIC",
+        "-o",
+        lib.join("libneeds.so").to_str().unwrap(),
+        needs_c.to_str().unwrap(),
+        "-Wl,--no-as-needed",
+        ghost.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(&ghost).unwrap();
+    let spec = write_spec(
+        tmp.path(),
+        &format!(
+            "name: missing\nlanguages:\n  python3:\n    interpreter: python3\n    paths: [{}]\n",
+            lib.display()
+        ),
+    );
+    let out = tmp.path().join("out");
+    let o = prebake(
+        &[
+            "build",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    for needle in [
+        "libghost.so.7",
+        "libneeds.so",
+        "searched",
+        "--allow-missing",
+    ] {
+        assert!(
+            stderr.contains(needle),
+            "stderr lacks `{needle}`:\n{stderr}"
+        );
+    }
+    assert!(!out.exists());
+    let o = prebake(
+        &[
+            "build",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--allow-missing",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("libghost.so.7"),
+        "{stderr}"
+    );
+}
