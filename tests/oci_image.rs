@@ -646,3 +646,38 @@ fn no_image_writes_the_bundle_alone() {
     assert!(!out.join("image").exists());
     assert!(!summary.contains("image "), "{summary}");
 }
+
+/// The Containerfile's `prebake build` line only uses flags the CLI has.
+#[test]
+fn containerfile_uses_real_build_flags() {
+    let text = fs::read_to_string(repo_root().join("Containerfile")).unwrap();
+    // The RUN line (the comments mention `prebake build` too).
+    let start = text
+        .find("prebake build \"")
+        .expect("a `prebake build \"SPEC\"` line");
+    let mut line = String::new();
+    for l in text[start..].lines() {
+        line.push_str(l.trim_end_matches('\\'));
+        if !l.ends_with('\\') {
+            break;
+        }
+    }
+    let help = Command::new(bin("prebake"))
+        .args(["build", "--help"])
+        .output()
+        .unwrap();
+    let help = ok(&help, "prebake build --help");
+    let flags: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .collect();
+    for f in ["--out", "--tag", "--runtime"] {
+        assert!(flags.contains(&f), "{f} not in {line:?}");
+    }
+    for f in flags {
+        assert!(
+            help.contains(f),
+            "Containerfile uses {f}, which `prebake build` lacks"
+        );
+    }
+}
