@@ -478,10 +478,42 @@ fn runtime_serve_under_runc_answers_the_host() {
     if !runc_tools(test) {
         return;
     }
+    // With Docker's capabilities there are no namespaces to make: the probe says so, and
+    // runs share the container's pid namespace.
+    let caps_line = serve_under_runc("serve", &[], "False");
+    assert!(caps_line.contains("mount_ns=no"), "{caps_line}");
+    assert!(caps_line.contains("pid_ns=no"), "{caps_line}");
+    assert!(caps_line.contains("chroot=yes"), "{caps_line}");
+    assert!(caps_line.contains("setuid=yes"), "{caps_line}");
+    assert!(caps_line.contains("seccomp=yes"), "{caps_line}");
+}
+
+/// What docs/oci.md promises for `--cap-add SYS_ADMIN`: full isolation, each run pid 1 of
+/// its own pid namespace.
+#[test]
+fn runtime_serve_under_runc_with_sys_admin_uses_namespaces() {
+    let test = "runtime_serve_under_runc_with_sys_admin_uses_namespaces";
+    if !runc_tools(test) {
+        return;
+    }
+    let caps_line = serve_under_runc("serve-sysadmin", &["CAP_SYS_ADMIN"], "True");
+    assert!(caps_line.contains("mount_ns=yes"), "{caps_line}");
+    assert!(caps_line.contains("pid_ns=yes"), "{caps_line}");
+}
+
+/// Run the image's Entrypoint under runc with Docker's default capabilities plus
+/// `extra_caps`, POST a script from the host, check its output (`pid_one` is Python's
+/// `os.getpid() == 1` inside the sandbox) and return the runtime's capabilities log line.
+fn serve_under_runc(what: &str, extra_caps: &[&str], pid_one: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    // The Entrypoint as the image has it; only env and the network namespace change.
+    // The Entrypoint as the image has it; only env, capabilities and the network namespace
+    // change.
     let (bundle, mut spec) = runc_bundle(tmp.path(), &["/usr/local/bin/runtime", "serve"]);
+    for set in ["bounding", "effective", "permitted"] {
+        let list = spec["process"]["capabilities"][set].as_array_mut().unwrap();
+        list.extend(extra_caps.iter().map(|c| json!(c)));
+    }
     let env = spec["process"]["env"].as_array_mut().unwrap();
     env.push(json!(format!("API_KEY={KEY}")));
     env.push(json!(format!("SANDBOX_PORT={port}")));
@@ -493,7 +525,7 @@ fn runtime_serve_under_runc_answers_the_host() {
     write_spec(&bundle, &spec);
 
     let log = tmp.path().join("serve.log");
-    let c = Container(container_id("serve"));
+    let c = Container(container_id(what));
     let mut child = Command::new("runc")
         .args(["run", "--bundle"])
         .arg(&bundle)
@@ -529,7 +561,7 @@ fn runtime_serve_under_runc_answers_the_host() {
         .header("X-Api-Key", KEY)
         .send_json(json!({
             "language": "python3",
-            "code": "import os\nprint('sum', sum(range(101)), os.getuid() >= 65537)\n",
+            "code": "import os\nprint('sum', sum(range(101)), os.getuid() >= 65537, os.getpid() == 1)\n",
             "preload": "",
             "enable_network": false,
         }))
@@ -537,7 +569,11 @@ fn runtime_serve_under_runc_answers_the_host() {
     assert_eq!(r.status(), 200);
     let body: Value = r.body_mut().read_json().unwrap();
     assert_eq!(body["code"], 0, "{body}\nlog:\n{}", log_text());
-    assert_eq!(body["data"]["stdout"], "sum 5050 True\n", "{body}");
+    assert_eq!(
+        body["data"]["stdout"],
+        format!("sum 5050 True {pid_one}\n"),
+        "{body}"
+    );
     assert_eq!(body["data"]["error"], "", "{body}");
 
     let _ = Command::new("runc").args(["kill", &c.0, "TERM"]).output();
@@ -547,15 +583,11 @@ fn runtime_serve_under_runc_answers_the_host() {
     }
     let _ = child.kill();
     let _ = child.wait();
-    // With Docker's capabilities there are no namespaces to make: the probe says so.
     let text = log_text();
-    let caps_line = text
-        .lines()
+    text.lines()
         .find(|l| l.contains("capabilities:"))
-        .unwrap_or_else(|| panic!("no capabilities line in the log:\n{text}"));
-    assert!(caps_line.contains("mount_ns=no"), "{caps_line}");
-    assert!(caps_line.contains("chroot=yes"), "{caps_line}");
-    assert!(caps_line.contains("seccomp=yes"), "{caps_line}");
+        .unwrap_or_else(|| panic!("no capabilities line in the log:\n{text}"))
+        .to_owned()
 }
 
 /// A build that must fail before writing anything, with every needle in its stderr.
