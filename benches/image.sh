@@ -60,6 +60,10 @@ if [ "$(id -u)" != 0 ] || ! command -v umoci >/dev/null || ! command -v runc >/d
   echo "start: SKIPPED (needs root, umoci, runc and curl)"
   exit 0
 fi
+if [ "$COMP" != gzip ]; then
+  echo "start: SKIPPED (Debian's umoci cannot unpack $COMP layers; use gzip)"
+  exit 0
+fi
 umoci unpack --image "$work/full/image:1" "$work/rb" >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 python3 - "$work/rb/config.json" "$port" <<'PY'
