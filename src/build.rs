@@ -38,6 +38,8 @@ pub struct BuildOptions {
     /// Where compiled `.pyc` files are kept between builds (content-addressed); `None`
     /// compiles everything afresh.
     pub cache_dir: Option<PathBuf>,
+    /// Also write DIR/image (and maybe an archive); `None` writes the bundle alone.
+    pub image: Option<crate::oci::ImageOptions>,
 }
 
 /// What a finished build reports in its one-screen summary.
@@ -51,6 +53,8 @@ pub struct BuildReport {
     pub warnings: Vec<String>,
     pub seconds: f64,
     pub seccomp_instructions: BTreeMap<String, (usize, usize)>,
+    /// The OCI image written beside the bundle, when asked for.
+    pub image: Option<crate::oci::ImageReport>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +84,8 @@ pub enum BuildError {
     MissingPath { language: String, path: PathBuf },
     #[error("interpreter `{name}`: {message}")]
     Interpreter { name: String, message: String },
+    #[error(transparent)]
+    Image(#[from] crate::oci::ImageError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
@@ -106,6 +112,10 @@ pub fn build(
 ) -> Result<BuildReport, BuildError> {
     let started = Instant::now();
     check_out_dir(&opts.out, opts.force)?;
+    // A bad tag, a missing runtime or an existing archive fail before any work.
+    if let Some(image) = &opts.image {
+        crate::oci::image::check_options(image)?;
+    }
     let parent = match opts.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -228,7 +238,36 @@ pub fn build(
     if pyc_dir.exists() {
         std::fs::remove_dir_all(&pyc_dir).map_err(io(&pyc_dir))?;
     }
-    commit_out_dir(tmp, &opts.out)?;
+    // 5. The image, staged in tmp too, so it lands atomically with the bundle.
+    let mut image = match &opts.image {
+        Some(image_opts) => {
+            progress.stage("writing OCI image");
+            let work = tmp.path().join("layers");
+            std::fs::create_dir(&work).map_err(io(&work))?;
+            let report = crate::oci::write_image(
+                &bundle_dir,
+                &tmp.path().join("image"),
+                &work,
+                &manifest,
+                &spec.name,
+                image_opts,
+                opts.mtime,
+            )?;
+            std::fs::remove_dir(&work).map_err(io(&work))?;
+            Some(report)
+        }
+        None => None,
+    };
+    if let Err(e) = commit_out_dir(tmp, &opts.out) {
+        // The archive was written from the staged layout: without the layout it is an orphan.
+        if let Some(archive) = image.as_ref().and_then(|i| i.archive.as_ref()) {
+            let _ = std::fs::remove_file(archive);
+        }
+        return Err(e);
+    }
+    if let Some(i) = image.as_mut() {
+        i.dir = opts.out.join("image");
+    }
     Ok(BuildReport {
         bundle_dir: opts.out.join("bundle"),
         manifest,
@@ -238,6 +277,7 @@ pub fn build(
         warnings,
         seconds: started.elapsed().as_secs_f64(),
         seccomp_instructions,
+        image,
     })
 }
 

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use prebake::build::{self, BuildOptions, Progress};
+use prebake::oci::{ImageOptions, LayerMedia};
 use prebake::spec::{ImageSpec, Language};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,8 @@ const DEFAULT_SPEC: &str = "images/python3.yaml";
 
 #[derive(Subcommand)]
 enum Command {
-    /// Resolve the spec and write DIR/bundle (rootfs.tar.zst, seccomp/, bundle.json).
+    /// Resolve the spec and write DIR/bundle (rootfs.tar.zst, seccomp/, bundle.json) and
+    /// DIR/image (an OCI image layout: the runtime and the bundle).
     Build {
         /// Image spec (YAML). Default: images/python3.yaml.
         spec: Option<PathBuf>,
@@ -41,6 +43,24 @@ enum Command {
         /// ~/.cache/prebake).
         #[arg(long)]
         no_cache: bool,
+        /// Image name, NAME[:TAG]. Default: prebake-<spec name>:latest.
+        #[arg(long, value_name = "NAME:TAG")]
+        tag: Option<String>,
+        /// Also write the image as one tar that is both an OCI layout and a docker archive
+        /// (`docker load`, `podman load`, `skopeo ... oci-archive:/docker-archive:`).
+        #[arg(long, value_name = "FILE", conflicts_with = "no_image")]
+        archive: Option<PathBuf>,
+        /// Compression of the image layers: gzip (every engine) or zstd (smaller; Docker >= 23,
+        /// containerd >= 1.5, podman).
+        #[arg(long, value_enum, default_value = "gzip")]
+        layer_compression: LayerCompression,
+        /// The `runtime` binary to put in the image. Default: `runtime` next to this
+        /// `prebake` executable.
+        #[arg(long, value_name = "PATH")]
+        runtime: Option<PathBuf>,
+        /// Write only DIR/bundle, no image.
+        #[arg(long, conflicts_with_all = ["tag", "runtime"])]
+        no_image: bool,
     },
     /// Seccomp policy tools.
     Seccomp {
@@ -62,6 +82,21 @@ enum Command {
         /// The script to run.
         script: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LayerCompression {
+    Gzip,
+    Zstd,
+}
+
+/// The image flags of `build`, as given.
+struct ImageArgs {
+    tag: Option<String>,
+    archive: Option<PathBuf>,
+    layer_compression: LayerCompression,
+    runtime: Option<PathBuf>,
+    no_image: bool,
 }
 
 #[derive(Subcommand)]
@@ -93,7 +128,26 @@ fn run() -> Result<()> {
             force,
             allow_missing,
             no_cache,
-        } => cmd_build(spec, dify_config, out, force, allow_missing, no_cache),
+            tag,
+            archive,
+            layer_compression,
+            runtime,
+            no_image,
+        } => cmd_build(
+            spec,
+            dify_config,
+            out,
+            force,
+            allow_missing,
+            no_cache,
+            ImageArgs {
+                tag,
+                archive,
+                layer_compression,
+                runtime,
+                no_image,
+            },
+        ),
         Command::Seccomp {
             command: SeccompCommand::Show { spec, language },
         } => cmd_seccomp_show(spec, language),
@@ -155,6 +209,7 @@ fn cmd_build(
     force: bool,
     allow_missing: bool,
     no_cache: bool,
+    image_args: ImageArgs,
 ) -> Result<()> {
     let spec = match dify_config {
         Some(cfg) => {
@@ -166,6 +221,7 @@ fn cmd_build(
         }
         None => load_spec(spec)?,
     };
+    let image = image_options(&image_args, &spec.name)?;
     let mtime = prebake::rootfs::source_date_epoch()?;
     let tty = std::io::stderr().is_terminal();
     let bar = if tty {
@@ -196,6 +252,7 @@ fn cmd_build(
             } else {
                 prebake::plan::pyc::PycCache::default_dir()
             },
+            image,
         },
         &progress,
     )
@@ -206,6 +263,34 @@ fn cmd_build(
     }
     print_summary(&report);
     Ok(())
+}
+
+/// The image options, or `None` for `--no-image`. The tag is checked here so that a typo
+/// fails before the spec is resolved (the build checks everything again).
+fn image_options(args: &ImageArgs, spec_name: &str) -> Result<Option<ImageOptions>> {
+    if args.no_image {
+        return Ok(None);
+    }
+    let tag = args
+        .tag
+        .clone()
+        .unwrap_or_else(|| prebake::oci::image::default_tag(spec_name));
+    prebake::oci::validate_tag(&tag)?;
+    let runtime = match &args.runtime {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("cannot find the running prebake executable; pass --runtime PATH")?
+            .with_file_name("runtime"),
+    };
+    Ok(Some(ImageOptions {
+        tag,
+        runtime,
+        compression: match args.layer_compression {
+            LayerCompression::Gzip => LayerMedia::Gzip,
+            LayerCompression::Zstd => LayerMedia::Zstd,
+        },
+        archive: args.archive.clone(),
+    }))
 }
 
 fn print_summary(r: &build::BuildReport) {
@@ -244,7 +329,29 @@ fn print_summary(r: &build::BuildReport) {
     for (lang, (a, b)) in &r.seccomp_instructions {
         println!("seccomp    {lang}: {a} BPF instructions, {b} with network");
     }
-    println!("time       {:.2} s", r.seconds);
+    if let Some(i) = &r.image {
+        println!("image      {}  {}", i.dir.display(), i.tag);
+        println!("digest     {}", i.digests.manifest);
+        for l in &i.layers {
+            println!(
+                "layer      {:.1} MiB compressed ({:.1} MiB tar)  {}",
+                l.size_compressed as f64 / 1048576.0,
+                l.size_uncompressed as f64 / 1048576.0,
+                l.created_by
+            );
+        }
+        if let Some(a) = &i.archive {
+            println!("archive    {}", a.display());
+        }
+        println!(
+            "time       {:.2} s ({:.2} s bundle, {:.2} s image)",
+            r.seconds,
+            r.seconds - i.seconds,
+            i.seconds
+        );
+    } else {
+        println!("time       {:.2} s", r.seconds);
+    }
 }
 
 fn cmd_seccomp_show(spec: Option<PathBuf>, language: Option<String>) -> Result<()> {

@@ -4,11 +4,12 @@
 //! We write every byte ourselves instead of going through a daemon or oci-spec's serializers:
 //! JSON is canonical (sorted keys, no whitespace, see [`canonical`]) and tar headers are built
 //! explicitly, so identical inputs give identical digests on any machine, under any umask or TZ.
-//! The layers are finished blobs produced elsewhere (`crate::rootfs::write_tar`); this module
-//! only verifies and places them.
+//! The layers are [`crate::plan::Plan`]s written by the rootfs tar writer ([`image`]); the
+//! layout and archive writers only verify and place the finished blobs.
 
 pub mod archive;
 pub mod canonical;
+pub mod image;
 pub mod layout;
 pub mod reference;
 mod time;
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use archive::write_archive;
+pub use image::{write_image, ImageError, ImageOptions, ImageReport};
 pub use layout::write_layout;
 pub use reference::{validate_tag, Reference};
 

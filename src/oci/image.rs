@@ -1,0 +1,398 @@
+//! The image `prebake build` writes next to the bundle: two layers, each a [`Plan`] written by
+//! the same deterministic tar writer as the rootfs, then [`write_layout`] (and optionally
+//! [`write_archive`]).
+//!
+//! 1. **runtime**: the `runtime` binary at [`IMAGE_RUNTIME_PATH`] with its own shared-library
+//!    closure (found by the project's ELF resolver, like the sandbox's), its PT_INTERP, the
+//!    minimal `/etc` glibc reads for it, and the directories it writes (`/tmp`, `/run`,
+//!    `/var/sandbox`).
+//! 2. **bundle**: the finished bundle directory at [`DEFAULT_BUNDLE_DIR`], `runtime`'s default
+//!    `--bundle`, as plain files.
+//!
+//! The runtime layer comes first because it changes less often than the bundle (a new
+//! package rebuilds only the bundle layer), so registries and nodes keep it cached.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::layout::{ensure_absent, parent_of};
+use super::reference::Reference;
+use super::{
+    write_archive, write_layout, ImageConfig, ImageDigests, Layer, LayerMedia, OciError,
+    IMAGE_PORT, IMAGE_RUNTIME_PATH, IMAGE_WORKDIR,
+};
+use crate::bundle::{BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT};
+use crate::plan::{ldso, Entry, EntryKind, Plan, PlanError, Source};
+use crate::rootfs::{RootfsError, TarOptions};
+use crate::spec::Compression;
+
+/// Label holding `bundle.json`'s `spec_digest` (sha256 of the spec file), so an image can be
+/// traced back to the spec it was built from.
+pub const LABEL_SPEC_DIGEST: &str = "dev.prebake.spec.sha256";
+/// Label holding the spec's `name`.
+pub const LABEL_SPEC_NAME: &str = "dev.prebake.spec.name";
+/// The standard OCI label for the version; here the prebake version that wrote the image.
+pub const LABEL_VERSION: &str = "org.opencontainers.image.version";
+/// `PATH` in the image config (Docker's default for a root user).
+pub const IMAGE_PATH_ENV: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the CLI asks for beyond the bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageOptions {
+    /// `name[:tag]`, validated with [`Reference::parse`].
+    pub tag: String,
+    /// The `runtime` binary to put in the image (a host ELF file).
+    pub runtime: PathBuf,
+    /// Layer compression (gzip for the widest compatibility).
+    pub compression: LayerMedia,
+    /// Also write the combined OCI + docker archive here (must not exist).
+    pub archive: Option<PathBuf>,
+}
+
+/// One layer as written, for the build summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerReport {
+    pub created_by: String,
+    /// `sha256:<hex>` of the compressed blob.
+    pub digest: String,
+    pub size_compressed: u64,
+    pub size_uncompressed: u64,
+    pub entries: usize,
+}
+
+/// What [`write_image`] produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageReport {
+    /// The layout directory (where it was written; the build moves it into place).
+    pub dir: PathBuf,
+    /// The normalized reference (`name:tag`).
+    pub tag: String,
+    pub digests: ImageDigests,
+    pub layers: Vec<LayerReport>,
+    pub archive: Option<PathBuf>,
+    /// Wall time of the image step alone (layers, layout, archive).
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: the `runtime` binary is not there; build it first (`cargo build --release --bin runtime`), pass --runtime PATH, or pass --no-image to write the bundle alone")]
+    RuntimeMissing { path: PathBuf },
+    #[error("{path}: the `runtime` binary is not an ELF executable for this machine; pass --runtime with the path of the built `runtime`")]
+    RuntimeNotElf { path: PathBuf },
+    #[error("{path}: {count} shared librar{ies} of the `runtime` binary could not be found on this machine:\n{list}",
+        ies = if *count == 1 { "y" } else { "ies" })]
+    RuntimeLibraries {
+        path: PathBuf,
+        count: usize,
+        list: String,
+    },
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Resolve(#[from] ldso::ResolveError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The tag used when the user gives none: `prebake-<spec name>:latest`.
+pub fn default_tag(spec_name: &str) -> String {
+    format!("prebake-{}:latest", spec_name.to_ascii_lowercase())
+}
+
+/// Everything that can be wrong with the options, checked before the build does any work:
+/// the tag, the runtime binary, the archive path.
+pub fn check_options(opts: &ImageOptions) -> Result<(), ImageError> {
+    Reference::parse(&opts.tag)?;
+    match std::fs::metadata(&opts.runtime) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(ImageError::RuntimeNotElf {
+                path: opts.runtime.clone(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ImageError::RuntimeMissing {
+                path: opts.runtime.clone(),
+            })
+        }
+        Err(e) => return Err(io(&opts.runtime)(e)),
+    }
+    if !matches!(crate::plan::elf::read_elf(&opts.runtime), Ok(Some(_))) {
+        return Err(ImageError::RuntimeNotElf {
+            path: opts.runtime.clone(),
+        });
+    }
+    if let Some(archive) = &opts.archive {
+        ensure_absent(archive)?;
+        parent_of(archive)?;
+    }
+    Ok(())
+}
+
+/// Plan of layer 1: the runtime, its closure and the few files and directories it needs.
+pub fn runtime_plan(runtime: &Path, resolver: &ldso::Resolver) -> Result<Plan, ImageError> {
+    let mut plan = Plan::new();
+    let closure = resolver.closure(Some(runtime), &[])?;
+    if !closure.missing.is_empty() {
+        let list: Vec<String> = closure.missing.iter().map(|m| format!("  {m}")).collect();
+        return Err(ImageError::RuntimeLibraries {
+            path: runtime.to_path_buf(),
+            count: list.len(),
+            list: list.join("\n"),
+        });
+    }
+    let real = std::fs::canonicalize(runtime).map_err(io(runtime))?;
+    plan.add_parents(IMAGE_RUNTIME_PATH, "image: runtime")?;
+    plan.insert(
+        IMAGE_RUNTIME_PATH.to_owned(),
+        Entry {
+            kind: EntryKind::File {
+                source: Source::Host(real),
+            },
+            mode: 0o755,
+            provenance: "image: the runtime binary".into(),
+        },
+    )?;
+    for interp in &closure.interpreters {
+        plan.add_host_path(interp, "image: ELF interpreter of runtime (PT_INTERP)")?;
+    }
+    for lib in &closure.libraries {
+        // Provenance in image terms: the host path of the runtime binary means nothing here.
+        let by = if lib.needed_by == runtime {
+            IMAGE_RUNTIME_PATH.to_owned()
+        } else {
+            lib.needed_by.display().to_string()
+        };
+        plan.add_host_path(&lib.path, &format!("image: needed by {by}"))?;
+    }
+
+    // glibc resolves "root" for the runtime's own logs and getpwuid; the pool uids only need
+    // names inside the sandbox rootfs, which has its own /etc.
+    let why = "image: minimal /etc for the runtime";
+    plan.add_inline(
+        "/etc/passwd",
+        b"root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n".to_vec(),
+        0o644,
+        why,
+    )?;
+    plan.add_inline(
+        "/etc/group",
+        b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+        0o644,
+        why,
+    )?;
+    plan.add_inline(
+        "/etc/nsswitch.conf",
+        crate::plan::extras::NSSWITCH.as_bytes().to_vec(),
+        0o644,
+        why,
+    )?;
+    // Written at run time: /tmp by anyone, /run for the uid-pool locks, /var/sandbox for the
+    // unpacked rootfs (the default sandbox root's parent). Engines mount /proc, /dev and /sys
+    // themselves, creating the mount points if needed.
+    plan.add_dir("/tmp", 0o1777, "image: /tmp")?;
+    plan.add_dir("/run", 0o755, "image: uid-pool lock directory's parent")?;
+    let sandbox_parent = Path::new(DEFAULT_SANDBOX_ROOT)
+        .parent()
+        .and_then(Path::to_str)
+        .unwrap_or("/var/sandbox");
+    plan.add_dir(sandbox_parent, 0o755, "image: the sandbox root's parent")?;
+    Ok(plan)
+}
+
+/// Plan of layer 2: every file of `bundle_dir` under [`DEFAULT_BUNDLE_DIR`], and the working
+/// directory.
+pub fn bundle_plan(bundle_dir: &Path) -> Result<Plan, ImageError> {
+    let mut plan = Plan::new();
+    plan.add_dir(IMAGE_WORKDIR, 0o755, "image: working directory")?;
+    plan.add_dir(DEFAULT_BUNDLE_DIR, 0o755, "image: the bundle")?;
+    let walker = walkdir::WalkDir::new(bundle_dir)
+        .follow_links(false)
+        .sort_by_file_name();
+    for entry in walker {
+        let entry = entry.map_err(|e| ImageError::Io {
+            path: e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| bundle_dir.to_path_buf()),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("walk error")),
+        })?;
+        if entry.depth() == 0 {
+            continue;
+        }
+        let rel = entry
+            .path()
+            .strip_prefix(bundle_dir)
+            .expect("walkdir yields paths under its root");
+        let rel = rel.to_str().ok_or_else(|| PlanError::NonUtf8 {
+            path: entry.path().to_path_buf(),
+        })?;
+        let path = format!("{DEFAULT_BUNDLE_DIR}/{rel}");
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            plan.add_dir(&path, 0o755, "image: the bundle")?;
+        } else if ft.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = entry.metadata().map_err(|e| ImageError::Io {
+                path: entry.path().to_path_buf(),
+                source: e.into(),
+            })?;
+            plan.add_parents(&path, "image: the bundle")?;
+            plan.insert(
+                path,
+                Entry {
+                    kind: EntryKind::File {
+                        source: Source::Host(entry.path().to_path_buf()),
+                    },
+                    mode: meta.permissions().mode() & 0o777,
+                    provenance: "image: the bundle".into(),
+                },
+            )?;
+        } else {
+            // The bundle is ours and holds only files and directories.
+            return Err(ImageError::Io {
+                path: entry.path().to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "unexpected file type in the bundle (only files and directories belong there)",
+                ),
+            });
+        }
+    }
+    Ok(plan)
+}
+
+/// The image configuration for a bundle.
+pub fn image_config(
+    manifest: &BundleManifest,
+    spec_name: &str,
+    mtime: u64,
+) -> Result<ImageConfig, ImageError> {
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL_VERSION.to_owned(), manifest.prebake_version.clone());
+    labels.insert(LABEL_SPEC_DIGEST.to_owned(), manifest.spec_digest.clone());
+    labels.insert(LABEL_SPEC_NAME.to_owned(), spec_name.to_owned());
+    Ok(ImageConfig {
+        entrypoint: vec![IMAGE_RUNTIME_PATH.to_owned(), "serve".to_owned()],
+        cmd: Vec::new(),
+        env: vec![IMAGE_PATH_ENV.to_owned()],
+        exposed_ports: vec![format!("{IMAGE_PORT}/tcp")],
+        working_dir: IMAGE_WORKDIR.to_owned(),
+        labels,
+        created_epoch: mtime,
+        os: "linux".to_owned(),
+        architecture: super::host_architecture()?.to_owned(),
+    })
+}
+
+fn write_layer(
+    plan: &Plan,
+    blob: &Path,
+    media: LayerMedia,
+    mtime: u64,
+    created_by: String,
+) -> Result<(Layer, LayerReport), ImageError> {
+    let compression = match media {
+        LayerMedia::Gzip => Compression::Gzip,
+        LayerMedia::Zstd => Compression::Zstd,
+    };
+    let opts = TarOptions {
+        compression: Some(compression),
+        mtime,
+    };
+    let stats = crate::rootfs::write_tar_file(plan, blob, &opts, &mut |_| {})?;
+    let report = LayerReport {
+        created_by: created_by.clone(),
+        digest: format!("sha256:{}", stats.sha256_compressed),
+        size_compressed: stats.size_compressed,
+        size_uncompressed: stats.size_uncompressed,
+        entries: plan.entries.len(),
+    };
+    Ok((
+        Layer {
+            blob: blob.to_path_buf(),
+            media_type: media,
+            digest: stats.sha256_compressed,
+            diff_id: stats.sha256_uncompressed,
+            size: stats.size_compressed,
+            created_by,
+        },
+        report,
+    ))
+}
+
+/// Write the image for the finished bundle at `bundle_dir` into `image_dir` (which must not
+/// exist), using `work` (an existing scratch directory) for the layer blobs before they are
+/// copied into the layout. With `opts.archive`, also write the archive.
+pub fn write_image(
+    bundle_dir: &Path,
+    image_dir: &Path,
+    work: &Path,
+    manifest: &BundleManifest,
+    spec_name: &str,
+    opts: &ImageOptions,
+    mtime: u64,
+) -> Result<ImageReport, ImageError> {
+    let started = Instant::now();
+    let reference = Reference::parse(&opts.tag)?;
+    let version = &manifest.prebake_version;
+    let ext = match opts.compression {
+        LayerMedia::Gzip => "tar.gz",
+        LayerMedia::Zstd => "tar.zst",
+    };
+
+    let resolver = ldso::Resolver::new(Path::new("/"))?;
+    let runtime = runtime_plan(&opts.runtime, &resolver)?;
+    let bundle = bundle_plan(bundle_dir)?;
+    let (l1, r1) = write_layer(
+        &runtime,
+        &work.join(format!("runtime.{ext}")),
+        opts.compression,
+        mtime,
+        format!("prebake {version}: {IMAGE_RUNTIME_PATH} and its shared libraries"),
+    )?;
+    let (l2, r2) = write_layer(
+        &bundle,
+        &work.join(format!("bundle.{ext}")),
+        opts.compression,
+        mtime,
+        format!("prebake {version}: bundle of spec {spec_name} at {DEFAULT_BUNDLE_DIR}"),
+    )?;
+    let config = image_config(manifest, spec_name, mtime)?;
+    let digests = write_layout(image_dir, &[l1.clone(), l2.clone()], &config, &opts.tag)?;
+    // The blobs are in the layout now; the scratch copies would only double the disk use.
+    for l in [&l1, &l2] {
+        std::fs::remove_file(&l.blob).map_err(io(&l.blob))?;
+    }
+    if let Some(archive) = &opts.archive {
+        write_archive(image_dir, archive, &opts.tag)?;
+    }
+    Ok(ImageReport {
+        dir: image_dir.to_path_buf(),
+        tag: reference.full(),
+        digests,
+        layers: vec![r1, r2],
+        archive: opts.archive.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,715 @@
+//! Issue 5 phase 2: the image `prebake build` writes (DIR/image, --archive), read and run by
+//! the real tools: skopeo, umoci and runc from Debian. The container runs with Docker's
+//! default capabilities only.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const TAG: &str = "prebake-test:1.0";
+const EPOCH: &str = "1700000000";
+const EPOCH_RFC3339: &str = "2023-11-14T22:13:20Z";
+const KEY: &str = "oci-image-test-key";
+
+/// The capabilities Docker grants a container by default, and nothing else.
+const DOCKER_DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_MKNOD",
+    "CAP_AUDIT_WRITE",
+    "CAP_SETFCAP",
+];
+
+fn default_spec() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/images/python3.yaml")
+}
+
+/// `prebake ARGS` with `umask` applied in a shell first (the umask is per process, so this
+/// keeps parallel tests out of each other's way).
+fn prebake(args: &[&str], umask: &str, envs: &[(&str, &str)]) -> Output {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+        .arg(bin("prebake"))
+        .args(args)
+        .current_dir(repo_root())
+        .env("SOURCE_DATE_EPOCH", EPOCH);
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.output().expect("run prebake")
+}
+
+fn ok(o: &Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn build(out: &Path, extra: &[&str], umask: &str, envs: &[(&str, &str)]) -> String {
+    let mut args = vec!["build", default_spec(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    ok(&prebake(&args, umask, envs), "prebake build")
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn blob(layout: &Path, digest: &str) -> PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
+}
+
+/// (manifest digest, manifest, config) of the layout's only image.
+fn image(layout: &Path) -> (String, Value, Value) {
+    let index = read_json(&layout.join("index.json"));
+    let manifests = index["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 1, "{index}");
+    let digest = manifests[0]["digest"].as_str().unwrap().to_owned();
+    let manifest = read_json(&blob(layout, &digest));
+    let config = read_json(&blob(
+        layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ));
+    (digest, manifest, config)
+}
+
+fn sha256_file(p: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(fs::read(p).unwrap()))
+}
+
+/// One build (with --tag and --archive) shared by the tests that only read it.
+struct Shared {
+    _tmp: tempfile::TempDir,
+    out: PathBuf,
+    archive: PathBuf,
+    summary: String,
+}
+
+fn shared() -> &'static Shared {
+    static S: OnceLock<Shared> = OnceLock::new();
+    S.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let archive = tmp.path().join("image.tar");
+        let summary = build(
+            &out,
+            &["--tag", TAG, "--archive", archive.to_str().unwrap()],
+            "022",
+            &[],
+        );
+        Shared {
+            _tmp: tmp,
+            out,
+            archive,
+            summary,
+        }
+    })
+}
+
+#[test]
+fn image_config_layers_and_summary() {
+    let s = shared();
+    let layout = s.out.join("image");
+    assert_eq!(
+        fs::read_to_string(layout.join("oci-layout")).unwrap(),
+        r#"{"imageLayoutVersion":"1.0.0"}"#
+    );
+    let index = read_json(&layout.join("index.json"));
+    let ann = &index["manifests"][0]["annotations"];
+    assert_eq!(ann["org.opencontainers.image.ref.name"], "1.0");
+    assert_eq!(
+        ann["io.containerd.image.name"],
+        "docker.io/library/prebake-test:1.0"
+    );
+    let (digest, manifest, config) = image(&layout);
+    let bundle = read_json(&s.out.join("bundle/bundle.json"));
+    let c = &config["config"];
+    assert_eq!(c["Entrypoint"], json!(["/usr/local/bin/runtime", "serve"]));
+    assert_eq!(c["ExposedPorts"], json!({"8194/tcp": {}}));
+    assert_eq!(c["WorkingDir"], "/opt/prebake");
+    assert!(c["Env"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("PATH=/usr/local/sbin:/usr/local/bin"));
+    assert_eq!(
+        c["Labels"]["org.opencontainers.image.version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(
+        c["Labels"]["dev.prebake.spec.sha256"],
+        bundle["spec_digest"]
+    );
+    assert_eq!(config["created"], EPOCH_RFC3339);
+    assert_eq!(config["os"], "linux");
+    assert_eq!(
+        config["architecture"],
+        prebake::oci::host_architecture().unwrap()
+    );
+    assert_eq!(config["history"].as_array().unwrap().len(), 2);
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    for l in layers {
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        let b = blob(&layout, l["digest"].as_str().unwrap());
+        assert_eq!(fs::metadata(&b).unwrap().len(), l["size"].as_u64().unwrap());
+        assert_eq!(format!("sha256:{}", sha256_file(&b)), l["digest"]);
+    }
+    // The layers' contents, read back with GNU tar (an independent reader).
+    let list = |i: usize| {
+        let b = blob(&layout, layers[i]["digest"].as_str().unwrap());
+        let o = Command::new("tar").arg("-tvzf").arg(&b).output().unwrap();
+        ok(&o, "tar -tvzf")
+    };
+    let runtime_layer = list(0);
+    for needle in [
+        "usr/local/bin/runtime",
+        "usr/lib64/ld-linux-x86-64.so.2",
+        "libc.so.6",
+        "etc/passwd",
+        "etc/group",
+        "etc/nsswitch.conf",
+        "var/sandbox/",
+    ] {
+        if needle.contains("x86-64") && std::env::consts::ARCH != "x86_64" {
+            continue;
+        }
+        assert!(
+            runtime_layer.contains(needle),
+            "{needle} missing:\n{runtime_layer}"
+        );
+    }
+    assert!(
+        runtime_layer
+            .lines()
+            .any(|l| l.starts_with("drwxrwxrwt") && l.ends_with(" tmp/")),
+        "/tmp is not 1777:\n{runtime_layer}"
+    );
+    let bundle_layer = list(1);
+    for f in ["bundle.json", "rootfs.tar.zst", "seccomp/python3.bpf"] {
+        assert!(
+            bundle_layer.contains(&format!("opt/prebake/bundle/{f}")),
+            "{f} missing:\n{bundle_layer}"
+        );
+    }
+    // The summary reports the image and both layers.
+    assert!(s.summary.contains(&digest), "{}", s.summary);
+    assert_eq!(
+        s.summary
+            .lines()
+            .filter(|l| l.starts_with("layer "))
+            .count(),
+        2,
+        "{}",
+        s.summary
+    );
+}
+
+#[test]
+fn image_digest_is_reproducible_and_follows_source_date_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a/out");
+    let b = tmp.path().join("b/elsewhere/out");
+    let c = tmp.path().join("c/out");
+    let (aa, ba) = (tmp.path().join("a.tar"), tmp.path().join("b.tar"));
+    build(
+        &a,
+        &["--archive", aa.to_str().unwrap()],
+        "022",
+        &[("TZ", "UTC")],
+    );
+    build(
+        &b,
+        &["--archive", ba.to_str().unwrap()],
+        "077",
+        &[("TZ", "Pacific/Chatham"), ("LC_ALL", "C.UTF-8")],
+    );
+    build(&c, &[], "022", &[("SOURCE_DATE_EPOCH", "1700000060")]);
+
+    let (da, _, ca) = image(&a.join("image"));
+    let (db, _, _) = image(&b.join("image"));
+    let (dc, _, cc) = image(&c.join("image"));
+    assert_eq!(
+        da, db,
+        "same inputs, different umask/TZ/dir: digests differ"
+    );
+    assert_eq!(
+        fs::read(a.join("image/index.json")).unwrap(),
+        fs::read(b.join("image/index.json")).unwrap()
+    );
+    assert_eq!(sha256_file(&aa), sha256_file(&ba), "archives differ");
+    // Another epoch: a different image whose only times are that epoch.
+    assert_ne!(da, dc);
+    assert_eq!(ca["created"], EPOCH_RFC3339);
+    assert_eq!(cc["created"], "2023-11-14T22:14:20Z");
+    for h in cc["history"].as_array().unwrap() {
+        assert_eq!(h["created"], "2023-11-14T22:14:20Z");
+    }
+    // Files in the layout are 0644/0755 whatever the umask.
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walkdir::WalkDir::new(b.join("image")) {
+        let e = entry.unwrap();
+        let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+        let want = if e.file_type().is_dir() { 0o755 } else { 0o644 };
+        assert_eq!(mode, want, "{}", e.path().display());
+    }
+}
+
+fn skopeo(args: &[&str]) -> Value {
+    let o = Command::new("skopeo").args(args).output().unwrap();
+    serde_json::from_str(&ok(&o, &format!("skopeo {args:?}"))).unwrap()
+}
+
+#[test]
+fn skopeo_reads_the_layout_and_the_archive() {
+    let test = "skopeo_reads_the_layout_and_the_archive";
+    if !require_tool(test, "skopeo") {
+        return;
+    }
+    let s = shared();
+    let layout = s.out.join("image");
+    let (digest, _, config_blob) = image(&layout);
+    let oci_ref = format!("oci:{}:1.0", layout.display());
+    let inspected = skopeo(&["inspect", &oci_ref]);
+    assert_eq!(inspected["Digest"], digest.as_str());
+    assert_eq!(
+        inspected["Architecture"],
+        prebake::oci::host_architecture().unwrap()
+    );
+    let config = skopeo(&["inspect", "--config", &oci_ref]);
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        json!(["/usr/local/bin/runtime", "serve"])
+    );
+
+    // The layout copies to a docker archive...
+    let tmp = tempfile::tempdir().unwrap();
+    let copied = tmp.path().join("copied.tar");
+    let o = Command::new("skopeo")
+        .args(["copy", "--quiet", &oci_ref])
+        .arg(format!("docker-archive:{}:{TAG}", copied.display()))
+        .output()
+        .unwrap();
+    ok(&o, "skopeo copy");
+    let d = skopeo(&["inspect", &format!("docker-archive:{}", copied.display())]);
+    assert_eq!(d["Labels"], inspected["Labels"], "{d}");
+    let o = Command::new("tar")
+        .arg("-xOf")
+        .arg(&copied)
+        .arg("manifest.json")
+        .output()
+        .unwrap();
+    let docker_manifest: Value = serde_json::from_str(&ok(&o, "tar -xOf manifest.json")).unwrap();
+    assert_eq!(
+        docker_manifest[0]["RepoTags"],
+        json!([format!("docker.io/library/{TAG}")])
+    );
+
+    // ...and our own archive is both.
+    let docker = skopeo(&[
+        "inspect",
+        &format!("docker-archive:{}", s.archive.display()),
+    ]);
+    let oci = skopeo(&["inspect", &format!("oci-archive:{}", s.archive.display())]);
+    assert_eq!(oci["Digest"], digest.as_str());
+    // docker archives name layers by their uncompressed digests (the config's diff_ids).
+    assert_eq!(docker["Layers"], config_blob["rootfs"]["diff_ids"]);
+    assert_eq!(docker["Labels"], inspected["Labels"]);
+    assert_eq!(oci["Layers"], inspected["Layers"]);
+}
+
+#[test]
+fn zstd_layers_are_written_and_read() {
+    let test = "zstd_layers_are_written_and_read";
+    if !require_tool(test, "skopeo") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    build(&out, &["--layer-compression", "zstd"], "022", &[]);
+    let (_, manifest, _) = image(&out.join("image"));
+    for l in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+    }
+    let inspected = skopeo(&[
+        "inspect",
+        &format!("oci:{}:latest", out.join("image").display()),
+    ]);
+    assert_eq!(inspected["Layers"].as_array().unwrap().len(), 2);
+    // The default tag is prebake-<spec name>.
+    let index = read_json(&out.join("image/index.json"));
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"],
+        "docker.io/library/prebake-python3:latest"
+    );
+}
+
+/// `umoci unpack` the shared image into a fresh runtime bundle and give it Docker's default
+/// capabilities, no terminal and `args`.
+fn runc_bundle(dir: &Path, args: &[&str]) -> (PathBuf, Value) {
+    let s = shared();
+    let bundle = dir.join("bundle");
+    let o = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:1.0", s.out.join("image").display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    ok(&o, "umoci unpack");
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        fs::read(rootfs.join("opt/prebake/bundle/bundle.json")).unwrap(),
+        fs::read(s.out.join("bundle/bundle.json")).unwrap()
+    );
+    let mut spec = read_json(&bundle.join("config.json"));
+    let caps = json!(DOCKER_DEFAULT_CAPS);
+    let p = &mut spec["process"];
+    p["terminal"] = json!(false);
+    p["args"] = json!(args);
+    // Docker does not set no_new_privs by default; the runtime sets it for each script.
+    p["noNewPrivileges"] = json!(false);
+    p["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+    (bundle, spec)
+}
+
+fn write_spec(bundle: &Path, spec: &Value) {
+    fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(spec).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Always `runc delete -f` the container, however the test ends.
+struct Container(String);
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("runc")
+            .args(["delete", "--force", &self.0])
+            .output();
+    }
+}
+
+fn container_id(what: &str) -> String {
+    format!("prebake-oci-image-{what}-{}", std::process::id())
+}
+
+fn runc_tools(test: &str) -> bool {
+    require_root(test) && require_tool(test, "umoci") && require_tool(test, "runc")
+}
+
+#[test]
+fn runc_runs_runtime_exec_with_docker_default_caps() {
+    let test = "runc_runs_runtime_exec_with_docker_default_caps";
+    if !runc_tools(test) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("script.py");
+    fs::write(
+        &script,
+        "import os, sys\nprint('hello from', sys.version_info[:2], 'uid', os.getuid() != 0)\nprint(sum(range(10)))\n",
+    )
+    .unwrap();
+    let (bundle, mut spec) = runc_bundle(
+        tmp.path(),
+        &["/usr/local/bin/runtime", "exec", "/work/script.py"],
+    );
+    spec["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/work/script.py",
+        "type": "bind",
+        "source": script,
+        "options": ["rbind", "ro"],
+    }));
+    write_spec(&bundle, &spec);
+    let c = Container(container_id("exec"));
+    let o = Command::new("runc")
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(&c.0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = ok(&o, "runc run (runtime exec)");
+    assert_eq!(stdout, "hello from (3, 11) uid True\n45\n");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn runtime_serve_under_runc_answers_the_host() {
+    let test = "runtime_serve_under_runc_answers_the_host";
+    if !runc_tools(test) {
+        return;
+    }
+    // With Docker's capabilities there are no namespaces to make: the probe says so, and
+    // runs share the container's pid namespace.
+    let caps_line = serve_under_runc("serve", &[], "False");
+    assert!(caps_line.contains("mount_ns=no"), "{caps_line}");
+    assert!(caps_line.contains("pid_ns=no"), "{caps_line}");
+    assert!(caps_line.contains("chroot=yes"), "{caps_line}");
+    assert!(caps_line.contains("setuid=yes"), "{caps_line}");
+    assert!(caps_line.contains("seccomp=yes"), "{caps_line}");
+}
+
+/// What docs/oci.md promises for `--cap-add SYS_ADMIN`: full isolation, each run pid 1 of
+/// its own pid namespace.
+#[test]
+fn runtime_serve_under_runc_with_sys_admin_uses_namespaces() {
+    let test = "runtime_serve_under_runc_with_sys_admin_uses_namespaces";
+    if !runc_tools(test) {
+        return;
+    }
+    let caps_line = serve_under_runc("serve-sysadmin", &["CAP_SYS_ADMIN"], "True");
+    assert!(caps_line.contains("mount_ns=yes"), "{caps_line}");
+    assert!(caps_line.contains("pid_ns=yes"), "{caps_line}");
+}
+
+/// Run the image's Entrypoint under runc with Docker's default capabilities plus
+/// `extra_caps`, POST a script from the host, check its output (`pid_one` is Python's
+/// `os.getpid() == 1` inside the sandbox) and return the runtime's capabilities log line.
+fn serve_under_runc(what: &str, extra_caps: &[&str], pid_one: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The Entrypoint as the image has it; only env, capabilities and the network namespace
+    // change.
+    let (bundle, mut spec) = runc_bundle(tmp.path(), &["/usr/local/bin/runtime", "serve"]);
+    for set in ["bounding", "effective", "permitted"] {
+        let list = spec["process"]["capabilities"][set].as_array_mut().unwrap();
+        list.extend(extra_caps.iter().map(|c| json!(c)));
+    }
+    let env = spec["process"]["env"].as_array_mut().unwrap();
+    env.push(json!(format!("API_KEY={KEY}")));
+    env.push(json!(format!("SANDBOX_PORT={port}")));
+    // Sharing the host's network namespace makes the port reachable on 127.0.0.1.
+    spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "network");
+    write_spec(&bundle, &spec);
+
+    let log = tmp.path().join("serve.log");
+    let c = Container(container_id(what));
+    let mut child = Command::new("runc")
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(&c.0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let started = Instant::now();
+    let healthy = loop {
+        if let Ok(r) = agent.get(&url("/health")).call() {
+            if r.status() == 200 {
+                break true;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log_text = || fs::read_to_string(&log).unwrap_or_default();
+    assert!(healthy, "never healthy; log:\n{}", log_text());
+
+    let mut r = agent
+        .post(&url("/v1/sandbox/run"))
+        .header("X-Api-Key", KEY)
+        .send_json(json!({
+            "language": "python3",
+            "code": "import os\nprint('sum', sum(range(101)), os.getuid() >= 65537, os.getpid() == 1)\n",
+            "preload": "",
+            "enable_network": false,
+        }))
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.body_mut().read_json().unwrap();
+    assert_eq!(body["code"], 0, "{body}\nlog:\n{}", log_text());
+    assert_eq!(
+        body["data"]["stdout"],
+        format!("sum 5050 True {pid_one}\n"),
+        "{body}"
+    );
+    assert_eq!(body["data"]["error"], "", "{body}");
+
+    let _ = Command::new("runc").args(["kill", &c.0, "TERM"]).output();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = log_text();
+    text.lines()
+        .find(|l| l.contains("capabilities:"))
+        .unwrap_or_else(|| panic!("no capabilities line in the log:\n{text}"))
+        .to_owned()
+}
+
+/// A build that must fail before writing anything, with every needle in its stderr.
+fn expect_failure(tmp: &Path, extra: &[&str], needles: &[&str]) {
+    let out = tmp.join("out-fail");
+    let mut args = vec!["build", default_spec(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let started = Instant::now();
+    let o = prebake(&args, "022", &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    for n in needles {
+        assert!(stderr.contains(n), "{args:?}: {n:?} not in:\n{stderr}");
+    }
+    assert!(!out.exists(), "{args:?} left {}", out.display());
+    // Checked before the spec is resolved: no rootfs was written.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{args:?} took {:?}",
+        started.elapsed()
+    );
+    let leftovers: Vec<_> = fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".prebake-build-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn bad_input_fails_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    expect_failure(
+        t,
+        &["--tag", "Prebake:1.0"],
+        &["invalid image tag", "Prebake:1.0"],
+    );
+    expect_failure(t, &["--tag", "prebake:bad tag"], &["invalid image tag"]);
+    let missing = t.join("no/such/runtime");
+    expect_failure(
+        t,
+        &["--runtime", missing.to_str().unwrap()],
+        &[
+            missing.to_str().unwrap(),
+            "cargo build --release --bin runtime",
+        ],
+    );
+    let not_elf = t.join("runtime.txt");
+    fs::write(&not_elf, "#!/bin/sh\n").unwrap();
+    expect_failure(
+        t,
+        &["--runtime", not_elf.to_str().unwrap()],
+        &[not_elf.to_str().unwrap(), "not an ELF"],
+    );
+    let archive = t.join("exists.tar");
+    fs::write(&archive, "keep me").unwrap();
+    expect_failure(
+        t,
+        &["--archive", archive.to_str().unwrap()],
+        &[archive.to_str().unwrap(), "already exists"],
+    );
+    assert_eq!(fs::read(&archive).unwrap(), b"keep me");
+    // An existing output directory is refused (without --force), and kept.
+    let out = t.join("taken");
+    fs::create_dir(&out).unwrap();
+    fs::write(out.join("precious"), "x").unwrap();
+    let o = prebake(
+        &["build", default_spec(), "--out", out.to_str().unwrap()],
+        "022",
+        &[],
+    );
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(out.to_str().unwrap()) && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read(out.join("precious")).unwrap(), b"x");
+}
+
+#[test]
+fn no_image_writes_the_bundle_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let summary = build(&out, &["--no-image"], "022", &[]);
+    assert!(out.join("bundle/bundle.json").is_file());
+    assert!(!out.join("image").exists());
+    assert!(!summary.contains("image "), "{summary}");
+}
+
+/// The Containerfile's `prebake build` line only uses flags the CLI has.
+#[test]
+fn containerfile_uses_real_build_flags() {
+    let text = fs::read_to_string(repo_root().join("Containerfile")).unwrap();
+    // The RUN line (the comments mention `prebake build` too).
+    let start = text
+        .find("prebake build \"")
+        .expect("a `prebake build \"SPEC\"` line");
+    let mut line = String::new();
+    for l in text[start..].lines() {
+        line.push_str(l.trim_end_matches('\\'));
+        if !l.ends_with('\\') {
+            break;
+        }
+    }
+    let help = Command::new(bin("prebake"))
+        .args(["build", "--help"])
+        .output()
+        .unwrap();
+    let help = ok(&help, "prebake build --help");
+    let flags: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .collect();
+    for f in ["--out", "--tag", "--runtime"] {
+        assert!(flags.contains(&f), "{f} not in {line:?}");
+    }
+    for f in flags {
+        assert!(
+            help.contains(f),
+            "Containerfile uses {f}, which `prebake build` lacks"
+        );
+    }
+}
