@@ -134,7 +134,7 @@ pub fn build(
         progress.stage(&format!("planning {}", lang.as_str()));
         let lp = match lang {
             Language::Python3 => plan_python(&mut plan, lspec, &mut warnings)?,
-            Language::Nodejs => plan_node(&mut plan, lspec)?,
+            Language::Nodejs => plan_node(&mut plan, lspec, &mut warnings)?,
         };
         langs.insert(*lang, lp);
     }
@@ -433,7 +433,23 @@ fn plan_python(
     })
 }
 
-fn plan_node(plan: &mut Plan, spec: &LanguageSpec) -> Result<LanguagePlan, BuildError> {
+/// Node flags every sandboxed run gets, when this `node` knows them (probed at build time).
+///
+/// `--disable-wasm-trap-handler` (Node 20.15+/22.2+): by default every WebAssembly memory
+/// reserves a 10 GiB guard region, which no sandbox address-space limit allows, and undici
+/// (the engine of the global `fetch`) runs its HTTP parser as WebAssembly: without the flag
+/// `fetch` fails with "Cannot allocate Wasm memory". V8 then compiles explicit bounds checks
+/// instead, a little slower and exactly as safe.
+const NODE_ARGS: &[(&str, &str)] = &[(
+    "--disable-wasm-trap-handler",
+    "WebAssembly (and `fetch`, whose HTTP parser is WebAssembly) fails under the sandbox's address-space limit",
+)];
+
+fn plan_node(
+    plan: &mut Plan,
+    spec: &LanguageSpec,
+    warnings: &mut Vec<String>,
+) -> Result<LanguagePlan, BuildError> {
     let path = python::which(&spec.interpreter).map_err(|e| BuildError::Interpreter {
         name: spec.interpreter.clone(),
         message: e.to_string(),
@@ -444,7 +460,28 @@ fn plan_node(plan: &mut Plan, spec: &LanguageSpec) -> Result<LanguagePlan, Build
         .arg("--version")
         .output()
         .map_err(io(&real))?;
+    if !out.status.success() {
+        return Err(BuildError::Interpreter {
+            name: spec.interpreter.clone(),
+            message: format!(
+                "`{} --version` failed: {}",
+                real.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
     let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let mut args = Vec::new();
+    for (flag, without) in NODE_ARGS {
+        if node_accepts(&real, flag) {
+            args.push((*flag).to_owned());
+        } else {
+            warnings.push(format!(
+                "nodejs: {} {version} does not know {flag}: {without}",
+                real.display()
+            ));
+        }
+    }
     add_spec_paths(plan, "nodejs", &spec.paths, &|_| false)?;
     let mut env = BTreeMap::new();
     env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
@@ -454,7 +491,7 @@ fn plan_node(plan: &mut Plan, spec: &LanguageSpec) -> Result<LanguagePlan, Build
     Ok(LanguagePlan {
         info: LanguageInfo {
             interpreter: path.to_string_lossy().into_owned(),
-            args: vec![],
+            args,
             env,
             version,
             distributions: vec![],
@@ -463,6 +500,18 @@ fn plan_node(plan: &mut Plan, spec: &LanguageSpec) -> Result<LanguagePlan, Build
         main_executable: real,
         python: None,
     })
+}
+
+/// Whether `node FLAG -e 0` runs: node refuses unknown flags ("bad option") with exit 9.
+fn node_accepts(node: &Path, flag: &str) -> bool {
+    std::process::Command::new(node)
+        .args([flag, "-e", "0"])
+        .env_remove("NODE_OPTIONS")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn build_globset(globs: &[String]) -> Result<globset::GlobSet, BuildError> {

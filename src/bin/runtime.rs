@@ -182,7 +182,9 @@ fn real_main(cli: Cli) -> Result<i32> {
             let caps = check_platform(common.insecure_no_sandbox)?;
             let mut limits = Limits::default();
             if let Some(m) = memory_mb {
+                // For the language this run uses, whatever its default.
                 limits.memory_bytes = m << 20;
+                limits.memory_by_language.insert(language.clone(), m << 20);
             }
             let (sandbox, _) = open_sandbox(&common, &caps, !no_namespaces, limits)?;
             let code = match &file {
@@ -300,11 +302,18 @@ fn get_ready(common: &Common, caps: &Capabilities, state: &AppState) -> Result<(
         "rootfs ready in {:.1} ms",
         start.elapsed().as_secs_f64() * 1000.0
     );
-    let (language, code) = if sandbox.has_language("python3") {
-        ("python3", "print('ok')")
-    } else {
-        ("nodejs", "console.log('ok')")
-    };
+    // Every language of the bundle: a broken interpreter fails the start, not a request.
+    for (language, code) in [("python3", "print('ok')"), ("nodejs", "console.log('ok')")] {
+        if sandbox.has_language(language) {
+            probe_run(&sandbox, state, language, code)?;
+        }
+    }
+    let _ = state.sandbox.set(Arc::new(sandbox));
+    Ok(())
+}
+
+/// One probe run of `language`, which must print `ok`.
+fn probe_run(sandbox: &Sandbox, state: &AppState, language: &str, code: &str) -> Result<()> {
     let req = RunRequest {
         language: language.into(),
         code: code.into(),
@@ -335,10 +344,9 @@ fn get_ready(common: &Common, caps: &Capabilities, state: &AppState) -> Result<(
         );
     }
     tracing::info!(
-        "probe run ok in {:.1} ms",
+        "probe run of {language} ok in {:.1} ms",
         out.duration.as_secs_f64() * 1000.0
     );
-    let _ = state.sandbox.set(Arc::new(sandbox));
     Ok(())
 }
 

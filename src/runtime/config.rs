@@ -5,6 +5,7 @@
 //! | key | env | meaning | default |
 //! |---|---|---|---|
 //! | `limits.memory_mb` | `SANDBOX_MEMORY_MB` | address space per script (RLIMIT_AS) | 1024 |
+//! | `limits.nodejs_memory_mb` | `SANDBOX_NODEJS_MEMORY_MB` | the same for `nodejs` runs: V8 reserves ~700 MiB of address space before any script runs (see `Limits::memory_by_language`) | 2048 |
 //! | `limits.output_bytes` | `SANDBOX_OUTPUT_BYTES` | cap per stream; beyond it the run is killed and the truncation reported | 4194304 |
 //! | `limits.processes` | `SANDBOX_MAX_PROCESSES` | processes + threads per script (RLIMIT_NPROC of its own uid) | 64 |
 //! | `limits.tmp_mb` | `SANDBOX_TMP_MB` | size of the private /tmp, and the largest file (RLIMIT_FSIZE) | 64 |
@@ -335,6 +336,11 @@ impl Config {
         if let Some(v) = src.u64("limits.memory_mb", "SANDBOX_MEMORY_MB")? {
             c.limits.memory_bytes = v << 20;
         }
+        if let Some(v) = src.u64("limits.nodejs_memory_mb", "SANDBOX_NODEJS_MEMORY_MB")? {
+            c.limits
+                .memory_by_language
+                .insert("nodejs".to_owned(), v << 20);
+        }
         if let Some(v) = src.u64("limits.output_bytes", "SANDBOX_OUTPUT_BYTES")? {
             c.limits.output_bytes = v as usize;
         }
@@ -423,7 +429,7 @@ mod tests {
         let p = dir.path().join("config.yaml");
         std::fs::write(
             &p,
-            "app:\n  port: 9000\n  debug: True\n  key: dify-sandbox\nmax_workers: 2\nenable_network: true\npython_path: /usr/bin/python3\nallowed_syscalls: [1, 2]\nproxy:\n  http: 'http://p:3128'\nlimits:\n  memory_mb: 256\n",
+            "app:\n  port: 9000\n  debug: True\n  key: dify-sandbox\nmax_workers: 2\nenable_network: true\npython_path: /usr/bin/python3\nallowed_syscalls: [1, 2]\nproxy:\n  http: 'http://p:3128'\nlimits:\n  memory_mb: 256\n  nodejs_memory_mb: 1536\n",
         )
         .unwrap();
         let env = |k: &str| match k {
@@ -436,6 +442,8 @@ mod tests {
         assert_eq!(c.max_workers, 3);
         assert!(c.enable_network);
         assert_eq!(c.limits.memory_bytes, 256 << 20);
+        assert_eq!(c.limits.memory_for("python3"), 256 << 20);
+        assert_eq!(c.limits.memory_for("nodejs"), 1536 << 20);
         assert_eq!(c.allowed_syscalls, vec![1, 2]);
         assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
         assert!(c

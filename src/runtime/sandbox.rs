@@ -41,8 +41,15 @@ use std::time::{Duration, Instant};
 /// Limits applied to every run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
-    /// RLIMIT_AS in bytes.
+    /// RLIMIT_AS in bytes, for languages without an entry in `memory_by_language`.
     pub memory_bytes: u64,
+    /// RLIMIT_AS in bytes per language, where the interpreter's own address-space floor
+    /// differs a lot from Python's. Node's V8 reserves about 700 MiB of address space before
+    /// running a line (a 512 MiB code range, 64 MiB malloc arenas, thread stacks) and each
+    /// worker thread another 800 MiB, so Python's 1 GiB would leave a Node script about
+    /// 90 MiB of heap. Reservations are not memory in use; the limit still bounds what a
+    /// script can touch, just from a higher floor.
+    pub memory_by_language: BTreeMap<String, u64>,
     /// Cap on each of stdout and stderr; beyond it the run is killed and truncation reported.
     pub output_bytes: usize,
     /// RLIMIT_NPROC (processes and threads of the run's uid).
@@ -53,10 +60,35 @@ pub struct Limits {
     pub open_files: u64,
 }
 
+/// The default address-space limit of `nodejs` runs (see [`Limits::memory_by_language`]):
+/// about 1.3 GiB above V8's reservations, so a JavaScript heap of 1 GiB fits and a memory
+/// bomb ends in V8's own "JavaScript heap out of memory".
+pub const NODEJS_MEMORY_BYTES: u64 = 2048 << 20;
+
+impl Limits {
+    /// RLIMIT_AS of a run of `language`.
+    pub fn memory_for(&self, language: &str) -> u64 {
+        self.memory_by_language
+            .get(language)
+            .copied()
+            .unwrap_or(self.memory_bytes)
+    }
+
+    /// The limits one run of `language` gets: `memory_bytes` is that language's.
+    pub fn for_language(&self, language: &str) -> Limits {
+        Limits {
+            memory_bytes: self.memory_for(language),
+            memory_by_language: BTreeMap::new(),
+            ..self.clone()
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             memory_bytes: 1024 << 20,
+            memory_by_language: BTreeMap::from([("nodejs".to_owned(), NODEJS_MEMORY_BYTES)]),
             output_bytes: 4 << 20,
             processes: 64,
             tmp_bytes: 64 << 20,
@@ -240,7 +272,7 @@ impl RunOutcome {
             s.push_str("error: cpu time limit exceeded\n");
         } else if self.exit == Exit::Signal(libc::SIGKILL) {
             s.push_str("error: killed (cpu time or memory limit)\n");
-        } else if stderr.contains("MemoryError") {
+        } else if out_of_memory(&stderr) {
             s.push_str(&format!(
                 "error: memory limit exceeded ({} MiB per script)\n",
                 self.limits.memory_bytes >> 20
@@ -251,6 +283,22 @@ impl RunOutcome {
         s.push_str(&stderr);
         s
     }
+}
+
+/// What interpreters print when an allocation fails: Python's MemoryError; V8's fatal heap
+/// errors ("Reached heap limit", "CALL_AND_RETRY_LAST Allocation failed - JavaScript heap out
+/// of memory", "Fatal process OOM in ..." when a reservation fails); Node's failed Buffer
+/// allocation; C++'s bad_alloc thrown out of V8 or a native module.
+fn out_of_memory(stderr: &str) -> bool {
+    [
+        "MemoryError",
+        "JavaScript heap out of memory",
+        "Fatal process OOM",
+        "Array buffer allocation failed",
+        "std::bad_alloc",
+    ]
+    .iter()
+    .any(|m| stderr.contains(m))
 }
 
 /// The sandbox: a rootfs, its languages, the isolation the platform allows, a uid pool.
@@ -504,7 +552,7 @@ impl Sandbox {
             rlim_cur: soft,
             rlim_max: hard,
         };
-        let l = &self.limits;
+        let l = &self.limits.for_language(&req.language);
         let rlimits = vec![
             (libc::RLIMIT_AS, lim(l.memory_bytes, l.memory_bytes)),
             (libc::RLIMIT_CPU, lim(secs, secs + 1)),
