@@ -412,11 +412,7 @@ fn plan_python(
         })
         .collect();
     distributions.sort();
-    let mut env = BTreeMap::new();
-    env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
-    env.insert("LANG".into(), "C.UTF-8".into());
-    env.insert("HOME".into(), "/tmp".into());
-    env.insert("TZ".into(), "UTC".into());
+    let env = sandbox_env();
     Ok(LanguagePlan {
         info: LanguageInfo {
             interpreter: install.executable.to_string_lossy().into_owned(),
@@ -444,6 +440,20 @@ const NODE_ARGS: &[(&str, &str)] = &[(
     "--disable-wasm-trap-handler",
     "WebAssembly (and `fetch`, whose HTTP parser is WebAssembly) fails under the sandbox's address-space limit",
 )];
+
+/// The environment every interpreter gets in the sandbox (the runtime adds proxies to runs
+/// with network). C.UTF-8 is built into glibc >= 2.35, so no locale files are needed.
+fn sandbox_env() -> BTreeMap<String, String> {
+    [
+        ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        ("LANG", "C.UTF-8"),
+        ("HOME", "/tmp"),
+        ("TZ", "UTC"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
 
 fn plan_node(
     plan: &mut Plan,
@@ -483,11 +493,7 @@ fn plan_node(
         }
     }
     add_spec_paths(plan, "nodejs", &spec.paths, &|_| false)?;
-    let mut env = BTreeMap::new();
-    env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
-    env.insert("LANG".into(), "C.UTF-8".into());
-    env.insert("HOME".into(), "/tmp".into());
-    env.insert("TZ".into(), "UTC".into());
+    let env = sandbox_env();
     Ok(LanguagePlan {
         info: LanguageInfo {
             interpreter: path.to_string_lossy().into_owned(),

@@ -7,9 +7,13 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Runs prebake; builds skip the OCI image (tests/oci_image.rs covers it) to stay fast.
 fn prebake(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut c = Command::new(bin("prebake"));
     c.args(args).current_dir(repo_root());
+    if args.first() == Some(&"build") {
+        c.arg("--no-image");
+    }
     for (k, v) in envs {
         c.env(k, v);
     }

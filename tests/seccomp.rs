@@ -548,9 +548,28 @@ fn dig_names_exactly_the_denied_syscalls() {
             .unwrap()
             .network
     );
+    let snippet = r.yaml().unwrap();
     assert_eq!(
-        r.yaml().unwrap(),
-        "seccomp:\n  allow: [getsid, getpriority]\n"
+        snippet,
+        "languages:\n  python3:\n    seccomp:\n      allow: [getsid, getpriority]\n"
+    );
+    // The snippet is a valid part of an image spec, at the right place.
+    let spec = prebake::spec::ImageSpec::from_yaml(
+        &format!(
+            "name: dug\n{}",
+            snippet.replace("    seccomp:", "    interpreter: python3\n    seccomp:")
+        ),
+        std::path::Path::new("dug.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        spec.languages[&prebake::spec::Language::Python3]
+            .seccomp
+            .allow,
+        vec![
+            prebake::spec::SyscallRef::Name("getsid".into()),
+            prebake::spec::SyscallRef::Name("getpriority".into())
+        ]
     );
     assert_eq!(r.stdout.trim(), "done");
     let text = r.to_string();

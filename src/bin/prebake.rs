@@ -113,7 +113,7 @@ enum SeccompCommand {
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", prebake::format_error_chain(e.chain()));
         std::process::exit(1);
     }
 }
@@ -354,15 +354,27 @@ fn print_summary(r: &build::BuildReport) {
     }
 }
 
-fn cmd_seccomp_show(spec: Option<PathBuf>, language: Option<String>) -> Result<()> {
-    let spec = load_spec(spec)?;
+fn cmd_seccomp_show(spec_path: Option<PathBuf>, language: Option<String>) -> Result<()> {
+    let spec = load_spec(spec_path)?;
     let only = language.as_deref().map(parse_language).transpose()?;
-    for (lang, l) in &spec.languages {
-        if only.is_some_and(|o| o != *lang) {
-            continue;
-        }
+    // A language the spec does not name is shown with the baked policy alone.
+    let languages: Vec<(Language, prebake::spec::SeccompSpec)> = match only {
+        Some(lang) => vec![(
+            lang,
+            spec.languages
+                .get(&lang)
+                .map(|l| l.seccomp.clone())
+                .unwrap_or_default(),
+        )],
+        None => spec
+            .languages
+            .iter()
+            .map(|(l, s)| (*l, s.seccomp.clone()))
+            .collect(),
+    };
+    for (lang, seccomp) in languages {
         println!("# {}", lang.as_str());
-        print!("{}", prebake::seccomp::show_table(*lang, &l.seccomp)?);
+        print!("{}", prebake::seccomp::show_table(lang, &seccomp)?);
     }
     Ok(())
 }

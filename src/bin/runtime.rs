@@ -138,7 +138,7 @@ fn main() {
     let code = match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("runtime: error: {e:#}");
+            eprintln!("runtime: error: {}", prebake::format_error_chain(e.chain()));
             1
         }
     };

@@ -488,18 +488,13 @@ fn write_entries<W: Write>(
                     path,
                     host,
                 )?;
+                // mtime, not ctime: ctime also moves for harmless metadata changes (another
+                // process hardlinking or chmod'ing a system library while we read it), and
+                // the size is checked as the data is copied.
                 let after = file.metadata().map_err(read_err)?;
-                if (
-                    after.mtime(),
-                    after.mtime_nsec(),
-                    after.ctime(),
-                    after.ctime_nsec(),
-                ) != (
-                    before.mtime(),
-                    before.mtime_nsec(),
-                    before.ctime(),
-                    before.ctime_nsec(),
-                ) {
+                if (after.mtime(), after.mtime_nsec(), after.len())
+                    != (before.mtime(), before.mtime_nsec(), before.len())
+                {
                     return Err(RootfsError::Changed {
                         entry: path.clone(),
                         path: host.clone(),

@@ -88,7 +88,14 @@ impl DigReport {
             .filter(|d| !d.network)
             .map(|d| d.name.as_str())
             .collect();
-        (!names.is_empty()).then(|| format!("seccomp:\n  allow: [{}]\n", names.join(", ")))
+        // Where it goes in an image spec: under its language, so multi-language specs work.
+        (!names.is_empty()).then(|| {
+            format!(
+                "languages:\n  {}:\n    seccomp:\n      allow: [{}]\n",
+                self.language,
+                names.join(", ")
+            )
+        })
     }
 }
 
