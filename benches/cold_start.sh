@@ -26,7 +26,7 @@ if [ "$(id -u)" != 0 ]; then
   echo "cold_start.sh: must run as root (runtime serve chroots and switches uids; the baseline chroots)" >&2
   exit 2
 fi
-for tool in chroot curl; do
+for tool in chroot tar; do
   command -v "$tool" >/dev/null || { echo "cold_start.sh: the \`$tool\` command is required" >&2; exit 2; }
 done
 # A real interpreter for the harness (pyenv's python3 on PATH is a bash shim: slow to start).
@@ -54,7 +54,8 @@ trap 'rm -rf "$work"' EXIT
   || { cat "$work/build.log" >&2; exit 1; }
 
 # The dify-sandbox-like copier: for every path, a `dirname`, a `mkdir -p` and an `ln -f`
-# (falling back to `cp`) or `cp -P` for symlinks, each its own process, as its env.sh does.
+# (falling back to `cp` + `chmod`, read-only but keeping the exec bit the interpreter needs) or
+# `cp -P` for symlinks, each its own process, as its env.sh does.
 # With "copy" as $2 it copies instead of linking (see COPY in benches/README.md).
 cat >"$work/dify_copy.sh" <<'SH'
 dest=$1 mode=$2
@@ -66,7 +67,7 @@ while IFS= read -r src; do
     cp -P "$src" "$dest$src"
   else
     { [ "$mode" = link ] && ln -f "$src" "$dest$src" 2>/dev/null; } \
-      || { cp "$src" "$dest$src" && chmod 644 "$dest$src"; }
+      || { cp "$src" "$dest$src" && chmod a-w "$dest$src"; }
   fi
 done
 SH
