@@ -231,6 +231,14 @@ def timed_serve(root, tag):
     tail = open(log.name, errors="replace").read()[-2000:]
     sys.exit(f"runtime serve never answered /health 200 (exit {proc.returncode}):\n{tail}")
 
+def logged_ms(tag, what):
+    """A duration the server logged, e.g. "rootfs ready in 612.3 ms" (None when absent)."""
+    text = open(os.path.join(WORK, f"serve-{tag}.log"), errors="replace").read()
+    i = text.find(what + " in ")
+    if i < 0:
+        return None
+    return float(text[i + len(what) + 4:].split(" ms", 1)[0]) / 1000
+
 def timed_unpack(root):
     t0 = time.perf_counter()
     out = subprocess.run([RUNTIME, "unpack", "--bundle", BUNDLE, "--root", root],
@@ -275,11 +283,19 @@ med = statistics.median
 def ms(x): return f"{x * 1000:.1f} ms" if x < 1 else f"{x:.2f} s"
 def spread(xs): return f"min {ms(min(xs))}, max {ms(max(xs))}, n={len(xs)}"
 
+parts = [(logged_ms(f"cold-{i}", "rootfs ready"), logged_ms(f"cold-{i}", "probe run ok"))
+         for i in range(RUNS)]
+parts = [p for p in parts if None not in p]
+
 r = manifest["rootfs"]
 print(f"file set: {n_files} files/symlinks + {len(paths) - n_files} dirs from bundle.json provenance "
       f"(rootfs {r['files']} files, {r['size_uncompressed'] / 2**20:.1f} MiB); load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
 c = med(cold)
 print(f"cold start, empty root -> /health 200 (unpack + probe run): runtime serve {ms(c)} median ({spread(cold)})")
+if parts:
+    u, p = med([a for a, _ in parts]), med([b for _, b in parts])
+    print(f"  of which (server log, median): rootfs unpack {ms(u)}, probe run {ms(p)}, "
+          f"the rest (process start, listen, /health polling) {ms(max(0.0, c - u - p))}")
 names = {"dify": "dify-sandbox-style (dirname+mkdir+ln per file, then chroot python)",
          "perfile": "one process per file (ln/cp, then chroot python)",
          "inproc": "in-process walk, no spawning (bound, then chroot python)"}
