@@ -21,7 +21,7 @@ now() { date +%s.%N; }
 
 for spec in "${specs[@]}"; do
   # One build to learn the file set (the plan's paths that exist on the host).
-  "$PREBAKE" build "$spec" --out "$work/probe" --force >/dev/null
+  "$PREBAKE" build "$spec" --out "$work/probe" --force --no-image >/dev/null
   python3 - "$work/probe/bundle/bundle.json" >"$work/files" <<'PY'
 import json, os, sys
 m = json.load(open(sys.argv[1]))
@@ -31,7 +31,7 @@ for p in m["provenance"]:
 PY
   pb=(); tz=()
   for _ in $(seq "$RUNS"); do
-    t0=$(now); "$PREBAKE" build "$spec" --out "$work/o" --force >/dev/null; t1=$(now)
+    t0=$(now); "$PREBAKE" build "$spec" --out "$work/o" --force --no-image >/dev/null; t1=$(now)
     tar --sort=name --no-recursion -C / -T "$work/files" -cf - | zstd -3 -q -T1 >"$work/base.tar.zst"; t2=$(now)
     pb+=("$(echo "$t1 - $t0" | bc)"); tz+=("$(echo "$t2 - $t1" | bc)")
   done

@@ -40,7 +40,9 @@ pub struct PythonInstall {
 
 /// Run inside the interpreter with `-I` (no user site, no PYTHON* variables): prints JSON.
 const DISCOVER_SCRIPT: &str = r#"
-import json, os, sys, sysconfig, site
+import os, sys, sysconfig, site
+# Only cheap imports: this runs at the start of every build. _ssl, TZPATH and MAGIC_NUMBER are
+# what ssl.get_default_verify_paths(), zoneinfo.TZPATH and importlib.util would report.
 paths = sysconfig.get_paths()
 # The standard library belongs to the base installation, also inside a venv (whose own
 # platstdlib would be its lib/pythonX.Y, holding only site-packages).
@@ -49,22 +51,19 @@ base = sysconfig.get_paths(vars={'base': sys.base_prefix, 'platbase': sys.base_e
                                  'installed_platbase': sys.base_exec_prefix})
 dyn = [p for p in sys.path if os.path.basename(p) == 'lib-dynload']
 try:
-    import ssl
-    v = ssl.get_default_verify_paths()
-    cafile, capath = v.openssl_cafile, v.openssl_capath
-    ossl_dir = os.path.dirname(v.openssl_cafile) if v.openssl_cafile else None
+    import _ssl
+    _, cafile, _, capath = _ssl.get_default_verify_paths()
+    ossl_dir = os.path.dirname(cafile) if cafile else None
 except Exception:
     cafile = capath = ossl_dir = None
-try:
-    import zoneinfo
-    tzpath = list(zoneinfo.TZPATH)
-except Exception:
-    tzpath = []
+tzpath = [p for p in (sysconfig.get_config_var('TZPATH') or '').split(os.pathsep) if p]
 sp = []
 for p in site.getsitepackages() + [paths['purelib'], paths['platlib']]:
     if p not in sp:
         sp.append(p)
 cfg = os.path.join(sys.prefix, 'pyvenv.cfg')
+from importlib._bootstrap_external import MAGIC_NUMBER
+import json
 print(json.dumps({
     'executable': sys.executable,
     'real_executable': os.path.realpath(getattr(sys, '_base_executable', sys.executable)),
@@ -80,7 +79,7 @@ print(json.dumps({
     'ssl_cafile': cafile, 'ssl_capath': capath, 'openssl_dir': ossl_dir,
     'tzpath': tzpath,
     'sys_version': sys.version,
-    'magic': __import__('importlib.util').util.MAGIC_NUMBER.hex(),
+    'magic': MAGIC_NUMBER.hex(),
 }))
 "#;
 
