@@ -22,6 +22,7 @@ now() { date +%s.%N; }
 for spec in "${specs[@]}"; do
   # One build to learn the file set (the plan's paths that exist on the host).
   "$PREBAKE" build "$spec" --out "$work/probe" --force --no-image >/dev/null
+  cp "$work/probe/bundle/bundle.json" "$work/manifest-$(basename "$spec" .yaml).json"
   python3 - "$work/probe/bundle/bundle.json" >"$work/files" <<'PY'
 import json, os, sys
 m = json.load(open(sys.argv[1]))
@@ -29,23 +30,26 @@ for p in m["provenance"]:
     if os.path.lexists(p):
         print(p.lstrip("/"))
 PY
-  pb=(); tz=()
+  pb=(); pc=(); tz=()
   for _ in $(seq "$RUNS"); do
+    # warm: .pyc from the cache (a rebuild); cold: --no-cache compiles every .pyc.
     t0=$(now); "$PREBAKE" build "$spec" --out "$work/o" --force --no-image >/dev/null; t1=$(now)
     tar --sort=name --no-recursion -C / -T "$work/files" -cf - | zstd -3 -q -T1 >"$work/base.tar.zst"; t2=$(now)
-    pb+=("$(echo "$t1 - $t0" | bc)"); tz+=("$(echo "$t2 - $t1" | bc)")
+    "$PREBAKE" build "$spec" --out "$work/c" --force --no-image --no-cache >/dev/null; t3=$(now)
+    pb+=("$(echo "$t1 - $t0" | bc)"); tz+=("$(echo "$t2 - $t1" | bc)"); pc+=("$(echo "$t3 - $t2" | bc)")
   done
   p=$(printf '%s\n' "${pb[@]}" | median); z=$(printf '%s\n' "${tz[@]}" | median)
-  printf '%-28s prebake %6.2fs  tar|zstd %6.2fs  ratio %.2fx  (%s files, rootfs %s bytes zstd, baseline %s bytes)\n' \
-    "$spec" "$p" "$z" "$(echo "$p / $z" | bc -l)" "$(wc -l <"$work/files")" \
+  c=$(printf '%s\n' "${pc[@]}" | median)
+  printf '%-22s prebake %5.2fs (cold, compiling .pyc: %5.2fs)  tar|zstd %5.2fs  ratio %.2fx (cold %.2fx)  (%s paths, rootfs %s bytes zstd, baseline %s bytes)\n' \
+    "$spec" "$p" "$c" "$z" "$(echo "$p / $z" | bc -l)" "$(echo "$c / $z" | bc -l)" "$(wc -l <"$work/files")" \
     "$(stat -c %s "$work/o/bundle/rootfs.tar.zst")" "$(stat -c %s "$work/base.tar.zst")"
 done
 
 # dify-sandbox's default python_lib_path, with this machine's Python in place of 3.10.
 stdlib=$(python3 -I -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
-python3 - "$work/probe/bundle/bundle.json" "$stdlib" <<'PY'
+python3 - "$stdlib" "$work"/manifest-*.json <<'PY'
 import json, os, sys
-m = json.load(open(sys.argv[1])); stdlib = sys.argv[2]
+stdlib = sys.argv[1]
 dify = [stdlib, "/usr/lib/python3", "/usr/lib/x86_64-linux-gnu", "/etc/ssl/certs/ca-certificates.crt",
         "/etc/nsswitch.conf", "/etc/hosts", "/etc/resolv.conf", "/run/systemd/resolve/stub-resolv.conf",
         "/run/resolvconf/resolv.conf", "/etc/localtime", "/usr/share/zoneinfo", "/etc/timezone"]
@@ -59,7 +63,9 @@ for p in dify:
                     files += 1; size += os.path.getsize(fp)
     elif os.path.isfile(p):
         files += 1; size += os.path.getsize(os.path.realpath(p))
-r = m["rootfs"]
-print(f"rootfs (last spec)           prebake {r['files']} files, {r['size_uncompressed']/2**20:.1f} MiB tar"
-      f"  vs  dify-sandbox python_lib_path {files} files, {size/2**20:.1f} MiB  ({size/max(1,r['size_uncompressed']):.1f}x more)")
+for path in sys.argv[2:]:
+    r = json.load(open(path))["rootfs"]
+    name = os.path.basename(path)[len("manifest-"):-len(".json")]
+    print(f"rootfs {name:21} prebake {r['files']} files, {r['size_uncompressed']/2**20:.1f} MiB tar"
+          f"  vs  dify-sandbox python_lib_path {files} files, {size/2**20:.1f} MiB  ({size/max(1,r['size_uncompressed']):.1f}x more)")
 PY
