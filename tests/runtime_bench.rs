@@ -58,6 +58,18 @@ fn bench_print1() {
         &[],
     );
     let ag = runtime_common::agent();
+    // The same interpreter with the same (empty) site-packages as the bundle's venv: the
+    // host's own site-packages (awscli & co, .pth hooks) would make the direct side slower
+    // than the sandbox and the overhead meaningless.
+    let venv_dir = tempfile::tempdir().unwrap();
+    let venv = venv_dir.path().join("venv");
+    let st = std::process::Command::new(PYTHON)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let direct_python = venv.join("bin/python");
     let mut direct = Vec::new();
     let mut sandbox = Vec::new();
     for _ in 0..10 {
@@ -65,8 +77,8 @@ fn bench_print1() {
     }
     for _ in 0..n {
         let t = Instant::now();
-        let out = std::process::Command::new(PYTHON)
-            .args(["-I", "-c", "print(1)"])
+        let out = std::process::Command::new(&direct_python)
+            .args(["-I", "-B", "-c", "print(1)"])
             .output()
             .unwrap();
         direct.push(t.elapsed());
@@ -84,7 +96,7 @@ fn bench_print1() {
     let (d50, d99) = (pct(&mut direct, 0.5), pct(&mut direct, 0.99));
     let (s50, s99) = (pct(&mut sandbox, 0.5), pct(&mut sandbox, 0.99));
     println!("namespaces={ns} n={n}");
-    println!("direct  python3.11 -I -c: p50 {d50:.2} ms  p99 {d99:.2} ms");
+    println!("direct  venv python -I -B -c: p50 {d50:.2} ms  p99 {d99:.2} ms");
     println!(
         "sandbox POST /run       : p50 {s50:.2} ms  p99 {s99:.2} ms  (overhead p50 {:.2} ms)",
         s50 - d50
