@@ -207,6 +207,7 @@ pub fn build(
     let tar_opts = crate::rootfs::TarOptions {
         compression: Some(spec.compression),
         mtime: opts.mtime,
+        precompressed: false,
     };
     let stats = crate::rootfs::write_tar_file(
         &plan,

@@ -183,7 +183,11 @@ fn tar_bytes(plan: &Plan, compression: Option<Compression>, mtime: u64) -> (Vec<
     let stats = write_tar(
         plan,
         &mut out,
-        &TarOptions { compression, mtime },
+        &TarOptions {
+            compression,
+            mtime,
+            ..Default::default()
+        },
         &mut |_| {},
     )
     .unwrap();
@@ -372,6 +376,7 @@ fn write_to(dir: &Path, name: &str, plan: &Plan, c: Option<Compression>) -> (Pat
         &TarOptions {
             compression: c,
             mtime: 0,
+            ..Default::default()
         },
         &mut |_| {},
     )
@@ -576,6 +581,7 @@ fn a_source_that_grows_while_read_is_an_error_and_leaves_no_file() {
     let opts = TarOptions {
         compression: Some(Compression::Zstd),
         mtime: 0,
+        ..Default::default()
     };
     let err = write_tar_file(&plan, &target, &opts, &mut |_| {}).unwrap_err();
     assert!(matches!(err, RootfsError::Changed { .. }), "{err}");

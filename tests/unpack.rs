@@ -453,6 +453,7 @@ fn archives_from_the_writer_extract_exactly() {
         let opts = TarOptions {
             compression: c,
             mtime: EPOCH,
+            ..Default::default()
         };
         let written = write_tar_file(&plan, &path, &opts, &mut |_| {}).unwrap();
         let dest = dir.path().join("dest");
@@ -487,6 +488,7 @@ fn make_bundle(dir: &Path, flavour: &str) -> BundleManifest {
     let opts = TarOptions {
         compression: c,
         mtime: EPOCH,
+        ..Default::default()
     };
     let stats = write_tar_file(&plan, &dir.join(file_name(c)), &opts, &mut |_| {}).unwrap();
     BundleManifest {
@@ -656,6 +658,7 @@ fn a_truncated_archive_is_an_error() {
     let opts = TarOptions {
         compression: Some(Compression::Zstd),
         mtime: 0,
+        ..Default::default()
     };
     write_tar_file(&plan, &path, &opts, &mut |_| {}).unwrap();
     let bytes = fs::read(&path).unwrap();

@@ -310,6 +310,7 @@ fn write_layer(
     blob: &Path,
     media: LayerMedia,
     mtime: u64,
+    precompressed: bool,
     created_by: String,
 ) -> Result<(Layer, LayerReport), ImageError> {
     let compression = match media {
@@ -319,6 +320,7 @@ fn write_layer(
     let opts = TarOptions {
         compression: Some(compression),
         mtime,
+        precompressed,
     };
     let stats = crate::rootfs::write_tar_file(plan, blob, &opts, &mut |_| {})?;
     let report = LayerReport {
@@ -369,6 +371,7 @@ pub fn write_image(
         &work.join(format!("runtime.{ext}")),
         opts.compression,
         mtime,
+        false,
         format!("prebake {version}: {IMAGE_RUNTIME_PATH} and its shared libraries"),
     )?;
     let (l2, r2) = write_layer(
@@ -376,6 +379,8 @@ pub fn write_image(
         &work.join(format!("bundle.{ext}")),
         opts.compression,
         mtime,
+        // Almost all of it is the already-compressed rootfs archive.
+        true,
         format!("prebake {version}: bundle of spec {spec_name} at {DEFAULT_BUNDLE_DIR}"),
     )?;
     let config = image_config(manifest, spec_name, mtime)?;

@@ -42,6 +42,11 @@ pub struct TarOptions {
     pub compression: Option<Compression>,
     /// Modification time of every entry, in seconds since the epoch (SOURCE_DATE_EPOCH).
     pub mtime: u64,
+    /// The files are already compressed (an image layer holding rootfs.tar.zst): gzip then
+    /// writes stored deflate blocks (level 0) instead of searching for matches that are not
+    /// there: about the same size in a fraction of the time. zstd is unaffected (it stores
+    /// incompressible blocks raw by itself).
+    pub precompressed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -219,7 +224,10 @@ pub fn write_tar<W: Write + Send>(
             let enc = flate2::GzBuilder::new()
                 .mtime(0)
                 .operating_system(GZIP_OS_UNKNOWN)
-                .write(compressed, flate2::Compression::new(GZIP_LEVEL));
+                .write(
+                    compressed,
+                    flate2::Compression::new(if opts.precompressed { 0 } else { GZIP_LEVEL }),
+                );
             let ((stats, digest, size), enc) =
                 pipelined(enc, |tx| tar_into(plan, tx, opts.mtime, progress))?;
             let compressed = enc.finish().map_err(RootfsError::Write)?;
