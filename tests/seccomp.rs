@@ -341,6 +341,47 @@ fn stdlib_scripts_exit_zero() {
     }
 }
 
+/// The builder's smoke script and numpy with several OpenBLAS threads, under the baked Python
+/// policy (errno and kill_process defaults: a forgotten syscall kills instead of hiding).
+#[test]
+fn smoke_script_and_numpy_threads_under_the_policy() {
+    let t = "smoke_script_and_numpy_threads_under_the_policy";
+    let venv = std::env::var("PREBAKE_FIXTURE_VENV")
+        .unwrap_or_else(|_| "/var/tmp/prebake-fixture-venv".into());
+    let py = Path::new(&venv).join("bin/python");
+    if !common::skip_unless(
+        py.exists(),
+        t,
+        &format!("the fixture venv at {venv} (made by .ci/run)"),
+    ) {
+        return;
+    }
+    let scripts = common::repo_root().join("tests/scripts");
+    for action in [DefaultAction::Errno, DefaultAction::KillProcess] {
+        let a = seccomp::compile(Language::Python3, &spec(action, &[])).unwrap();
+        for (script, expect) in [
+            ("smoke_stdlib.py", "smoke ok"),
+            ("numpy_smoke.py", "numpy ok"),
+        ] {
+            let mut cmd = Command::new(&py);
+            cmd.arg("-I")
+                .arg(scripts.join(script))
+                .env("SMOKE_UNDER_SECCOMP", "1")
+                .env("OPENBLAS_NUM_THREADS", "4")
+                .stdin(Stdio::null());
+            confine(&mut cmd, &a.bpf);
+            let o = cmd.output().unwrap();
+            assert!(o.status.success(), "{script} ({action:?}): {}", show(&o));
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(out.contains(expect), "{script}: {out}");
+            if script == "numpy_smoke.py" {
+                let threads: u32 = out.split_whitespace().last().unwrap().parse().unwrap();
+                assert!(threads > 1, "OpenBLAS ran single-threaded: {out}");
+            }
+        }
+    }
+}
+
 #[test]
 fn node_runs_under_its_policy() {
     if !common::require_tool("node_runs_under_its_policy", "node") {
