@@ -200,29 +200,38 @@ fn network_off_and_on() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = std::thread::spawn(move || {
-        let (mut c, _) = listener.accept().unwrap();
-        let mut buf = String::new();
-        c.read_to_string(&mut buf).unwrap();
-        buf
-    });
-    let code = format!(
-        "import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'hello from the sandbox')\ns.close()\nprint('sent')\n"
-    );
-    // Operator allows network: a run without it has no network (own net namespace), a run
-    // with it reaches the host's loopback.
-    let s = Server::start("enable_network: true\n", &[]);
-    let d = s.run_py(&code);
-    assert_ne!(d["exit_code"], 0, "{d}");
-    assert!(d["stderr"].as_str().unwrap().contains("Error"), "{d}");
-    let (_, v) = s.post(
-        "/v1/sandbox/run",
-        &json!({"language": "python3", "code": code, "enable_network": true}),
-    );
-    assert_eq!(v["data"]["stdout"], "sent\n", "{v}");
-    assert_eq!(accepted.join().unwrap(), "hello from the sandbox");
+    // With namespaces a run without network has its own empty net namespace; without them
+    // (Docker's default capabilities) the policy's network set refuses socket() instead.
+    for ns in [true, false] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut buf = String::new();
+            c.read_to_string(&mut buf).unwrap();
+            buf
+        });
+        let code = format!(
+            "import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'hello from the sandbox')\ns.close()\nprint('sent')\n"
+        );
+        // Operator allows network: a run without it has no network, a run with it reaches
+        // the host's loopback.
+        let s = Server::start(&format!("enable_network: true\nnamespaces: {ns}\n"), &[]);
+        let d = s.run_py(&code);
+        assert_ne!(d["exit_code"], 0, "ns={ns}: {d}");
+        assert!(
+            d["stderr"].as_str().unwrap().contains("Error"),
+            "ns={ns}: {d}"
+        );
+        assert_eq!(d["stdout"], "", "ns={ns}: {d}");
+        let (_, v) = s.post(
+            "/v1/sandbox/run",
+            &json!({"language": "python3", "code": code, "enable_network": true}),
+        );
+        assert_eq!(v["data"]["stdout"], "sent\n", "ns={ns}: {v}");
+        assert_eq!(accepted.join().unwrap(), "hello from the sandbox");
+        assert_eq!(s.stop().code(), Some(0));
+    }
 }
 
 #[test]

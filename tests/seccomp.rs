@@ -382,6 +382,64 @@ fn smoke_script_and_numpy_threads_under_the_policy() {
     }
 }
 
+/// requests and httpx reach a local HTTP server under the network variant, and fail cleanly
+/// (an exception, not a dead process) under the variant without network.
+#[test]
+fn requests_and_httpx_reach_a_local_server_only_with_network() {
+    use std::io::{Read, Write};
+    let t = "requests_and_httpx_reach_a_local_server_only_with_network";
+    let venv = std::env::var("PREBAKE_FIXTURE_VENV")
+        .unwrap_or_else(|_| "/var/tmp/prebake-fixture-venv".into());
+    let py = Path::new(&venv).join("bin/python");
+    if !common::skip_unless(
+        py.exists(),
+        t,
+        &format!("the fixture venv at {venv} (made by .ci/run)"),
+    ) {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/",
+        listener.local_addr().unwrap().port()
+    );
+    // Exactly two requests are expected (one per client), all with network.
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = c.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                .unwrap();
+        }
+    });
+    let code = format!(
+        "import requests, httpx\ntry:\n    a = requests.get({url:?}, timeout=5).text\nexcept requests.ConnectionError as e:\n    a = 'refused'\ntry:\n    b = httpx.get({url:?}, timeout=5).text\nexcept httpx.ConnectError as e:\n    b = 'refused'\nprint(a, b)\n"
+    );
+    let a = py_artifacts();
+    for (bpf, expect) in [(&a.bpf, "refused refused"), (&a.bpf_net, "ok ok")] {
+        let mut cmd = Command::new(&py);
+        cmd.args(["-I", "-c", &code]).stdin(Stdio::null());
+        confine(&mut cmd, bpf);
+        let o = cmd.output().unwrap();
+        assert_ok(&o);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            expect,
+            "{}",
+            show(&o)
+        );
+    }
+    server.join().unwrap();
+}
+
 #[test]
 fn node_runs_under_its_policy() {
     if !common::require_tool("node_runs_under_its_policy", "node") {
