@@ -5,8 +5,9 @@
 
 mod common;
 mod node_common;
+mod runtime_common;
 
-use node_common::{bundle, leftover_pool_processes, root, Server, KEY};
+use runtime_common::{leftover_pool_processes, Server, KEY};
 use serde_json::{json, Value};
 use sha2::Digest;
 use std::io::{Read, Write};
@@ -37,9 +38,11 @@ fn both_modes_timeout(test: &str, timeout: u64, extra: &str, f: impl Fn(&Server,
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for ns in [true, false] {
-        let s = Server::start(&format!(
-            "{LIMITS}worker_timeout: {timeout}\nnamespaces: {ns}\n{extra}"
-        ));
+        let s = Server::start_over(
+            node_common::fixture(),
+            &format!("{LIMITS}worker_timeout: {timeout}\nnamespaces: {ns}\n{extra}"),
+            &[],
+        );
         f(&s, ns);
         assert_eq!(
             s.run_js("console.log('still here')")["stdout"],
@@ -387,12 +390,16 @@ fn dependencies_of_nodejs_are_an_empty_list() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let s = Server::start(&format!("{LIMITS}worker_timeout: 3\n"));
+    let s = Server::start_over(
+        node_common::fixture(),
+        &format!("{LIMITS}worker_timeout: 3\n"),
+        &[],
+    );
     for path in [
         "/v1/sandbox/dependencies?language=nodejs",
         "/v1/sandbox/dependencies/refresh?language=nodejs",
     ] {
-        let (status, body) = s.get(path);
+        let (status, body) = s.get(path, Some(KEY));
         assert_eq!(status, 200, "{path}: {body}");
         assert_eq!(
             body,
@@ -400,7 +407,7 @@ fn dependencies_of_nodejs_are_an_empty_list() {
             "{path}"
         );
     }
-    let (_, body) = s.get("/v1/sandbox/dependencies?language=python3");
+    let (_, body) = s.get("/v1/sandbox/dependencies?language=python3", Some(KEY));
     assert_eq!(body["code"], 0, "{body}");
 }
 
@@ -408,14 +415,20 @@ fn dependencies_of_nodejs_are_an_empty_list() {
 /// hard-linked, the manifest rewritten).
 fn bundle_with_env(dir: &Path, extra_env: &[(&str, &str)]) {
     std::fs::create_dir_all(dir.join("seccomp")).unwrap();
-    for e in std::fs::read_dir(bundle().join("seccomp")).unwrap() {
+    for e in std::fs::read_dir(node_common::fixture().bundle.join("seccomp")).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.join("seccomp").join(e.file_name())).unwrap();
     }
-    let mut m: Value =
-        serde_json::from_slice(&std::fs::read(bundle().join("bundle.json")).unwrap()).unwrap();
+    let mut m: Value = serde_json::from_slice(
+        &std::fs::read(node_common::fixture().bundle.join("bundle.json")).unwrap(),
+    )
+    .unwrap();
     let rootfs = m["rootfs"]["file"].as_str().unwrap().to_owned();
-    std::fs::hard_link(bundle().join(&rootfs), dir.join(&rootfs)).unwrap();
+    std::fs::hard_link(
+        node_common::fixture().bundle.join(&rootfs),
+        dir.join(&rootfs),
+    )
+    .unwrap();
     for (k, v) in extra_env {
         m["languages"]["nodejs"]["env"][k] = json!(v);
     }
@@ -447,7 +460,7 @@ fn io_uring_is_refused_with_enosys_and_libuv_falls_back() {
         .args(["exec", "--language", "nodejs", "--bundle"])
         .arg(&b)
         .arg("--root")
-        .arg(root())
+        .arg(node_common::fixture().root)
         .arg(&script)
         .output()
         .unwrap();
@@ -501,7 +514,7 @@ fn seccomp_show_and_dig_for_nodejs() {
         std::fs::write(&script, code).unwrap();
         let out = Command::new(common::bin("prebake"))
             .args(["dig", "--language", "nodejs", "--bundle"])
-            .arg(bundle())
+            .arg(node_common::fixture().bundle)
             .arg(&script)
             .output()
             .unwrap();
@@ -588,8 +601,10 @@ fn bench_trivial_node_script() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
     let node = common::which("node").unwrap();
-    let m: Value =
-        serde_json::from_slice(&std::fs::read(bundle().join("bundle.json")).unwrap()).unwrap();
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(node_common::fixture().bundle.join("bundle.json")).unwrap(),
+    )
+    .unwrap();
     let lang = &m["languages"]["nodejs"];
     let args: Vec<String> = serde_json::from_value(lang["args"].clone()).unwrap();
     let env: std::collections::BTreeMap<String, String> =
@@ -599,11 +614,15 @@ fn bench_trivial_node_script() {
         .map(|ns| {
             (
                 ns,
-                Server::start(&format!("max_workers: 1\nnamespaces: {ns}\n")),
+                Server::start_over(
+                    node_common::fixture(),
+                    &format!("max_workers: 1\nnamespaces: {ns}\n"),
+                    &[],
+                ),
             )
         })
         .collect();
-    let ag = node_common::agent();
+    let ag = runtime_common::agent();
     let mut host = Vec::new();
     let mut api: Vec<Vec<Duration>> = vec![Vec::new(); servers.len()];
     for i in 0..n + 5 {

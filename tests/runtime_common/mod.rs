@@ -14,16 +14,25 @@ use std::time::{Duration, Instant};
 pub const PYTHON: &str = "/root/.pyenv/versions/3.11.7/bin/python3.11";
 pub const KEY: &str = "test-key-0123456789";
 
-fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("runtime-fixture")
+/// A prebake-built bundle and the sandbox root shared by every server started over it.
+#[derive(Debug, Clone, Copy)]
+pub struct Fixture {
+    pub bundle: &'static Path,
+    pub root: &'static Path,
 }
 
-/// The test bundle: built by the real `prebake build` once per test process, and again
-/// whenever the `prebake` binary is newer than it.
-pub fn bundle() -> &'static Path {
-    static B: OnceLock<PathBuf> = OnceLock::new();
-    B.get_or_init(|| {
-        let dir = fixture_dir().join("bundle");
+/// The fixture `name` under cargo's target tmp dir: `build(work)` must leave a bundle at
+/// `work/out/bundle`. Built once per test process, and again whenever the `prebake` binary is
+/// newer than it; then unpacked once, before any server starts, so servers find the stamp
+/// and never race to unpack.
+pub fn fixture(
+    name: &str,
+    cell: &'static OnceLock<(PathBuf, PathBuf)>,
+    build: impl FnOnce(&Path),
+) -> Fixture {
+    let (bundle, root) = cell.get_or_init(|| {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+        let dir = base.join("bundle");
         let stale = match (
             std::fs::metadata(dir.join("bundle.json")).and_then(|m| m.modified()),
             std::fs::metadata(super::common::bin("prebake")).and_then(|m| m.modified()),
@@ -32,30 +41,38 @@ pub fn bundle() -> &'static Path {
             _ => true,
         };
         if stale {
-            let tmp = fixture_dir().join(format!("build-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&tmp);
-            build_bundle(&tmp);
+            let work = base.join(format!("build-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&work);
+            build(&work);
             let _ = std::fs::remove_dir_all(&dir);
             // Another test binary may have won the race; either copy is fine.
-            if std::fs::rename(tmp.join("out/bundle"), &dir).is_err() {
+            if std::fs::rename(work.join("out/bundle"), &dir).is_err() {
                 assert!(dir.join("bundle.json").exists());
             }
-            let _ = std::fs::remove_dir_all(&tmp);
+            let _ = std::fs::remove_dir_all(&work);
         }
-        dir
-    })
+        let root = base.join("root");
+        let manifest = BundleManifest::load(&dir).unwrap();
+        prebake::runtime::unpack::unpack_bundle(&dir, &manifest, &root).unwrap();
+        (dir, root)
+    });
+    Fixture { bundle, root }
 }
 
-/// The sandbox root every test server shares: unpacked once here, before any server starts,
-/// so the servers find the stamp and skip unpacking (and never race to unpack).
+/// The Python fixture: see [`build_bundle`].
+pub fn python_fixture() -> Fixture {
+    static F: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    fixture("runtime-fixture", &F, build_bundle)
+}
+
+/// The Python fixture's bundle.
+pub fn bundle() -> &'static Path {
+    python_fixture().bundle
+}
+
+/// The Python fixture's sandbox root.
 pub fn root() -> &'static Path {
-    static R: OnceLock<PathBuf> = OnceLock::new();
-    R.get_or_init(|| {
-        let root = fixture_dir().join("root");
-        let manifest = BundleManifest::load(bundle()).unwrap();
-        prebake::runtime::unpack::unpack_bundle(bundle(), &manifest, &root).unwrap();
-        root
-    })
+    python_fixture().root
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -131,14 +148,25 @@ pub fn agent() -> ureq::Agent {
 }
 
 impl Server {
-    /// Start with `config` (YAML, `app.port` and `app.key` are added) and extra env.
+    /// Start over the Python fixture with `config` (YAML, `app.port` and `app.key` are added)
+    /// and extra env, and wait until healthy.
     pub fn start(config: &str, env: &[(&str, &str)]) -> Server {
-        let s = Self::spawn(config, env);
+        Self::start_over(python_fixture(), config, env)
+    }
+
+    /// [`Server::start`] over another fixture.
+    pub fn start_over(fixture: Fixture, config: &str, env: &[(&str, &str)]) -> Server {
+        let s = Self::spawn_over(fixture, config, env);
         s.wait_healthy();
         s
     }
 
+    /// Start over the Python fixture without waiting for /health.
     pub fn spawn(config: &str, env: &[(&str, &str)]) -> Server {
+        Self::spawn_over(python_fixture(), config, env)
+    }
+
+    pub fn spawn_over(fixture: Fixture, config: &str, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let cfg = dir.path().join("config.yaml");
@@ -150,9 +178,9 @@ impl Server {
         let mut cmd = Command::new(super::common::bin("runtime"));
         cmd.arg("serve")
             .arg("--bundle")
-            .arg(bundle())
+            .arg(fixture.bundle)
             .arg("--root")
-            .arg(root())
+            .arg(fixture.root)
             .arg("--config")
             .arg(&cfg)
             .env_remove("API_KEY")
@@ -231,9 +259,18 @@ impl Server {
 
     /// Run python code; returns `data` after checking the envelope is a success.
     pub fn run_py(&self, code: &str) -> Value {
+        self.run_lang("python3", code, false)
+    }
+
+    pub fn run_js(&self, code: &str) -> Value {
+        self.run_lang("nodejs", code, false)
+    }
+
+    /// Run code of `language`; returns `data` after checking the envelope is a success.
+    pub fn run_lang(&self, language: &str, code: &str, network: bool) -> Value {
         let (status, body) = self.post(
             "/v1/sandbox/run",
-            &json!({"language": "python3", "code": code, "enable_network": false}),
+            &json!({"language": language, "code": code, "enable_network": network}),
         );
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["code"], 0, "{body}");
