@@ -228,14 +228,9 @@ pub fn bundle_plan(bundle_dir: &Path) -> Result<Plan, ImageError> {
         .follow_links(false)
         .sort_by_file_name();
     for entry in walker {
-        let entry = entry.map_err(|e| ImageError::Io {
-            path: e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| bundle_dir.to_path_buf()),
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("walk error")),
+        let entry = entry.map_err(|e| {
+            let (path, source) = crate::plan::walk_error(e, bundle_dir);
+            ImageError::Io { path, source }
         })?;
         if entry.depth() == 0 {
             continue;

@@ -106,14 +106,9 @@ pub fn add_tree(
         .into_iter()
         .filter_entry(|e| !skip(e.path()));
     for entry in walker {
-        let entry = entry.map_err(|e| PlanError::Io {
-            path: e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| real_root.clone()),
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("walk error")),
+        let entry = entry.map_err(|e| {
+            let (path, source) = super::walk_error(e, &real_root);
+            PlanError::Io { path, source }
         })?;
         if entry.depth() == 0 {
             continue;

@@ -108,6 +108,19 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PlanError + '_ {
     }
 }
 
+/// The path and I/O error of a failed directory walk (walkdir errors without a path or an
+/// I/O cause, such as a symlink loop, are reported against `root`).
+pub fn walk_error(e: walkdir::Error, root: &Path) -> (PathBuf, std::io::Error) {
+    let path = e
+        .path()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.to_path_buf());
+    let source = e
+        .into_io_error()
+        .unwrap_or_else(|| std::io::Error::other("directory walk failed"));
+    (path, source)
+}
+
 /// Lexically normalize an absolute path: drop `.`, resolve `..`, collapse slashes.
 pub fn normalize(path: &Path) -> PathBuf {
     use std::path::Component;
