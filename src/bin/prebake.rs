@@ -24,44 +24,7 @@ const DEFAULT_SPEC: &str = "images/python3.yaml";
 enum Command {
     /// Resolve the spec and write DIR/bundle (rootfs.tar.zst, seccomp/, bundle.json) and
     /// DIR/image (an OCI image layout: the runtime and the bundle).
-    Build {
-        /// Image spec (YAML). Default: images/python3.yaml.
-        spec: Option<PathBuf>,
-        /// Use an existing dify-sandbox config.yaml as the spec instead.
-        #[arg(long, conflicts_with = "spec")]
-        dify_config: Option<PathBuf>,
-        /// Output directory.
-        #[arg(long, default_value = "out")]
-        out: PathBuf,
-        /// Replace a non-empty output directory.
-        #[arg(long)]
-        force: bool,
-        /// Build even when a shared library cannot be found (warns instead).
-        #[arg(long)]
-        allow_missing: bool,
-        /// Compile every .pyc afresh instead of reusing the cache (PREBAKE_CACHE_DIR, else
-        /// ~/.cache/prebake).
-        #[arg(long)]
-        no_cache: bool,
-        /// Image name, NAME[:TAG]. Default: prebake-<spec name>:latest.
-        #[arg(long, value_name = "NAME:TAG")]
-        tag: Option<String>,
-        /// Also write the image as one tar that is both an OCI layout and a docker archive
-        /// (`docker load`, `podman load`, `skopeo ... oci-archive:/docker-archive:`).
-        #[arg(long, value_name = "FILE", conflicts_with = "no_image")]
-        archive: Option<PathBuf>,
-        /// Compression of the image layers: gzip (every engine) or zstd (smaller; Docker >= 23,
-        /// containerd >= 1.5, podman).
-        #[arg(long, value_enum, default_value = "gzip")]
-        layer_compression: LayerCompression,
-        /// The `runtime` binary to put in the image. Default: `runtime` next to this
-        /// `prebake` executable.
-        #[arg(long, value_name = "PATH")]
-        runtime: Option<PathBuf>,
-        /// Write only DIR/bundle, no image.
-        #[arg(long, conflicts_with_all = ["tag", "runtime"])]
-        no_image: bool,
-    },
+    Build(BuildArgs),
     /// Seccomp policy tools.
     Seccomp {
         #[command(subcommand)]
@@ -90,12 +53,50 @@ enum LayerCompression {
     Zstd,
 }
 
-/// The image flags of `build`, as given.
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// Image spec (YAML). Default: images/python3.yaml.
+    spec: Option<PathBuf>,
+    /// Use an existing dify-sandbox config.yaml as the spec instead.
+    #[arg(long, conflicts_with = "spec")]
+    dify_config: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Replace a non-empty output directory.
+    #[arg(long)]
+    force: bool,
+    /// Build even when a shared library cannot be found (warns instead).
+    #[arg(long)]
+    allow_missing: bool,
+    /// Compile every .pyc afresh instead of reusing the cache (PREBAKE_CACHE_DIR, else
+    /// ~/.cache/prebake).
+    #[arg(long)]
+    no_cache: bool,
+    #[command(flatten)]
+    image: ImageArgs,
+}
+
+/// The image flags of `build`.
+#[derive(clap::Args)]
 struct ImageArgs {
+    /// Image name, NAME[:TAG]. Default: prebake-<spec name>:latest.
+    #[arg(long, value_name = "NAME:TAG")]
     tag: Option<String>,
+    /// Also write the image as one tar that is both an OCI layout and a docker archive
+    /// (`docker load`, `podman load`, `skopeo ... oci-archive:/docker-archive:`).
+    #[arg(long, value_name = "FILE", conflicts_with = "no_image")]
     archive: Option<PathBuf>,
+    /// Compression of the image layers: gzip (every engine) or zstd (smaller; Docker >= 23,
+    /// containerd >= 1.5, podman).
+    #[arg(long, value_enum, default_value = "gzip")]
     layer_compression: LayerCompression,
+    /// The `runtime` binary to put in the image. Default: `runtime` next to this
+    /// `prebake` executable.
+    #[arg(long, value_name = "PATH")]
     runtime: Option<PathBuf>,
+    /// Write only DIR/bundle, no image.
+    #[arg(long, conflicts_with_all = ["tag", "runtime"])]
     no_image: bool,
 }
 
@@ -121,33 +122,7 @@ fn main() {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Build {
-            spec,
-            dify_config,
-            out,
-            force,
-            allow_missing,
-            no_cache,
-            tag,
-            archive,
-            layer_compression,
-            runtime,
-            no_image,
-        } => cmd_build(
-            spec,
-            dify_config,
-            out,
-            force,
-            allow_missing,
-            no_cache,
-            ImageArgs {
-                tag,
-                archive,
-                layer_compression,
-                runtime,
-                no_image,
-            },
-        ),
+        Command::Build(args) => cmd_build(args),
         Command::Seccomp {
             command: SeccompCommand::Show { spec, language },
         } => cmd_seccomp_show(spec, language),
@@ -202,15 +177,16 @@ impl Progress for CliProgress {
     }
 }
 
-fn cmd_build(
-    spec: Option<PathBuf>,
-    dify_config: Option<PathBuf>,
-    out: PathBuf,
-    force: bool,
-    allow_missing: bool,
-    no_cache: bool,
-    image_args: ImageArgs,
-) -> Result<()> {
+fn cmd_build(args: BuildArgs) -> Result<()> {
+    let BuildArgs {
+        spec,
+        dify_config,
+        out,
+        force,
+        allow_missing,
+        no_cache,
+        image: image_args,
+    } = args;
     let spec = match dify_config {
         Some(cfg) => {
             let (spec, warnings) = ImageSpec::from_dify_config(&cfg)?;
