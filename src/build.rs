@@ -84,6 +84,12 @@ pub enum BuildError {
     MissingPath { language: String, path: PathBuf },
     #[error("interpreter `{name}`: {message}")]
     Interpreter { name: String, message: String },
+    #[error("{language}: the interpreter {path} lies under {mount}, which the sandbox mounts over at run time, so scripts could never start; install it (or its venv) somewhere else, e.g. under /opt")]
+    MaskedInterpreter {
+        language: String,
+        path: String,
+        mount: &'static str,
+    },
     #[error(transparent)]
     Image(#[from] crate::oci::ImageError),
 }
@@ -148,6 +154,8 @@ pub fn build(
         spec.allow_missing || opts.allow_missing,
         &mut warnings,
     )?;
+
+    check_masked_paths(&plan, &langs, &mut warnings)?;
 
     progress.stage("adding extras");
     add_extras(&mut plan, spec, &langs, &resolver, &mut warnings)?;
@@ -280,6 +288,53 @@ pub fn build(
         seccomp_instructions,
         image,
     })
+}
+
+/// Where the sandbox mounts its own filesystems over the rootfs: whatever the plan puts there
+/// is invisible to scripts.
+const MASKED_AT_RUN_TIME: &[&str] = &["/tmp", "/dev", "/proc"];
+
+fn masked_by(path: &str) -> Option<&'static str> {
+    MASKED_AT_RUN_TIME.iter().copied().find(|m| {
+        path.strip_prefix(m)
+            .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
+/// An interpreter under a run-time mount point is an error (nothing could run); other files
+/// there (spec `paths` in a temp dir) only a warning, since a plain chroot still sees them.
+fn check_masked_paths(
+    plan: &Plan,
+    langs: &BTreeMap<Language, LanguagePlan>,
+    warnings: &mut Vec<String>,
+) -> Result<(), BuildError> {
+    for (lang, lp) in langs {
+        for path in [
+            &lp.info.interpreter,
+            &lp.main_executable.display().to_string(),
+        ] {
+            if let Some(mount) = masked_by(path) {
+                return Err(BuildError::MaskedInterpreter {
+                    language: lang.as_str().to_owned(),
+                    path: path.clone(),
+                    mount,
+                });
+            }
+        }
+    }
+    let hidden: Vec<&String> = plan
+        .entries
+        .keys()
+        .filter(|p| masked_by(p).is_some())
+        .collect();
+    if let Some(first) = hidden.first() {
+        warnings.push(format!(
+            "{} planned path(s) lie under {}, which the sandbox mounts over at run time: scripts will not see them (first: {first})",
+            hidden.len(),
+            MASKED_AT_RUN_TIME.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// Refuse a non-empty output directory unless forced; a file at that path is never replaced.

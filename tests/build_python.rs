@@ -398,6 +398,33 @@ fn bad_input_fails_clearly_and_writes_nothing() {
         &["surely-not-installed-pkg", "not installed"],
     );
 
+    // An interpreter the sandbox's own /tmp would hide at run time.
+    let tmp_python =
+        std::env::temp_dir().join(format!("prebake-test-python-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp_python);
+    let real = String::from_utf8(
+        Command::new("python3")
+            .args([
+                "-I",
+                "-c",
+                "import os, sys; print(os.path.realpath(sys.executable))",
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(real.trim(), &tmp_python).unwrap();
+    let s = spec(
+        "masked.yaml",
+        &format!(
+            "name: x\nlanguages:\n  python3:\n    interpreter: {}\n",
+            tmp_python.display()
+        ),
+    );
+    expect_failure(&["build", &s, "--out", o], &out, &["mounts over", "/tmp"]);
+    std::fs::remove_file(&tmp_python).unwrap();
+
     // An existing, non-empty --out is refused and left as it was.
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("keep.txt"), "mine").unwrap();

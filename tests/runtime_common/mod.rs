@@ -89,7 +89,14 @@ fn run(cmd: &mut Command) -> String {
 /// the dependencies routes), built into a bundle by the real `prebake build` with the real
 /// seccomp policy.
 pub fn build_bundle(work: &Path) {
-    let venv = work.join("venv");
+    // Not under /tmp (the checkout may be there): the sandbox mounts its own /tmp over the
+    // rootfs, and prebake refuses an interpreter it would hide.
+    let venv = PathBuf::from(format!(
+        "/var/tmp/prebake-fixture-venv-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&venv);
+    std::fs::create_dir_all(work).unwrap();
     run(Command::new(PYTHON)
         .args(["-m", "venv", "--without-pip"])
         .arg(&venv));
@@ -121,6 +128,7 @@ pub fn build_bundle(work: &Path) {
         .arg(&spec)
         .arg("--out")
         .arg(work.join("out")));
+    let _ = std::fs::remove_dir_all(&venv);
 }
 
 pub fn free_port() -> u16 {
