@@ -45,12 +45,14 @@ pub enum Step {
     Seccomp,
     Exec,
     Setsid,
+    UnmountOldRoot,
+    Panic,
 }
 
 impl Step {
     pub fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 22] = [
+        const ALL: [Step; 24] = [
             Fds,
             MountPrivate,
             BindRoot,
@@ -73,6 +75,8 @@ impl Step {
             Seccomp,
             Exec,
             Setsid,
+            UnmountOldRoot,
+            Panic,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
     }
@@ -101,6 +105,8 @@ impl Step {
             Step::Seccomp => "install the seccomp filter",
             Step::Exec => "execute the interpreter",
             Step::Setsid => "start a new session",
+            Step::UnmountOldRoot => "detach the old root after pivot_root",
+            Step::Panic => "finish the sandbox setup (internal error in the child)",
         }
     }
 }
@@ -185,12 +191,34 @@ pub unsafe fn spawn(plan: &ChildPlan) -> Result<libc::pid_t, i32> {
         return Err(errno());
     }
     if rc == 0 {
-        child_main(plan);
+        child_entry(plan);
     }
     Ok(rc as libc::pid_t)
 }
 
-/// The child: async-signal-safe only, see the module docs.
+/// The child's entry: it never returns and never unwinds. The child is a copy of one tokio
+/// worker thread; unwinding a panic there would run the worker's destructors and resume the
+/// server's code in the copy. A panic is caught and ends the child with `_exit(127)`, after
+/// reporting [`Step::Panic`]; `extern "C"` aborts the process should anything still unwind
+/// past the catch.
+extern "C" fn child_entry(p: &ChildPlan) -> ! {
+    let report = p.report;
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| child_main(p)));
+    // Only reached after a panic. Before the descriptors were set up the report pipe is
+    // still at `p.report`; after `close_range` it is closed there and lives on fd 3.
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&(Step::Panic as u32).to_le_bytes());
+    // SAFETY: write and _exit are async-signal-safe.
+    unsafe {
+        if libc::write(report, buf.as_ptr().cast(), 8) < 0 && errno() == libc::EBADF {
+            libc::write(3, buf.as_ptr().cast(), 8);
+        }
+        libc::_exit(127);
+    }
+}
+
+/// The child: async-signal-safe only, see the module docs. Every path ends in `execve` or
+/// `_exit` (through [`fail`]).
 fn child_main(p: &ChildPlan) -> ! {
     // SAFETY: every call below is a raw syscall (or libc's thin wrapper for one) on data
     // prepared by the parent; nothing allocates or takes a lock.
@@ -298,11 +326,15 @@ fn child_main(p: &ChildPlan) -> ! {
                 // pivot_root(".", ".") stacks the old root under the new one; detaching it
                 // leaves no path back to the host tree (unlike chroot, which a process with
                 // CAP_SYS_CHROOT could escape; we drop that too, but belt and braces).
-                let pivoted = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr())
-                    == 0
-                    && libc::umount2(c".".as_ptr(), libc::MNT_DETACH) == 0;
-                if !pivoted && libc::chroot(c".".as_ptr()) != 0 {
-                    // pivot_root is refused when / is the initramfs; chroot is the fallback.
+                // Only a refused pivot_root may fall back to chroot (it is refused when / is
+                // the initramfs). Once pivot_root succeeded, "." is the old root stacked on
+                // the new one: chroot(".") there would land in the host tree, so a failed
+                // detach ends the run.
+                if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) == 0 {
+                    if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 {
+                        fail(report, Step::UnmountOldRoot, errno());
+                    }
+                } else if libc::chroot(c".".as_ptr()) != 0 {
                     fail(report, Step::PivotRoot, errno());
                 }
             }
