@@ -3,6 +3,7 @@
 //! ([`server`]).
 
 pub mod child;
+pub mod cleanup;
 pub mod config;
 pub mod locate;
 pub mod probe;

@@ -10,9 +10,12 @@
 //! (nobody can list or create entries in it), and each run gets `/tmp/run-<uid>` owned by
 //! its pool uid, mode 0700, as working directory and `TMPDIR`/`HOME`. It must live inside the
 //! rootfs because nothing outside is reachable after chroot. The directory is deleted before
-//! and after the run; its size is bounded per file by RLIMIT_FSIZE only (no tmpfs to cap the
-//! total), which is documented as the weaker guarantee of that mode. Scripts that write to
-//! `/tmp/name` directly fail in that mode; `tempfile`, `TMPDIR` and relative paths work.
+//! and after the run (iteratively, through directory descriptors, never following a symlink
+//! or crossing a mount: see [`super::cleanup`]; a tree that cannot be removed is set aside,
+//! root-owned, and retried by the uid's next run); its size is bounded per file by
+//! RLIMIT_FSIZE only (no tmpfs to cap the total), which is documented as the weaker
+//! guarantee of that mode. Scripts that write to `/tmp/name` directly fail in that mode;
+//! `tempfile`, `TMPDIR` and relative paths work.
 //!
 //! # Environment
 //! The manifest's `env` for the language, `HOME` (the working directory, unless the manifest
@@ -27,6 +30,7 @@
 //! on the platforms targeted so far); memory is bounded by RLIMIT_AS.
 
 use super::child::{self, ChildPlan, RootMode, Step};
+use super::cleanup;
 use super::probe::Capabilities;
 use super::uidpool::{Lease, UidPool};
 use crate::bundle::BundleManifest;
@@ -676,8 +680,16 @@ impl RunTmp {
                 source,
             }
         };
-        // A leftover from a crashed run of the same uid: remove it (never follows symlinks).
-        let _ = std::fs::remove_dir_all(path);
+        // A leftover of this uid (a crashed run, or a tree the last cleanup could not remove):
+        // remove it, or at least set it aside, so this run can create its directory.
+        if let Err(e) = cleanup::remove_tree(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover run directory; setting it aside");
+            cleanup::set_aside(path).map_err(prep("set aside a leftover run directory"))?;
+        }
+        // Trees set aside earlier for this uid (only its lease holder touches them).
+        if let Err(e) = cleanup::empty_trash(path) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a set-aside run directory yet");
+        }
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(path)
@@ -693,8 +705,22 @@ impl RunTmp {
 }
 
 impl Drop for RunTmp {
+    /// Remove the run's tree without recursion, never following symlinks or crossing mounts
+    /// (see [`cleanup`]); if that fails, set it aside so the uid's next run starts clean.
+    /// Never panics: this runs on a server worker thread.
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let path = &self.0;
+        let done = std::panic::catch_unwind(|| {
+            if let Err(e) = cleanup::remove_tree(path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the run's /tmp directory; setting it aside");
+                if let Err(e) = cleanup::set_aside(path) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot set the run's /tmp directory aside");
+                }
+            }
+        });
+        if done.is_err() {
+            tracing::error!(path = %path.display(), "internal error while removing the run's /tmp directory");
+        }
     }
 }
 
