@@ -261,3 +261,49 @@ fn runs_cannot_signal_each_other() {
         assert_eq!(v["data"]["error"], "");
     });
 }
+
+/// Entries of the rootfs's /tmp that chroot mode's per-run directories left behind.
+fn run_dirs_left() -> Vec<String> {
+    std::fs::read_dir(runtime_common::root().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("run-") || n.starts_with(".trash-"))
+        .collect()
+}
+
+#[test]
+fn deep_directory_nest_is_removed_after_the_run() {
+    // A canary outside the rootfs, named by absolute symlinks the script plants: the cleanup
+    // must remove the links, never follow them.
+    let canary = tempfile::tempdir().unwrap();
+    std::fs::write(canary.path().join("keep"), "x").unwrap();
+    let target = canary.path().to_str().unwrap().to_owned();
+    let code = format!(
+        "import os\nos.symlink({target:?}, 'link')\nn = 0\ntry:\n    for i in range(20000):\n        os.mkdir('d')\n        os.chdir('d')\n        n += 1\n        if n % 5000 == 0:\n            os.symlink({target:?}, 'link')\n            open('f', 'w').write('x')\nexcept OSError as e:\n    print('stopped', e.errno)\nprint('depth', n)\n"
+    );
+    both_modes("deep_directory_nest", "", |s, ns| {
+        for round in 0..2 {
+            let d = s.run_py(&code);
+            let out = d["stdout"].as_str().unwrap();
+            if ns {
+                // The private tmpfs has 4096 inodes: the nest stops there.
+                assert!(out.contains("depth "), "ns={ns} round={round}: {d}");
+            } else {
+                assert!(out.ends_with("depth 20000\n"), "ns={ns} round={round}: {d}");
+                assert_eq!(d["exit_code"], 0, "ns={ns} round={round}: {d}");
+                // Removed before the answer was sent; nothing set aside either.
+                let left = run_dirs_left();
+                assert!(left.is_empty(), "round={round}: {left:?}");
+            }
+            assert_eq!(s.health(), Some(200), "ns={ns} round={round}");
+            assert!(canary.path().join("keep").exists(), "ns={ns} round={round}");
+            // The next run (the pool hands out the same uid again) works.
+            let d = s.run_py("import os\nprint(os.listdir('.'))\n");
+            assert_eq!(d["stdout"], "[]\n", "ns={ns} round={round}: {d}");
+            assert_eq!(d["error"], "", "ns={ns} round={round}: {d}");
+        }
+    });
+    let left = run_dirs_left();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(canary.path().join("keep").exists());
+}
