@@ -16,7 +16,8 @@ fn auth_and_bad_requests() {
     if !root("auth_and_bad_requests") {
         return;
     }
-    let s = Server::start("", &[]);
+    // Network is on by default (as dify-sandbox ships it); the operator turns it off here.
+    let s = Server::start("enable_network: false\n", &[]);
     let ag = runtime_common::agent();
     let body = json!({"language": "python3", "code": "print(1)"});
     // 401 without and with a wrong key, on every /v1 route.
@@ -123,7 +124,7 @@ fn dify_runner_outputs_and_errors() {
     }
     let s = Server::start("", &[]);
     // Dify's Python runner with inputs.
-    use base64_like::encode;
+    use runtime_common::b64::encode;
     let inputs = json!({"a": 2, "b": "x"});
     let user = "def main(a: int, b: str) -> dict:\n    return {'result': a * 21, 'text': b * 3, 'ü': [1, None]}\n";
     let code = format!(
@@ -308,25 +309,4 @@ fn config_rules() {
         .read_to_string()
         .unwrap()
         .contains("\"stdout\":\"1\\n\""));
-}
-
-/// Minimal base64 (standard alphabet, padded) so the test needs no extra crate.
-mod base64_like {
-    pub fn encode(b: &[u8]) -> String {
-        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut s = String::new();
-        for c in b.chunks(3) {
-            let n = (c[0] as u32) << 16
-                | (*c.get(1).unwrap_or(&0) as u32) << 8
-                | *c.get(2).unwrap_or(&0) as u32;
-            for i in 0..4 {
-                if i <= c.len() {
-                    s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    s.push('=');
-                }
-            }
-        }
-        s
-    }
 }

@@ -6,7 +6,7 @@
 //! |---|---|---|---|
 //! | `limits.memory_mb` | `SANDBOX_MEMORY_MB` | address space per script (RLIMIT_AS) | 1024 |
 //! | `limits.nodejs_memory_mb` | `SANDBOX_NODEJS_MEMORY_MB` | the same for `nodejs` runs: V8 reserves ~700 MiB of address space before any script runs (see `Limits::memory_by_language`) | 2048 |
-//! | `limits.output_bytes` | `SANDBOX_OUTPUT_BYTES` | cap per stream; beyond it the run is killed and the truncation reported | 4194304 |
+//! | `limits.output_bytes` | `SANDBOX_OUTPUT_BYTES` | cap per stream; beyond it the run is killed and the truncation reported. dify-sandbox has no cap at all, so the default is far above anything Dify's own result limits accept (strings of 400,000 characters): 64 MiB per stream bounds the server's buffers to 2 × 64 MiB × `max_workers` | 67108864 |
 //! | `limits.processes` | `SANDBOX_MAX_PROCESSES` | processes + threads per script (RLIMIT_NPROC of its own uid) | 64 |
 //! | `limits.tmp_mb` | `SANDBOX_TMP_MB` | size of the private /tmp, and the largest file (RLIMIT_FSIZE) | 64 |
 //! | `namespaces` | `SANDBOX_NAMESPACES` | use namespaces where the platform allows them | true |
@@ -62,7 +62,9 @@ impl Default for Config {
             max_workers: 4,
             max_requests: 50,
             worker_timeout: 5,
-            enable_network: false,
+            // dify-sandbox ships `enable_network: True` and Dify sends `enable_network: true` with
+            // every run: a default of false fails every Dify code node.
+            enable_network: true,
             enable_preload: false,
             allowed_syscalls: Vec::new(),
             proxy_socks5: String::new(),
@@ -102,6 +104,33 @@ pub enum ConfigError {
     EmptyKey,
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    #[error("{key} = {value} is too large (at most {max})")]
+    TooLarge {
+        key: &'static str,
+        value: u64,
+        max: u64,
+    },
+}
+
+/// A day: a larger deadline is a typo, and `Instant + Duration` must not overflow.
+const MAX_WORKER_TIMEOUT: u64 = 86_400;
+/// 1 GiB per output stream: the server holds both streams of every run in memory.
+const MAX_OUTPUT_BYTES: u64 = 1 << 30;
+/// Queued requests each hold a connection; a million is already beyond any node.
+const MAX_REQUESTS: u64 = 1_000_000;
+/// MiB settings: 1 TiB, so that `v << 20` cannot wrap.
+const MAX_MIB: u64 = 1 << 20;
+
+fn at_most(key: &'static str, value: u64, max: u64) -> Result<u64, ConfigError> {
+    if value > max {
+        Err(ConfigError::TooLarge { key, value, max })
+    } else {
+        Ok(value)
+    }
+}
+
+fn mib(key: &'static str, value: u64) -> Result<u64, ConfigError> {
+    Ok(at_most(key, value, MAX_MIB)? << 20)
 }
 
 fn lookup<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
@@ -319,13 +348,14 @@ impl Config {
         src.string("app.key", "API_KEY", &mut c.key)?;
         src.bool("app.debug", "DEBUG", &mut c.debug)?;
         if let Some(v) = src.u64("max_workers", "MAX_WORKERS")? {
-            c.max_workers = v as usize;
+            c.max_workers = usize::try_from(v).unwrap_or(usize::MAX);
         }
         if let Some(v) = src.u64("max_requests", "MAX_REQUESTS")? {
-            c.max_requests = v as usize;
+            c.max_requests =
+                usize::try_from(at_most("max_requests", v, MAX_REQUESTS)?).unwrap_or(usize::MAX);
         }
         if let Some(v) = src.u64("worker_timeout", "WORKER_TIMEOUT")? {
-            c.worker_timeout = v;
+            c.worker_timeout = at_most("worker_timeout", v, MAX_WORKER_TIMEOUT)?;
         }
         src.bool("enable_network", "ENABLE_NETWORK", &mut c.enable_network)?;
         src.bool("enable_preload", "ENABLE_PRELOAD", &mut c.enable_preload)?;
@@ -334,21 +364,23 @@ impl Config {
         src.string("proxy.http", "HTTP_PROXY", &mut c.proxy_http)?;
         src.string("proxy.https", "HTTPS_PROXY", &mut c.proxy_https)?;
         if let Some(v) = src.u64("limits.memory_mb", "SANDBOX_MEMORY_MB")? {
-            c.limits.memory_bytes = v << 20;
+            c.limits.memory_bytes = mib("limits.memory_mb", v)?;
         }
         if let Some(v) = src.u64("limits.nodejs_memory_mb", "SANDBOX_NODEJS_MEMORY_MB")? {
             c.limits
                 .memory_by_language
-                .insert("nodejs".to_owned(), v << 20);
+                .insert("nodejs".to_owned(), mib("limits.nodejs_memory_mb", v)?);
         }
         if let Some(v) = src.u64("limits.output_bytes", "SANDBOX_OUTPUT_BYTES")? {
-            c.limits.output_bytes = v as usize;
+            c.limits.output_bytes =
+                usize::try_from(at_most("limits.output_bytes", v, MAX_OUTPUT_BYTES)?)
+                    .unwrap_or(usize::MAX);
         }
         if let Some(v) = src.u64("limits.processes", "SANDBOX_MAX_PROCESSES")? {
             c.limits.processes = v;
         }
         if let Some(v) = src.u64("limits.tmp_mb", "SANDBOX_TMP_MB")? {
-            c.limits.tmp_bytes = v << 20;
+            c.limits.tmp_bytes = mib("limits.tmp_mb", v)?;
         }
         src.bool("namespaces", "SANDBOX_NAMESPACES", &mut c.namespaces)?;
 
@@ -463,5 +495,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_workers") && e.contains("bad.yaml"), "{e}");
+    }
+
+    #[test]
+    fn defaults_match_dify_sandbox_where_dify_relies_on_them() {
+        let env = |k: &str| (k == "API_KEY").then(|| "secret".to_string());
+        let c = Config::load(None, false, &env).unwrap();
+        assert!(
+            c.enable_network,
+            "Dify sends enable_network: true with every run"
+        );
+        assert!(c.limits.output_bytes >= 64 << 20);
+        let off = |k: &str| match k {
+            "API_KEY" => Some("secret".to_string()),
+            "ENABLE_NETWORK" => Some("false".to_string()),
+            _ => None,
+        };
+        assert!(!Config::load(None, false, &off).unwrap().enable_network);
+    }
+
+    #[test]
+    fn huge_settings_are_errors_not_overflows() {
+        for (name, value) in [
+            ("WORKER_TIMEOUT", u64::MAX.to_string()),
+            ("SANDBOX_MEMORY_MB", (1u64 << 50).to_string()),
+            ("SANDBOX_TMP_MB", u64::MAX.to_string()),
+            ("SANDBOX_NODEJS_MEMORY_MB", (1u64 << 45).to_string()),
+            ("SANDBOX_OUTPUT_BYTES", u64::MAX.to_string()),
+        ] {
+            let env = |k: &str| match k {
+                "API_KEY" => Some("secret".to_string()),
+                k if k == name => Some(value.clone()),
+                _ => None,
+            };
+            let e = Config::load(None, false, &env).unwrap_err().to_string();
+            assert!(e.contains("too large"), "{name}: {e}");
+        }
     }
 }

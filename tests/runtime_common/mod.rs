@@ -175,6 +175,17 @@ impl Server {
     }
 
     pub fn spawn_over(fixture: Fixture, config: &str, env: &[(&str, &str)]) -> Server {
+        Self::spawn_wrapped(fixture, config, env, &[])
+    }
+
+    /// [`Server::spawn_over`] with `runtime serve ...` run as the arguments of `wrapper`
+    /// (`unshare -m ...`), for a server in a world the test arranged.
+    pub fn spawn_wrapped(
+        fixture: Fixture,
+        config: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let cfg = dir.path().join("config.yaml");
@@ -183,7 +194,14 @@ impl Server {
             format!("app:\n  port: {port}\n  key: {KEY}\n{config}"),
         )
         .unwrap();
-        let mut cmd = Command::new(super::common::bin("runtime"));
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(super::common::bin("runtime"));
+                c
+            }
+            None => Command::new(super::common::bin("runtime")),
+        };
         cmd.arg("serve")
             .arg("--bundle")
             .arg(fixture.bundle)
@@ -344,5 +362,26 @@ pub fn leftover_pool_processes() -> Vec<(u32, u32)> {
             return left;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Minimal base64 (standard alphabet, padded) so the test needs no extra crate.
+pub mod b64 {
+    pub fn encode(b: &[u8]) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut s = String::new();
+        for c in b.chunks(3) {
+            let n = (c[0] as u32) << 16
+                | (*c.get(1).unwrap_or(&0) as u32) << 8
+                | *c.get(2).unwrap_or(&0) as u32;
+            for i in 0..4 {
+                if i <= c.len() {
+                    s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    s.push('=');
+                }
+            }
+        }
+        s
     }
 }
