@@ -11,7 +11,7 @@ mod dify;
 mod image;
 mod yaml;
 
-pub use dify::DIFY_IMAGE_NAME;
+pub use dify::{DifyImport, DIFY_IMAGE_NAME};
 
 /// A language the sandbox serves, by dify's name for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -163,16 +163,25 @@ impl ImageSpec {
     /// Import a dify-sandbox `config.yaml`. Returns the spec and warnings (one per
     /// `python_lib_path` entry that does not exist here and was skipped).
     pub fn from_dify_config(path: &Path) -> Result<(ImageSpec, Vec<String>), SpecError> {
-        let text = read_text(path)?;
-        Self::from_dify_yaml(&text, path)
+        Self::from_dify_config_with(path, &DifyImport::default())
     }
 
-    /// [`ImageSpec::from_dify_config`] on text already read.
+    /// [`ImageSpec::from_dify_config`] with strictness and dify-sandbox's environment overrides.
+    pub fn from_dify_config_with(
+        path: &Path,
+        opts: &DifyImport,
+    ) -> Result<(ImageSpec, Vec<String>), SpecError> {
+        let text = read_text(path)?;
+        Self::from_dify_yaml(&text, path, opts)
+    }
+
+    /// [`ImageSpec::from_dify_config_with`] on text already read.
     pub fn from_dify_yaml(
         text: &str,
         origin: &Path,
+        opts: &DifyImport,
     ) -> Result<(ImageSpec, Vec<String>), SpecError> {
-        dify::parse(text, origin)
+        dify::parse(text, origin, opts)
     }
 
     /// Add syscalls to every language's allow list (merged, duplicates dropped, never

@@ -6,8 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use prebake::spec::{
-    normalize_package_name, Compression, DefaultAction, Extras, ImageSpec, Language, SpecError,
-    SyscallRef,
+    normalize_package_name, Compression, DefaultAction, DifyImport, Extras, ImageSpec, Language,
+    SpecError, SyscallRef,
 };
 use sha2::{Digest, Sha256};
 
@@ -550,14 +550,108 @@ fn dify_allowed_syscalls_merge_into_an_existing_spec() {
 fn dify_err(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "config.yaml", text);
-    match ImageSpec::from_dify_config(&path) {
+    let strict = DifyImport {
+        strict: true,
+        ..DifyImport::default()
+    };
+    match ImageSpec::from_dify_config_with(&path, &strict) {
         Ok(s) => panic!("expected an error for:\n{text}\ngot {s:?}"),
         Err(e) => e.to_string(),
     }
 }
 
 #[test]
-fn dify_unknown_keys_are_errors() {
+fn dify_unknown_keys_are_warnings_unless_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "config.yaml",
+        "app:\n  port: 8194\n  keys: abc\nmax_worker: 4\nfuture_key: 1\n",
+    );
+    let (_, warnings) = ImageSpec::from_dify_config(&path).unwrap();
+    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    let has = |parts: &[&str]| warnings.iter().any(|w| parts.iter().all(|p| w.contains(p)));
+    assert!(
+        has(&["config.yaml:3:", "app.keys: unknown key"]),
+        "{warnings:#?}"
+    );
+    assert!(
+        has(&["config.yaml:4:", "did you mean `max_workers`"]),
+        "{warnings:#?}"
+    );
+    assert!(
+        has(&["config.yaml:5:", "future_key", "--strict"]),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn dify_sandbox_shipped_configs_import_without_warnings() {
+    for version in ["main", "0.2.10"] {
+        let path = common::repo_root()
+            .join("tests/fixtures/dify-sandbox")
+            .join(version)
+            .join("conf/config.yaml");
+        for strict in [false, true] {
+            let opts = DifyImport {
+                strict,
+                ..DifyImport::default()
+            };
+            let (spec, warnings) = ImageSpec::from_dify_config_with(&path, &opts)
+                .unwrap_or_else(|e| panic!("{version} strict={strict}: {e}"));
+            assert!(warnings.is_empty(), "{version}: {warnings:?}");
+            assert_eq!(spec.languages.len(), 1, "{version}");
+        }
+    }
+}
+
+#[test]
+fn dify_environment_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "config.yaml",
+        "python_path: /opt/python/bin/python3\nallowed_syscalls: [1]\n",
+    );
+    let env = |k: &str| match k {
+        "PYTHON_PATH" => Some("/usr/bin/python3.11".to_string()),
+        "NODEJS_PATH" => Some("/usr/bin/node".to_string()),
+        "PYTHON_LIB_PATH" => Some("/etc/hosts, /nonexistent/prebake".to_string()),
+        "ALLOWED_SYSCALLS" => Some("7,8,7".to_string()),
+        _ => None,
+    };
+    let opts = DifyImport {
+        strict: false,
+        env: &env,
+    };
+    let (spec, _) = ImageSpec::from_dify_config_with(&path, &opts).unwrap();
+    let py = &spec.languages[&Language::Python3];
+    assert_eq!(py.interpreter, "/usr/bin/python3.11");
+    assert_eq!(py.paths, [PathBuf::from("/etc/hosts")]);
+    assert_eq!(
+        spec.languages[&Language::Nodejs].interpreter,
+        "/usr/bin/node"
+    );
+    assert_eq!(
+        py.seccomp.allow,
+        [SyscallRef::Number(7), SyscallRef::Number(8)]
+    );
+    let bad = |k: &str| (k == "ALLOWED_SYSCALLS").then(|| "1,read".to_string());
+    let opts = DifyImport {
+        strict: false,
+        env: &bad,
+    };
+    let e = ImageSpec::from_dify_config_with(&path, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ALLOWED_SYSCALLS") && e.contains("`read`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn dify_unknown_keys_are_errors_when_strict() {
     let e = dify_err("app:\n  port: 8194\nmax_worker: 4\n");
     assert!(
         e.contains("config.yaml:3:1: max_worker: unknown key `max_worker`"),

@@ -60,6 +60,9 @@ struct BuildArgs {
     /// Use an existing dify-sandbox config.yaml as the spec instead.
     #[arg(long, conflicts_with = "spec")]
     dify_config: Option<PathBuf>,
+    /// With --dify-config: a key dify-sandbox does not know is an error, not a warning.
+    #[arg(long, requires = "dify_config")]
+    strict: bool,
     /// Output directory.
     #[arg(long, default_value = "out")]
     out: PathBuf,
@@ -181,6 +184,7 @@ fn cmd_build(args: BuildArgs) -> Result<()> {
     let BuildArgs {
         spec,
         dify_config,
+        strict,
         out,
         force,
         allow_missing,
@@ -189,7 +193,9 @@ fn cmd_build(args: BuildArgs) -> Result<()> {
     } = args;
     let spec = match dify_config {
         Some(cfg) => {
-            let (spec, warnings) = ImageSpec::from_dify_config(&cfg)?;
+            let env = |name: &str| std::env::var(name).ok();
+            let opts = prebake::spec::DifyImport { strict, env: &env };
+            let (spec, warnings) = ImageSpec::from_dify_config_with(&cfg, &opts)?;
             for w in warnings {
                 eprintln!("warning: {w}");
             }

@@ -2,8 +2,12 @@
 //!
 //! Only the build-time keys shape the image (`python_path`, `python_lib_path`, `nodejs_path`,
 //! `allowed_syscalls`); the run-time keys are accepted and left to `runtime serve`, which reads
-//! the same file. Keys dify-sandbox does not know are errors: dify-sandbox itself ignores them
-//! silently, which is how typos go unnoticed.
+//! the same file. A key dify-sandbox does not know is a warning naming file:line (an error with
+//! `--strict`): dify-sandbox itself ignores it silently, which is how typos go unnoticed, but a
+//! newer dify-sandbox may add keys, and its shipped file must build unchanged.
+//!
+//! As in dify-sandbox, `PYTHON_PATH`, `PYTHON_LIB_PATH` (comma-separated), `NODEJS_PATH` and
+//! `ALLOWED_SYSCALLS` (comma-separated numbers) in the environment win over the file.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -31,6 +35,8 @@ const TOP_KEYS: &[&str] = &[
     "enable_preload",
     "allowed_syscalls",
     "proxy",
+    // Shipped in conf/config.yaml since 2025 (main branch); a run-time concern.
+    "log_path",
 ];
 const APP_KEYS: &[&str] = &["port", "debug", "key"];
 const PROXY_KEYS: &[&str] = &["socks5", "http", "https"];
@@ -38,7 +44,28 @@ const PROXY_KEYS: &[&str] = &["socks5", "http", "https"];
 /// The image name of an imported config (it has no name of its own).
 pub const DIFY_IMAGE_NAME: &str = "dify-sandbox";
 
-pub(crate) fn parse(text: &str, origin: &Path) -> Result<(ImageSpec, Vec<String>), SpecError> {
+/// How a dify-sandbox config is imported.
+pub struct DifyImport<'a> {
+    /// Unknown keys are errors instead of warnings.
+    pub strict: bool,
+    /// The environment (dify-sandbox's overrides); `std::env::var` in the CLI.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Default for DifyImport<'_> {
+    fn default() -> Self {
+        DifyImport {
+            strict: false,
+            env: &|_| None,
+        }
+    }
+}
+
+pub(crate) fn parse(
+    text: &str,
+    origin: &Path,
+    opts: &DifyImport,
+) -> Result<(ImageSpec, Vec<String>), SpecError> {
     let doc = Doc { text, origin };
     let root_value = doc.parse()?;
     let root = KeyPath::root();
@@ -55,7 +82,12 @@ pub(crate) fn parse(text: &str, origin: &Path) -> Result<(ImageSpec, Vec<String>
     let mut node: Option<LanguageSpec> = None;
     let mut syscalls: Vec<SyscallRef> = Vec::new();
 
-    for (key, v) in doc.mapping(&root_value, &root, TOP_KEYS)? {
+    let top = if opts.strict {
+        doc.mapping(&root_value, &root, TOP_KEYS)?
+    } else {
+        doc.mapping_lenient(&root_value, &root, TOP_KEYS, &mut warnings)?
+    };
+    for (key, v) in top {
         let p = root.key(&key);
         match key.as_str() {
             // A key with no value (null) falls through to the defaults below.
@@ -63,15 +95,7 @@ pub(crate) fn parse(text: &str, origin: &Path) -> Result<(ImageSpec, Vec<String>
                 python.interpreter = parse_interpreter(&doc, v, &p)?;
             }
             "nodejs_path" if !v.is_null() => {
-                node = Some(LanguageSpec {
-                    interpreter: parse_interpreter(&doc, v, &p)?,
-                    packages: Vec::new(),
-                    paths: Vec::new(),
-                    exclude: Vec::new(),
-                    default_excludes: true,
-                    precompile: false,
-                    seccomp: SeccompSpec::default(),
-                });
+                node = Some(node_language(parse_interpreter(&doc, v, &p)?));
             }
             "python_lib_path" => {
                 for (i, item) in doc.list(v, &p)?.iter().enumerate() {
@@ -116,17 +140,21 @@ pub(crate) fn parse(text: &str, origin: &Path) -> Result<(ImageSpec, Vec<String>
                     }
                 }
             }
-            "app" => {
-                doc.mapping(v, &p, APP_KEYS)?;
-            }
-            "proxy" => {
-                doc.mapping(v, &p, PROXY_KEYS)?;
+            "app" | "proxy" => {
+                let allowed = if key == "app" { APP_KEYS } else { PROXY_KEYS };
+                if opts.strict {
+                    doc.mapping(v, &p, allowed)?;
+                } else {
+                    doc.mapping_lenient(v, &p, allowed, &mut warnings)?;
+                }
             }
             // Run-time settings (and a null python_path/nodejs_path): `runtime serve` reads
             // them from the same file.
             _ => {}
         }
     }
+
+    apply_env_overrides(opts.env, &mut python, &mut node, &mut syscalls)?;
 
     let mut languages = BTreeMap::new();
     languages.insert(Language::Python3, python);
@@ -144,4 +172,75 @@ pub(crate) fn parse(text: &str, origin: &Path) -> Result<(ImageSpec, Vec<String>
     };
     spec.add_allowed_syscalls(&syscalls);
     Ok((spec, warnings))
+}
+
+/// dify-sandbox's environment overrides of the build-time keys, applied over the file.
+fn apply_env_overrides(
+    env: &dyn Fn(&str) -> Option<String>,
+    python: &mut LanguageSpec,
+    node: &mut Option<LanguageSpec>,
+    syscalls: &mut Vec<SyscallRef>,
+) -> Result<(), SpecError> {
+    let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let env_error = |name: &str, message: String| SpecError::Invalid {
+        path: std::path::PathBuf::from(format!("${name}")),
+        line: 1,
+        column: 1,
+        key: name.to_string(),
+        message,
+    };
+    if let Some(v) = set("PYTHON_PATH") {
+        python.interpreter = v.trim().to_string();
+    }
+    if let Some(v) = set("NODEJS_PATH") {
+        let interpreter = v.trim().to_string();
+        match node {
+            Some(n) => n.interpreter = interpreter,
+            None => *node = Some(node_language(interpreter)),
+        }
+    }
+    if let Some(v) = set("PYTHON_LIB_PATH") {
+        python.paths.clear();
+        for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let path = std::path::PathBuf::from(item);
+            if !path.is_absolute() {
+                return Err(env_error(
+                    "PYTHON_LIB_PATH",
+                    format!("`{item}` must be absolute"),
+                ));
+            }
+            if std::fs::symlink_metadata(&path).is_ok() {
+                python.paths.push(path);
+            }
+        }
+    }
+    if let Some(v) = set("ALLOWED_SYSCALLS") {
+        syscalls.clear();
+        for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let n: u32 = item.parse().map_err(|_| {
+                env_error(
+                    "ALLOWED_SYSCALLS",
+                    format!("`{item}` is not a syscall number (dify-sandbox takes numbers only)"),
+                )
+            })?;
+            let r = SyscallRef::Number(n);
+            if !syscalls.contains(&r) {
+                syscalls.push(r);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The nodejs language of an imported config: the interpreter alone, as dify-sandbox has it.
+fn node_language(interpreter: String) -> LanguageSpec {
+    LanguageSpec {
+        interpreter,
+        packages: Vec::new(),
+        paths: Vec::new(),
+        exclude: Vec::new(),
+        default_excludes: true,
+        precompile: false,
+        seccomp: SeccompSpec::default(),
+    }
 }

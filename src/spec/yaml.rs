@@ -156,6 +156,28 @@ impl<'a> Doc<'a> {
         path: &KeyPath,
         allowed: &[&str],
     ) -> Result<Vec<(String, &'v Value)>, SpecError> {
+        self.mapping_with(v, path, allowed, None)
+    }
+
+    /// [`Doc::mapping`] for files written for another program (dify-sandbox's config.yaml):
+    /// an unknown key becomes a warning naming file:line and is skipped, instead of an error.
+    pub(crate) fn mapping_lenient<'v>(
+        &self,
+        v: &'v Value,
+        path: &KeyPath,
+        allowed: &[&str],
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<(String, &'v Value)>, SpecError> {
+        self.mapping_with(v, path, allowed, Some(warnings))
+    }
+
+    fn mapping_with<'v>(
+        &self,
+        v: &'v Value,
+        path: &KeyPath,
+        allowed: &[&str],
+        mut unknown_as_warning: Option<&mut Vec<String>>,
+    ) -> Result<Vec<(String, &'v Value)>, SpecError> {
         let map = match v {
             Value::Null => return Ok(Vec::new()),
             Value::Mapping(m) => m,
@@ -194,14 +216,18 @@ impl<'a> Doc<'a> {
                     Some(s) => format!(" (did you mean `{s}`?)"),
                     None => String::new(),
                 };
-                return Err(self.invalid(
-                    &path.key(&key),
-                    At::Key,
-                    format!(
-                        "unknown key `{key}`{hint}; valid keys here: {}",
-                        allowed.join(", ")
-                    ),
-                ));
+                let message = format!(
+                    "unknown key `{key}`{hint}; valid keys here: {}",
+                    allowed.join(", ")
+                );
+                if let Some(warnings) = unknown_as_warning.as_deref_mut() {
+                    warnings.push(self.warning(
+                        &path.key(&key),
+                        &format!("{message}; ignored (--strict makes this an error)"),
+                    ));
+                    continue;
+                }
+                return Err(self.invalid(&path.key(&key), At::Key, message));
             }
             out.push((key, val));
         }

@@ -1,0 +1,115 @@
+//! dify-sandbox's shipped `conf/config.yaml` files (tests/fixtures/dify-sandbox/, keys and
+//! values as shipped) build with `prebake build --dify-config` and serve with `runtime serve
+//! --config` unchanged, with dify-sandbox's environment overrides (`PYTHON_PATH` names this
+//! machine's interpreter, `API_KEY` the secret), and Dify's Python runner works against them
+//! with `enable_network: true` as Dify sends it, without any `enable_network` setting of ours.
+
+mod common;
+mod runtime_common;
+
+use serde_json::{json, Value};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PYTHON: &str = "/usr/bin/python3.11";
+
+#[test]
+fn shipped_configs_build_and_serve_unchanged() {
+    if !common::require_root("shipped_configs_build_and_serve_unchanged")
+        || !common::skip_unless(
+            std::path::Path::new(PYTHON).exists(),
+            "shipped_configs_build_and_serve_unchanged",
+            PYTHON,
+        )
+    {
+        return;
+    }
+    for version in ["main", "0.2.10"] {
+        let config = common::repo_root()
+            .join("tests/fixtures/dify-sandbox")
+            .join(version)
+            .join("conf/config.yaml");
+        let work = tempfile::tempdir().unwrap();
+        let out = work.path().join("out");
+        let o = Command::new(common::bin("prebake"))
+            .args(["build", "--no-image", "--dify-config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(&out)
+            .env("PYTHON_PATH", PYTHON)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{version}: build failed:\n{stderr}");
+        assert!(!stderr.contains("unknown key"), "{version}:\n{stderr}");
+
+        let port = runtime_common::free_port();
+        let log = work.path().join("server.log");
+        let mut child = Command::new(common::bin("runtime"))
+            .arg("serve")
+            .arg("--bundle")
+            .arg(out.join("bundle"))
+            .arg("--root")
+            .arg(work.path().join("root"))
+            .arg("--config")
+            .arg(&config)
+            .env("API_KEY", "a-secret-key")
+            .env("SANDBOX_PORT", port.to_string())
+            .env_remove("ENABLE_NETWORK")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let agent = runtime_common::agent();
+        let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+        let start = Instant::now();
+        while agent
+            .get(url("/health"))
+            .call()
+            .map_or(true, |r| r.status() != 200)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{version}: never healthy:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Dify's Python runner, as its client wraps it, with the flag it always sends.
+        let inputs =
+            runtime_common::b64::encode(br#"{"name": "d\u00e9j\u00e0", "n": [1, {"k": 2}]}"#);
+        let code = format!(
+            "def main(name: str, n: list) -> dict:\n    return {{'greeting': 'hi ' + name, 'n': n}}\n\
+             import json\nfrom base64 import b64decode\n\
+             inputs_obj = json.loads(b64decode('{inputs}').decode('utf-8'))\n\
+             output_obj = main(**inputs_obj)\n\
+             output_json = json.dumps(output_obj, indent=4)\n\
+             result = f'''<<RESULT>>{{output_json}}<<RESULT>>'''\nprint(result)\n"
+        );
+        let mut r = agent
+            .post(url("/v1/sandbox/run"))
+            .header("X-Api-Key", "a-secret-key")
+            .send_json(
+                json!({"language": "python3", "code": code, "preload": "", "enable_network": true}),
+            )
+            .unwrap();
+        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        assert_eq!(v["code"], 0, "{version}: {v}");
+        assert_eq!(v["data"]["error"], "", "{version}: {v}");
+        let stdout = v["data"]["stdout"].as_str().unwrap();
+        let result: Value = serde_json::from_str(
+            stdout
+                .split("<<RESULT>>")
+                .nth(1)
+                .unwrap_or_else(|| panic!("{version}: {v}")),
+        )
+        .unwrap();
+        assert_eq!(result, json!({"greeting": "hi déjà", "n": [1, {"k": 2}]}));
+        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+        // The build-time key is named once, as a warning that says where it belongs.
+        assert!(log_text.contains("python_path"), "{version}: {log_text}");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let _ = child.wait();
+    }
+}
