@@ -183,8 +183,9 @@ fn real_main(cli: Cli) -> Result<i32> {
             let mut limits = Limits::default();
             if let Some(m) = memory_mb {
                 // For the language this run uses, whatever its default.
-                limits.memory_bytes = m << 20;
-                limits.memory_by_language.insert(language.clone(), m << 20);
+                let bytes = m.checked_mul(1 << 20).context("--memory-mb is too large")?;
+                limits.memory_bytes = bytes;
+                limits.memory_by_language.insert(language.clone(), bytes);
             }
             let (sandbox, _) = open_sandbox(&common, &caps, !no_namespaces, limits)?;
             let code = match &file {
@@ -198,6 +199,9 @@ fn real_main(cli: Cli) -> Result<i32> {
                     s
                 }
             };
+            if network {
+                prebake::runtime::server::sync_resolver_files(sandbox.rootfs());
+            }
             let out = sandbox.run(&RunRequest {
                 language,
                 code,

@@ -6,6 +6,7 @@ pub mod child;
 pub mod cleanup;
 pub mod config;
 pub mod locate;
+pub mod netfiles;
 pub mod probe;
 pub mod sandbox;
 pub mod server;

@@ -237,7 +237,13 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
         timeout: Duration::from_secs(st.config.worker_timeout),
         network_env: st.config.network_env(),
     };
-    let result = tokio::task::spawn_blocking(move || sandbox.run(&run_req)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        if run_req.network {
+            sync_resolver_files(sandbox.rootfs());
+        }
+        sandbox.run(&run_req)
+    })
+    .await;
     match result {
         Ok(Ok(out)) => run_response(&out),
         Ok(Err(e)) => internal(&e),
@@ -248,6 +254,15 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
             Value::Null,
             "error",
         ),
+    }
+}
+
+/// Give a run with network the container's current `/etc/resolv.conf` and `/etc/hosts`
+/// ([`super::netfiles`]). A failure is logged and the run goes on: it keeps the files of the
+/// previous sync, or the build-time stubs.
+pub fn sync_resolver_files(rootfs: &std::path::Path) {
+    if let Err(e) = super::netfiles::sync(std::path::Path::new("/etc"), rootfs) {
+        tracing::warn!(error = %e, rootfs = %rootfs.display(), "cannot copy /etc/resolv.conf and /etc/hosts into the rootfs; name resolution may fail in runs with network");
     }
 }
 

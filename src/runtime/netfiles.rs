@@ -1,0 +1,178 @@
+//! The container's resolver files for runs with network.
+//!
+//! The rootfs carries stub `/etc/resolv.conf` and `/etc/hosts` written at build time; the real
+//! ones belong to the container and are only known at run time (Kubernetes and Docker write
+//! them at pod start and may rewrite them later). Before each run with network, the runtime
+//! copies the container's current two files over the stubs, and nothing else of the host's
+//! `/etc`. The rootfs is read-only to every run (a read-only bind in namespace mode, root-owned
+//! in chroot-only mode), so the files are read-only to scripts too; the same copy serves both
+//! isolation modes.
+//!
+//! The rootfs's `etc` directory is opened without following symlinks and the files are replaced
+//! by an atomic rename anchored at that directory, so a tree whose `etc` or `resolv.conf` is a
+//! symlink can never make the runtime write outside the rootfs.
+
+use std::ffi::{CStr, CString};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The files a resolver reads, copied from the container into the rootfs.
+pub const RESOLVER_FILES: [&str; 2] = ["resolv.conf", "hosts"];
+
+/// Copy `host_etc`'s resolver files (normally `/etc`) into `rootfs/etc` where their content
+/// differs. A file the container lacks leaves the build-time stub in place.
+pub fn sync(host_etc: &Path, rootfs: &Path) -> std::io::Result<()> {
+    let etc = open_dir_nofollow(&rootfs.join("etc"))?;
+    for name in RESOLVER_FILES {
+        let Ok(want) = std::fs::read(host_etc.join(name)) else {
+            continue;
+        };
+        let cname = CString::new(name).expect("static name without NUL");
+        if read_at(&etc, &cname).is_some_and(|have| have == want) {
+            continue;
+        }
+        replace_at(&etc, &cname, &want)?;
+    }
+    Ok(())
+}
+
+fn open_dir_nofollow(path: &Path) -> std::io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid NUL-terminated path; the returned fd is owned below.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The content of a regular file `name` in `dir`, never through a symlink.
+fn read_at(dir: &OwnedFd, name: &CStr) -> Option<Vec<u8>> {
+    // SAFETY: dir is open, name is NUL-terminated.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut &file, &mut buf).ok()?;
+    Some(buf)
+}
+
+/// Write `content` to a new file beside `name` and rename it over `name`: a concurrent run
+/// sees the old file or the new one, never half of one.
+fn replace_at(dir: &OwnedFd, name: &CStr, content: &[u8]) -> std::io::Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let tmp = CString::new(format!(
+        ".{}.prebake-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+    .expect("no NUL in the temp name");
+    // SAFETY: dir is open, tmp is NUL-terminated; O_EXCL|O_NOFOLLOW never opens what exists.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            tmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let written = file.write_all(content).and_then(|()| {
+        nix::sys::stat::fchmod(&file, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .map_err(std::io::Error::from)
+    });
+    drop(file);
+    // SAFETY: both names are NUL-terminated and relative to the same open directory.
+    let renamed = written.and_then(|()| {
+        let rc = unsafe {
+            libc::renameat(
+                dir.as_raw_fd(),
+                tmp.as_ptr(),
+                dir.as_raw_fd(),
+                name.as_ptr(),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    });
+    if renamed.is_err() {
+        // SAFETY: as above; a failed cleanup leaves a hidden temp file, nothing worse.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
+    }
+    renamed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_changes_only_and_refuses_a_symlinked_etc() {
+        let host = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        std::fs::write(root.path().join("etc/resolv.conf"), "# stub\n").unwrap();
+        std::fs::write(host.path().join("resolv.conf"), "nameserver 127.0.0.53\n").unwrap();
+        sync(host.path(), root.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("etc/resolv.conf")).unwrap(),
+            "nameserver 127.0.0.53\n"
+        );
+        // No hosts on the "host": nothing written for it.
+        assert!(!root.path().join("etc/hosts").exists());
+        // The container rewrites its file: the next sync follows.
+        std::fs::write(host.path().join("resolv.conf"), "nameserver 10.96.0.10\n").unwrap();
+        sync(host.path(), root.path()).unwrap();
+        assert!(std::fs::read_to_string(root.path().join("etc/resolv.conf"))
+            .unwrap()
+            .contains("10.96.0.10"));
+        // A planted symlink at resolv.conf is replaced, never written through.
+        let victim = host.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::fs::remove_file(root.path().join("etc/resolv.conf")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.path().join("etc/resolv.conf")).unwrap();
+        sync(host.path(), root.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert!(
+            !std::fs::symlink_metadata(root.path().join("etc/resolv.conf"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        // An `etc` that is a symlink is refused.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::remove_dir_all(root.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(other.path(), root.path().join("etc")).unwrap();
+        assert!(sync(host.path(), root.path()).is_err());
+        assert!(!other.path().join("resolv.conf").exists());
+    }
+}

@@ -1,0 +1,199 @@
+//! Name resolution in runs with network (issue 9): a run sees the container's own
+//! `/etc/resolv.conf` and `/etc/hosts` as they are at run time, in both isolation modes, and a
+//! run without network still resolves and reaches nothing.
+//!
+//! The "container" is a private mount namespace in which the test binds its own resolver files
+//! over `/etc/resolv.conf` and `/etc/hosts` before `runtime serve` starts: the resolver file
+//! points at a DNS server the test runs on 127.0.0.77, and the hosts file names a test host.
+
+mod common;
+mod node_common;
+mod runtime_common;
+
+use runtime_common::{Fixture, Server};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+
+/// The DNS server's address is fixed: one world at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const DNS_IP: &str = "127.0.0.77";
+const WEB_IP: &str = "127.0.0.78";
+const DNS_NAME: &str = "svc.prebake.test";
+const HOSTS_NAME: &str = "hosts-only.prebake.test";
+
+/// A DNS server and an HTTP server on loopback addresses, and the resolver files that name them.
+struct World {
+    _serial: MutexGuard<'static, ()>,
+    dns: Child,
+    port: u16,
+    files: tempfile::TempDir,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.dns.kill();
+        let _ = self.dns.wait();
+    }
+}
+
+fn world() -> World {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let script = common::repo_root().join("tests/scripts/dns_server.py");
+    let mut dns = Command::new(runtime_common::PYTHON)
+        .arg(script)
+        .args([DNS_IP, DNS_NAME, WEB_IP])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the DNS server");
+    let mut line = String::new();
+    BufReader::new(dns.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "DNS server did not start");
+
+    let web = TcpListener::bind((WEB_IP, 0)).unwrap();
+    let port = web.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in web.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let body = "hello from the test host";
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(
+        files.path().join("resolv.conf"),
+        format!("nameserver {DNS_IP}\noptions timeout:2 attempts:1\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        files.path().join("hosts"),
+        format!("127.0.0.1 localhost\n{WEB_IP} {HOSTS_NAME}\n"),
+    )
+    .unwrap();
+    World {
+        _serial: serial,
+        dns,
+        port,
+        files,
+    }
+}
+
+/// `runtime serve` in a mount namespace whose /etc/resolv.conf and /etc/hosts are the world's.
+fn serve_in(world: &World, fixture: Fixture, namespaces: bool) -> Server {
+    let hosts = world.files.path().join("hosts");
+    let resolv = world.files.path().join("resolv.conf");
+    let s = Server::spawn_wrapped(
+        fixture,
+        &format!("namespaces: {namespaces}\n"),
+        &[],
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /etc/hosts && mount --bind \"$2\" /etc/resolv.conf && shift 2 && exec \"$@\"",
+            "sh",
+            hosts.to_str().unwrap(),
+            resolv.to_str().unwrap(),
+        ],
+    );
+    s.wait_healthy();
+    s
+}
+
+fn out(d: &Value) -> &str {
+    d["stdout"].as_str().unwrap_or_default()
+}
+
+#[test]
+fn python_resolves_by_name_with_network_only() {
+    if !common::require_root("python_resolves_by_name_with_network_only")
+        || !common::require_tool("python_resolves_by_name_with_network_only", "unshare")
+    {
+        return;
+    }
+    let w = world();
+    let port = w.port;
+    for ns in [true, false] {
+        let s = serve_in(&w, runtime_common::python_fixture(), ns);
+        // The server reads the same config defaults Dify relies on: network is on.
+        let code = format!(
+            "import socket, urllib.request\n\
+             print(socket.getaddrinfo('{DNS_NAME}', {port}, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])\n\
+             print(socket.gethostbyname('{HOSTS_NAME}'))\n\
+             print(urllib.request.urlopen('http://{DNS_NAME}:{port}/', timeout=5).read().decode())\n\
+             print(urllib.request.urlopen('http://{HOSTS_NAME}:{port}/', timeout=5).read().decode())\n\
+             print(open('/etc/resolv.conf').read().split()[1])\n\
+             import os\n\
+             print(os.path.exists('/etc/debian_version'))\n\
+             try:\n    open('/etc/hosts', 'a')\nexcept OSError as e:\n    print('hosts not writable')\n"
+        );
+        let d = s.run_lang("python3", &code, true);
+        assert_eq!(
+            out(&d),
+            format!(
+                "{WEB_IP}\n{WEB_IP}\nhello from the test host\nhello from the test host\n{DNS_IP}\nFalse\nhosts not writable\n"
+            ),
+            "namespaces={ns}: {d}\n{}",
+            s.log()
+        );
+        assert_eq!(d["error"], "", "namespaces={ns}: {d}");
+
+        // Without network, neither the name nor the address is reachable.
+        let code = format!(
+            "import socket\n\
+             try:\n    socket.getaddrinfo('{DNS_NAME}', 80)\n    print('resolved')\nexcept OSError as e:\n    print('no dns')\n\
+             try:\n    socket.create_connection(('{WEB_IP}', {port}), timeout=2)\n    print('connected')\nexcept OSError as e:\n    print('no connect')\n"
+        );
+        let d = s.run_lang("python3", &code, false);
+        assert_eq!(out(&d), "no dns\nno connect\n", "namespaces={ns}: {d}");
+        assert_eq!(s.stop().code(), Some(0));
+    }
+}
+
+#[test]
+fn node_resolves_by_name_with_network() {
+    if !common::require_root("node_resolves_by_name_with_network")
+        || !common::require_tool("node_resolves_by_name_with_network", "unshare")
+        || !common::require_tool("node_resolves_by_name_with_network", "node")
+    {
+        return;
+    }
+    let w = world();
+    let port = w.port;
+    for ns in [true, false] {
+        let s = serve_in(&w, node_common::fixture(), ns);
+        let code = format!(
+            "const dns = require('dns');\n\
+             dns.lookup('{DNS_NAME}', {{family: 4}}, async (err, addr) => {{\n\
+               console.log(err ? 'lookup ' + err.code : addr);\n\
+               const hosts = await dns.promises.lookup('{HOSTS_NAME}', {{family: 4}});\n\
+               console.log(hosts.address);\n\
+               const r = await fetch('http://{DNS_NAME}:{port}/');\n\
+               console.log(await r.text());\n\
+             }});\n"
+        );
+        let d = s.run_lang("nodejs", &code, true);
+        assert_eq!(
+            out(&d),
+            format!("{WEB_IP}\n{WEB_IP}\nhello from the test host\n"),
+            "namespaces={ns}: {d}\n{}",
+            s.log()
+        );
+        assert_eq!(s.stop().code(), Some(0));
+    }
+}
