@@ -460,14 +460,19 @@ fn plan_python(
 
     add_spec_paths(plan, "python3", &spec.paths, &skip)?;
 
+    // Every distribution the rootfs ends up holding, selected or brought in by a spec path
+    // (GET /v1/sandbox/dependencies lists them all).
+    let in_rootfs = python::dists_in_plan(plan)?;
     let mut distributions: Vec<Distribution> = dists
         .iter()
+        .chain(&in_rootfs)
         .map(|d| Distribution {
             name: d.name.clone(),
             version: d.version.clone(),
         })
         .collect();
     distributions.sort();
+    distributions.dedup();
     let env = sandbox_env();
     Ok(LanguagePlan {
         info: LanguageInfo {

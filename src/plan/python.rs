@@ -246,6 +246,34 @@ pub fn installed_dists(site_packages: &[PathBuf]) -> Result<BTreeMap<String, Dis
     Ok(out)
 }
 
+/// Every distribution whose `*.dist-info/METADATA` sits in a `site-packages` or
+/// `dist-packages` directory of the plan, however it got there (a selected package, or a spec
+/// path such as dify's `python_lib_path` naming a whole site-packages).
+pub fn dists_in_plan(plan: &super::Plan) -> Result<Vec<Dist>, PythonError> {
+    let mut out = Vec::new();
+    for (root_path, entry) in &plan.entries {
+        let Some(dist_info) = root_path.strip_suffix("/METADATA") else {
+            continue;
+        };
+        let in_site_packages = Path::new(dist_info)
+            .parent()
+            .and_then(Path::file_name)
+            .is_some_and(|n| n == "site-packages" || n == "dist-packages");
+        if !dist_info.ends_with(".dist-info") || !in_site_packages {
+            continue;
+        }
+        if let super::EntryKind::File {
+            source: super::Source::Host(host),
+        } = &entry.kind
+        {
+            if let Some(dir) = host.parent() {
+                out.push(read_metadata(dir)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn read_metadata(dist_info: &Path) -> Result<Dist, PythonError> {
     let path = dist_info.join("METADATA");
     let text = std::fs::read_to_string(&path).map_err(|source| PythonError::Io {
