@@ -29,14 +29,25 @@ fn shipped_configs_build_and_serve_unchanged() {
             .join("tests/fixtures/dify-sandbox")
             .join(version)
             .join("conf/config.yaml");
-        let work = tempfile::tempdir().unwrap();
+        // Outside /tmp, which the sandbox masks with its own.
+        let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let out = work.path().join("out");
+        // A python_lib_path entry that is a whole site-packages: its distributions are listed.
+        let site = work.path().join("lib/site-packages");
+        let dist_info = site.join("prebake_fake_dist-1.2.3.dist-info");
+        std::fs::create_dir_all(&dist_info).unwrap();
+        std::fs::write(
+            dist_info.join("METADATA"),
+            "Metadata-Version: 2.1\nName: prebake-fake-dist\nVersion: 1.2.3\n\nbody\n",
+        )
+        .unwrap();
         let o = Command::new(common::bin("prebake"))
             .args(["build", "--no-image", "--dify-config"])
             .arg(&config)
             .arg("--out")
             .arg(&out)
             .env("PYTHON_PATH", PYTHON)
+            .env("PYTHON_LIB_PATH", &site)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
@@ -106,6 +117,19 @@ fn shipped_configs_build_and_serve_unchanged() {
         )
         .unwrap();
         assert_eq!(result, json!({"greeting": "hi déjà", "n": [1, {"k": 2}]}));
+        let mut r = agent
+            .get(url("/v1/sandbox/dependencies?language=python3"))
+            .header("X-Api-Key", "a-secret-key")
+            .call()
+            .unwrap();
+        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        assert!(
+            v["data"]["dependencies"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"name": "prebake-fake-dist", "version": "1.2.3"})),
+            "{version}: {v}"
+        );
         let log_text = std::fs::read_to_string(&log).unwrap_or_default();
         // The build-time key is named once, as a warning that says where it belongs.
         assert!(log_text.contains("python_path"), "{version}: {log_text}");
