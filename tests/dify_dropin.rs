@@ -137,3 +137,29 @@ fn shipped_configs_build_and_serve_unchanged() {
         let _ = child.wait();
     }
 }
+
+#[test]
+fn serve_help_lists_every_setting() {
+    let o = Command::new(common::bin("runtime"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    // Every environment variable `runtime serve` reads (src/runtime/config.rs).
+    let config_src =
+        std::fs::read_to_string(common::repo_root().join("src/runtime/config.rs")).unwrap();
+    let mut checked = 0;
+    for line in config_src.lines().filter(|l| l.contains("src.")) {
+        let names: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
+        for name in names {
+            assert!(
+                help.contains(name),
+                "`runtime serve --help` lacks {name}:\n{help}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} names found in config.rs");
+    assert!(help.contains("true, as dify-sandbox ships it"), "{help}");
+}

@@ -75,6 +75,7 @@ enum Cmd {
         file: Option<PathBuf>,
     },
     /// Serve dify-sandbox's HTTP API.
+    #[command(after_help = SERVE_HELP)]
     Serve {
         #[command(flatten)]
         common: Common,
@@ -83,6 +84,30 @@ enum Cmd {
         config: Option<PathBuf>,
     },
 }
+
+/// The settings `runtime serve` reads, for `--help`: config key, environment variable (which
+/// wins over the file), default. docs/api.md has the long form.
+const SERVE_HELP: &str = "\
+Settings (config file key / environment variable, which wins / default):
+  app.key                  API_KEY                   required: the X-Api-Key value
+  app.port                 SANDBOX_PORT              8194
+  app.debug                DEBUG                     false
+  max_workers              MAX_WORKERS               4 scripts at once
+  max_requests             MAX_REQUESTS              50 running + waiting, then 503
+  worker_timeout           WORKER_TIMEOUT            5 seconds per script
+  enable_network           ENABLE_NETWORK            true, as dify-sandbox ships it
+  enable_preload           ENABLE_PRELOAD            false
+  proxy.http               HTTP_PROXY                \"\" (handed to runs with network)
+  proxy.https              HTTPS_PROXY               \"\" (handed to runs with network)
+  proxy.socks5             SOCKS5_PROXY              \"\" (handed to runs with network)
+  limits.memory_mb         SANDBOX_MEMORY_MB         1024 (address space per script)
+  limits.nodejs_memory_mb  SANDBOX_NODEJS_MEMORY_MB  2048
+  limits.output_bytes      SANDBOX_OUTPUT_BYTES      67108864 per stream
+  limits.processes         SANDBOX_MAX_PROCESSES     64
+  limits.tmp_mb            SANDBOX_TMP_MB            64
+  namespaces               SANDBOX_NAMESPACES        true (where the platform allows them)
+Build-time keys (python_path, python_lib_path, nodejs_path, allowed_syscalls, ...) are accepted
+and ignored with a warning: they belong to `prebake build --dify-config`.";
 
 fn init_logs(level: &str) {
     let filter = level;
