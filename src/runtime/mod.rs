@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod cleanup;
+pub mod cleanup;
 pub mod config;
 pub mod locate;
 pub mod netfiles;

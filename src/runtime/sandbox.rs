@@ -93,7 +93,7 @@ impl Default for Limits {
         Limits {
             memory_bytes: 1024 << 20,
             memory_by_language: BTreeMap::from([("nodejs".to_owned(), NODEJS_MEMORY_BYTES)]),
-            output_bytes: 64 << 20,
+            output_bytes: 4 << 20,
             processes: 64,
             tmp_bytes: 64 << 20,
             open_files: 256,
@@ -620,7 +620,16 @@ impl Sandbox {
 
         // Did the exec happen? EOF on the report pipe means yes.
         let mut rep = [0u8; 8];
-        let n = read_full(rep_r.as_raw_fd(), &mut rep);
+        // Bounded by the run's deadline: a child stuck before exec (it is a copy of a
+        // multi-threaded process) must not hold this worker and its uid forever.
+        let Some(n) = read_full(rep_r.as_raw_fd(), &mut rep, start + req.timeout) else {
+            child.kill();
+            child.reap();
+            return Err(SandboxError::Os {
+                what: "finish the sandbox setup before the deadline",
+                source: std::io::ErrorKind::TimedOut.into(),
+            });
+        };
         if n == 8 {
             let step = u32::from_le_bytes(rep[..4].try_into().expect("4 bytes"));
             let errno = i32::from_le_bytes(rep[4..].try_into().expect("4 bytes"));
@@ -835,9 +844,27 @@ impl Child {
     }
 }
 
-fn read_full(fd: RawFd, buf: &mut [u8]) -> usize {
+/// Read until `buf` is full or EOF; None when `deadline` passes first.
+fn read_full(fd: RawFd, buf: &mut [u8], deadline: Instant) -> Option<usize> {
     let mut off = 0;
     while off < buf.len() {
+        let wait_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .min(i32::MAX as u128) as i32;
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one live pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+        if rc < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        if rc == 0 {
+            return None;
+        }
         // SAFETY: reading into a live buffer.
         let n = unsafe { libc::read(fd, buf[off..].as_mut_ptr().cast(), buf.len() - off) };
         if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
@@ -848,7 +875,7 @@ fn read_full(fd: RawFd, buf: &mut [u8]) -> usize {
         }
         off += n as usize;
     }
-    off
+    Some(off)
 }
 
 struct Supervised {
