@@ -4,7 +4,6 @@
 
 pub mod child;
 pub mod cleanup;
-pub mod cleanup;
 pub mod config;
 pub mod locate;
 pub mod netfiles;

@@ -93,7 +93,7 @@ impl Default for Limits {
         Limits {
             memory_bytes: 1024 << 20,
             memory_by_language: BTreeMap::from([("nodejs".to_owned(), NODEJS_MEMORY_BYTES)]),
-            output_bytes: 4 << 20,
+            output_bytes: 64 << 20,
             processes: 64,
             tmp_bytes: 64 << 20,
             open_files: 256,
