@@ -5,7 +5,7 @@
 
 use crate::bundle::{self, BundleManifest, Distribution, LanguageInfo, SeccompFiles};
 use crate::plan::pyc::PycCache;
-use crate::plan::{self, extras, ldso, python, Entry, EntryKind, Plan, PlanError, Source};
+use crate::plan::{self, extras, ldso, python, requirements, Entry, EntryKind, Plan, PlanError, Source};
 use crate::spec::{ImageSpec, Language, LanguageSpec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,6 +71,8 @@ pub enum BuildError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Python(#[from] python::PythonError),
+    #[error(transparent)]
+    Requirements(#[from] requirements::RequirementsError),
     #[error(transparent)]
     Ldso(#[from] ldso::ResolveError),
     #[error("{count} shared librar{ies} could not be found (pass --allow-missing or set allow_missing: true to build anyway):\n{list}",
@@ -407,7 +409,25 @@ fn plan_python(
     spec: &LanguageSpec,
     warnings: &mut Vec<String>,
 ) -> Result<LanguagePlan, BuildError> {
-    let install = python::discover(&spec.interpreter)?;
+    let mut install = python::discover(&spec.interpreter)?;
+    let mut packages = spec.packages.clone();
+    if let Some(file) = &spec.requirements {
+        // Install the pinned file for this interpreter, then build from that venv as if the
+        // spec had named it, with every pinned package selected.
+        let reqs = requirements::parse(file)?;
+        let cache = PycCache::default_dir().ok_or_else(|| {
+            BuildError::Requirements(requirements::RequirementsError::Cache {
+                path: file.clone(),
+                source: std::io::Error::other(
+                    "no cache directory: set PREBAKE_CACHE_DIR (or HOME) to a directory outside /tmp",
+                ),
+            })
+        })?;
+        let python =
+            requirements::ensure_venv(&install.real_executable, &install.version, file, &cache)?;
+        install = python::discover(&python.to_string_lossy())?;
+        packages.extend(reqs.into_iter().map(|r| r.name));
+    }
     let mut globs = Vec::new();
     if spec.default_excludes {
         globs.extend(python::default_excludes(&install));
@@ -438,7 +458,7 @@ fn plan_python(
     }
 
     let installed = python::installed_dists(&install.site_packages)?;
-    let dists = python::select_dists(&installed, &spec.packages, &install.site_packages)?;
+    let dists = python::select_dists(&installed, &packages, &install.site_packages)?;
     for d in &dists {
         let why = format!("package {} {}", d.name, d.version);
         for f in python::record_files(d)? {

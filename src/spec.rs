@@ -62,6 +62,9 @@ pub struct LanguageSpec {
     /// Python distributions selected by name from the interpreter's site-packages, with their
     /// installed requirements.
     pub packages: Vec<String>,
+    /// A pinned requirements file (versions and `--hash`es), resolved against the spec's
+    /// directory: the build installs it into a cache venv and takes every package in it.
+    pub requirements: Option<PathBuf>,
     /// Extra paths, with dify-sandbox's `python_lib_path` meaning: directories recursively,
     /// single files, symlinks kept as symlinks, kept at the same absolute path.
     pub paths: Vec<PathBuf>,

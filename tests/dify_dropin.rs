@@ -163,3 +163,163 @@ fn serve_help_lists_every_setting() {
     assert!(checked >= 30, "only {checked} names found in config.rs");
     assert!(help.contains("true, as dify-sandbox ships it"), "{help}");
 }
+
+/// `runtime serve` over `bundle` with a root in `work` and `env`; waits until healthy.
+/// Returns the child and its port.
+fn serve(
+    work: &std::path::Path,
+    bundle: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, u16) {
+    let port = runtime_common::free_port();
+    let log = work.join("server.log");
+    let mut cmd = Command::new(common::bin("runtime"));
+    cmd.arg("serve")
+        .arg("--bundle")
+        .arg(bundle)
+        .arg("--root")
+        .arg(work.join("root"))
+        .env_remove("ENABLE_NETWORK")
+        .env("SANDBOX_PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let agent = runtime_common::agent();
+    let start = Instant::now();
+    while agent
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .call()
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "never healthy:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, port)
+}
+
+/// POST /v1/sandbox/run as Dify's client does; returns `data`.
+fn dify_run(port: u16, key: &str, language: &str, code: &str) -> Value {
+    let mut r = runtime_common::agent()
+        .post(format!("http://127.0.0.1:{port}/v1/sandbox/run"))
+        .header("X-Api-Key", key)
+        .send_json(
+            json!({"language": language, "code": code, "preload": "", "enable_network": true}),
+        )
+        .unwrap();
+    let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["code"], 0, "{v}");
+    assert_eq!(v["data"]["error"], "", "{v}");
+    v["data"].clone()
+}
+
+/// The text between Dify's `<<RESULT>>` markers.
+fn result_of(data: &Value) -> String {
+    let stdout = data["stdout"].as_str().unwrap();
+    stdout
+        .split("<<RESULT>>")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no result in {data}"))
+        .to_string()
+}
+
+#[test]
+fn default_image_runs_difys_three_runners() {
+    if !common::require_root("default_image_runs_difys_three_runners")
+        || !common::require_tool("default_image_runs_difys_three_runners", "node")
+    {
+        return;
+    }
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = work.path().join("out");
+    // `prebake build` with no spec, as the README's first command.
+    let o = Command::new(common::bin("prebake"))
+        .args(["build", "--no-image", "--out"])
+        .arg(&out)
+        .current_dir(common::repo_root())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "default build failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let key = "a-secret-key";
+    let (mut child, port) = serve(work.path(), &out.join("bundle"), &[("API_KEY", key)]);
+    let inputs =
+        r#"{"name": "Zo\u00eb \u2603", "items": [{"k": "a", "v": 1}, {"k": "b", "v": 2}]}"#;
+    let b64 = runtime_common::b64::encode(inputs.as_bytes());
+
+    // python3: Dify's runner around a main(**inputs).
+    let py = format!(
+        r#"def main(name: str, items: list) -> dict:
+    return {{'hello': name, 'total': sum(i['v'] for i in items)}}
+import json
+from base64 import b64decode
+inputs_obj = json.loads(b64decode('{b64}').decode('utf-8'))
+output_obj = main(**inputs_obj)
+output_json = json.dumps(output_obj, indent=4)
+result = f'''<<RESULT>>{{output_json}}<<RESULT>>'''
+print(result)
+"#
+    );
+    let r: Value = serde_json::from_str(&result_of(&dify_run(port, key, "python3", &py))).unwrap();
+    assert_eq!(r, json!({"hello": "Zoë ☃", "total": 3}));
+
+    // javascript: Dify's runner around main(inputs).
+    let js = format!(
+        r#"function main({{name, items}}) {{
+  return {{hello: name, keys: items.map(i => i.k)}};
+}}
+var inputs_obj = JSON.parse(Buffer.from('{b64}', 'base64').toString('utf-8'))
+var output_obj = main(inputs_obj)
+var output_json = JSON.stringify(output_obj)
+var result = `<<RESULT>>${{output_json}}<<RESULT>>`
+console.log(result)
+"#
+    );
+    let r: Value = serde_json::from_str(&result_of(&dify_run(port, key, "nodejs", &js))).unwrap();
+    assert_eq!(r, json!({"hello": "Zoë ☃", "keys": ["a", "b"]}));
+
+    // jinja2: Dify's template transformer runs as python3 code that imports jinja2.
+    let template = runtime_common::b64::encode(
+        b"Hi {{ name | upper }}!{% for i in items %} {{ loop.index }}:{{ i.k }}={{ i.v * 10 }}{% endfor %}",
+    );
+    let j2 = format!(
+        r#"def main(**inputs):
+    import jinja2
+    from base64 import b64decode
+    template = jinja2.Template(b64decode('{template}').decode('utf-8'))
+    return template.render(**inputs)
+import json
+from base64 import b64decode
+inputs_obj = json.loads(b64decode('{b64}').decode('utf-8'))
+output = main(**inputs_obj)
+result = f'''<<RESULT>>{{output}}<<RESULT>>'''
+print(result)
+"#
+    );
+    assert_eq!(
+        result_of(&dify_run(port, key, "python3", &j2)),
+        "Hi ZOË ☃! 1:a=10 2:b=20"
+    );
+
+    // What Dify's nodes import is there.
+    let d = dify_run(
+        port,
+        key,
+        "python3",
+        "import jinja2, requests, httpx, socks, socksio\nprint('ok')\n",
+    );
+    assert_eq!(d["stdout"], "ok\n");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}

@@ -18,7 +18,7 @@ struct Cli {
     command: Command,
 }
 
-const DEFAULT_SPEC: &str = "images/python3.yaml";
+const DEFAULT_SPEC: &str = "images/dify.yaml";
 
 #[derive(Subcommand)]
 enum Command {
@@ -55,7 +55,7 @@ enum LayerCompression {
 
 #[derive(clap::Args)]
 struct BuildArgs {
-    /// Image spec (YAML). Default: images/python3.yaml.
+    /// Image spec (YAML). Default: images/dify.yaml (python3 with jinja2, requests, httpx; nodejs).
     spec: Option<PathBuf>,
     /// Use an existing dify-sandbox config.yaml as the spec instead.
     #[arg(long, conflicts_with = "spec")]
@@ -107,7 +107,7 @@ struct ImageArgs {
 enum SeccompCommand {
     /// Print the effective policy of a spec as a table.
     Show {
-        /// Image spec (YAML). Default: images/python3.yaml.
+        /// Image spec (YAML). Default: images/dify.yaml (python3 with jinja2, requests, httpx; nodejs).
         spec: Option<PathBuf>,
         /// Only this language.
         #[arg(long)]

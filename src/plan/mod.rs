@@ -7,6 +7,7 @@ pub mod extras;
 pub mod ldso;
 pub mod pyc;
 pub mod python;
+pub mod requirements;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -73,6 +73,7 @@ pub(crate) fn parse(
     let mut python = LanguageSpec {
         interpreter: "python3".to_string(),
         packages: Vec::new(),
+        requirements: None,
         paths: Vec::new(),
         exclude: Vec::new(),
         default_excludes: true,
@@ -237,6 +238,7 @@ fn node_language(interpreter: String) -> LanguageSpec {
     LanguageSpec {
         interpreter,
         packages: Vec::new(),
+        requirements: None,
         paths: Vec::new(),
         exclude: Vec::new(),
         default_excludes: true,

@@ -23,6 +23,7 @@ const LANGUAGES: &[&str] = &["python3", "nodejs"];
 const PYTHON_KEYS: &[&str] = &[
     "interpreter",
     "packages",
+    "requirements",
     "paths",
     "exclude",
     "default_excludes",
@@ -30,7 +31,7 @@ const PYTHON_KEYS: &[&str] = &[
     "seccomp",
 ];
 /// Keys that only mean something for Python; nodejs gets a message that says so.
-const PYTHON_ONLY: &[&str] = &["packages", "precompile"];
+const PYTHON_ONLY: &[&str] = &["packages", "requirements", "precompile"];
 const NODE_KEYS: &[&str] = &[
     "interpreter",
     "paths",
@@ -228,6 +229,7 @@ fn parse_language(
     let mut spec = LanguageSpec {
         interpreter: String::new(),
         packages: Vec::new(),
+        requirements: None,
         paths: Vec::new(),
         exclude: Vec::new(),
         default_excludes: true,
@@ -240,6 +242,25 @@ fn parse_language(
         match key.as_str() {
             "interpreter" => interpreter = Some(parse_interpreter(doc, kv, &kp)?),
             "packages" => spec.packages = parse_packages(doc, kv, &kp)?,
+            "requirements" => {
+                let file = doc.string(kv, &kp)?;
+                if file.trim().is_empty() {
+                    return Err(doc.invalid(&kp, At::Value, "empty path; remove the key"));
+                }
+                let base = doc.origin.parent().unwrap_or(Path::new("."));
+                let path = base.join(file.trim());
+                if !path.is_file() {
+                    return Err(doc.invalid(
+                        &kp,
+                        At::Value,
+                        format!(
+                            "{} is not a file (a relative path is taken from the spec's directory)",
+                            path.display()
+                        ),
+                    ));
+                }
+                spec.requirements = Some(path);
+            }
             "paths" => spec.paths = parse_paths(doc, kv, &kp)?,
             "exclude" => spec.exclude = parse_globs(doc, kv, &kp)?,
             "default_excludes" => spec.default_excludes = doc.boolean(kv, &kp, true)?,

@@ -1,0 +1,292 @@
+//! Packages from a pinned requirements file: the spec's `requirements:`.
+//!
+//! A fresh CI machine has no venv to take packages from, so the build installs them itself:
+//! with the target interpreter's own pip, `--require-hashes` and binary wheels only, into a venv
+//! keyed by the file's content and the interpreter, under the prebake cache (never under /tmp,
+//! which the sandbox masks). The same file gives the same venv, hence the same rootfs bytes; a
+//! finished venv is marked complete, so an interrupted install is redone, never used.
+//! pip honours `PIP_INDEX_URL` and `PIP_FIND_LINKS` from the environment (offline mirrors), and
+//! `PIP_MIRROR_URL` (dify-sandbox's name) becomes `--index-url`.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One pinned requirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    /// As written, without extras ("httpx").
+    pub name: String,
+    pub version: String,
+    /// 1-based line of the requirement in the file.
+    pub line: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequirementsError {
+    #[error("{path}: cannot read the requirements file")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: no requirements in the file")]
+    Empty { path: PathBuf },
+    #[error("{what} failed for {path}:\n{output}\n{hint}")]
+    Install {
+        path: PathBuf,
+        what: &'static str,
+        output: String,
+        hint: &'static str,
+    },
+    #[error("{path}: cannot prepare the package cache")]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Parse and check `path`: every requirement pinned with `==` and carrying a `--hash`.
+pub fn parse(path: &Path) -> Result<Vec<Requirement>, RequirementsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RequirementsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let invalid = |line: usize, message: String| RequirementsError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let mut out = Vec::new();
+    let mut logical = String::new();
+    let mut start = 0;
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, raw) in lines.iter().enumerate() {
+        if logical.is_empty() {
+            start = i + 1;
+        }
+        let content = raw.split_once(" #").map_or(*raw, |(c, _)| c);
+        let content = if content.trim_start().starts_with('#') {
+            ""
+        } else {
+            content
+        };
+        if let Some(cont) = content.trim_end().strip_suffix('\\') {
+            logical.push_str(cont);
+            logical.push(' ');
+            if i + 1 < lines.len() {
+                continue;
+            }
+        } else {
+            logical.push_str(content);
+        }
+        let entry = std::mem::take(&mut logical);
+        let mut tokens = entry.split_whitespace();
+        let Some(first) = tokens.next() else { continue };
+        if first.starts_with('-') {
+            // Index options pass through to pip; anything that names other inputs cannot be
+            // pinned by this file.
+            if ["-e", "--editable", "-r", "--requirement", "-c", "--constraint"]
+                .iter()
+                .any(|o| first == *o || first.starts_with(&format!("{o}=")))
+            {
+                return Err(invalid(
+                    start,
+                    format!("`{first}` is not supported: list every package pinned with == and --hash in this file"),
+                ));
+            }
+            continue;
+        }
+        let Some((spec, version)) = first.split_once("==") else {
+            return Err(invalid(
+                start,
+                format!("`{first}` is not pinned: write it as name==version with --hash=sha256:... (pip-compile --generate-hashes writes such files)"),
+            ));
+        };
+        let name = spec.split('[').next().unwrap_or(spec).trim();
+        if name.is_empty() || version.is_empty() || version.contains(['*', ',', ';']) {
+            return Err(invalid(
+                start,
+                format!("`{first}` is not pinned to one exact version"),
+            ));
+        }
+        let rest: Vec<&str> = tokens.collect();
+        if !rest.iter().any(|t| t.starts_with("--hash")) {
+            return Err(invalid(
+                start,
+                format!("`{first}` has no --hash=sha256:...: every requirement needs the hash of its wheel"),
+            ));
+        }
+        out.push(Requirement {
+            name: name.to_string(),
+            version: version.to_string(),
+            line: start,
+        });
+    }
+    if out.is_empty() {
+        return Err(RequirementsError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
+/// The venv holding `path`'s requirements for `interpreter` (a real executable, whose
+/// `version` is part of the key), installed on first use under `cache_root/venvs/`. Returns
+/// the venv's `bin/python`.
+pub fn ensure_venv(
+    interpreter: &Path,
+    version: &str,
+    path: &Path,
+    cache_root: &Path,
+) -> Result<PathBuf, RequirementsError> {
+    let text = std::fs::read(path).map_err(|source| RequirementsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mirror = std::env::var("PIP_MIRROR_URL").ok().filter(|s| !s.is_empty());
+    let mut h = Sha256::new();
+    for part in [
+        interpreter.as_os_str().as_encoded_bytes(),
+        version.as_bytes(),
+        mirror.as_deref().unwrap_or("").as_bytes(),
+        &text,
+    ] {
+        h.update(part);
+        h.update([0]);
+    }
+    let key = &hex::encode(h.finalize())[..32];
+    let venvs = cache_root.join("venvs");
+    let dir = venvs.join(key);
+    let python = dir.join("bin/python");
+    let complete = dir.join(".prebake-complete");
+    if complete.exists() {
+        return Ok(python);
+    }
+    let cache_err = |source| RequirementsError::Cache {
+        path: dir.clone(),
+        source,
+    };
+    if dir.exists() {
+        // An install that did not finish: start over.
+        std::fs::remove_dir_all(&dir).map_err(cache_err)?;
+    }
+    std::fs::create_dir_all(&venvs).map_err(cache_err)?;
+
+    run(
+        Command::new(interpreter).arg("-m").arg("venv").arg(&dir),
+        path,
+        "creating the venv",
+        "the interpreter needs its venv and ensurepip modules (Debian: apt-get install python3-venv)",
+    )?;
+    let mut pip = Command::new(&python);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--require-hashes",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--no-compile",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--retries",
+        "1",
+        "--timeout",
+        "20",
+    ]);
+    if let Some(m) = &mirror {
+        pip.arg("--index-url").arg(m);
+    }
+    pip.arg("-r").arg(path).env("PYTHONDONTWRITEBYTECODE", "1");
+    let installed = run(
+        &mut pip,
+        path,
+        "pip install",
+        "check the pins and hashes, that each package has a wheel for this interpreter, and that the index is reachable (PIP_INDEX_URL, PIP_MIRROR_URL or PIP_FIND_LINKS for an offline mirror)",
+    );
+    if let Err(e) = installed {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
+    std::fs::write(&complete, b"").map_err(cache_err)?;
+    Ok(python)
+}
+
+fn run(
+    cmd: &mut Command,
+    path: &Path,
+    what: &'static str,
+    hint: &'static str,
+) -> Result<(), RequirementsError> {
+    let fail = |output: String| RequirementsError::Install {
+        path: path.to_path_buf(),
+        what,
+        output,
+        hint,
+    };
+    let o = cmd.output().map_err(|e| fail(e.to_string()))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        let mut text = String::from_utf8_lossy(&o.stderr).into_owned();
+        text.push_str(&String::from_utf8_lossy(&o.stdout));
+        Err(fail(text.trim().to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Vec<Requirement>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("requirements.txt");
+        std::fs::write(&p, text).unwrap();
+        parse(&p).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn pinned_and_hashed_lines_parse() {
+        let r = parse_text(
+            "# comment\n--index-url https://mirror.example/simple\nhttpx[socks]==0.27.2 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n\nidna==3.10 --hash=sha256:cc  # trailing\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            [
+                Requirement {
+                    name: "httpx".into(),
+                    version: "0.27.2".into(),
+                    line: 3
+                },
+                Requirement {
+                    name: "idna".into(),
+                    version: "3.10".into(),
+                    line: 7
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn unpinned_unhashed_and_indirect_lines_are_errors_naming_the_line() {
+        let e = parse_text("idna==3.10 --hash=sha256:cc\nrequests>=2\n").unwrap_err();
+        assert!(e.contains("requirements.txt:2: `requests>=2` is not pinned"), "{e}");
+        let e = parse_text("requests\n").unwrap_err();
+        assert!(e.contains(":1: `requests` is not pinned"), "{e}");
+        let e = parse_text("a==1 --hash=sha256:x\nb==2\n").unwrap_err();
+        assert!(e.contains(":2: `b==2` has no --hash"), "{e}");
+        let e = parse_text("-r other.txt\n").unwrap_err();
+        assert!(e.contains(":1: `-r` is not supported"), "{e}");
+        let e = parse_text("# nothing\n").unwrap_err();
+        assert!(e.contains("no requirements"), "{e}");
+    }
+}
