@@ -458,6 +458,39 @@ mod tests {
     }
 
     #[test]
+    fn never_crosses_a_mount() {
+        let t = tempfile::tempdir().unwrap();
+        let top = t.path().join("run");
+        let m = top.join("a/m");
+        std::fs::create_dir_all(&m).unwrap();
+        let mc = CString::new(m.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mounting a tmpfs on our own temp directory.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                mc.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            eprintln!("SKIP never_crosses_a_mount: cannot mount a tmpfs (not root?)");
+            return;
+        }
+        std::fs::create_dir_all(m.join("inside/deeper")).unwrap();
+        std::fs::write(m.join("inside/keep"), "x").unwrap();
+        let r = remove_tree(&top);
+        let kept = m.join("inside/keep").exists();
+        // SAFETY: unmounting what we mounted.
+        unsafe { libc::umount2(mc.as_ptr(), libc::MNT_DETACH) };
+        assert!(r.is_err());
+        assert!(kept);
+        remove_tree(&top).unwrap();
+        assert!(!top.exists());
+    }
+
+    #[test]
     fn budget_and_set_aside() {
         let t = tempfile::tempdir().unwrap();
         let top = t.path().join("run-1");
