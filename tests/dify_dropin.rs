@@ -323,3 +323,67 @@ print(result)
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
 }
+
+/// A spec naming `requirements` (written beside it) fails to build with a message containing
+/// every one of `expect`, and leaves no output.
+fn requirements_build_fails(requirements: &str, env: &[(&str, &str)], expect: &[&str]) {
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::write(work.path().join("reqs.txt"), requirements).unwrap();
+    std::fs::write(
+        work.path().join("spec.yaml"),
+        "languages:\n  python3:\n    interpreter: python3\n    requirements: reqs.txt\n",
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let mut cmd = Command::new(common::bin("prebake"));
+    cmd.arg("build")
+        .arg(work.path().join("spec.yaml"))
+        .args(["--no-image", "--out"])
+        .arg(&out)
+        // A cache of its own: the failed venv must not linger in the shared one either.
+        .env("PREBAKE_CACHE_DIR", work.path().join("cache"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "built anyway:\n{stderr}");
+    for e in expect {
+        assert!(stderr.contains(e), "`{e}` missing from:\n{stderr}");
+    }
+    assert!(!out.exists(), "a failed build left {}", out.display());
+    let venvs = work.path().join("cache/venvs");
+    let left: Vec<_> = std::fs::read_dir(&venvs)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "half-installed venvs left: {left:?}");
+}
+
+#[test]
+fn bad_requirements_fail_the_build_clearly() {
+    // Checked before anything is installed.
+    requirements_build_fails(
+        "idna==3.10 --hash=sha256:00\nrequests>=2\n",
+        &[],
+        &["reqs.txt:2:", "`requests>=2` is not pinned"],
+    );
+    // A hash that is not the wheel's.
+    let bad_hash = "idna==3.10 --hash=sha256:0000000000000000000000000000000000000000000000000000000000000000\n";
+    requirements_build_fails(bad_hash, &[], &["reqs.txt", "pip install failed", "HASH"]);
+    // An index that cannot be reached (offline).
+    requirements_build_fails(
+        bad_hash,
+        &[("PIP_INDEX_URL", "http://127.0.0.1:9/simple")],
+        &["reqs.txt", "pip install failed", "Connection refused"],
+    );
+    // No wheel for this interpreter (PyYAML 5.1 predates CPython 3.11's wheels).
+    requirements_build_fails(
+        "PyYAML==5.1 --hash=sha256:0000000000000000000000000000000000000000000000000000000000000000\n",
+        &[],
+        &[
+            "reqs.txt",
+            "pip install failed",
+            "Could not find a version that satisfies the requirement PyYAML==5.1",
+        ],
+    );
+}
