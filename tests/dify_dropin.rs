@@ -387,3 +387,53 @@ fn bad_requirements_fail_the_build_clearly() {
         ],
     );
 }
+
+/// The Containerfile's helpers under Debian's Python 3.11.2 (its tarfile has no `filter=`):
+/// PIP_PACKAGES become the spec's packages, and the image unpacks into its two layers.
+#[test]
+fn containerfile_helpers_work_with_debian_python() {
+    if !common::skip_unless(
+        std::path::Path::new(PYTHON).exists(),
+        "containerfile_helpers_work_with_debian_python",
+        PYTHON,
+    ) {
+        return;
+    }
+    let root = common::repo_root();
+    let o = Command::new(PYTHON)
+        .arg(root.join("Containerfile.d/select_packages.py"))
+        .arg(root.join("images/python3.yaml"))
+        .arg("/opt/venv/bin/python")
+        .arg("numpy jinja2[i18n]>=3 requests==2.32.3")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let spec_text = String::from_utf8(o.stdout).unwrap();
+    let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::write(work.path().join("spec.yaml"), &spec_text).unwrap();
+    let spec = prebake::spec::ImageSpec::load(&work.path().join("spec.yaml")).unwrap();
+    let py = &spec.languages[&prebake::spec::Language::Python3];
+    assert_eq!(py.interpreter, "/opt/venv/bin/python");
+    assert_eq!(py.packages, ["numpy", "jinja2", "requests"]);
+
+    let out = work.path().join("out");
+    let o = Command::new(common::bin("prebake"))
+        .arg("build")
+        .arg(root.join("images/python3.yaml"))
+        .args(["--layer-compression", "gzip", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let layers = work.path().join("layers");
+    let o = Command::new(PYTHON)
+        .arg(root.join("Containerfile.d/unpack_layers.py"))
+        .arg(out.join("image"))
+        .arg(&layers)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(layers.join("0/usr/local/bin/runtime").is_file());
+    assert!(layers.join("1/opt/prebake/bundle/bundle.json").is_file());
+    assert!(!layers.join("2").exists());
+}
