@@ -59,6 +59,8 @@ pub struct BuildReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error("{path}: --force replaces only a previous prebake output (bundle/bundle.json or image/oci-layout), and this directory is not one; choose another --out or empty it yourself")]
+    NotPreviousOutput { path: PathBuf },
     #[error("{path}: output directory exists and is not empty; pass --force to replace it or choose another --out")]
     OutExists { path: PathBuf },
     #[error("{path}: {source}")]
@@ -343,8 +345,19 @@ fn check_masked_paths(
 fn check_out_dir(out: &Path, force: bool) -> Result<(), BuildError> {
     match std::fs::read_dir(out) {
         Ok(mut it) => {
-            if it.next().is_some() && !force {
+            if it.next().is_none() {
+                return Ok(());
+            }
+            if !force {
                 return Err(BuildError::OutExists {
+                    path: out.to_path_buf(),
+                });
+            }
+            // --force replaces a previous build, never a directory that happens to be named.
+            let previous = out.join("bundle").join(crate::bundle::MANIFEST_FILE).is_file()
+                || out.join("image/oci-layout").is_file();
+            if !previous {
+                return Err(BuildError::NotPreviousOutput {
                     path: out.to_path_buf(),
                 });
             }

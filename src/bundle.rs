@@ -89,6 +89,8 @@ pub struct SeccompFiles {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
+    #[error("{path} does not exist: no bundle there. Pass --bundle DIR, the bundle/ directory of a `prebake build` output (in the image it is /opt/prebake/bundle)")]
+    Missing { path: std::path::PathBuf },
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -112,9 +114,15 @@ impl BundleManifest {
     /// Read and check `DIR/bundle.json`.
     pub fn load(bundle_dir: &std::path::Path) -> Result<Self, BundleError> {
         let path = bundle_dir.join(MANIFEST_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| BundleError::Io {
-            path: path.clone(),
-            source,
+        let bytes = std::fs::read(&path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                BundleError::Missing { path: path.clone() }
+            } else {
+                BundleError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            }
         })?;
         // Check the version before the full parse so an old runtime says the useful thing.
         #[derive(Deserialize)]

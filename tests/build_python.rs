@@ -438,6 +438,21 @@ fn bad_input_fails_clearly_and_writes_nothing() {
         "mine"
     );
     assert!(!out.join("bundle").exists());
+    // --force replaces a previous prebake output only, never a directory that is something else.
+    let r = prebake(
+        &["build", good.to_str().unwrap(), "--out", o, "--force"],
+        &[],
+    );
+    assert_eq!(r.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        stderr.contains("not a previous") || stderr.contains("is not one"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]

@@ -437,3 +437,21 @@ fn containerfile_helpers_work_with_debian_python() {
     assert!(layers.join("1/opt/prebake/bundle/bundle.json").is_file());
     assert!(!layers.join("2").exists());
 }
+
+#[test]
+fn a_missing_bundle_names_the_flag_and_the_image_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(common::bin("runtime"))
+        .args(["unpack", "--bundle"])
+        .arg(dir.path().join("nowhere"))
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("--bundle") && stderr.contains("/opt/prebake/bundle"),
+        "{stderr}"
+    );
+}

@@ -469,6 +469,11 @@ impl Sandbox {
         self.languages.contains_key(name)
     }
 
+    /// The languages this bundle serves, sorted.
+    pub fn language_names(&self) -> Vec<&str> {
+        self.languages.keys().map(String::as_str).collect()
+    }
+
     pub fn rootfs(&self) -> &Path {
         &self.rootfs
     }

@@ -193,6 +193,12 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
         );
     };
     if !is_known_language(&req.language) || !sandbox.has_language(&req.language) {
+        // The answer stays dify-sandbox's; the operator's log says what would fix it.
+        tracing::warn!(
+            language = %req.language,
+            available = %sandbox.language_names().join(", "),
+            "unsupported language: add it under `languages:` in the image spec (python3, nodejs) and rebuild"
+        );
         return bad_request("unsupported language");
     }
     if req.enable_network && !st.config.enable_network {
