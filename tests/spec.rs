@@ -684,3 +684,22 @@ fn dify_bad_values_are_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn dify_dependencies_file_becomes_the_requirements() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+    std::fs::create_dir_all(dir.path().join("dependencies")).unwrap();
+    let cfg = write(&dir.path().join("conf"), "config.yaml", "max_workers: 2\n");
+    let deps = dir.path().join("dependencies/python-requirements.txt");
+    // As shipped: empty (or comments only), so no packages.
+    std::fs::write(&deps, "# none\n").unwrap();
+    let (spec, _) = ImageSpec::from_dify_config(&cfg).unwrap();
+    assert_eq!(spec.languages[&Language::Python3].requirements, None);
+    std::fs::write(&deps, "idna==3.10 --hash=sha256:00\n").unwrap();
+    let (spec, _) = ImageSpec::from_dify_config(&cfg).unwrap();
+    assert_eq!(
+        spec.languages[&Language::Python3].requirements.as_deref(),
+        Some(deps.as_path())
+    );
+}

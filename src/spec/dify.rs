@@ -156,6 +156,7 @@ pub(crate) fn parse(
     }
 
     apply_env_overrides(opts.env, &mut python, &mut node, &mut syscalls)?;
+    python.requirements = dependencies_file(origin);
 
     let mut languages = BTreeMap::new();
     languages.insert(Language::Python3, python);
@@ -245,4 +246,17 @@ fn node_language(interpreter: String) -> LanguageSpec {
         precompile: false,
         seccomp: SeccompSpec::default(),
     }
+}
+
+/// dify-sandbox's `dependencies/python-requirements.txt`, beside the `conf/` directory that holds
+/// the config, when it lists anything: dify-sandbox pip-installs it at every start; prebake
+/// installs it at build time, pinned and hashed like any spec's `requirements:`.
+fn dependencies_file(config: &Path) -> Option<std::path::PathBuf> {
+    let workdir = config.parent()?.parent()?;
+    let file = workdir.join("dependencies/python-requirements.txt");
+    let text = std::fs::read_to_string(&file).ok()?;
+    text.lines()
+        .map(str::trim)
+        .any(|l| !l.is_empty() && !l.starts_with('#'))
+        .then_some(file)
 }
