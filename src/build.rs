@@ -5,7 +5,9 @@
 
 use crate::bundle::{self, BundleManifest, Distribution, LanguageInfo, SeccompFiles};
 use crate::plan::pyc::PycCache;
-use crate::plan::{self, extras, ldso, python, requirements, Entry, EntryKind, Plan, PlanError, Source};
+use crate::plan::{
+    self, extras, ldso, python, requirements, Entry, EntryKind, Plan, PlanError, Source,
+};
 use crate::spec::{ImageSpec, Language, LanguageSpec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -354,7 +356,10 @@ fn check_out_dir(out: &Path, force: bool) -> Result<(), BuildError> {
                 });
             }
             // --force replaces a previous build, never a directory that happens to be named.
-            let previous = out.join("bundle").join(crate::bundle::MANIFEST_FILE).is_file()
+            let previous = out
+                .join("bundle")
+                .join(crate::bundle::MANIFEST_FILE)
+                .is_file()
                 || out.join("image/oci-layout").is_file();
             if !previous {
                 return Err(BuildError::NotPreviousOutput {

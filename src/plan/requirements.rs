@@ -93,9 +93,16 @@ pub fn parse(path: &Path) -> Result<Vec<Requirement>, RequirementsError> {
         if first.starts_with('-') {
             // Index options pass through to pip; anything that names other inputs cannot be
             // pinned by this file.
-            if ["-e", "--editable", "-r", "--requirement", "-c", "--constraint"]
-                .iter()
-                .any(|o| first == *o || first.starts_with(&format!("{o}=")))
+            if [
+                "-e",
+                "--editable",
+                "-r",
+                "--requirement",
+                "-c",
+                "--constraint",
+            ]
+            .iter()
+            .any(|o| first == *o || first.starts_with(&format!("{o}=")))
             {
                 return Err(invalid(
                     start,
@@ -151,7 +158,9 @@ pub fn ensure_venv(
         path: path.to_path_buf(),
         source,
     })?;
-    let mirror = std::env::var("PIP_MIRROR_URL").ok().filter(|s| !s.is_empty());
+    let mirror = std::env::var("PIP_MIRROR_URL")
+        .ok()
+        .filter(|s| !s.is_empty());
     let mut h = Sha256::new();
     for part in [
         interpreter.as_os_str().as_encoded_bytes(),
@@ -279,7 +288,10 @@ mod tests {
     #[test]
     fn unpinned_unhashed_and_indirect_lines_are_errors_naming_the_line() {
         let e = parse_text("idna==3.10 --hash=sha256:cc\nrequests>=2\n").unwrap_err();
-        assert!(e.contains("requirements.txt:2: `requests>=2` is not pinned"), "{e}");
+        assert!(
+            e.contains("requirements.txt:2: `requests>=2` is not pinned"),
+            "{e}"
+        );
         let e = parse_text("requests\n").unwrap_err();
         assert!(e.contains(":1: `requests` is not pinned"), "{e}");
         let e = parse_text("a==1 --hash=sha256:x\nb==2\n").unwrap_err();
