@@ -54,39 +54,12 @@ fn shipped_configs_build_and_serve_unchanged() {
         assert!(o.status.success(), "{version}: build failed:\n{stderr}");
         assert!(!stderr.contains("unknown key"), "{version}:\n{stderr}");
 
-        let port = runtime_common::free_port();
-        let log = work.path().join("server.log");
-        let mut child = Command::new(common::bin("runtime"))
-            .arg("serve")
-            .arg("--bundle")
-            .arg(out.join("bundle"))
-            .arg("--root")
-            .arg(work.path().join("root"))
-            .arg("--config")
-            .arg(&config)
-            .env("API_KEY", "a-secret-key")
-            .env("SANDBOX_PORT", port.to_string())
-            .env_remove("ENABLE_NETWORK")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let agent = runtime_common::agent();
-        let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
-        let start = Instant::now();
-        while agent
-            .get(url("/health"))
-            .call()
-            .map_or(true, |r| r.status() != 200)
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "{version}: never healthy:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (mut child, port) = serve(
+            work.path(),
+            &out.join("bundle"),
+            &["--config".as_ref(), config.as_os_str()],
+            &[("API_KEY", "a-secret-key")],
+        );
         // Dify's Python runner, as its client wraps it, with the flag it always sends.
         let inputs =
             runtime_common::b64::encode(br#"{"name": "d\u00e9j\u00e0", "n": [1, {"k": 2}]}"#);
@@ -98,25 +71,15 @@ fn shipped_configs_build_and_serve_unchanged() {
              output_json = json.dumps(output_obj, indent=4)\n\
              result = f'''<<RESULT>>{{output_json}}<<RESULT>>'''\nprint(result)\n"
         );
-        let mut r = agent
-            .post(url("/v1/sandbox/run"))
-            .header("X-Api-Key", "a-secret-key")
-            .send_json(
-                json!({"language": "python3", "code": code, "preload": "", "enable_network": true}),
-            )
-            .unwrap();
-        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-        assert_eq!(v["code"], 0, "{version}: {v}");
-        assert_eq!(v["data"]["error"], "", "{version}: {v}");
-        let stdout = v["data"]["stdout"].as_str().unwrap();
-        let result: Value = serde_json::from_str(
-            stdout
-                .split("<<RESULT>>")
-                .nth(1)
-                .unwrap_or_else(|| panic!("{version}: {v}")),
-        )
-        .unwrap();
-        assert_eq!(result, json!({"greeting": "hi déjà", "n": [1, {"k": 2}]}));
+        let data = dify_run(port, "a-secret-key", "python3", &code);
+        let result: Value = serde_json::from_str(&result_of(&data)).unwrap();
+        assert_eq!(
+            result,
+            json!({"greeting": "hi déjà", "n": [1, {"k": 2}]}),
+            "{version}"
+        );
+        let agent = runtime_common::agent();
+        let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
         let mut r = agent
             .get(url("/v1/sandbox/dependencies?language=python3"))
             .header("X-Api-Key", "a-secret-key")
@@ -130,7 +93,7 @@ fn shipped_configs_build_and_serve_unchanged() {
                 .contains(&json!({"name": "prebake-fake-dist", "version": "1.2.3"})),
             "{version}: {v}"
         );
-        let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+        let log_text = std::fs::read_to_string(work.path().join("server.log")).unwrap_or_default();
         // The build-time key is named once, as a warning that says where it belongs.
         assert!(log_text.contains("python_path"), "{version}: {log_text}");
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -164,11 +127,12 @@ fn serve_help_lists_every_setting() {
     assert!(help.contains("true, as dify-sandbox ships it"), "{help}");
 }
 
-/// `runtime serve` over `bundle` with a root in `work` and `env`; waits until healthy.
+/// `runtime serve ARGS` over `bundle` with a root in `work` and `env`; waits until healthy.
 /// Returns the child and its port.
 fn serve(
     work: &std::path::Path,
     bundle: &std::path::Path,
+    args: &[&std::ffi::OsStr],
     env: &[(&str, &str)],
 ) -> (std::process::Child, u16) {
     let port = runtime_common::free_port();
@@ -179,6 +143,7 @@ fn serve(
         .arg(bundle)
         .arg("--root")
         .arg(work.join("root"))
+        .args(args)
         .env_remove("ENABLE_NETWORK")
         .env("SANDBOX_PORT", port.to_string())
         .stdin(Stdio::null())
@@ -252,7 +217,7 @@ fn default_image_runs_difys_three_runners() {
         String::from_utf8_lossy(&o.stderr)
     );
     let key = "a-secret-key";
-    let (mut child, port) = serve(work.path(), &out.join("bundle"), &[("API_KEY", key)]);
+    let (mut child, port) = serve(work.path(), &out.join("bundle"), &[], &[("API_KEY", key)]);
     let inputs =
         r#"{"name": "Zo\u00eb \u2603", "items": [{"k": "a", "v": 1}, {"k": "b", "v": 2}]}"#;
     let b64 = runtime_common::b64::encode(inputs.as_bytes());

@@ -367,7 +367,7 @@ fn fetch_works_only_with_network_on() {
         );
     });
     // The operator disabled network: asking for it is refused before anything runs.
-    both_modes("fetch_network_off", "", |s, ns| {
+    both_modes("fetch_network_off", "enable_network: false\n", |s, ns| {
         let (status, body) = s.post(
             "/v1/sandbox/run",
             &json!({"language": "nodejs", "code": code, "enable_network": true}),

@@ -1,6 +1,7 @@
 //! Name resolution in runs with network (issue 9): a run sees the container's own
 //! `/etc/resolv.conf` and `/etc/hosts` as they are at run time, in both isolation modes, and a
-//! run without network still resolves and reaches nothing.
+//! run without network still resolves and reaches nothing. They run over the default image
+//! (images/dify.yaml), so requests, httpx and Node's fetch are tested as Dify's nodes use them.
 //!
 //! The "container" is a private mount namespace in which the test binds its own resolver files
 //! over `/etc/resolv.conf` and `/etc/hosts` before `runtime serve` starts: the resolver file
@@ -14,8 +15,9 @@ use runtime_common::{Fixture, Server};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// The DNS server's address is fixed: one world at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -115,6 +117,20 @@ fn serve_in(world: &World, fixture: Fixture, namespaces: bool) -> Server {
     s
 }
 
+/// The default image (images/dify.yaml: python3 with requests and httpx, and node), as Dify
+/// uses it.
+fn dify_fixture() -> Fixture {
+    static F: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    runtime_common::fixture("dify-fixture", &F, |work| {
+        node_common::prebake_build(
+            &common::repo_root().join("images/dify.yaml"),
+            &work.join("out"),
+            &[],
+            0o022,
+        )
+    })
+}
+
 fn out(d: &Value) -> &str {
     d["stdout"].as_str().unwrap_or_default()
 }
@@ -123,13 +139,14 @@ fn out(d: &Value) -> &str {
 fn python_resolves_by_name_with_network_only() {
     if !common::require_root("python_resolves_by_name_with_network_only")
         || !common::require_tool("python_resolves_by_name_with_network_only", "unshare")
+        || !common::require_tool("python_resolves_by_name_with_network_only", "node")
     {
         return;
     }
     let w = world();
     let port = w.port;
     for ns in [true, false] {
-        let s = serve_in(&w, runtime_common::python_fixture(), ns);
+        let s = serve_in(&w, dify_fixture(), ns);
         // The server reads the same config defaults Dify relies on: network is on.
         let code = format!(
             "import socket, urllib.request\n\
@@ -137,6 +154,9 @@ fn python_resolves_by_name_with_network_only() {
              print(socket.gethostbyname('{HOSTS_NAME}'))\n\
              print(urllib.request.urlopen('http://{DNS_NAME}:{port}/', timeout=5).read().decode())\n\
              print(urllib.request.urlopen('http://{HOSTS_NAME}:{port}/', timeout=5).read().decode())\n\
+             import requests, httpx\n\
+             print(requests.get('http://{DNS_NAME}:{port}/', timeout=5).text)\n\
+             print(httpx.get('http://{HOSTS_NAME}:{port}/', timeout=5).text)\n\
              print(open('/etc/resolv.conf').read().split()[1])\n\
              import os\n\
              print(os.path.exists('/etc/debian_version'))\n\
@@ -146,7 +166,8 @@ fn python_resolves_by_name_with_network_only() {
         assert_eq!(
             out(&d),
             format!(
-                "{WEB_IP}\n{WEB_IP}\nhello from the test host\nhello from the test host\n{DNS_IP}\nFalse\nhosts not writable\n"
+                "{WEB_IP}\n{WEB_IP}\n{}{DNS_IP}\nFalse\nhosts not writable\n",
+                "hello from the test host\n".repeat(4)
             ),
             "namespaces={ns}: {d}\n{}",
             s.log()
@@ -176,7 +197,7 @@ fn node_resolves_by_name_with_network() {
     let w = world();
     let port = w.port;
     for ns in [true, false] {
-        let s = serve_in(&w, node_common::fixture(), ns);
+        let s = serve_in(&w, dify_fixture(), ns);
         let code = format!(
             "const dns = require('dns');\n\
              dns.lookup('{DNS_NAME}', {{family: 4}}, async (err, addr) => {{\n\

@@ -198,7 +198,10 @@ fn unknown_keys_list_the_valid_ones() {
         "languages:\n  python3:\n    interpreter: python3\n    pakages: [numpy]\n",
         4,
         "languages.python3.pakages",
-        &["did you mean `packages`", "interpreter, packages, paths"],
+        &[
+            "did you mean `packages`",
+            "interpreter, packages, requirements, paths",
+        ],
     );
     expect_invalid(
         "languages:\n  ruby:\n    interpreter: ruby\n",
