@@ -28,14 +28,16 @@ pub struct AppState {
     /// Set once the rootfs is ready and a probe run succeeded; /health says ok from then on.
     pub sandbox: OnceLock<Arc<Sandbox>>,
     pub dependencies: BTreeMap<String, Vec<Distribution>>,
-    workers: Semaphore,
+    /// Owned permits: a run keeps its permit until the sandbox process is done, even when the
+    /// client has gone and axum dropped the handler.
+    workers: Arc<Semaphore>,
     in_flight: AtomicUsize,
 }
 
 impl AppState {
     pub fn new(config: Config, dependencies: BTreeMap<String, Vec<Distribution>>) -> Self {
         AppState {
-            workers: Semaphore::new(config.max_workers),
+            workers: Arc::new(Semaphore::new(config.max_workers)),
             config,
             sandbox: OnceLock::new(),
             dependencies,
@@ -128,11 +130,13 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// Counts a request as in flight (running or queued) for its lifetime.
-struct InFlight<'a>(&'a AtomicUsize);
+/// One request counted against `max_requests`, until dropped. It owns the state so that it can
+/// move into the blocking task and outlive a handler dropped by a disconnecting client.
+struct InFlight(Arc<AppState>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -220,8 +224,8 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
             "too-many",
         );
     }
-    let _counted = InFlight(&st.in_flight);
-    let Ok(_permit) = st.workers.acquire().await else {
+    let counted = InFlight(Arc::clone(&st));
+    let Ok(permit) = Arc::clone(&st.workers).acquire_owned().await else {
         return envelope(
             StatusCode::OK,
             -500,
@@ -243,7 +247,10 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
         timeout: Duration::from_secs(st.config.worker_timeout),
         network_env: st.config.network_env(),
     };
+    // The permit and the count move into the task: if the client disconnects, axum drops this
+    // handler but the run goes on to its deadline, and must keep its worker slot until then.
     let result = tokio::task::spawn_blocking(move || {
+        let _slot = (permit, counted);
         if run_req.network {
             sync_resolver_files(sandbox.rootfs());
         }
