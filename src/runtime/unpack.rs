@@ -233,7 +233,7 @@ fn remove_stale_temps(parent: &Path, prefix: &str) {
     for e in entries.flatten() {
         if e.file_name().as_bytes().starts_with(prefix.as_bytes()) {
             let p = e.path();
-            if let Err(err) = std::fs::remove_dir_all(&p) {
+            if let Err(err) = super::cleanup::remove_tree(&p) {
                 tracing::warn!(path = %p.display(), error = %err, "cannot remove a stale rootfs temp dir");
             }
         }
@@ -303,7 +303,7 @@ fn swap_into_place(
         }
         Err(e) => return Err(swap_err(e)),
     };
-    if let Err(err) = std::fs::remove_dir_all(&old) {
+    if let Err(err) = super::cleanup::remove_tree(&old) {
         // The new tree is in place; a leftover old tree only costs disk and is removed by
         // the next unpack's stale-temp sweep.
         tracing::warn!(path = %old.display(), error = %err, "cannot remove the previous rootfs tree");
