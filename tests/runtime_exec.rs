@@ -52,6 +52,15 @@ fn exec_hello_both_modes() {
         );
         assert!(text(&out.stderr).contains("err\n"), "{mode:?}");
         assert_eq!(out.status.code(), Some(3), "{mode:?}");
+        // The three devices the docs promise, in both modes (chroot-only mode sees the
+        // rootfs's own /dev).
+        let out = exec("import os\nprint(sorted(os.listdir('/dev')))\n", mode);
+        assert_eq!(
+            text(&out.stdout),
+            "['null', 'urandom', 'zero']\n",
+            "{mode:?}: {}",
+            text(&out.stderr)
+        );
     }
 }
 

@@ -64,7 +64,7 @@ pub fn add_etc_stubs(plan: &mut Plan) -> Result<(), PlanError> {
 pub fn add_mount_points(plan: &mut Plan) -> Result<(), PlanError> {
     plan.add_dir("/tmp", 0o1777, "extra: tmp")?;
     plan.add_dir("/dev", 0o755, "extra: tmp")?;
-    for (path, major, minor) in super::SAFE_DEVICES {
+    for (path, major, minor) in super::ROOTFS_DEVICES {
         plan.insert(
             (*path).to_owned(),
             super::Entry {
