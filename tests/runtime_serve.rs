@@ -310,3 +310,28 @@ fn config_rules() {
         .unwrap()
         .contains("\"stdout\":\"1\\n\""));
 }
+
+#[test]
+fn request_body_limit_is_explicit() {
+    if !root("request_body_limit_is_explicit") {
+        return;
+    }
+    let s = Server::start("limits:\n  request_bytes: 1048576\n", &[]);
+    let ag = runtime_common::agent();
+    let post = |key: &str, code: String| {
+        ag.post(&s.url("/v1/sandbox/run"))
+            .header("X-Api-Key", key)
+            .send_json(json!({"language": "python3", "code": code}))
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Under the limit: runs (a large comment, then a print).
+    let under = format!("#{}\nprint(1)\n", "x".repeat(900 << 10));
+    assert_eq!(post(KEY, under), 200);
+    // Over it: 413; a wrong key is refused first, before the body is looked at.
+    let over = format!("#{}\nprint(1)\n", "x".repeat(2 << 20));
+    assert_eq!(post(KEY, over.clone()), 413);
+    assert_eq!(post("wrong", over), 401);
+    assert_eq!(s.stop().code(), Some(0));
+}

@@ -105,6 +105,7 @@ Settings (config file key / environment variable, which wins / default):
   limits.output_bytes      SANDBOX_OUTPUT_BYTES      67108864 per stream
   limits.processes         SANDBOX_MAX_PROCESSES     64
   limits.tmp_mb            SANDBOX_TMP_MB            64
+  limits.request_bytes     SANDBOX_REQUEST_BYTES     16777216 (larger bodies get 413)
   namespaces               SANDBOX_NAMESPACES        true (where the platform allows them)
 Build-time keys (python_path, python_lib_path, nodejs_path, allowed_syscalls, ...) are accepted
 and ignored with a warning: they belong to `prebake build --dify-config`.";

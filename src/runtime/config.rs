@@ -9,6 +9,7 @@
 //! | `limits.output_bytes` | `SANDBOX_OUTPUT_BYTES` | cap per stream; beyond it the run is killed and the truncation reported. dify-sandbox has no cap at all, so the default is far above anything Dify's own result limits accept (strings of 400,000 characters): 64 MiB per stream bounds the server's buffers to 2 × 64 MiB × `max_workers` | 67108864 |
 //! | `limits.processes` | `SANDBOX_MAX_PROCESSES` | processes + threads per script (RLIMIT_NPROC of its own uid) | 64 |
 //! | `limits.tmp_mb` | `SANDBOX_TMP_MB` | size of the private /tmp, and the largest file (RLIMIT_FSIZE) | 64 |
+//! | `limits.request_bytes` | `SANDBOX_REQUEST_BYTES` | largest request body (code plus Dify's base64 inputs); larger ones get HTTP 413 | 16777216 |
 //! | `namespaces` | `SANDBOX_NAMESPACES` | use namespaces where the platform allows them | true |
 //!
 //! `allowed_syscalls` is accepted and ignored with a warning: a stacked seccomp filter can only
@@ -47,6 +48,8 @@ pub struct Config {
     pub proxy_http: String,
     pub proxy_https: String,
     pub limits: Limits,
+    /// Largest request body; axum answers 413 beyond it.
+    pub request_bytes: usize,
     /// Use namespaces when the platform allows them (false mimics Docker's default profile).
     pub namespaces: bool,
     /// Things to warn about once logging is up.
@@ -71,6 +74,7 @@ impl Default for Config {
             proxy_http: String::new(),
             proxy_https: String::new(),
             limits: Limits::default(),
+            request_bytes: 16 << 20,
             namespaces: true,
             warnings: Vec::new(),
         }
@@ -381,6 +385,11 @@ impl Config {
         }
         if let Some(v) = src.u64("limits.tmp_mb", "SANDBOX_TMP_MB")? {
             c.limits.tmp_bytes = mib("limits.tmp_mb", v)?;
+        }
+        if let Some(v) = src.u64("limits.request_bytes", "SANDBOX_REQUEST_BYTES")? {
+            c.request_bytes =
+                usize::try_from(at_most("limits.request_bytes", v, MAX_OUTPUT_BYTES)?)
+                    .unwrap_or(usize::MAX);
         }
         src.bool("namespaces", "SANDBOX_NAMESPACES", &mut c.namespaces)?;
 

@@ -76,6 +76,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/sandbox/dependencies", get(dependencies))
         .route("/v1/sandbox/dependencies/update", post(update))
         .route("/v1/sandbox/dependencies/refresh", get(dependencies))
+        // An explicit body limit (axum's implicit one is 2 MiB): larger bodies get HTTP 413,
+        // after the key check, which runs first as the outer layer.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.request_bytes,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(health))
