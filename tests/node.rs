@@ -64,28 +64,10 @@ fn text<'a>(d: &'a Value, k: &str) -> &'a str {
         .unwrap_or_else(|| panic!("`{k}` is not a string in {d}"))
 }
 
-fn b64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Dify's JavaScript runner (api/core/helper/code_executor/javascript): the user's code
 /// defines `main`, the inputs arrive as base64 JSON, the result is printed between markers.
 fn dify_js(user_code: &str, inputs: &Value) -> String {
-    let inputs = b64(inputs.to_string().as_bytes());
+    let inputs = runtime_common::b64::encode(inputs.to_string().as_bytes());
     format!(
         "// declare main function\n{user_code}\n\n// decode and prepare input object\nvar inputs_obj = JSON.parse(Buffer.from('{inputs}', 'base64').toString('utf-8'))\n\n// execute main function\nvar output_obj = main(inputs_obj)\n\n// convert output to json and print\nvar output_json = JSON.stringify(output_obj)\nvar result = `<<RESULT>>${{output_json}}<<RESULT>>`\nconsole.log(result)\n"
     )

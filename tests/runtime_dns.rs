@@ -131,24 +131,34 @@ fn dify_fixture() -> Fixture {
     })
 }
 
+/// Run `check(server, web_port, namespaces)` in both isolation modes, each over a server in the
+/// test's world; skipped (loudly) without root, `unshare` or `node`.
+fn in_both_modes(test: &str, check: impl Fn(&Server, u16, bool)) {
+    if !common::require_root(test)
+        || !common::require_tool(test, "unshare")
+        || !common::require_tool(test, "node")
+    {
+        return;
+    }
+    let w = world();
+    for ns in [true, false] {
+        let s = serve_in(&w, dify_fixture(), ns);
+        check(&s, w.port, ns);
+        assert_eq!(s.stop().code(), Some(0));
+    }
+}
+
 fn out(d: &Value) -> &str {
     d["stdout"].as_str().unwrap_or_default()
 }
 
 #[test]
 fn python_resolves_by_name_with_network_only() {
-    if !common::require_root("python_resolves_by_name_with_network_only")
-        || !common::require_tool("python_resolves_by_name_with_network_only", "unshare")
-        || !common::require_tool("python_resolves_by_name_with_network_only", "node")
-    {
-        return;
-    }
-    let w = world();
-    let port = w.port;
-    for ns in [true, false] {
-        let s = serve_in(&w, dify_fixture(), ns);
-        // The server reads the same config defaults Dify relies on: network is on.
-        let code = format!(
+    in_both_modes(
+        "python_resolves_by_name_with_network_only",
+        |s, port, ns| {
+            // The server reads the same config defaults Dify relies on: network is on.
+            let code = format!(
             "import socket, urllib.request\n\
              print(socket.getaddrinfo('{DNS_NAME}', {port}, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])\n\
              print(socket.gethostbyname('{HOSTS_NAME}'))\n\
@@ -162,42 +172,33 @@ fn python_resolves_by_name_with_network_only() {
              print(os.path.exists('/etc/debian_version'))\n\
              try:\n    open('/etc/hosts', 'a')\nexcept OSError as e:\n    print('hosts not writable')\n"
         );
-        let d = s.run_lang("python3", &code, true);
-        assert_eq!(
-            out(&d),
-            format!(
-                "{WEB_IP}\n{WEB_IP}\n{}{DNS_IP}\nFalse\nhosts not writable\n",
-                "hello from the test host\n".repeat(4)
-            ),
-            "namespaces={ns}: {d}\n{}",
-            s.log()
-        );
-        assert_eq!(d["error"], "", "namespaces={ns}: {d}");
+            let d = s.run_lang("python3", &code, true);
+            assert_eq!(
+                out(&d),
+                format!(
+                    "{WEB_IP}\n{WEB_IP}\n{}{DNS_IP}\nFalse\nhosts not writable\n",
+                    "hello from the test host\n".repeat(4)
+                ),
+                "namespaces={ns}: {d}\n{}",
+                s.log()
+            );
+            assert_eq!(d["error"], "", "namespaces={ns}: {d}");
 
-        // Without network, neither the name nor the address is reachable.
-        let code = format!(
+            // Without network, neither the name nor the address is reachable.
+            let code = format!(
             "import socket\n\
              try:\n    socket.getaddrinfo('{DNS_NAME}', 80)\n    print('resolved')\nexcept OSError as e:\n    print('no dns')\n\
              try:\n    socket.create_connection(('{WEB_IP}', {port}), timeout=2)\n    print('connected')\nexcept OSError as e:\n    print('no connect')\n"
         );
-        let d = s.run_lang("python3", &code, false);
-        assert_eq!(out(&d), "no dns\nno connect\n", "namespaces={ns}: {d}");
-        assert_eq!(s.stop().code(), Some(0));
-    }
+            let d = s.run_lang("python3", &code, false);
+            assert_eq!(out(&d), "no dns\nno connect\n", "namespaces={ns}: {d}");
+        },
+    );
 }
 
 #[test]
 fn node_resolves_by_name_with_network() {
-    if !common::require_root("node_resolves_by_name_with_network")
-        || !common::require_tool("node_resolves_by_name_with_network", "unshare")
-        || !common::require_tool("node_resolves_by_name_with_network", "node")
-    {
-        return;
-    }
-    let w = world();
-    let port = w.port;
-    for ns in [true, false] {
-        let s = serve_in(&w, dify_fixture(), ns);
+    in_both_modes("node_resolves_by_name_with_network", |s, port, ns| {
         let code = format!(
             "const dns = require('dns');\n\
              dns.lookup('{DNS_NAME}', {{family: 4}}, async (err, addr) => {{\n\
@@ -215,6 +216,5 @@ fn node_resolves_by_name_with_network() {
             "namespaces={ns}: {d}\n{}",
             s.log()
         );
-        assert_eq!(s.stop().code(), Some(0));
-    }
+    });
 }

@@ -226,7 +226,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 }
             };
             if network {
-                prebake::runtime::server::sync_resolver_files(sandbox.rootfs());
+                prebake::runtime::netfiles::sync_from_container(sandbox.rootfs());
             }
             let out = sandbox.run(&RunRequest {
                 language,

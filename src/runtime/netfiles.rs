@@ -38,6 +38,14 @@ pub fn sync(host_etc: &Path, rootfs: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// [`sync`] from the container's `/etc`, before a run with network. A failure is logged and the
+/// run goes on: it keeps the files of the previous sync, or the build-time stubs.
+pub fn sync_from_container(rootfs: &Path) {
+    if let Err(e) = sync(Path::new("/etc"), rootfs) {
+        tracing::warn!(error = %e, rootfs = %rootfs.display(), "cannot copy /etc/resolv.conf and /etc/hosts into the rootfs; name resolution may fail in runs with network");
+    }
+}
+
 fn open_dir_nofollow(path: &Path) -> std::io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;

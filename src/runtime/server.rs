@@ -263,7 +263,7 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     let result = tokio::task::spawn_blocking(move || {
         let _slot = (permit, counted);
         if run_req.network {
-            sync_resolver_files(sandbox.rootfs());
+            super::netfiles::sync_from_container(sandbox.rootfs());
         }
         sandbox.run(&run_req)
     })
@@ -278,15 +278,6 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
             Value::Null,
             "error",
         ),
-    }
-}
-
-/// Give a run with network the container's current `/etc/resolv.conf` and `/etc/hosts`
-/// ([`super::netfiles`]). A failure is logged and the run goes on: it keeps the files of the
-/// previous sync, or the build-time stubs.
-pub fn sync_resolver_files(rootfs: &std::path::Path) {
-    if let Err(e) = super::netfiles::sync(std::path::Path::new("/etc"), rootfs) {
-        tracing::warn!(error = %e, rootfs = %rootfs.display(), "cannot copy /etc/resolv.conf and /etc/hosts into the rootfs; name resolution may fail in runs with network");
     }
 }
 
