@@ -317,3 +317,94 @@ fn deep_directory_nest_is_removed_after_the_run() {
     assert!(left.is_empty(), "{left:?}");
     assert!(canary.path().join("keep").exists());
 }
+
+#[test]
+fn a_signal_to_the_servers_process_group_does_not_reach_runs() {
+    // A ^C in the operator's terminal (or a kill of the server's process group) is the
+    // server's business: it shuts down gracefully and lets runs finish. Runs lead their own
+    // session in every mode; in a pid namespace they used to stay in the server's group and
+    // died of the SIGINT (KeyboardInterrupt). Also: no signal is blocked or ignored in the
+    // run but what Python itself sets (SIGPIPE and SIGXFSZ ignored, its SIGINT handler).
+    if !common::require_root("signal_to_server_group") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for ns in [true, false] {
+        // `setsid` makes the server lead its own group (it execs, keeping the pid).
+        let s = Server::spawn_wrapped(
+            runtime_common::python_fixture(),
+            &format!(
+                "{LIMITS}namespaces: {ns}
+"
+            ),
+            &[],
+            &["setsid"],
+        );
+        s.wait_healthy();
+        let url = s.url("/v1/sandbox/run");
+        let run = std::thread::spawn(move || {
+            let mut r = runtime_common::agent()
+                .post(&url)
+                .header("X-Api-Key", runtime_common::KEY)
+                .send_json(json!({"language": "python3", "code": "import signal, time\ntime.sleep(1)\nprint(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))\nprint([s.name for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT) and signal.getsignal(s) != signal.SIG_DFL])\nprint('finished')"}))
+                .unwrap();
+            let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+            v
+        });
+        std::thread::sleep(Duration::from_millis(400));
+        let pgid = s.child.id() as i32;
+        // SAFETY: signalling the server's own process group (the test is not in it).
+        assert_eq!(unsafe { libc::kill(-pgid, libc::SIGINT) }, 0);
+        let v = run.join().unwrap();
+        assert_eq!(v["data"]["stdout"], "[]\n[]\nfinished\n", "ns={ns}: {v}");
+        assert_eq!(s.stop().code(), Some(0), "ns={ns}");
+        let left = leftover_pool_processes();
+        assert!(left.is_empty(), "ns={ns}: leftover processes {left:?}");
+    }
+}
+
+#[test]
+fn memfd_cannot_hold_memory_beyond_the_limit() {
+    // 40 memfds of 15 MiB (600 MiB; each file stays under RLIMIT_FSIZE) under a 256 MiB limit: memfd pages count against no
+    // rlimit. With a memory cgroup (this machine's tree is writable) the run is killed at
+    // the limit and told so; without one (PREBAKE_CGROUPS=off, as on platforms without a
+    // writable tree) memfd_create is refused.
+    let code = "import os\nfds = []\nfor i in range(40):\n    fd = os.memfd_create('m%d' % i)\n    os.ftruncate(fd, 15 << 20)\n    for off in range(0, 15 << 20, 1 << 20):\n        os.pwrite(fd, b'x' * (1 << 20), off)\n    fds.append(fd)\nprint('held', len(fds) * 15, 'MiB')\n";
+    if !common::require_root("memfd_limit") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for cgroups in ["on", "off"] {
+        for ns in [true, false] {
+            let s = Server::start(
+                &format!("{LIMITS}namespaces: {ns}\n"),
+                &[("PREBAKE_CGROUPS", cgroups)],
+            );
+            let d = s.run_py(code);
+            assert!(
+                !d["stdout"].as_str().unwrap().contains("held"),
+                "{cgroups} ns={ns}: {d}"
+            );
+            if cgroups == "on" {
+                assert!(
+                    err(&d).contains("error: memory limit exceeded (256 MiB per script)\n"),
+                    "{cgroups} ns={ns}: {d}"
+                );
+            } else {
+                assert!(
+                    d["stderr"].as_str().unwrap().contains("PermissionError"),
+                    "{cgroups} ns={ns}: {d}"
+                );
+            }
+            // A healthy run on the same uid afterwards.
+            assert_eq!(
+                s.run_py("print('ok')")["stdout"],
+                "ok\n",
+                "{cgroups} ns={ns}"
+            );
+            assert_eq!(s.stop().code(), Some(0));
+            let left = leftover_pool_processes();
+            assert!(left.is_empty(), "{cgroups} ns={ns}: {left:?}");
+        }
+    }
+}

@@ -11,11 +11,12 @@
 //! a successful `execve` closes that pipe, which is how the parent knows the exec happened.
 //!
 //! # Order of operations (nsjail/bubblewrap order)
-//! namespaces (flags of `clone`) -> descriptors -> new root (read-only bind + pivot_root, private
+//! namespaces (flags of `clone`, all signals blocked) -> descriptors -> own session, every
+//! signal back to its default and unblocked -> new root (read-only bind + pivot_root, private
 //! tmpfs /tmp and a minimal /dev; or plain chroot) -> hostname -> rlimits -> drop groups, gid,
 //! uid -> parent-death signal -> no_new_privs -> seccomp -> execve.
 
-use crate::seccomp::install::Programs;
+use crate::seccomp::install::{Programs, SockFilter};
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int, c_ulong};
 
@@ -47,12 +48,13 @@ pub enum Step {
     Setsid,
     UnmountOldRoot,
     Panic,
+    Cgroup,
 }
 
 impl Step {
     pub fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 24] = [
+        const ALL: [Step; 25] = [
             Fds,
             MountPrivate,
             BindRoot,
@@ -77,6 +79,7 @@ impl Step {
             Setsid,
             UnmountOldRoot,
             Panic,
+            Cgroup,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
     }
@@ -107,6 +110,7 @@ impl Step {
             Step::Setsid => "start a new session",
             Step::UnmountOldRoot => "detach the old root after pivot_root",
             Step::Panic => "finish the sandbox setup (internal error in the child)",
+            Step::Cgroup => "join the run's cgroup",
         }
     }
 }
@@ -142,7 +146,10 @@ pub struct ChildPlan<'a> {
     /// (uid, gid) to switch to; None when not root (insecure mode).
     pub ids: Option<(u32, u32)>,
     pub seccomp: Option<&'a Programs>,
-    pub new_session: bool,
+    /// A filter stacked on `seccomp` (see sandbox: memfd_create without cgroups).
+    pub extra_filter: Option<&'a [SockFilter]>,
+    /// `cgroup.procs` of the run's cgroups (-1: none); the child writes "0" (itself).
+    pub cgroup_procs: [c_int; 2],
     pub stdin: c_int,
     pub stdout: c_int,
     pub stderr: c_int,
@@ -183,17 +190,69 @@ unsafe fn mount(
 /// The caller must not rely on anything in the child: it runs [`child_main`], which never
 /// returns. All data in `plan` must stay valid (it is, the parent holds it until after clone).
 pub unsafe fn spawn(plan: &ChildPlan) -> Result<libc::pid_t, i32> {
+    // What posix_spawn does: every signal is blocked across the clone, so none of the
+    // server's handlers (tokio's SIGTERM/SIGINT handlers write to the server's own signal
+    // pipe) can run in the child; the child resets every disposition to the default and only
+    // then unblocks (see `reset_signals`). The parent restores its mask right after.
+    let mut all: libc::sigset_t = std::mem::zeroed();
+    let mut old: libc::sigset_t = std::mem::zeroed();
+    libc::sigfillset(&mut all);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     // Raw clone with a NULL stack behaves like fork (the child continues on a copy of the
     // stack) but accepts namespace flags, so the child is pid 1 of a new pid namespace.
     let flags = (plan.clone_flags | libc::SIGCHLD) as c_ulong;
     let rc = libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize);
-    if rc < 0 {
-        return Err(errno());
-    }
     if rc == 0 {
         child_entry(plan);
     }
+    let err = errno();
+    libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    if rc < 0 {
+        return Err(err);
+    }
     Ok(rc as libc::pid_t)
+}
+
+/// Reset every signal disposition to the default and unblock everything (the child, with all
+/// signals still blocked from [`spawn`]). An ignored signal survives `execve` (Rust ignores
+/// SIGPIPE in the server), a handler would run the server's code in the child, and a blocked
+/// mask would be inherited by the script.
+///
+/// # Safety
+/// Raw `rt_sigaction`/`rt_sigprocmask` syscalls only (async-signal-safe).
+unsafe fn reset_signals() {
+    // The kernel's `struct sigaction` on x86_64 and aarch64: handler, flags, restorer, mask.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // 1..=64; SIGKILL and SIGSTOP cannot be changed (EINVAL, ignored).
+    for sig in 1..=64 {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &dfl as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        );
+    }
+    let none: u64 = 0;
+    libc::syscall(
+        libc::SYS_rt_sigprocmask,
+        libc::SIG_SETMASK,
+        &none as *const u64,
+        std::ptr::null_mut::<u64>(),
+        8usize,
+    );
 }
 
 /// The child's entry: it never returns and never unwinds. The child is a copy of one tokio
@@ -223,6 +282,13 @@ fn child_main(p: &ChildPlan) -> ! {
     // SAFETY: every call below is a raw syscall (or libc's thin wrapper for one) on data
     // prepared by the parent; nothing allocates or takes a lock.
     unsafe {
+        // 0. Into the run's cgroups first, so everything after is charged to them.
+        for fd in p.cgroup_procs {
+            if fd >= 0 && libc::write(fd, c"0".as_ptr().cast(), 1) != 1 {
+                fail(p.report, Step::Cgroup, errno());
+            }
+        }
+
         // 1. Descriptors: code on 0, output pipes on 1 and 2, the report pipe on 3
         //    (close-on-exec), everything else closed. The parent put all of them at >= 10.
         let r = p.report;
@@ -240,9 +306,14 @@ fn child_main(p: &ChildPlan) -> ! {
                 libc::close(fd);
             }
         }
-        if p.new_session && libc::setsid() < 0 {
+        // Its own session and process group in every mode: in a pid namespace too, the
+        // child would otherwise stay in the server's group (a terminal's ^C or a kill of the
+        // server's group would reach it), and without one the group is how leftovers are
+        // killed.
+        if libc::setsid() < 0 {
             fail(report, Step::Setsid, errno());
         }
+        reset_signals();
 
         // 2. The new root.
         let null = std::ptr::null::<c_char>();
@@ -385,12 +456,28 @@ fn child_main(p: &ChildPlan) -> ! {
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as c_ulong, 0, 0, 0) != 0 {
             fail(report, Step::NoNewPrivs, errno());
         }
+        // The extra filter first: the policy's filter refuses seccomp() itself.
+        if let Some(f) = p.extra_filter {
+            let prog = libc::sock_fprog {
+                len: f.len() as u16,
+                filter: f.as_ptr() as *mut libc::sock_filter,
+            };
+            if libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            ) != 0
+            {
+                fail(report, Step::Seccomp, errno());
+            }
+        }
+
         if let Some(progs) = p.seccomp {
             if let Err(e) = progs.install() {
                 fail(report, Step::Seccomp, e);
             }
         }
-
         libc::execve(p.exe.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
         fail(report, Step::Exec, errno());
     }

@@ -26,15 +26,23 @@
 //! kills every other process of the namespace before the parent can reap it. Without one, the
 //! run leads its own session; after it ends the process group is killed and then every
 //! process of its uid (see [`kill_uid`]). A uid is also swept once before its first use by a
-//! process, for leftovers of a crashed predecessor. No cgroup is used yet (none is available
-//! on the platforms targeted so far); memory is bounded by RLIMIT_AS.
+//! process, for leftovers of a crashed predecessor.
+//!
+//! # Memory
+//! RLIMIT_AS bounds what a script maps. Where the container's cgroup tree is writable each
+//! uid also has a cgroup (see [`super::cgroup`]) with `memory.max` = the address-space limit
+//! plus the /tmp size (so memfd files, the tmpfs /tmp and pipe buffers count too) and
+//! `pids.max` = the process limit; a kill by the cgroup's OOM killer is reported as the
+//! memory limit. Where it is not, `memfd_create` is refused by an extra seccomp filter: the
+//! one way to hold unbounded RAM outside RLIMIT_AS that the policy would otherwise allow.
 
+use super::cgroup::Cgroups;
 use super::child::{self, ChildPlan, RootMode, Step};
 use super::cleanup;
 use super::probe::Capabilities;
 use super::uidpool::{Lease, UidPool};
 use crate::bundle::BundleManifest;
-use crate::seccomp::install::Programs;
+use crate::seccomp::install::{Programs, SockFilter};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -176,6 +184,8 @@ pub enum SandboxError {
     },
     #[error("sandbox setup failed: cannot {}: {}", step.describe(), std::io::Error::from_raw_os_error(*errno))]
     Child { step: Step, errno: i32 },
+    #[error(transparent)]
+    Cgroup(#[from] super::cgroup::CgroupError),
 }
 
 /// One language's prepared interpreter.
@@ -221,6 +231,8 @@ pub struct RunOutcome {
     pub truncated: Option<Stream>,
     pub duration: Duration,
     pub limits: Limits,
+    /// The run's memory cgroup killed a process of it (limit reached).
+    pub memory_killed: bool,
 }
 
 impl RunOutcome {
@@ -272,15 +284,15 @@ impl RunOutcome {
             ));
         } else if self.exit == Exit::Signal(libc::SIGSYS) {
             s.push_str("error: operation not permitted\n");
-        } else if self.exit == Exit::Signal(libc::SIGXCPU) {
-            s.push_str("error: cpu time limit exceeded\n");
-        } else if self.exit == Exit::Signal(libc::SIGKILL) {
-            s.push_str("error: killed (cpu time or memory limit)\n");
-        } else if out_of_memory(&stderr) {
+        } else if self.memory_killed || out_of_memory(&stderr) {
             s.push_str(&format!(
                 "error: memory limit exceeded ({} MiB per script)\n",
                 self.limits.memory_bytes >> 20
             ));
+        } else if self.exit == Exit::Signal(libc::SIGXCPU) {
+            s.push_str("error: cpu time limit exceeded\n");
+        } else if self.exit == Exit::Signal(libc::SIGKILL) {
+            s.push_str("error: killed (cpu time or memory limit)\n");
         } else if let Exit::Signal(sig) = self.exit {
             s.push_str(&format!("error: killed by signal {sig}\n"));
         }
@@ -312,6 +324,10 @@ pub struct Sandbox {
     pub isolation: Isolation,
     pub limits: Limits,
     pool: UidPool,
+    /// Per-uid memory and pids cgroups, where the platform allows them.
+    cgroups: Option<Cgroups>,
+    /// Stacked on the policy's filter when there are no cgroups (module docs, Memory).
+    memfd_filter: Vec<SockFilter>,
 }
 
 fn cstr(b: &[u8]) -> Result<CString, SandboxError> {
@@ -456,12 +472,38 @@ impl Sandbox {
         if isolation.chroot && !isolation.mount_ns {
             prepare_shared_tmp(rootfs)?;
         }
+        // PREBAKE_CGROUPS=off: do without (an operator who does not want the runtime to
+        // write to the cgroup tree; and the tests of the fallback).
+        let cgroups_off = std::env::var("PREBAKE_CGROUPS").is_ok_and(|v| v == "off");
+        let cgroups = if isolation.setuid && !cgroups_off {
+            match Cgroups::detect() {
+                Ok(c) => {
+                    tracing::info!(tree = ?c.tree(), "per-run memory and pids cgroups");
+                    Some(c)
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        "no writable cgroup tree ({why}): memory is bounded by RLIMIT_AS and the tmpfs size, and memfd_create is refused"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let memfd_filter = if cgroups.is_none() && isolation.seccomp {
+            deny_memfd_filter()
+        } else {
+            Vec::new()
+        };
         Ok(Sandbox {
             rootfs: rootfs.to_path_buf(),
             languages,
             isolation,
             limits,
             pool: UidPool::new(lock_dir)?,
+            cgroups,
+            memfd_filter,
         })
     }
 
@@ -476,6 +518,11 @@ impl Sandbox {
 
     pub fn rootfs(&self) -> &Path {
         &self.rootfs
+    }
+
+    /// Whether runs get a memory cgroup (else memfd_create is refused).
+    pub fn has_cgroups(&self) -> bool {
+        self.cgroups.is_some()
     }
 
     /// Run one script to completion (blocking; call from a blocking thread).
@@ -570,6 +617,12 @@ impl Sandbox {
             (libc::RLIMIT_NPROC, lim(l.processes, l.processes)),
             (libc::RLIMIT_CORE, lim(0, 0)),
         ];
+        let cgroup = match &self.cgroups {
+            Some(c) => {
+                Some(c.for_run(uid, l.memory_bytes.saturating_add(l.tmp_bytes), l.processes)?)
+            }
+            None => None,
+        };
         let rootfs_c = path_c(&self.rootfs)?;
         let dev = self.rootfs.join("dev");
         let devs = ["null", "zero", "urandom"]
@@ -607,7 +660,9 @@ impl Sandbox {
             rlimits,
             ids: iso.setuid.then_some((uid, uid)),
             seccomp,
-            new_session: !iso.pid_ns,
+            extra_filter: (!self.memfd_filter.is_empty() && seccomp.is_some())
+                .then_some(self.memfd_filter.as_slice()),
+            cgroup_procs: cgroup.as_ref().map_or([-1, -1], |c| c.procs_fds()),
             stdin: code.as_raw_fd(),
             stdout: out_w.as_raw_fd(),
             stderr: err_w.as_raw_fd(),
@@ -658,8 +713,46 @@ impl Sandbox {
             truncated: sup.truncated,
             duration: start.elapsed(),
             limits: l.clone(),
+            memory_killed: cgroup.as_ref().is_some_and(|c| c.oom_killed()),
         })
     }
+}
+
+/// A filter that refuses `memfd_create` with EPERM and allows everything else (the policy's
+/// own filter, stacked with it, decides the rest). Native architecture only: the policy's
+/// filter kills every other architecture first.
+fn deny_memfd_filter() -> Vec<SockFilter> {
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    let nr = libc::SYS_memfd_create as u32;
+    vec![
+        // seccomp_data.nr is at offset 0.
+        SockFilter {
+            code: LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        SockFilter {
+            code: JEQ_K,
+            jt: 0,
+            jf: 1,
+            k: nr,
+        },
+        SockFilter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        SockFilter {
+            code: RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ]
 }
 
 /// Make the rootfs's /tmp a root-owned, traverse-only directory (chroot mode, module docs).
@@ -819,8 +912,14 @@ impl Child {
     fn kill_rest(&self) {
         if !self.pid_ns {
             // The group id is the child's pid (setsid); the group may outlive the leader.
-            // SAFETY: plain kill of a process group.
-            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+            // Only while the child is unreaped: its zombie keeps the pid, and so the group
+            // id, from being reused. After the reap the number may already name another
+            // run's fresh group (pids wrap at pid_max, 32768 in many containers), and a
+            // group kill then would SIGKILL a healthy run. Reaping kills the group first.
+            if self.reaped.get().is_none() {
+                // SAFETY: plain kill of a process group whose leader we have not reaped.
+                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+            }
             if let Some(uid) = self.uid {
                 kill_uid(uid);
             }
@@ -832,6 +931,22 @@ impl Child {
         if let Some(e) = self.reaped.get() {
             return e;
         }
+        // Wait without reaping first, so the leftovers can be killed while the zombie still
+        // holds the pid (see `kill_rest`), then reap.
+        // SAFETY: waiting for our own child into a zeroed siginfo.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            while libc::waitid(
+                libc::P_PID,
+                self.pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            ) < 0
+                && errno_is_eintr()
+            {}
+        }
+        // Leftovers outside a pid namespace (daemonized grandchildren) die with the run.
+        self.kill_rest();
         let mut status = 0;
         // SAFETY: waiting for our own child.
         let rc = unsafe { libc::waitpid(self.pid, &mut status, 0) };
@@ -842,11 +957,13 @@ impl Child {
         } else {
             Exit::Signal(libc::WTERMSIG(status))
         };
-        // Leftovers outside a pid namespace (daemonized grandchildren) die with the run.
-        self.kill_rest();
         self.reaped.set(Some(exit));
         exit
     }
+}
+
+fn errno_is_eintr() -> bool {
+    std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
 }
 
 /// Read until `buf` is full or EOF; None when `deadline` passes first.
