@@ -2,6 +2,7 @@
 //! script in an isolated process ([`sandbox`], [`child`]) and serve dify-sandbox's HTTP API
 //! ([`server`]).
 
+pub mod cgroup;
 pub mod child;
 pub mod cleanup;
 pub mod config;
