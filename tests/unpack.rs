@@ -709,3 +709,49 @@ fn safe_dev_nodes_are_created_and_others_refused() {
     assert!(err.to_string().contains("dev/null"), "{err}");
     assert!(!dest.path().join("dev/null").exists());
 }
+
+// ---- issue 10: hardening ------------------------------------------------------------------
+
+fn mode_at(root: &Path, p: &str) -> u32 {
+    fs::symlink_metadata(root.join(p))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// A world-writable or sticky entry anywhere but the top-level `tmp` would be writable by
+/// every chroot-only run and shared across runs (bundles of earlier prebake versions carry a
+/// 1777 `var/tmp` when the venv lived under /var/tmp): it is unpacked without o+w, g+w and
+/// the sticky bit. `tmp` keeps its 1777.
+#[test]
+fn world_writable_and_sticky_modes_are_neutralized_except_tmp() {
+    let arena = Arena::new();
+    let archive = Tar::new()
+        .member("tmp/", b'5', 0o1777, "", b"")
+        .member("var/", b'5', 0o777, "", b"")
+        .member("var/tmp/", b'5', 0o1777, "", b"")
+        .member("usr/", b'5', 0o775, "", b"")
+        .member("usr/tmp/", b'5', 0o1777, "", b"")
+        .member("srv/", b'5', 0o1755, "", b"")
+        .file("usr/open.txt", 0o666, b"x")
+        .file("usr/tool", 0o777, b"#!/bin/sh\n")
+        .file("usr/sticky", 0o1644, b"x")
+        .end();
+    extract(&archive[..], "none", &arena.dest()).unwrap();
+    let d = arena.dest();
+    assert_eq!(mode_at(&d, "tmp"), 0o1777);
+    for (p, want) in [
+        ("var", 0o755),
+        ("var/tmp", 0o755),
+        ("usr", 0o755),
+        ("usr/tmp", 0o755),
+        ("srv", 0o755),
+        ("usr/open.txt", 0o644),
+        ("usr/tool", 0o755),
+        ("usr/sticky", 0o644),
+    ] {
+        assert_eq!(mode_at(&d, p), want, "{p}");
+    }
+    arena.assert_outside_untouched();
+}

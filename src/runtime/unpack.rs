@@ -12,7 +12,13 @@
 //!   resolve inside the chroot), hardlinks may only point at earlier regular files of the same
 //!   archive, device nodes, fifos and setuid/setgid bits are refused;
 //! - the tree is built in a temp dir beside the root and swapped in only when complete and
-//!   its digests match the manifest.
+//!   its digests match the manifest;
+//! - modes are neutralized rather than refused: no entry but the top-level `tmp` keeps the
+//!   sticky bit or write permission for group or others (they are cleared, so `var/tmp` 1777
+//!   from a bundle of an earlier prebake, built from a venv under /var/tmp, comes out 0755).
+//!   Otherwise such a directory would be writable by every chroot-only run and shared across
+//!   runs. Clearing rather than refusing keeps those older bundles usable, and the digests
+//!   still vouch for the archive as built.
 //!
 //! The "already unpacked" stamp lives inside the tree (`<root>/.prebake-rootfs`, holding the
 //! archive's sha256) rather than beside it: it is written into the temp tree before the swap,
@@ -490,11 +496,18 @@ impl Extractor {
                 "mode {mode:04o} has the setuid or setgid bit"
             )));
         }
+        // Neutralized, not refused (module docs): only the top-level tmp may stay sticky and
+        // writable by others.
+        let mode = if comps == [b"tmp".to_vec()] {
+            mode & 0o1777
+        } else {
+            mode & 0o755
+        };
         Ok(Member {
             name,
             comps,
             kind,
-            mode: mode & 0o1777,
+            mode,
             mtime,
             link,
             device,
