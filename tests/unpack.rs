@@ -6,7 +6,9 @@ mod common;
 use prebake::bundle::{BundleManifest, FORMAT_VERSION};
 use prebake::plan::{Entry, EntryKind, Plan, Source};
 use prebake::rootfs::{file_name, rootfs_info, write_tar_file, TarOptions};
-use prebake::runtime::unpack::{extract, unpack_bundle, UnpackError, UnpackOutcome, STAMP};
+use prebake::runtime::unpack::{
+    check_runtime_paths, extract, unpack_bundle, UnpackError, UnpackOutcome, STAMP,
+};
 use prebake::spec::Compression;
 use sha2::Digest;
 use std::collections::BTreeMap;
@@ -754,4 +756,215 @@ fn world_writable_and_sticky_modes_are_neutralized_except_tmp() {
         assert_eq!(mode_at(&d, p), want, "{p}");
     }
     arena.assert_outside_untouched();
+}
+
+/// The runtime writes on the host side at `tmp` (chmod, per-run directories), mounts on
+/// `tmp` and `dev`, and rewrites `etc/resolv.conf` and `etc/hosts`: a symlink there (or on
+/// the way there) would redirect those writes to the host (`tmp -> /run` made chroot mode
+/// chmod the host's /run). Such archives are refused, naming the entry.
+#[test]
+fn symlinks_and_wrong_types_at_runtime_paths_are_refused() {
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "tmp -> /run",
+            Tar::new().symlink("tmp", "/run").end(),
+            "tmp",
+        ),
+        (
+            "./tmp -> /run",
+            Tar::new().dir("./").symlink("./tmp", "/run").end(),
+            "./tmp",
+        ),
+        (
+            "tmp -> relative",
+            Tar::new().dir("run/").symlink("tmp", "run").end(),
+            "tmp",
+        ),
+        (
+            "dev -> /dev",
+            Tar::new().symlink("dev", "/dev").end(),
+            "dev",
+        ),
+        (
+            "etc -> /etc",
+            Tar::new().symlink("etc", "/etc").end(),
+            "etc",
+        ),
+        (
+            "var -> /run",
+            Tar::new().symlink("var", "/run").end(),
+            "var",
+        ),
+        (
+            "var/tmp -> /run",
+            Tar::new().dir("var/").symlink("var/tmp", "/run").end(),
+            "var/tmp",
+        ),
+        (
+            "proc -> /proc",
+            Tar::new().symlink("proc", "/proc").end(),
+            "proc",
+        ),
+        (
+            "etc/resolv.conf -> /etc/resolv.conf",
+            Tar::new()
+                .dir("etc/")
+                .symlink("etc/resolv.conf", "/etc/resolv.conf")
+                .end(),
+            "etc/resolv.conf",
+        ),
+        (
+            "etc/hosts -> hosts.real",
+            Tar::new()
+                .dir("etc/")
+                .file("etc/hosts.real", 0o644, b"x")
+                .symlink("etc/hosts", "hosts.real")
+                .end(),
+            "etc/hosts",
+        ),
+        (
+            "tmp as a regular file",
+            Tar::new().file("tmp", 0o644, b"").end(),
+            "tmp",
+        ),
+        (
+            "dev as a hardlink",
+            Tar::new().file("f", 0o644, b"").hardlink("dev", "f").end(),
+            "dev",
+        ),
+        (
+            "etc/hosts as a directory",
+            Tar::new().dir("etc/").dir("etc/hosts/").end(),
+            "etc/hosts/",
+        ),
+    ];
+    for (what, archive, entry) in cases {
+        assert_refused(what, archive, entry);
+    }
+    // The message says what is wrong and what to do.
+    let arena = Arena::new();
+    let err = extract(
+        &Tar::new().symlink("tmp", "/run").end()[..],
+        "none",
+        &arena.dest(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("symlink") && err.contains("rebuild"),
+        "unhelpful message: {err}"
+    );
+}
+
+/// The runtime's path check on a tree it did not unpack: through descriptors, never following
+/// a link, naming the path; absent paths are fine.
+#[test]
+fn check_runtime_paths_finds_symlinks_and_wrong_types_without_following_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host-run");
+    fs::create_dir(&host).unwrap();
+    let root = dir.path().join("rootfs");
+    fs::create_dir_all(root.join("usr")).unwrap();
+    // Nothing of RUNTIME_PATHS present: fine.
+    check_runtime_paths(&root).unwrap();
+    for d in ["tmp", "dev", "proc", "etc", "var/tmp"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("etc/hosts"), b"").unwrap();
+    fs::write(root.join("etc/resolv.conf"), b"").unwrap();
+    check_runtime_paths(&root).unwrap();
+
+    let expect = |path: &str, found: &str| {
+        let err = check_runtime_paths(&root).unwrap_err();
+        match &err {
+            UnpackError::RuntimePath {
+                path: p, found: f, ..
+            } => {
+                assert_eq!((*p, *f), (path, found), "{err}")
+            }
+            other => panic!("{path}: expected a RuntimePath error, got {other}"),
+        }
+        assert!(err.to_string().contains(path), "{err}");
+    };
+    let swap_for_link = |p: &str, target: &Path| {
+        let at = root.join(p);
+        if at.is_dir() {
+            fs::remove_dir(&at).unwrap();
+        } else {
+            fs::remove_file(&at).unwrap();
+        }
+        std::os::unix::fs::symlink(target, &at).unwrap();
+    };
+    swap_for_link("tmp", &host);
+    expect("tmp", "a symlink");
+    fs::remove_file(root.join("tmp")).unwrap();
+    fs::write(root.join("tmp"), b"").unwrap();
+    expect("tmp", "a regular file");
+    fs::remove_file(root.join("tmp")).unwrap();
+    fs::create_dir(root.join("tmp")).unwrap();
+
+    swap_for_link("var/tmp", &host);
+    expect("var/tmp", "a symlink");
+    fs::remove_file(root.join("var/tmp")).unwrap();
+    fs::remove_dir(root.join("var")).unwrap();
+    // var -> host/ with a real `tmp` directory behind it: reported at var, never followed.
+    fs::create_dir(host.join("tmp")).unwrap();
+    std::os::unix::fs::symlink(&host, root.join("var")).unwrap();
+    expect("var", "a symlink");
+    fs::remove_file(root.join("var")).unwrap();
+
+    swap_for_link("etc/resolv.conf", &host.join("resolv.conf"));
+    expect("etc/resolv.conf", "a symlink");
+    fs::remove_file(root.join("etc/resolv.conf")).unwrap();
+    swap_for_link("dev", Path::new("/dev"));
+    expect("dev", "a symlink");
+    fs::remove_file(root.join("dev")).unwrap();
+    check_runtime_paths(&root).unwrap();
+    assert_eq!(dir_names(&host), ["tmp"], "the check wrote through a link");
+}
+
+/// An in-place rootfs (a directory bundle) with `tmp -> /run` is refused before the runtime
+/// uses it.
+#[test]
+fn an_in_place_rootfs_with_a_symlinked_tmp_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    fs::create_dir_all(bundle.join("rootfs/usr")).unwrap();
+    std::os::unix::fs::symlink("/run", bundle.join("rootfs/tmp")).unwrap();
+    let mut manifest = make_bundle(&dir.path().join("other"), "one");
+    manifest.rootfs.file = "rootfs".into();
+    manifest.rootfs.compression = "none".into();
+    let err = unpack_bundle(&bundle, &manifest, &dir.path().join("sandbox/root")).unwrap_err();
+    assert!(
+        matches!(err, UnpackError::RuntimePath { path: "tmp", .. }),
+        "{err}"
+    );
+}
+
+/// A tree whose stamp matches but that was unpacked without the path checks (an earlier
+/// prebake) or changed since is not trusted: it is unpacked again, and the host directory a
+/// planted link pointed at is left alone.
+#[test]
+fn a_present_tree_with_a_symlinked_tmp_is_unpacked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    let manifest = make_bundle(&bundle, "one");
+    let sandbox = dir.path().join("sandbox");
+    let root = sandbox.join("root");
+    unpack_bundle(&bundle, &manifest, &root).unwrap();
+    let host = dir.path().join("host-run");
+    fs::create_dir(&host).unwrap();
+    fs::remove_dir(root.join("tmp")).unwrap();
+    std::os::unix::fs::symlink(&host, root.join("tmp")).unwrap();
+
+    let got = unpack_bundle(&bundle, &manifest, &root).unwrap();
+    assert!(matches!(got, UnpackOutcome::Unpacked { .. }), "{got:?}");
+    check_sample_tree(&root, "one");
+    check_runtime_paths(&root).unwrap();
+    assert!(dir_names(&host).is_empty());
+    assert_eq!(dir_names(&sandbox), ["root"]);
+    assert_eq!(
+        unpack_bundle(&bundle, &manifest, &root).unwrap(),
+        UnpackOutcome::AlreadyPresent
+    );
 }

@@ -18,7 +18,14 @@
 //!   from a bundle of an earlier prebake, built from a venv under /var/tmp, comes out 0755).
 //!   Otherwise such a directory would be writable by every chroot-only run and shared across
 //!   runs. Clearing rather than refusing keeps those older bundles usable, and the digests
-//!   still vouch for the archive as built.
+//!   still vouch for the archive as built;
+//! - the paths the runtime itself touches on the host side ([`RUNTIME_PATHS`]: `tmp`, `dev`,
+//!   `etc` and its resolver files, `proc`, `var`, `var/tmp`) must be what the runtime expects
+//!   (a directory or a regular file), never a symlink: with `tmp -> /run`, chroot-only mode
+//!   would chmod the host's `/run` and create run directories in it. Such an archive is
+//!   refused, naming the entry. [`check_runtime_paths`] checks the same on any tree (an
+//!   in-place rootfs, a tree unpacked earlier), through descriptors and without following
+//!   a symlink.
 //!
 //! The "already unpacked" stamp lives inside the tree (`<root>/.prebake-rootfs`, holding the
 //! archive's sha256) rather than beside it: it is written into the temp tree before the swap,
@@ -99,6 +106,13 @@ pub enum UnpackError {
         expected: String,
         actual: String,
     },
+    #[error("{root}: {path} is {found}, but the runtime expects {expected} there (it works on that path from outside the sandbox, and a symlink or another type would redirect it outside the rootfs); rebuild the bundle, or fix the rootfs, so that {path} is {expected} (or absent)")]
+    RuntimePath {
+        root: PathBuf,
+        path: &'static str,
+        found: &'static str,
+        expected: &'static str,
+    },
     #[error("{path}: cannot put the unpacked rootfs in place: {source}")]
     Swap {
         path: PathBuf,
@@ -129,12 +143,11 @@ pub fn unpack_bundle(
         return Err(UnpackError::Compression(info.compression.clone()));
     }
     if info.compression == "none" && file.is_dir() {
+        // Not ours to fix: the operator's tree is used as it is, if it is safe to.
+        check_runtime_paths(&file)?;
         return Ok(UnpackOutcome::InPlace(file));
     }
     let stamp_line = format!("{}\n", info.sha256_compressed);
-    if read_stamp(root).as_deref() == Some(stamp_line.as_bytes()) {
-        return Ok(UnpackOutcome::AlreadyPresent);
-    }
 
     let (parent, name) = match (root.parent(), root.file_name()) {
         (Some(p), Some(n)) if !p.as_os_str().is_empty() => (p, n),
@@ -149,6 +162,17 @@ pub fn unpack_bundle(
         }
     };
     std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+    if read_stamp(root).as_deref() == Some(stamp_line.as_bytes()) {
+        // A tree unpacked by an earlier prebake was not checked for symlinks at the
+        // runtime's paths: check it, and unpack again (which refuses a bad archive by entry
+        // name, or repairs a tree changed since) rather than trust it.
+        match check_runtime_paths(root) {
+            Ok(()) => return Ok(UnpackOutcome::AlreadyPresent),
+            Err(err) => {
+                tracing::warn!(error = %err, "the unpacked rootfs fails the runtime's path checks; unpacking it again")
+            }
+        }
+    }
     let prefix = format!(".{}.prebake-", name.to_string_lossy());
     remove_stale_temps(parent, &prefix);
 
@@ -184,6 +208,9 @@ pub fn unpack_bundle(
             });
         }
     }
+    // The extractor refused bad entries at those paths already; this checks the result the
+    // way the runtime will meet it, before anything vouches for it.
+    check_runtime_paths(tmp.path())?;
     write_stamp(tmp.path(), &stamp_line)?;
     // mkdtemp made it 0700; the sandbox's unprivileged uids must be able to traverse it.
     use std::os::unix::fs::PermissionsExt;
@@ -228,6 +255,127 @@ fn write_stamp(tree: &Path, line: &str) -> Result<(), UnpackError> {
             },
         })?;
     f.write_all(line.as_bytes()).map_err(io_at(&path))
+}
+
+/// What a path the runtime touches must be, when it exists at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimePathKind {
+    Dir,
+    File,
+}
+
+impl RuntimePathKind {
+    fn describe(self) -> &'static str {
+        match self {
+            RuntimePathKind::Dir => "a directory",
+            RuntimePathKind::File => "a regular file",
+        }
+    }
+}
+
+/// The rootfs paths (relative, parents before children) that the runtime works on from
+/// outside the sandbox, with the type each must have when present (absent is fine: the
+/// runtime creates or skips them). `tmp`: chmod 0711 and per-run directories in chroot-only
+/// mode, a tmpfs mount otherwise; `dev`: a tmpfs mount and bind mounts of the host's nodes;
+/// `etc/resolv.conf`, `etc/hosts`: rewritten before runs with network (see
+/// [`super::netfiles`]); `proc`, `var`, `var/tmp`: mount points and temp directories that
+/// scripts and later runtime versions rely on being plain directories of the rootfs.
+pub const RUNTIME_PATHS: &[(&str, RuntimePathKind)] = &[
+    ("dev", RuntimePathKind::Dir),
+    ("etc", RuntimePathKind::Dir),
+    ("etc/hosts", RuntimePathKind::File),
+    ("etc/resolv.conf", RuntimePathKind::File),
+    ("proc", RuntimePathKind::Dir),
+    ("tmp", RuntimePathKind::Dir),
+    ("var", RuntimePathKind::Dir),
+    ("var/tmp", RuntimePathKind::Dir),
+];
+
+fn runtime_path_kind(comps: &[Vec<u8>]) -> Option<(&'static str, RuntimePathKind)> {
+    let joined = comps.join(&b'/');
+    RUNTIME_PATHS
+        .iter()
+        .copied()
+        .find(|(p, _)| p.as_bytes() == joined.as_slice())
+}
+
+fn describe_mode(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => "a directory",
+        libc::S_IFREG => "a regular file",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFIFO => "a fifo",
+        libc::S_IFSOCK => "a socket",
+        _ => "of an unknown type",
+    }
+}
+
+/// Check that every path of [`RUNTIME_PATHS`] in the tree at `root` is absent or of the
+/// expected type, and never a symlink. Every lookup is anchored at a descriptor of `root`
+/// and opens each directory with `O_NOFOLLOW`, so a symlink anywhere on the way is reported,
+/// never followed. `root` itself is opened normally: it is the operator's path.
+///
+/// The runtime calls it on a tree before working on it; [`unpack_bundle`] already does for
+/// the trees it returns (unpacked, already present or in place).
+pub fn check_runtime_paths(root: &Path) -> Result<(), UnpackError> {
+    let root_fd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)
+        .map(OwnedFd::from)
+        .map_err(io_at(root))?;
+    for &(path, want) in RUNTIME_PATHS {
+        let io_err = |e: Errno| UnpackError::Io {
+            path: root.join(path),
+            source: errno_io(e),
+        };
+        let (parent_path, name) = match path.rsplit_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, path),
+        };
+        let mut dir = root_fd.try_clone().map_err(io_at(root))?;
+        let mut parent_missing = false;
+        for c in parent_path.into_iter().flat_map(|p| p.split('/')) {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            match openat(dir.as_fd(), c, flags, Mode::empty()) {
+                Ok(fd) => dir = fd,
+                Err(Errno::ENOENT) => {
+                    parent_missing = true;
+                    break;
+                }
+                // The parent is itself in RUNTIME_PATHS and was checked first; this is a
+                // tree changing under us.
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        if parent_missing {
+            continue;
+        }
+        let st = match nix::sys::stat::fstatat(
+            dir.as_fd(),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(io_err(e)),
+        };
+        let ok = match want {
+            RuntimePathKind::Dir => st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+            RuntimePathKind::File => st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        };
+        if !ok {
+            return Err(UnpackError::RuntimePath {
+                root: root.to_path_buf(),
+                path,
+                found: describe_mode(st.st_mode),
+                expected: want.describe(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Temp trees left by an unpack that was killed (no destructor ran): they are ours by name,
@@ -608,6 +756,21 @@ impl Extractor {
                     "unsupported entry type {:?}",
                     other.as_byte() as char
                 )))
+            }
+        }
+        if let Some((path, want)) = runtime_path_kind(&m.comps) {
+            let (found, ok) = match m.kind {
+                T::Directory => ("a directory", want == RuntimePathKind::Dir),
+                T::Regular | T::Continuous | T::Link => {
+                    ("a regular file", want == RuntimePathKind::File)
+                }
+                _ => ("a symlink", false),
+            };
+            if !ok {
+                return Err(refuse(&format!(
+                    "{found} at /{path}, where the runtime expects {want}: the runtime works on /{path} from outside the sandbox, and a symlink or another type there would redirect it to the host; rebuild the bundle so that /{path} is {want} (or absent)",
+                    want = want.describe()
+                )));
             }
         }
         let parent = self.open_dir(parent_comps, &m.name)?;
