@@ -503,6 +503,9 @@ fn make_bundle(dir: &Path, flavour: &str) -> BundleManifest {
     }
 }
 
+/// The unpackers' lock file beside a root named `root` (never removed: see the module docs).
+const LOCK: &str = ".root.prebake.lock";
+
 fn dir_names(p: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(p)
         .unwrap()
@@ -534,7 +537,7 @@ fn unpack_once_then_already_present_then_replace() {
         fs::metadata(&root).unwrap().permissions().mode() & 0o7777,
         0o755
     );
-    assert_eq!(dir_names(&sandbox), ["root"]);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
 
     let t = Instant::now();
     let again = unpack_bundle(&bundle_a, &manifest_a, &root).unwrap();
@@ -554,7 +557,7 @@ fn unpack_once_then_already_present_then_replace() {
     assert!(matches!(replaced, UnpackOutcome::Unpacked { .. }));
     check_sample_tree(&root, "two");
     assert!(!root.join("left-by-old-tree").exists());
-    assert_eq!(dir_names(&sandbox), ["root"]);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
 
     // A manifest whose digest does not match its archive is refused; the tree stays.
     let mut bad = manifest_a.clone();
@@ -567,7 +570,7 @@ fn unpack_once_then_already_present_then_replace() {
         fs::read_to_string(root.join(STAMP)).unwrap(),
         format!("{}\n", manifest_b.rootfs.sha256_compressed)
     );
-    assert_eq!(dir_names(&sandbox), ["root"]);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
     assert_eq!(
         unpack_bundle(&bundle_b, &manifest_b, &root).unwrap(),
         UnpackOutcome::AlreadyPresent
@@ -601,7 +604,7 @@ fn a_hostile_bundle_leaves_the_old_tree_and_no_temp_dir() {
     let err = unpack_bundle(&evil, &m, &root).unwrap_err();
     assert!(err.to_string().contains("../escape"), "{err}");
     check_sample_tree(&root, "one");
-    assert_eq!(dir_names(&sandbox), ["root"]);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
 }
 
 #[test]
@@ -613,7 +616,7 @@ fn stale_temp_dirs_from_a_killed_unpack_are_swept() {
     fs::create_dir_all(sandbox.join(".root.prebake-new-abc123/usr")).unwrap();
     let root = sandbox.join("root");
     unpack_bundle(&bundle, &manifest, &root).unwrap();
-    assert_eq!(dir_names(&sandbox), ["root"]);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
 }
 
 #[test]
@@ -856,6 +859,95 @@ fn symlinks_and_wrong_types_at_runtime_paths_are_refused() {
     );
 }
 
+/// A rootfs of `n` small files: big enough that its extraction takes a while.
+fn many_files_bundle(dir: &Path, n: usize) -> BundleManifest {
+    fs::create_dir_all(dir).unwrap();
+    let mut plan = Plan::new();
+    plan.add_dir("/tmp", 0o1777, "t").unwrap();
+    for i in 0..n {
+        plan.add_inline(
+            &format!("/usr/lib/d{}/f{i}", i % 50),
+            format!("file {i}\n").into_bytes(),
+            0o644,
+            "t",
+        )
+        .unwrap();
+    }
+    let c = Some(Compression::Zstd);
+    let opts = TarOptions {
+        compression: c,
+        mtime: EPOCH,
+        ..Default::default()
+    };
+    let stats = write_tar_file(&plan, &dir.join(file_name(c)), &opts, &mut |_| {}).unwrap();
+    BundleManifest {
+        format_version: FORMAT_VERSION,
+        prebake_version: "test".into(),
+        spec_digest: "0".repeat(64),
+        rootfs: rootfs_info(&stats, file_name(c), c),
+        languages: BTreeMap::new(),
+        provenance: BTreeMap::new(),
+    }
+}
+
+/// `serve` and `exec` on the same root at the same time: the second unpacker used to sweep
+/// the first one's temp tree as "stale" mid-extraction. Now it waits for the first and finds
+/// the tree present.
+#[test]
+fn concurrent_unpacks_of_one_root_both_succeed() {
+    const N: usize = 4000;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    let manifest = many_files_bundle(&bundle, N);
+    let sandbox = dir.path().join("sandbox");
+    let root = sandbox.join("root");
+
+    let first = {
+        let (b, m, r) = (bundle.clone(), manifest.clone(), root.clone());
+        std::thread::spawn(move || unpack_bundle(&b, &m, &r))
+    };
+    // Start the second one while the first is extracting (its temp tree exists).
+    let t = Instant::now();
+    while !first.is_finished() && t.elapsed().as_secs() < 60 {
+        let extracting = fs::read_dir(&sandbox).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".root.prebake-new-")
+            })
+        });
+        if extracting {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let second = {
+        let (b, m, r) = (bundle.clone(), manifest.clone(), root.clone());
+        std::thread::spawn(move || unpack_bundle(&b, &m, &r))
+    };
+    let a = first.join().unwrap();
+    let b = second.join().unwrap();
+    let (a, b) = (
+        a.unwrap_or_else(|e| panic!("first unpack: {e}")),
+        b.unwrap_or_else(|e| panic!("second unpack: {e}")),
+    );
+    assert!(
+        matches!(a, UnpackOutcome::Unpacked { files, .. } if files == N as u64),
+        "{a:?}"
+    );
+    assert_eq!(b, UnpackOutcome::AlreadyPresent);
+    let files: usize = walkdir::WalkDir::new(root.join("usr/lib"))
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count();
+    assert_eq!(files, N);
+    assert_eq!(
+        fs::read_to_string(root.join("usr/lib/d7/f1007")).unwrap(),
+        "file 1007\n"
+    );
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
+}
+
 /// The runtime's path check on a tree it did not unpack: through descriptors, never following
 /// a link, naming the path; absent paths are fine.
 #[test]
@@ -962,9 +1054,81 @@ fn a_present_tree_with_a_symlinked_tmp_is_unpacked_again() {
     check_sample_tree(&root, "one");
     check_runtime_paths(&root).unwrap();
     assert!(dir_names(&host).is_empty());
-    assert_eq!(dir_names(&sandbox), ["root"]);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
     assert_eq!(
         unpack_bundle(&bundle, &manifest, &root).unwrap(),
         UnpackOutcome::AlreadyPresent
     );
+}
+
+/// The same race between two real `runtime unpack` processes (what `serve` and `exec`
+/// started together do): both succeed, one unpacks, the other finds the tree.
+#[test]
+fn concurrent_runtime_unpack_processes_both_succeed() {
+    const N: usize = 4000;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    let manifest = many_files_bundle(&bundle, N);
+    fs::write(
+        bundle.join(prebake::bundle::MANIFEST_FILE),
+        manifest.to_json(),
+    )
+    .unwrap();
+    let sandbox = dir.path().join("sandbox");
+    let root = sandbox.join("root");
+    let spawn = || {
+        std::process::Command::new(common::bin("runtime"))
+            .arg("unpack")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--root")
+            .arg(&root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = spawn();
+    let t = Instant::now();
+    while first.try_wait().unwrap().is_none() && t.elapsed().as_secs() < 60 {
+        let extracting = fs::read_dir(&sandbox).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".root.prebake-new-")
+            })
+        });
+        if extracting {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let second = spawn();
+    let outs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    let mut hows = Vec::new();
+    for o in &outs {
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "runtime unpack failed: {}\n{stdout}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        hows.push(if stdout.contains("already unpacked") {
+            "already"
+        } else {
+            "unpacked"
+        });
+    }
+    hows.sort();
+    assert_eq!(hows, ["already", "unpacked"]);
+    let files = walkdir::WalkDir::new(root.join("usr/lib"))
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count();
+    assert_eq!(files, N);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
 }

@@ -27,6 +27,13 @@
 //!   in-place rootfs, a tree unpacked earlier), through descriptors and without following
 //!   a symlink.
 //!
+//! Unpackers of one root are serialized by an exclusive `flock` on `.<root name>.prebake.lock`
+//! beside the root, held from the stamp check to the swap: `serve` and `exec` started together
+//! on the same root would otherwise race, the second sweeping the first's temp tree as stale
+//! while it was being written. The second waits, then finds the stamp and does nothing. The
+//! lock file is never removed (removing a lock file lets a third process lock a new inode
+//! while the second still holds the old one).
+//!
 //! The "already unpacked" stamp lives inside the tree (`<root>/.prebake-rootfs`, holding the
 //! archive's sha256) rather than beside it: it is written into the temp tree before the swap,
 //! so the stamp and the tree it describes change in the same atomic rename, and no crash can
@@ -162,6 +169,9 @@ pub fn unpack_bundle(
         }
     };
     std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+    // Held until this function returns: stamp check, extraction and swap are one step for
+    // every other unpacker of this root (module docs).
+    let _lock = lock_root(parent, name)?;
     if read_stamp(root).as_deref() == Some(stamp_line.as_bytes()) {
         // A tree unpacked by an earlier prebake was not checked for symlinks at the
         // runtime's paths: check it, and unpack again (which refuses a bad archive by entry
@@ -174,6 +184,7 @@ pub fn unpack_bundle(
         }
     }
     let prefix = format!(".{}.prebake-", name.to_string_lossy());
+    // Under the lock, every temp tree of this root belongs to an unpack that was killed.
     remove_stale_temps(parent, &prefix);
 
     // TempDir removes itself on every early return below: a failed unpack leaves nothing.
@@ -255,6 +266,37 @@ fn write_stamp(tree: &Path, line: &str) -> Result<(), UnpackError> {
             },
         })?;
     f.write_all(line.as_bytes()).map_err(io_at(&path))
+}
+
+/// Take the exclusive lock that serializes unpackers of the root `parent/name`, waiting for
+/// it; released when the returned file is closed (also when the process dies).
+fn lock_root(parent: &Path, name: &OsStr) -> Result<File, UnpackError> {
+    let mut lock_name = std::ffi::OsString::from(".");
+    lock_name.push(name);
+    lock_name.push(".prebake.lock");
+    let path = parent.join(lock_name);
+    // O_NOFOLLOW: the parent may be shared; a planted symlink must not make us create or
+    // lock a file elsewhere.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(io_at(&path))?;
+    loop {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(file);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(UnpackError::Io { path, source: err });
+        }
+    }
 }
 
 /// What a path the runtime touches must be, when it exists at all.
@@ -379,7 +421,7 @@ pub fn check_runtime_paths(root: &Path) -> Result<(), UnpackError> {
 }
 
 /// Temp trees left by an unpack that was killed (no destructor ran): they are ours by name,
-/// and only one runtime manages a given root.
+/// and the caller holds the root's lock, so no live unpacker is writing them.
 fn remove_stale_temps(parent: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
