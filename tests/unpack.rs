@@ -1132,3 +1132,21 @@ fn concurrent_runtime_unpack_processes_both_succeed() {
     assert_eq!(files, N);
     assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
 }
+
+/// With the tree already there, the unpacker takes no lock and writes nothing beside the
+/// root, so it works where the root's parent is read-only once the tree is in place.
+#[test]
+fn an_already_present_tree_needs_no_write_beside_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    let manifest = make_bundle(&bundle, "one");
+    let sandbox = dir.path().join("sandbox");
+    let root = sandbox.join("root");
+    unpack_bundle(&bundle, &manifest, &root).unwrap();
+    fs::remove_file(sandbox.join(LOCK)).unwrap();
+    assert_eq!(
+        unpack_bundle(&bundle, &manifest, &root).unwrap(),
+        UnpackOutcome::AlreadyPresent
+    );
+    assert_eq!(dir_names(&sandbox), ["root"]);
+}

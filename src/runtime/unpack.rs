@@ -155,6 +155,12 @@ pub fn unpack_bundle(
         return Ok(UnpackOutcome::InPlace(file));
     }
     let stamp_line = format!("{}\n", info.sha256_compressed);
+    // The common case first, without the lock and without writing anything (the root's
+    // parent may be read-only once the tree is there). Safe unlocked: the stamp lives in the
+    // tree and arrives with it in one rename, so a matching stamp means a complete tree.
+    if present_and_sound(root, &stamp_line) {
+        return Ok(UnpackOutcome::AlreadyPresent);
+    }
 
     let (parent, name) = match (root.parent(), root.file_name()) {
         (Some(p), Some(n)) if !p.as_os_str().is_empty() => (p, n),
@@ -172,16 +178,9 @@ pub fn unpack_bundle(
     // Held until this function returns: stamp check, extraction and swap are one step for
     // every other unpacker of this root (module docs).
     let _lock = lock_root(parent, name)?;
-    if read_stamp(root).as_deref() == Some(stamp_line.as_bytes()) {
-        // A tree unpacked by an earlier prebake was not checked for symlinks at the
-        // runtime's paths: check it, and unpack again (which refuses a bad archive by entry
-        // name, or repairs a tree changed since) rather than trust it.
-        match check_runtime_paths(root) {
-            Ok(()) => return Ok(UnpackOutcome::AlreadyPresent),
-            Err(err) => {
-                tracing::warn!(error = %err, "the unpacked rootfs fails the runtime's path checks; unpacking it again")
-            }
-        }
+    // Again under the lock: another unpacker may have finished while we waited for it.
+    if present_and_sound(root, &stamp_line) {
+        return Ok(UnpackOutcome::AlreadyPresent);
     }
     let prefix = format!(".{}.prebake-", name.to_string_lossy());
     // Under the lock, every temp tree of this root belongs to an unpack that was killed.
@@ -232,6 +231,23 @@ pub fn unpack_bundle(
         files: stats.files + stats.hardlinks,
         bytes: stats.bytes,
     })
+}
+
+/// Whether `root` holds the tree `stamp_line` describes, fit for the runtime. A tree whose
+/// stamp matches but that fails [`check_runtime_paths`] (unpacked by an earlier prebake that
+/// did not check, or changed since) is not trusted: it is unpacked again, which refuses a bad
+/// archive by entry name or repairs the tree.
+fn present_and_sound(root: &Path, stamp_line: &str) -> bool {
+    if read_stamp(root).as_deref() != Some(stamp_line.as_bytes()) {
+        return false;
+    }
+    match check_runtime_paths(root) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(error = %err, "the unpacked rootfs fails the runtime's path checks; unpacking it again");
+            false
+        }
+    }
 }
 
 fn read_stamp(root: &Path) -> Option<Vec<u8>> {
