@@ -30,9 +30,10 @@
 //! Unpackers of one root are serialized by an exclusive `flock` on `.<root name>.prebake.lock`
 //! beside the root, held from the stamp check to the swap: `serve` and `exec` started together
 //! on the same root would otherwise race, the second sweeping the first's temp tree as stale
-//! while it was being written. The second waits, then finds the stamp and does nothing. The
-//! lock file is never removed (removing a lock file lets a third process lock a new inode
-//! while the second still holds the old one).
+//! while it was being written. The second waits, then finds the stamp and does nothing. A
+//! tree already in place is recognized before the lock, without writing anything (the stamp
+//! arrives with its complete tree in one rename). The lock file is never removed (removing a
+//! lock file lets a third process lock a new inode while the second still holds the old one).
 //!
 //! The "already unpacked" stamp lives inside the tree (`<root>/.prebake-rootfs`, holding the
 //! archive's sha256) rather than beside it: it is written into the temp tree before the swap,
