@@ -202,9 +202,34 @@ fn numpy_venv_image_imports_and_computes() {
         prov.keys().any(|k| k.contains("/numpy.libs/")),
         "numpy.libs missing from the rootfs"
     );
+    // The venv lives under /var/tmp (1777 on the host): that mode must not reach the rootfs.
+    assert_no_world_writable_but_tmp(&out.join("bundle"), &m);
     let root = tmp.path().join("root");
     untar(&out.join("bundle"), &m, &root);
     assert_runs(&root, &m, "numpy_smoke.py", "numpy ok");
+}
+
+/// Issue 10: in chroot-only mode a world-writable or sticky directory of the rootfs is
+/// writable by every run and shared across runs. Only `tmp/` may be one; device nodes are
+/// 0666 by nature and symlinks' modes mean nothing.
+fn assert_no_world_writable_but_tmp(bundle: &Path, manifest: &serde_json::Value) {
+    let file = bundle.join(manifest["rootfs"]["file"].as_str().unwrap());
+    let dec = zstd::stream::read::Decoder::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let mut ar = tar::Archive::new(dec);
+    let mut bad = Vec::new();
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        let kind = e.header().entry_type();
+        if kind.is_character_special() || kind.is_symlink() {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let mode = e.header().mode().unwrap();
+        if name != "tmp/" && mode & 0o1002 != 0 {
+            bad.push(format!("{name} {mode:04o}"));
+        }
+    }
+    assert!(bad.is_empty(), "world-writable or sticky entries: {bad:?}");
 }
 
 fn sha256_file(p: &Path) -> String {

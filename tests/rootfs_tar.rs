@@ -642,3 +642,65 @@ fn progress_reports_all_file_data() {
     assert_eq!(last, total);
     assert!(calls > 3);
 }
+
+/// Issue 10: a venv built under /var/tmp (mode 1777 on the host) used to carry `var/tmp` into
+/// the rootfs as 1777, writable by every chroot-only run and shared across runs. Only the
+/// top-level `tmp` may stay sticky and world-writable; nothing else may keep o+w, g+w or the
+/// sticky bit, whatever the host had.
+#[test]
+fn no_world_writable_entry_but_tmp() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("var/tmp");
+    let venv = shared.join("venv");
+    fs::create_dir_all(venv.join("lib")).unwrap();
+    fs::write(venv.join("lib/mod.py"), b"x = 1\n").unwrap();
+    fs::write(venv.join("lib/open.txt"), b"anyone\n").unwrap();
+    fs::create_dir(venv.join("drop")).unwrap();
+    // What the host had: a sticky world-writable parent (like /var/tmp), a world-writable
+    // directory and file, a group-writable directory.
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::set_permissions(venv.join("drop"), fs::Permissions::from_mode(0o777)).unwrap();
+    fs::set_permissions(venv.join("lib"), fs::Permissions::from_mode(0o775)).unwrap();
+    fs::set_permissions(venv.join("lib/open.txt"), fs::Permissions::from_mode(0o666)).unwrap();
+
+    let mut plan = Plan::new();
+    // The build adds host paths with their ancestors' host modes (add_host_path) and walks
+    // trees (add_walked): both ways in.
+    plan.add_host_path(&venv.join("lib/mod.py"), "test")
+        .unwrap();
+    plan.add_walked(&venv.join("lib/open.txt"), "test").unwrap();
+    plan.add_walked(&venv.join("drop"), "test").unwrap();
+    plan.add_dir("/tmp", 0o1777, "extra: tmp").unwrap();
+    let (tar, _) = tar_bytes(&plan, None, 0);
+
+    let mut seen = Vec::new();
+    let mut ar = tar::Archive::new(&tar[..]);
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let mode = e.header().mode().unwrap();
+        seen.push((name, mode));
+    }
+    let mode_of = |suffix: &str| {
+        seen.iter()
+            .find(|(n, _)| n.trim_end_matches('/').ends_with(suffix))
+            .unwrap_or_else(|| panic!("{suffix} not in {seen:?}"))
+            .1
+    };
+    assert!(seen.contains(&("tmp/".into(), 0o1777)), "{seen:?}");
+    for (name, mode) in &seen {
+        if name == "tmp/" {
+            continue;
+        }
+        assert_eq!(
+            mode & 0o1022,
+            0,
+            "{name} is {mode:04o}: only tmp/ may be writable by others or sticky"
+        );
+    }
+    // The host's 1777 parent is an ordinary directory in the rootfs.
+    assert_eq!(mode_of("var/tmp"), 0o755, "{seen:?}");
+    assert_eq!(mode_of("venv/drop"), 0o755, "{seen:?}");
+    assert_eq!(mode_of("venv/lib"), 0o755, "{seen:?}");
+    assert_eq!(mode_of("lib/open.txt"), 0o644, "{seen:?}");
+}

@@ -6,7 +6,9 @@ mod common;
 use prebake::bundle::{BundleManifest, FORMAT_VERSION};
 use prebake::plan::{Entry, EntryKind, Plan, Source};
 use prebake::rootfs::{file_name, rootfs_info, write_tar_file, TarOptions};
-use prebake::runtime::unpack::{extract, unpack_bundle, UnpackError, UnpackOutcome, STAMP};
+use prebake::runtime::unpack::{
+    check_runtime_paths, extract, unpack_bundle, UnpackError, UnpackOutcome, STAMP,
+};
 use prebake::spec::Compression;
 use sha2::Digest;
 use std::collections::BTreeMap;
@@ -501,6 +503,9 @@ fn make_bundle(dir: &Path, flavour: &str) -> BundleManifest {
     }
 }
 
+/// The unpackers' lock file beside a root named `root` (never removed: see the module docs).
+const LOCK: &str = ".root.prebake.lock";
+
 fn dir_names(p: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(p)
         .unwrap()
@@ -532,7 +537,7 @@ fn unpack_once_then_already_present_then_replace() {
         fs::metadata(&root).unwrap().permissions().mode() & 0o7777,
         0o755
     );
-    assert_eq!(dir_names(&sandbox), ["root"]);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
 
     let t = Instant::now();
     let again = unpack_bundle(&bundle_a, &manifest_a, &root).unwrap();
@@ -552,7 +557,7 @@ fn unpack_once_then_already_present_then_replace() {
     assert!(matches!(replaced, UnpackOutcome::Unpacked { .. }));
     check_sample_tree(&root, "two");
     assert!(!root.join("left-by-old-tree").exists());
-    assert_eq!(dir_names(&sandbox), ["root"]);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
 
     // A manifest whose digest does not match its archive is refused; the tree stays.
     let mut bad = manifest_a.clone();
@@ -565,7 +570,7 @@ fn unpack_once_then_already_present_then_replace() {
         fs::read_to_string(root.join(STAMP)).unwrap(),
         format!("{}\n", manifest_b.rootfs.sha256_compressed)
     );
-    assert_eq!(dir_names(&sandbox), ["root"]);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
     assert_eq!(
         unpack_bundle(&bundle_b, &manifest_b, &root).unwrap(),
         UnpackOutcome::AlreadyPresent
@@ -599,7 +604,7 @@ fn a_hostile_bundle_leaves_the_old_tree_and_no_temp_dir() {
     let err = unpack_bundle(&evil, &m, &root).unwrap_err();
     assert!(err.to_string().contains("../escape"), "{err}");
     check_sample_tree(&root, "one");
-    assert_eq!(dir_names(&sandbox), ["root"]);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
 }
 
 #[test]
@@ -611,7 +616,7 @@ fn stale_temp_dirs_from_a_killed_unpack_are_swept() {
     fs::create_dir_all(sandbox.join(".root.prebake-new-abc123/usr")).unwrap();
     let root = sandbox.join("root");
     unpack_bundle(&bundle, &manifest, &root).unwrap();
-    assert_eq!(dir_names(&sandbox), ["root"]);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
 }
 
 #[test]
@@ -708,4 +713,440 @@ fn safe_dev_nodes_are_created_and_others_refused() {
     let err = prebake::runtime::unpack::extract(&tar[..], "none", dest.path()).unwrap_err();
     assert!(err.to_string().contains("dev/null"), "{err}");
     assert!(!dest.path().join("dev/null").exists());
+}
+
+// ---- issue 10: hardening ------------------------------------------------------------------
+
+fn mode_at(root: &Path, p: &str) -> u32 {
+    fs::symlink_metadata(root.join(p))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+/// A world-writable or sticky entry anywhere but the top-level `tmp` would be writable by
+/// every chroot-only run and shared across runs (bundles of earlier prebake versions carry a
+/// 1777 `var/tmp` when the venv lived under /var/tmp): it is unpacked without o+w, g+w and
+/// the sticky bit. `tmp` keeps its 1777.
+#[test]
+fn world_writable_and_sticky_modes_are_neutralized_except_tmp() {
+    let arena = Arena::new();
+    let archive = Tar::new()
+        .member("tmp/", b'5', 0o1777, "", b"")
+        .member("var/", b'5', 0o777, "", b"")
+        .member("var/tmp/", b'5', 0o1777, "", b"")
+        .member("usr/", b'5', 0o775, "", b"")
+        .member("usr/tmp/", b'5', 0o1777, "", b"")
+        .member("srv/", b'5', 0o1755, "", b"")
+        .file("usr/open.txt", 0o666, b"x")
+        .file("usr/tool", 0o777, b"#!/bin/sh\n")
+        .file("usr/sticky", 0o1644, b"x")
+        .end();
+    extract(&archive[..], "none", &arena.dest()).unwrap();
+    let d = arena.dest();
+    assert_eq!(mode_at(&d, "tmp"), 0o1777);
+    for (p, want) in [
+        ("var", 0o755),
+        ("var/tmp", 0o755),
+        ("usr", 0o755),
+        ("usr/tmp", 0o755),
+        ("srv", 0o755),
+        ("usr/open.txt", 0o644),
+        ("usr/tool", 0o755),
+        ("usr/sticky", 0o644),
+    ] {
+        assert_eq!(mode_at(&d, p), want, "{p}");
+    }
+    arena.assert_outside_untouched();
+}
+
+/// The runtime writes on the host side at `tmp` (chmod, per-run directories), mounts on
+/// `tmp` and `dev`, and rewrites `etc/resolv.conf` and `etc/hosts`: a symlink there (or on
+/// the way there) would redirect those writes to the host (`tmp -> /run` made chroot mode
+/// chmod the host's /run). Such archives are refused, naming the entry.
+#[test]
+fn symlinks_and_wrong_types_at_runtime_paths_are_refused() {
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "tmp -> /run",
+            Tar::new().symlink("tmp", "/run").end(),
+            "tmp",
+        ),
+        (
+            "./tmp -> /run",
+            Tar::new().dir("./").symlink("./tmp", "/run").end(),
+            "./tmp",
+        ),
+        (
+            "tmp -> relative",
+            Tar::new().dir("run/").symlink("tmp", "run").end(),
+            "tmp",
+        ),
+        (
+            "dev -> /dev",
+            Tar::new().symlink("dev", "/dev").end(),
+            "dev",
+        ),
+        (
+            "etc -> /etc",
+            Tar::new().symlink("etc", "/etc").end(),
+            "etc",
+        ),
+        (
+            "var -> /run",
+            Tar::new().symlink("var", "/run").end(),
+            "var",
+        ),
+        (
+            "var/tmp -> /run",
+            Tar::new().dir("var/").symlink("var/tmp", "/run").end(),
+            "var/tmp",
+        ),
+        (
+            "proc -> /proc",
+            Tar::new().symlink("proc", "/proc").end(),
+            "proc",
+        ),
+        (
+            "etc/resolv.conf -> /etc/resolv.conf",
+            Tar::new()
+                .dir("etc/")
+                .symlink("etc/resolv.conf", "/etc/resolv.conf")
+                .end(),
+            "etc/resolv.conf",
+        ),
+        (
+            "etc/hosts -> hosts.real",
+            Tar::new()
+                .dir("etc/")
+                .file("etc/hosts.real", 0o644, b"x")
+                .symlink("etc/hosts", "hosts.real")
+                .end(),
+            "etc/hosts",
+        ),
+        (
+            "tmp as a regular file",
+            Tar::new().file("tmp", 0o644, b"").end(),
+            "tmp",
+        ),
+        (
+            "dev as a hardlink",
+            Tar::new().file("f", 0o644, b"").hardlink("dev", "f").end(),
+            "dev",
+        ),
+        (
+            "etc/hosts as a directory",
+            Tar::new().dir("etc/").dir("etc/hosts/").end(),
+            "etc/hosts/",
+        ),
+    ];
+    for (what, archive, entry) in cases {
+        assert_refused(what, archive, entry);
+    }
+    // The message says what is wrong and what to do.
+    let arena = Arena::new();
+    let err = extract(
+        &Tar::new().symlink("tmp", "/run").end()[..],
+        "none",
+        &arena.dest(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("symlink") && err.contains("rebuild"),
+        "unhelpful message: {err}"
+    );
+}
+
+/// A rootfs of `n` small files: big enough that its extraction takes a while.
+fn many_files_bundle(dir: &Path, n: usize) -> BundleManifest {
+    fs::create_dir_all(dir).unwrap();
+    let mut plan = Plan::new();
+    plan.add_dir("/tmp", 0o1777, "t").unwrap();
+    for i in 0..n {
+        plan.add_inline(
+            &format!("/usr/lib/d{}/f{i}", i % 50),
+            format!("file {i}\n").into_bytes(),
+            0o644,
+            "t",
+        )
+        .unwrap();
+    }
+    let c = Some(Compression::Zstd);
+    let opts = TarOptions {
+        compression: c,
+        mtime: EPOCH,
+        ..Default::default()
+    };
+    let stats = write_tar_file(&plan, &dir.join(file_name(c)), &opts, &mut |_| {}).unwrap();
+    BundleManifest {
+        format_version: FORMAT_VERSION,
+        prebake_version: "test".into(),
+        spec_digest: "0".repeat(64),
+        rootfs: rootfs_info(&stats, file_name(c), c),
+        languages: BTreeMap::new(),
+        provenance: BTreeMap::new(),
+    }
+}
+
+/// `serve` and `exec` on the same root at the same time: the second unpacker used to sweep
+/// the first one's temp tree as "stale" mid-extraction. Now it waits for the first and finds
+/// the tree present.
+#[test]
+fn concurrent_unpacks_of_one_root_both_succeed() {
+    const N: usize = 4000;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    let manifest = many_files_bundle(&bundle, N);
+    let sandbox = dir.path().join("sandbox");
+    let root = sandbox.join("root");
+
+    let first = {
+        let (b, m, r) = (bundle.clone(), manifest.clone(), root.clone());
+        std::thread::spawn(move || unpack_bundle(&b, &m, &r))
+    };
+    // Start the second one while the first is extracting (its temp tree exists).
+    let t = Instant::now();
+    while !first.is_finished() && t.elapsed().as_secs() < 60 {
+        let extracting = fs::read_dir(&sandbox).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".root.prebake-new-")
+            })
+        });
+        if extracting {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let second = {
+        let (b, m, r) = (bundle.clone(), manifest.clone(), root.clone());
+        std::thread::spawn(move || unpack_bundle(&b, &m, &r))
+    };
+    let a = first.join().unwrap();
+    let b = second.join().unwrap();
+    let (a, b) = (
+        a.unwrap_or_else(|e| panic!("first unpack: {e}")),
+        b.unwrap_or_else(|e| panic!("second unpack: {e}")),
+    );
+    assert!(
+        matches!(a, UnpackOutcome::Unpacked { files, .. } if files == N as u64),
+        "{a:?}"
+    );
+    assert_eq!(b, UnpackOutcome::AlreadyPresent);
+    let files: usize = walkdir::WalkDir::new(root.join("usr/lib"))
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count();
+    assert_eq!(files, N);
+    assert_eq!(
+        fs::read_to_string(root.join("usr/lib/d7/f1007")).unwrap(),
+        "file 1007\n"
+    );
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
+}
+
+/// The runtime's path check on a tree it did not unpack: through descriptors, never following
+/// a link, naming the path; absent paths are fine.
+#[test]
+fn check_runtime_paths_finds_symlinks_and_wrong_types_without_following_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = dir.path().join("host-run");
+    fs::create_dir(&host).unwrap();
+    let root = dir.path().join("rootfs");
+    fs::create_dir_all(root.join("usr")).unwrap();
+    // Nothing of RUNTIME_PATHS present: fine.
+    check_runtime_paths(&root).unwrap();
+    for d in ["tmp", "dev", "proc", "etc", "var/tmp"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("etc/hosts"), b"").unwrap();
+    fs::write(root.join("etc/resolv.conf"), b"").unwrap();
+    check_runtime_paths(&root).unwrap();
+
+    let expect = |path: &str, found: &str| {
+        let err = check_runtime_paths(&root).unwrap_err();
+        match &err {
+            UnpackError::RuntimePath {
+                path: p, found: f, ..
+            } => {
+                assert_eq!((*p, *f), (path, found), "{err}")
+            }
+            other => panic!("{path}: expected a RuntimePath error, got {other}"),
+        }
+        assert!(err.to_string().contains(path), "{err}");
+    };
+    let swap_for_link = |p: &str, target: &Path| {
+        let at = root.join(p);
+        if at.is_dir() {
+            fs::remove_dir(&at).unwrap();
+        } else {
+            fs::remove_file(&at).unwrap();
+        }
+        std::os::unix::fs::symlink(target, &at).unwrap();
+    };
+    swap_for_link("tmp", &host);
+    expect("tmp", "a symlink");
+    fs::remove_file(root.join("tmp")).unwrap();
+    fs::write(root.join("tmp"), b"").unwrap();
+    expect("tmp", "a regular file");
+    fs::remove_file(root.join("tmp")).unwrap();
+    fs::create_dir(root.join("tmp")).unwrap();
+
+    swap_for_link("var/tmp", &host);
+    expect("var/tmp", "a symlink");
+    fs::remove_file(root.join("var/tmp")).unwrap();
+    fs::remove_dir(root.join("var")).unwrap();
+    // var -> host/ with a real `tmp` directory behind it: reported at var, never followed.
+    fs::create_dir(host.join("tmp")).unwrap();
+    std::os::unix::fs::symlink(&host, root.join("var")).unwrap();
+    expect("var", "a symlink");
+    fs::remove_file(root.join("var")).unwrap();
+
+    swap_for_link("etc/resolv.conf", &host.join("resolv.conf"));
+    expect("etc/resolv.conf", "a symlink");
+    fs::remove_file(root.join("etc/resolv.conf")).unwrap();
+    swap_for_link("dev", Path::new("/dev"));
+    expect("dev", "a symlink");
+    fs::remove_file(root.join("dev")).unwrap();
+    check_runtime_paths(&root).unwrap();
+    assert_eq!(dir_names(&host), ["tmp"], "the check wrote through a link");
+}
+
+/// An in-place rootfs (a directory bundle) with `tmp -> /run` is refused before the runtime
+/// uses it.
+#[test]
+fn an_in_place_rootfs_with_a_symlinked_tmp_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    fs::create_dir_all(bundle.join("rootfs/usr")).unwrap();
+    std::os::unix::fs::symlink("/run", bundle.join("rootfs/tmp")).unwrap();
+    let mut manifest = make_bundle(&dir.path().join("other"), "one");
+    manifest.rootfs.file = "rootfs".into();
+    manifest.rootfs.compression = "none".into();
+    let err = unpack_bundle(&bundle, &manifest, &dir.path().join("sandbox/root")).unwrap_err();
+    assert!(
+        matches!(err, UnpackError::RuntimePath { path: "tmp", .. }),
+        "{err}"
+    );
+}
+
+/// A tree whose stamp matches but that was unpacked without the path checks (an earlier
+/// prebake) or changed since is not trusted: it is unpacked again, and the host directory a
+/// planted link pointed at is left alone.
+#[test]
+fn a_present_tree_with_a_symlinked_tmp_is_unpacked_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    let manifest = make_bundle(&bundle, "one");
+    let sandbox = dir.path().join("sandbox");
+    let root = sandbox.join("root");
+    unpack_bundle(&bundle, &manifest, &root).unwrap();
+    let host = dir.path().join("host-run");
+    fs::create_dir(&host).unwrap();
+    fs::remove_dir(root.join("tmp")).unwrap();
+    std::os::unix::fs::symlink(&host, root.join("tmp")).unwrap();
+
+    let got = unpack_bundle(&bundle, &manifest, &root).unwrap();
+    assert!(matches!(got, UnpackOutcome::Unpacked { .. }), "{got:?}");
+    check_sample_tree(&root, "one");
+    check_runtime_paths(&root).unwrap();
+    assert!(dir_names(&host).is_empty());
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
+    assert_eq!(
+        unpack_bundle(&bundle, &manifest, &root).unwrap(),
+        UnpackOutcome::AlreadyPresent
+    );
+}
+
+/// The same race between two real `runtime unpack` processes (what `serve` and `exec`
+/// started together do): both succeed, one unpacks, the other finds the tree.
+#[test]
+fn concurrent_runtime_unpack_processes_both_succeed() {
+    const N: usize = 4000;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    let manifest = many_files_bundle(&bundle, N);
+    fs::write(
+        bundle.join(prebake::bundle::MANIFEST_FILE),
+        manifest.to_json(),
+    )
+    .unwrap();
+    let sandbox = dir.path().join("sandbox");
+    let root = sandbox.join("root");
+    let spawn = || {
+        std::process::Command::new(common::bin("runtime"))
+            .arg("unpack")
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--root")
+            .arg(&root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = spawn();
+    let t = Instant::now();
+    while first.try_wait().unwrap().is_none() && t.elapsed().as_secs() < 60 {
+        let extracting = fs::read_dir(&sandbox).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".root.prebake-new-")
+            })
+        });
+        if extracting {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let second = spawn();
+    let outs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    let mut hows = Vec::new();
+    for o in &outs {
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "runtime unpack failed: {}\n{stdout}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        hows.push(if stdout.contains("already unpacked") {
+            "already"
+        } else {
+            "unpacked"
+        });
+    }
+    hows.sort();
+    assert_eq!(hows, ["already", "unpacked"]);
+    let files = walkdir::WalkDir::new(root.join("usr/lib"))
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count();
+    assert_eq!(files, N);
+    assert_eq!(dir_names(&sandbox), [LOCK, "root"]);
+}
+
+/// With the tree already there, the unpacker takes no lock and writes nothing beside the
+/// root, so it works where the root's parent is read-only once the tree is in place.
+#[test]
+fn an_already_present_tree_needs_no_write_beside_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    let manifest = make_bundle(&bundle, "one");
+    let sandbox = dir.path().join("sandbox");
+    let root = sandbox.join("root");
+    unpack_bundle(&bundle, &manifest, &root).unwrap();
+    fs::remove_file(sandbox.join(LOCK)).unwrap();
+    assert_eq!(
+        unpack_bundle(&bundle, &manifest, &root).unwrap(),
+        UnpackOutcome::AlreadyPresent
+    );
+    assert_eq!(dir_names(&sandbox), ["root"]);
 }

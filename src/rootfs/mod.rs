@@ -162,9 +162,17 @@ fn file_mode(mode: u32) -> u32 {
     }
 }
 
-fn dir_mode(mode: u32) -> u32 {
-    // Sticky directories (/tmp) stay world-writable-with-sticky; everything else is 0755.
-    if mode & 0o1000 != 0 {
+/// The one directory of a rootfs that may be world-writable: the top-level `tmp`, and only
+/// when the plan made it sticky (extras.tmp plans it 1777).
+const SHARED_TMP: &str = "tmp";
+
+/// Every directory is 0755 except a sticky top-level `tmp` (1777). A sticky or world-writable
+/// directory anywhere else is a leftover of the build host (a venv built under /var/tmp made
+/// `var/tmp` 1777), and in chroot-only mode it would be writable by every run and shared
+/// across runs: it loses those bits here. Decided by the tar name alone, so it stays
+/// deterministic.
+fn dir_mode(name: &str, mode: u32) -> u32 {
+    if name == SHARED_TMP && mode & 0o1000 != 0 {
         0o1777
     } else {
         0o755
@@ -371,7 +379,7 @@ fn write_entries<W: Write>(
                         name: dname.as_bytes(),
                         link: b"",
                         flag: TypeFlag::Dir,
-                        mode: dir_mode(entry.mode),
+                        mode: dir_mode(name, entry.mode),
                         size: 0,
                         mtime,
                     }),
@@ -621,9 +629,14 @@ mod tests {
         assert_eq!(file_mode(0o2700), 0o755);
         assert_eq!(file_mode(0o600), 0o644);
         assert_eq!(file_mode(0o4600), 0o644);
-        assert_eq!(dir_mode(0o700), 0o755);
-        assert_eq!(dir_mode(0o1777), 0o1777);
-        assert_eq!(dir_mode(0o3775), 0o1777);
+        assert_eq!(dir_mode("usr", 0o700), 0o755);
+        assert_eq!(dir_mode("tmp", 0o1777), 0o1777);
+        assert_eq!(dir_mode("tmp", 0o3775), 0o1777);
+        // Only the top-level tmp keeps its sticky, world-writable mode.
+        assert_eq!(dir_mode("var/tmp", 0o1777), 0o755);
+        assert_eq!(dir_mode("usr/tmp", 0o1777), 0o755);
+        assert_eq!(dir_mode("srv", 0o777), 0o755);
+        assert_eq!(dir_mode("tmp", 0o777), 0o755);
     }
 
     #[test]

@@ -12,7 +12,28 @@
 //!   resolve inside the chroot), hardlinks may only point at earlier regular files of the same
 //!   archive, device nodes, fifos and setuid/setgid bits are refused;
 //! - the tree is built in a temp dir beside the root and swapped in only when complete and
-//!   its digests match the manifest.
+//!   its digests match the manifest;
+//! - modes are neutralized rather than refused: no entry but the top-level `tmp` keeps the
+//!   sticky bit or write permission for group or others (they are cleared, so `var/tmp` 1777
+//!   from a bundle of an earlier prebake, built from a venv under /var/tmp, comes out 0755).
+//!   Otherwise such a directory would be writable by every chroot-only run and shared across
+//!   runs. Clearing rather than refusing keeps those older bundles usable, and the digests
+//!   still vouch for the archive as built;
+//! - the paths the runtime itself touches on the host side ([`RUNTIME_PATHS`]: `tmp`, `dev`,
+//!   `etc` and its resolver files, `proc`, `var`, `var/tmp`) must be what the runtime expects
+//!   (a directory or a regular file), never a symlink: with `tmp -> /run`, chroot-only mode
+//!   would chmod the host's `/run` and create run directories in it. Such an archive is
+//!   refused, naming the entry. [`check_runtime_paths`] checks the same on any tree (an
+//!   in-place rootfs, a tree unpacked earlier), through descriptors and without following
+//!   a symlink.
+//!
+//! Unpackers of one root are serialized by an exclusive `flock` on `.<root name>.prebake.lock`
+//! beside the root, held from the stamp check to the swap: `serve` and `exec` started together
+//! on the same root would otherwise race, the second sweeping the first's temp tree as stale
+//! while it was being written. The second waits, then finds the stamp and does nothing. A
+//! tree already in place is recognized before the lock, without writing anything (the stamp
+//! arrives with its complete tree in one rename). The lock file is never removed (removing a
+//! lock file lets a third process lock a new inode while the second still holds the old one).
 //!
 //! The "already unpacked" stamp lives inside the tree (`<root>/.prebake-rootfs`, holding the
 //! archive's sha256) rather than beside it: it is written into the temp tree before the swap,
@@ -93,6 +114,13 @@ pub enum UnpackError {
         expected: String,
         actual: String,
     },
+    #[error("{root}: {path} is {found}, but the runtime expects {expected} there (it works on that path from outside the sandbox, and a symlink or another type would redirect it outside the rootfs); rebuild the bundle, or fix the rootfs, so that {path} is {expected} (or absent)")]
+    RuntimePath {
+        root: PathBuf,
+        path: &'static str,
+        found: &'static str,
+        expected: &'static str,
+    },
     #[error("{path}: cannot put the unpacked rootfs in place: {source}")]
     Swap {
         path: PathBuf,
@@ -123,10 +151,15 @@ pub fn unpack_bundle(
         return Err(UnpackError::Compression(info.compression.clone()));
     }
     if info.compression == "none" && file.is_dir() {
+        // Not ours to fix: the operator's tree is used as it is, if it is safe to.
+        check_runtime_paths(&file)?;
         return Ok(UnpackOutcome::InPlace(file));
     }
     let stamp_line = format!("{}\n", info.sha256_compressed);
-    if read_stamp(root).as_deref() == Some(stamp_line.as_bytes()) {
+    // The common case first, without the lock and without writing anything (the root's
+    // parent may be read-only once the tree is there). Safe unlocked: the stamp lives in the
+    // tree and arrives with it in one rename, so a matching stamp means a complete tree.
+    if present_and_sound(root, &stamp_line) {
         return Ok(UnpackOutcome::AlreadyPresent);
     }
 
@@ -143,7 +176,15 @@ pub fn unpack_bundle(
         }
     };
     std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+    // Held until this function returns: stamp check, extraction and swap are one step for
+    // every other unpacker of this root (module docs).
+    let _lock = lock_root(parent, name)?;
+    // Again under the lock: another unpacker may have finished while we waited for it.
+    if present_and_sound(root, &stamp_line) {
+        return Ok(UnpackOutcome::AlreadyPresent);
+    }
     let prefix = format!(".{}.prebake-", name.to_string_lossy());
+    // Under the lock, every temp tree of this root belongs to an unpack that was killed.
     remove_stale_temps(parent, &prefix);
 
     // TempDir removes itself on every early return below: a failed unpack leaves nothing.
@@ -178,6 +219,9 @@ pub fn unpack_bundle(
             });
         }
     }
+    // The extractor refused bad entries at those paths already; this checks the result the
+    // way the runtime will meet it, before anything vouches for it.
+    check_runtime_paths(tmp.path())?;
     write_stamp(tmp.path(), &stamp_line)?;
     // mkdtemp made it 0700; the sandbox's unprivileged uids must be able to traverse it.
     use std::os::unix::fs::PermissionsExt;
@@ -188,6 +232,23 @@ pub fn unpack_bundle(
         files: stats.files + stats.hardlinks,
         bytes: stats.bytes,
     })
+}
+
+/// Whether `root` holds the tree `stamp_line` describes, fit for the runtime. A tree whose
+/// stamp matches but that fails [`check_runtime_paths`] (unpacked by an earlier prebake that
+/// did not check, or changed since) is not trusted: it is unpacked again, which refuses a bad
+/// archive by entry name or repairs the tree.
+fn present_and_sound(root: &Path, stamp_line: &str) -> bool {
+    if read_stamp(root).as_deref() != Some(stamp_line.as_bytes()) {
+        return false;
+    }
+    match check_runtime_paths(root) {
+        Ok(()) => true,
+        Err(err) => {
+            tracing::warn!(error = %err, "the unpacked rootfs fails the runtime's path checks; unpacking it again");
+            false
+        }
+    }
 }
 
 fn read_stamp(root: &Path) -> Option<Vec<u8>> {
@@ -224,8 +285,160 @@ fn write_stamp(tree: &Path, line: &str) -> Result<(), UnpackError> {
     f.write_all(line.as_bytes()).map_err(io_at(&path))
 }
 
+/// Take the exclusive lock that serializes unpackers of the root `parent/name`, waiting for
+/// it; released when the returned file is closed (also when the process dies).
+fn lock_root(parent: &Path, name: &OsStr) -> Result<File, UnpackError> {
+    let mut lock_name = std::ffi::OsString::from(".");
+    lock_name.push(name);
+    lock_name.push(".prebake.lock");
+    let path = parent.join(lock_name);
+    // O_NOFOLLOW: the parent may be shared; a planted symlink must not make us create or
+    // lock a file elsewhere.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(io_at(&path))?;
+    loop {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(file);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(UnpackError::Io { path, source: err });
+        }
+    }
+}
+
+/// What a path the runtime touches must be, when it exists at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimePathKind {
+    Dir,
+    File,
+}
+
+impl RuntimePathKind {
+    fn describe(self) -> &'static str {
+        match self {
+            RuntimePathKind::Dir => "a directory",
+            RuntimePathKind::File => "a regular file",
+        }
+    }
+}
+
+/// The rootfs paths (relative, parents before children) that the runtime works on from
+/// outside the sandbox, with the type each must have when present (absent is fine: the
+/// runtime creates or skips them). `tmp`: chmod 0711 and per-run directories in chroot-only
+/// mode, a tmpfs mount otherwise; `dev`: a tmpfs mount and bind mounts of the host's nodes;
+/// `etc/resolv.conf`, `etc/hosts`: rewritten before runs with network (see
+/// [`super::netfiles`]); `proc`, `var`, `var/tmp`: mount points and temp directories that
+/// scripts and later runtime versions rely on being plain directories of the rootfs.
+pub const RUNTIME_PATHS: &[(&str, RuntimePathKind)] = &[
+    ("dev", RuntimePathKind::Dir),
+    ("etc", RuntimePathKind::Dir),
+    ("etc/hosts", RuntimePathKind::File),
+    ("etc/resolv.conf", RuntimePathKind::File),
+    ("proc", RuntimePathKind::Dir),
+    ("tmp", RuntimePathKind::Dir),
+    ("var", RuntimePathKind::Dir),
+    ("var/tmp", RuntimePathKind::Dir),
+];
+
+fn runtime_path_kind(comps: &[Vec<u8>]) -> Option<(&'static str, RuntimePathKind)> {
+    let joined = comps.join(&b'/');
+    RUNTIME_PATHS
+        .iter()
+        .copied()
+        .find(|(p, _)| p.as_bytes() == joined.as_slice())
+}
+
+fn describe_mode(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => "a directory",
+        libc::S_IFREG => "a regular file",
+        libc::S_IFLNK => "a symlink",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFIFO => "a fifo",
+        libc::S_IFSOCK => "a socket",
+        _ => "of an unknown type",
+    }
+}
+
+/// Check that every path of [`RUNTIME_PATHS`] in the tree at `root` is absent or of the
+/// expected type, and never a symlink. Every lookup is anchored at a descriptor of `root`
+/// and opens each directory with `O_NOFOLLOW`, so a symlink anywhere on the way is reported,
+/// never followed. `root` itself is opened normally: it is the operator's path.
+///
+/// The runtime calls it on a tree before working on it; [`unpack_bundle`] already does for
+/// the trees it returns (unpacked, already present or in place).
+pub fn check_runtime_paths(root: &Path) -> Result<(), UnpackError> {
+    let root_fd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)
+        .map(OwnedFd::from)
+        .map_err(io_at(root))?;
+    for &(path, want) in RUNTIME_PATHS {
+        let io_err = |e: Errno| UnpackError::Io {
+            path: root.join(path),
+            source: errno_io(e),
+        };
+        let (parent_path, name) = match path.rsplit_once('/') {
+            Some((p, n)) => (Some(p), n),
+            None => (None, path),
+        };
+        let mut dir = root_fd.try_clone().map_err(io_at(root))?;
+        let mut parent_missing = false;
+        for c in parent_path.into_iter().flat_map(|p| p.split('/')) {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            match openat(dir.as_fd(), c, flags, Mode::empty()) {
+                Ok(fd) => dir = fd,
+                Err(Errno::ENOENT) => {
+                    parent_missing = true;
+                    break;
+                }
+                // The parent is itself in RUNTIME_PATHS and was checked first; this is a
+                // tree changing under us.
+                Err(e) => return Err(io_err(e)),
+            }
+        }
+        if parent_missing {
+            continue;
+        }
+        let st = match nix::sys::stat::fstatat(
+            dir.as_fd(),
+            name,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => continue,
+            Err(e) => return Err(io_err(e)),
+        };
+        let ok = match want {
+            RuntimePathKind::Dir => st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+            RuntimePathKind::File => st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        };
+        if !ok {
+            return Err(UnpackError::RuntimePath {
+                root: root.to_path_buf(),
+                path,
+                found: describe_mode(st.st_mode),
+                expected: want.describe(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Temp trees left by an unpack that was killed (no destructor ran): they are ours by name,
-/// and only one runtime manages a given root.
+/// and the caller holds the root's lock, so no live unpacker is writing them.
 fn remove_stale_temps(parent: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
@@ -490,11 +703,18 @@ impl Extractor {
                 "mode {mode:04o} has the setuid or setgid bit"
             )));
         }
+        // Neutralized, not refused (module docs): only the top-level tmp may stay sticky and
+        // writable by others.
+        let mode = if comps == [b"tmp".to_vec()] {
+            mode & 0o1777
+        } else {
+            mode & 0o755
+        };
         Ok(Member {
             name,
             comps,
             kind,
-            mode: mode & 0o1777,
+            mode,
             mtime,
             link,
             device,
@@ -595,6 +815,21 @@ impl Extractor {
                     "unsupported entry type {:?}",
                     other.as_byte() as char
                 )))
+            }
+        }
+        if let Some((path, want)) = runtime_path_kind(&m.comps) {
+            let (found, ok) = match m.kind {
+                T::Directory => ("a directory", want == RuntimePathKind::Dir),
+                T::Regular | T::Continuous | T::Link => {
+                    ("a regular file", want == RuntimePathKind::File)
+                }
+                _ => ("a symlink", false),
+            };
+            if !ok {
+                return Err(refuse(&format!(
+                    "{found} at /{path}, where the runtime expects {want}: the runtime works on /{path} from outside the sandbox, and a symlink or another type there would redirect it to the host; rebuild the bundle so that /{path} is {want} (or absent)",
+                    want = want.describe()
+                )));
             }
         }
         let parent = self.open_dir(parent_comps, &m.name)?;
