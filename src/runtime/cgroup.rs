@@ -266,6 +266,13 @@ impl Cgroups {
                         write_file(&dirs[0].join("memory.swap.max"), "0", "set memory.swap.max");
                     write_file(&dirs[0].join("pids.max"), &pids.to_string(), "set pids.max")?;
                 } else {
+                    // v1 refuses a memory limit above the memory+swap limit (EINVAL), which
+                    // the previous language's run may have set lower: lift that one first.
+                    let _ = write_file(
+                        &dirs[0].join("memory.memsw.limit_in_bytes"),
+                        "-1",
+                        "lift memory.memsw.limit_in_bytes",
+                    );
                     write_file(
                         &dirs[0].join("memory.limit_in_bytes"),
                         &memory.to_string(),

@@ -11,5 +11,6 @@ pub mod netfiles;
 pub mod probe;
 pub mod sandbox;
 pub mod server;
+pub mod tmpwatch;
 pub mod uidpool;
 pub mod unpack;

@@ -233,6 +233,8 @@ pub struct RunOutcome {
     pub limits: Limits,
     /// The run's memory cgroup killed a process of it (limit reached).
     pub memory_killed: bool,
+    /// Chroot mode: the run's /tmp grew past its budget and the run was killed.
+    pub tmp_exceeded: bool,
 }
 
 impl RunOutcome {
@@ -245,7 +247,10 @@ impl RunOutcome {
     }
 
     pub fn success(&self) -> bool {
-        self.exit == Exit::Code(0) && !self.timed_out && self.truncated.is_none()
+        self.exit == Exit::Code(0)
+            && !self.timed_out
+            && self.truncated.is_none()
+            && !self.tmp_exceeded
     }
 
     /// Short word for logs.
@@ -284,6 +289,13 @@ impl RunOutcome {
             ));
         } else if self.exit == Exit::Signal(libc::SIGSYS) {
             s.push_str("error: operation not permitted\n");
+        } else if self.tmp_exceeded {
+            s.push_str(&format!(
+                "error: /tmp limit exceeded ({} MiB, {} entries, {} levels per script)\n",
+                self.limits.tmp_bytes >> 20,
+                super::tmpwatch::MAX_ENTRIES,
+                super::tmpwatch::MAX_DEPTH
+            ));
         } else if self.memory_killed || out_of_memory(&stderr) {
             s.push_str(&format!(
                 "error: memory limit exceeded ({} MiB per script)\n",
@@ -420,6 +432,13 @@ impl Sandbox {
             path: rootfs.to_path_buf(),
             what: "resolve the rootfs path",
             source,
+        })?;
+        // Host-side code below (and per run) works on the rootfs's tmp, dev and etc by path:
+        // none of them may be a symlink, whatever unpacked the tree.
+        super::unpack::check_runtime_paths(rootfs).map_err(|e| SandboxError::Prepare {
+            path: rootfs.to_path_buf(),
+            what: "check the rootfs's tmp, dev, etc and var (no symlinks)",
+            source: std::io::Error::other(e),
         })?;
         let mut languages = BTreeMap::new();
         for (name, info) in &manifest.languages {
@@ -703,7 +722,8 @@ impl Sandbox {
         drop(rep_r);
 
         let deadline = start + req.timeout;
-        let sup = supervise(&child, out_r, err_r, deadline, l.output_bytes);
+        let tmp_watch = _tmp_guard.as_ref().map(|t| (t.0.as_path(), l.tmp_bytes));
+        let sup = supervise(&child, out_r, err_r, deadline, l.output_bytes, tmp_watch);
         let exit = child.reap();
         Ok(RunOutcome {
             stdout: sup.stdout,
@@ -714,6 +734,7 @@ impl Sandbox {
             duration: start.elapsed(),
             limits: l.clone(),
             memory_killed: cgroup.as_ref().is_some_and(|c| c.oom_killed()),
+            tmp_exceeded: sup.tmp_exceeded,
         })
     }
 }
@@ -756,20 +777,31 @@ fn deny_memfd_filter() -> Vec<SockFilter> {
 }
 
 /// Make the rootfs's /tmp a root-owned, traverse-only directory (chroot mode, module docs).
+/// Through descriptors opened with `O_NOFOLLOW`, so a `tmp` symlink can never redirect the
+/// chmod to a host directory.
 fn prepare_shared_tmp(rootfs: &Path) -> Result<(), SandboxError> {
-    use std::os::unix::fs::PermissionsExt;
+    use nix::fcntl::{open, openat, OFlag};
+    use nix::sys::stat::{fchmod, mkdirat, Mode};
+    use nix::unistd::fchown;
     let tmp = rootfs.join("tmp");
     let prep = |what| {
         let tmp = tmp.clone();
-        move |source| SandboxError::Prepare {
+        move |e: nix::Error| SandboxError::Prepare {
             path: tmp,
             what,
-            source,
+            source: std::io::Error::from_raw_os_error(e as i32),
         }
     };
-    std::fs::create_dir_all(&tmp).map_err(prep("create /tmp in the rootfs"))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o711))
-        .map_err(prep("make /tmp traverse-only"))?;
+    let dir_flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    let root = open(rootfs, dir_flags, Mode::empty()).map_err(prep("open the rootfs"))?;
+    match mkdirat(&root, "tmp", Mode::from_bits_truncate(0o711)) {
+        Ok(()) | Err(nix::Error::EEXIST) => {}
+        Err(e) => return Err(prep("create /tmp in the rootfs")(e)),
+    }
+    let fd = openat(&root, "tmp", dir_flags, Mode::empty())
+        .map_err(prep("open /tmp in the rootfs (is it a symlink?)"))?;
+    fchown(&fd, Some(0.into()), Some(0.into())).map_err(prep("give /tmp to root"))?;
+    fchmod(&fd, Mode::from_bits_truncate(0o711)).map_err(prep("make /tmp traverse-only"))?;
     Ok(())
 }
 
@@ -1005,22 +1037,28 @@ struct Supervised {
     stderr: Vec<u8>,
     timed_out: bool,
     truncated: Option<Stream>,
+    tmp_exceeded: bool,
 }
 
-/// Read both pipes until EOF while watching the deadline and the caps.
+/// Read both pipes until EOF while watching the deadline, the output caps and, in chroot
+/// mode, the size of the run's /tmp directory (`tmp`: its path and byte budget; see
+/// [`super::tmpwatch`]).
 fn supervise(
     child: &Child,
     out: OwnedFd,
     err: OwnedFd,
     deadline: Instant,
     cap: usize,
+    tmp: Option<(&Path, u64)>,
 ) -> Supervised {
     let mut res = Supervised {
         stdout: Vec::new(),
         stderr: Vec::new(),
         timed_out: false,
         truncated: None,
+        tmp_exceeded: false,
     };
+    let mut next_tmp_check = Instant::now() + super::tmpwatch::INTERVAL;
     let mut open = [true, true];
     let mut exited = false;
     let mut killed = false;
@@ -1034,6 +1072,16 @@ fn supervise(
             res.timed_out = true;
             child.kill();
             killed = true;
+        }
+        if let Some((dir, max)) = tmp {
+            if !killed && now >= next_tmp_check {
+                next_tmp_check = now + super::tmpwatch::INTERVAL;
+                if super::tmpwatch::measure(dir, max).is_ok_and(|u| u.exceeds(max)) {
+                    res.tmp_exceeded = true;
+                    child.kill();
+                    killed = true;
+                }
+            }
         }
         let mut pfds = vec![];
         for (i, fd) in fds.iter().enumerate() {
@@ -1056,7 +1104,11 @@ fn supervise(
             // After SIGKILL of the whole tree the pipes close promptly.
             1000
         } else {
-            deadline
+            let until = match tmp {
+                Some(_) => deadline.min(next_tmp_check),
+                None => deadline,
+            };
+            until
                 .saturating_duration_since(now)
                 .as_millis()
                 .clamp(1, i32::MAX as u128) as i32
