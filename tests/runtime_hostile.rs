@@ -296,8 +296,15 @@ fn deep_directory_nest_is_removed_after_the_run() {
                 // The private tmpfs has 4096 inodes: the nest stops there.
                 assert!(out.contains("depth "), "ns={ns} round={round}: {d}");
             } else {
-                assert!(out.ends_with("depth 20000\n"), "ns={ns} round={round}: {d}");
-                assert_eq!(d["exit_code"], 0, "ns={ns} round={round}: {d}");
+                // No tmpfs: the supervisor measures the run's directory and kills the run
+                // past 64 levels (whatever depth it reached by then is removed below).
+                assert!(
+                    err(&d).contains(
+                        "error: /tmp limit exceeded (64 MiB, 4096 entries, 64 levels per script)\n"
+                    ),
+                    "ns={ns} round={round}: {d}"
+                );
+                assert_eq!(d["exit_code"], -1, "ns={ns} round={round}: {d}");
                 // Removed before the answer was sent; nothing set aside either.
                 let left = run_dirs_left();
                 assert!(left.is_empty(), "round={round}: {left:?}");
@@ -407,4 +414,60 @@ fn memfd_cannot_hold_memory_beyond_the_limit() {
             assert!(left.is_empty(), "{cgroups} ns={ns}: {left:?}");
         }
     }
+}
+
+#[test]
+fn runs_with_network_cannot_listen_or_reach_unix_sockets() {
+    // A run with network shares the server's network namespace in both modes: it must not
+    // serve (bind, listen), nor reach the namespace's abstract unix sockets. The test holds
+    // an abstract socket open in that namespace.
+    let name = format!("prebake-hostile-{}", std::process::id());
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let abstract_listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    abstract_listener.set_nonblocking(true).unwrap();
+    let code = format!(
+        "import socket\nfor what, f in [\n    ('tcp-bind', lambda: socket.socket().bind(('0.0.0.0', 0))),\n    ('udp-bind', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(('0.0.0.0', 0))),\n    ('unix', lambda: socket.socket(socket.AF_UNIX).connect('\\0{name}')),\n    ('netlink', lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)),\n]:\n    try:\n        f()\n        print(what, 'ALLOWED')\n    except OSError as e:\n        print(what, 'refused', e.errno)\n"
+    );
+    both_modes("network_no_listen", "enable_network: true\n", |s, ns| {
+        let (_, v) = s.post(
+            "/v1/sandbox/run",
+            &json!({"language": "python3", "code": code, "enable_network": true}),
+        );
+        let out = v["data"]["stdout"].as_str().unwrap_or_default();
+        assert_eq!(
+            out, "tcp-bind refused 1\nudp-bind refused 1\nunix refused 1\nnetlink refused 1\n",
+            "ns={ns}: {v}"
+        );
+        assert!(
+            abstract_listener.accept().is_err(),
+            "ns={ns}: a run connected"
+        );
+    });
+}
+
+#[test]
+fn many_files_in_tmp_are_capped_in_total() {
+    // RLIMIT_FSIZE caps one file; the total is capped too: by the tmpfs with namespaces, by
+    // the supervisor's measurement of the run's directory without (chroot-only mode).
+    both_modes("tmp_total", "", |s, ns| {
+        let d = s.run_py(
+            "import os, tempfile, time\nd = tempfile.gettempdir()\nfor i in range(8):\n    with open(os.path.join(d, 'f%d' % i), 'wb') as f:\n        f.write(b'x' * (15 << 20))\n    print('wrote', i, flush=True)\ntime.sleep(1)\nprint('kept 120 MiB')\n",
+        );
+        let out = d["stdout"].as_str().unwrap();
+        assert!(!out.contains("kept"), "ns={ns}: {d}");
+        if ns {
+            assert!(
+                d["stderr"].as_str().unwrap().contains("No space left"),
+                "ns={ns}: {d}"
+            );
+        } else {
+            assert!(
+                err(&d).contains("error: /tmp limit exceeded (16 MiB"),
+                "ns={ns}: {d}"
+            );
+        }
+    });
+    let left = run_dirs_left();
+    assert!(left.is_empty(), "{left:?}");
 }
