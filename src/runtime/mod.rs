@@ -5,6 +5,7 @@
 pub mod child;
 pub mod cleanup;
 pub mod config;
+pub mod listen;
 pub mod locate;
 pub mod netfiles;
 pub mod probe;

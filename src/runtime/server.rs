@@ -44,6 +44,23 @@ impl AppState {
             in_flight: AtomicUsize::new(0),
         }
     }
+
+    /// From now on queued runs answer at once instead of starting (SIGTERM): only the runs
+    /// already running are waited for.
+    pub fn begin_shutdown(&self) {
+        self.workers.close();
+    }
+
+    /// Resolves when no run is running or queued, including runs whose client has gone.
+    pub async fn runs_finished(&self) {
+        while self.runs_in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn runs_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
 }
 
 /// What a request ended with, for the log line.
