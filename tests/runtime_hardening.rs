@@ -258,3 +258,70 @@ fn internal_errors_do_not_reveal_host_paths() {
     assert_eq!(s.run_py("print(2)")["stdout"], "2\n");
     assert_eq!(s.stop().code(), Some(0));
 }
+
+#[test]
+fn servers_sharing_the_lock_dir_never_share_a_uid() {
+    if !root("servers_sharing_the_lock_dir_never_share_a_uid") {
+        return;
+    }
+    // Two servers as two pods of one node: each has its own /run (PREBAKE_LOCK_DIR, the
+    // older setting), and both are given the node's lock directory as uid_lock_dir. That is
+    // the default directory, which every other server of these tests locks in: a private one
+    // would collide with them (the very bug), and their first lease of a uid kills its
+    // processes.
+    let shared = Path::new(prebake::runtime::uidpool::DEFAULT_LOCK_DIR);
+    let own_a = tempfile::tempdir().unwrap();
+    let own_b = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "max_workers: 2\nworker_timeout: 30\nuid_lock_dir: {}\n",
+        shared.display()
+    );
+    let a = Server::start(
+        &cfg,
+        &[("PREBAKE_LOCK_DIR", own_a.path().to_str().unwrap())],
+    );
+    let b = Server::start(
+        &cfg,
+        &[("PREBAKE_LOCK_DIR", own_b.path().to_str().unwrap())],
+    );
+    let handles: Vec<_> = [&a, &a, &b, &b]
+        .iter()
+        .map(|s| {
+            let url = s.url("/v1/sandbox/run");
+            std::thread::spawn(move || {
+                let text = runtime_common::agent()
+                    .post(&url)
+                    .header("X-Api-Key", KEY)
+                    .send_json(json!({"language": "python3", "code": "import os, time\ntime.sleep(3)\nprint(os.getuid())"}))
+                    .and_then(|mut r| r.body_mut().read_to_string())
+                    .map_err(|e| e.to_string())?;
+                let v: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+                v["data"]["stdout"]
+                    .as_str()
+                    .and_then(|o| o.trim().parse::<u32>().ok())
+                    .ok_or_else(|| v.to_string())
+            })
+        })
+        .collect();
+    let mut uids: Vec<u32> = handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{e}\nserver a:\n{}\nserver b:\n{}", a.log(), b.log()))
+        })
+        .collect();
+    uids.sort();
+    let n = uids.len();
+    uids.dedup();
+    assert_eq!(uids.len(), n, "concurrent runs of two servers shared a uid");
+    let locks = |d: &Path| std::fs::read_dir(d).unwrap().count();
+    assert_eq!(
+        locks(own_a.path()) + locks(own_b.path()),
+        0,
+        "locks outside uid_lock_dir"
+    );
+    assert!(a.log().contains(&format!("lock_dir={}", shared.display())));
+    assert_eq!(a.stop().code(), Some(0));
+    assert_eq!(b.stop().code(), Some(0));
+}

@@ -37,8 +37,9 @@ struct Common {
     /// The sandbox root the rootfs is unpacked into.
     #[arg(long, default_value = DEFAULT_SANDBOX_ROOT)]
     root: PathBuf,
-    /// Directory of the uid-pool lock files (shared by all runtime processes of a host).
-    #[arg(long, env = "PREBAKE_LOCK_DIR", default_value = DEFAULT_LOCK_DIR, hide = true)]
+    /// Directory of the uid-pool lock files. Every runtime process of a node must share it:
+    /// sandbox uids are node-wide (for `serve`, `uid_lock_dir` / SANDBOX_UID_LOCK_DIR wins).
+    #[arg(long, env = "PREBAKE_LOCK_DIR", default_value = DEFAULT_LOCK_DIR)]
     lock_dir: PathBuf,
     /// DANGEROUS: run code even where chroot, a uid switch or seccomp is unavailable (each
     /// run is still a fresh process with rlimits, but NOT confined).
@@ -112,6 +113,8 @@ Settings (config file key / environment variable, which wins / default):
                                                      beyond it the oldest idle one is closed)
   shutdown_timeout         SANDBOX_SHUTDOWN_TIMEOUT  worker_timeout + 5 seconds: SIGTERM waits
                                                      that long for in-flight runs, then exits
+  uid_lock_dir             SANDBOX_UID_LOCK_DIR      /run/prebake-runtime (uid-pool locks;
+                                                     share it between all servers of a node)
   namespaces               SANDBOX_NAMESPACES        true (where the platform allows them)
 Build-time keys (python_path, python_lib_path, nodejs_path, allowed_syscalls, ...) are accepted
 and ignored with a warning: they belong to `prebake build --dify-config`.";
@@ -264,7 +267,7 @@ fn real_main(cli: Cli) -> Result<i32> {
     }
 }
 
-fn serve(common: Common, config_path: Option<PathBuf>) -> Result<i32> {
+fn serve(mut common: Common, config_path: Option<PathBuf>) -> Result<i32> {
     let (path, required) = match &config_path {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
@@ -275,6 +278,10 @@ fn serve(common: Common, config_path: Option<PathBuf>) -> Result<i32> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    if let Some(dir) = &config.uid_lock_dir {
+        common.lock_dir = dir.clone();
+    }
+    tracing::info!(lock_dir = %common.lock_dir.display(), "uid-pool locks (share this directory between all servers of the node)");
     let (max_connections, lowered) =
         listen::fit_connections(config.max_connections, config.max_workers);
     if let Some(w) = lowered {

@@ -13,6 +13,7 @@
 //! | `limits.header_timeout` | `SANDBOX_HEADER_TIMEOUT` | seconds a connection may take to send a request's headers (also the idle time of a kept-alive connection); slower ones are closed, so connections that never finish their headers cannot pile up | 10 |
 //! | `limits.connections` | `SANDBOX_MAX_CONNECTIONS` | open connections at most, lowered at start to fit the descriptor limit; beyond it the oldest connection that is not in a request is closed to make room, so /health and runs stay answered | 1024 |
 //! | `shutdown_timeout` | `SANDBOX_SHUTDOWN_TIMEOUT` | seconds SIGTERM waits for in-flight runs before the server exits anyway | `worker_timeout` + 5 |
+//! | `uid_lock_dir` | `SANDBOX_UID_LOCK_DIR` | directory of the uid-pool lock files; every server of a node must share it (see the README), because RLIMIT_NPROC counts per uid node-wide. The older `PREBAKE_LOCK_DIR` is read when neither is set | /run/prebake-runtime |
 //! | `namespaces` | `SANDBOX_NAMESPACES` | use namespaces where the platform allows them | true |
 //!
 //! `allowed_syscalls` is accepted and ignored with a warning: a stacked seccomp filter can only
@@ -59,6 +60,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Seconds SIGTERM waits for in-flight runs.
     pub shutdown_timeout: u64,
+    /// The uid-pool lock directory, when configured (else the caller's default).
+    pub uid_lock_dir: Option<PathBuf>,
     /// Use namespaces when the platform allows them (false mimics Docker's default profile).
     pub namespaces: bool,
     /// Things to warn about once logging is up.
@@ -87,6 +90,7 @@ impl Default for Config {
             header_timeout: 10,
             max_connections: 1024,
             shutdown_timeout: 5 + 5,
+            uid_lock_dir: None,
             namespaces: true,
             warnings: Vec::new(),
         }
@@ -419,6 +423,11 @@ impl Config {
         if let Some(v) = src.u64("shutdown_timeout", "SANDBOX_SHUTDOWN_TIMEOUT")? {
             c.shutdown_timeout = at_most("shutdown_timeout", v, MAX_WORKER_TIMEOUT)?;
         }
+        let mut lock_dir = String::new();
+        src.string("uid_lock_dir", "SANDBOX_UID_LOCK_DIR", &mut lock_dir)?;
+        if !lock_dir.is_empty() {
+            c.uid_lock_dir = Some(PathBuf::from(lock_dir));
+        }
         src.bool("namespaces", "SANDBOX_NAMESPACES", &mut c.namespaces)?;
 
         if c.key.is_empty() {
@@ -576,24 +585,32 @@ mod tests {
     }
 
     #[test]
-    fn connection_and_shutdown_settings() {
+    fn connection_shutdown_and_lock_dir_settings() {
         let base = |k: &str| (k == "API_KEY").then(|| "secret".to_string());
         let c = Config::load(None, false, &base).unwrap();
-        assert_eq!((c.header_timeout, c.max_connections), (10, 1024));
+        assert_eq!(
+            (c.header_timeout, c.max_connections, c.uid_lock_dir),
+            (10, 1024, None)
+        );
         assert_eq!(c.shutdown_timeout, c.worker_timeout + 5);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.yaml");
         std::fs::write(
             &p,
-            "app:\n  key: k\nworker_timeout: 20\nlimits:\n  header_timeout: 3\n  connections: 100\n",
+            "app:\n  key: k\nworker_timeout: 20\nlimits:\n  header_timeout: 3\n  connections: 100\nuid_lock_dir: /node/locks\n",
         )
         .unwrap();
         let env = |k: &str| (k == "SANDBOX_SHUTDOWN_TIMEOUT").then(|| "7".to_string());
         let c = Config::load(Some(&p), true, &env).unwrap();
         assert_eq!((c.header_timeout, c.max_connections), (3, 100));
         assert_eq!(c.shutdown_timeout, 7);
-        let c = Config::load(Some(&p), true, &|_: &str| None).unwrap();
+        assert_eq!(c.uid_lock_dir, Some(PathBuf::from("/node/locks")));
+        let c = Config::load(Some(&p), true, &|k: &str| {
+            (k == "SANDBOX_UID_LOCK_DIR").then(|| "/other".to_string())
+        })
+        .unwrap();
         assert_eq!(c.shutdown_timeout, 25, "worker_timeout + 5 by default");
+        assert_eq!(c.uid_lock_dir, Some(PathBuf::from("/other")));
         for zero in ["SANDBOX_HEADER_TIMEOUT", "SANDBOX_MAX_CONNECTIONS"] {
             let env = |k: &str| match k {
                 "API_KEY" => Some("secret".to_string()),
