@@ -758,6 +758,29 @@ fn k8s_templates_and_containerfile_agree_with_the_image() {
         sandbox_root.display()
     );
 
+    // The uid-pool locks are node-wide: every replica on a node mounts the same hostPath
+    // where the runtime looks for them (sandbox uids and RLIMIT_NPROC are per node).
+    let lock_dir = env
+        .iter()
+        .find(|e| e["name"] == "SANDBOX_UID_LOCK_DIR")
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or(prebake::runtime::uidpool::DEFAULT_LOCK_DIR);
+    let lock_mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == lock_dir)
+        .unwrap_or_else(|| panic!("no volume mounted at the uid lock dir {lock_dir}"));
+    let volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == lock_mount["name"])
+        .unwrap();
+    assert!(
+        volume["hostPath"]["path"].is_string(),
+        "the uid lock dir must be a hostPath shared by the node's replicas: {volume}"
+    );
     // The reduced-isolation variant stays within Docker's default capability set.
     let docker_default = [
         "CHOWN",

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use prebake::bundle::{BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT};
 use prebake::runtime::config::{Config, DEFAULT_CONFIG};
+use prebake::runtime::listen;
 use prebake::runtime::locate::rootfs_dir;
 use prebake::runtime::probe::Capabilities;
 use prebake::runtime::sandbox::{Exit, Isolation, Limits, RunRequest, Sandbox, SandboxError};
@@ -36,8 +37,9 @@ struct Common {
     /// The sandbox root the rootfs is unpacked into.
     #[arg(long, default_value = DEFAULT_SANDBOX_ROOT)]
     root: PathBuf,
-    /// Directory of the uid-pool lock files (shared by all runtime processes of a host).
-    #[arg(long, env = "PREBAKE_LOCK_DIR", default_value = DEFAULT_LOCK_DIR, hide = true)]
+    /// Directory of the uid-pool lock files. Every runtime process of a node must share it:
+    /// sandbox uids are node-wide (for `serve`, `uid_lock_dir` / SANDBOX_UID_LOCK_DIR wins).
+    #[arg(long, env = "PREBAKE_LOCK_DIR", default_value = DEFAULT_LOCK_DIR)]
     lock_dir: PathBuf,
     /// DANGEROUS: run code even where chroot, a uid switch or seccomp is unavailable (each
     /// run is still a fresh process with rlimits, but NOT confined).
@@ -106,6 +108,13 @@ Settings (config file key / environment variable, which wins / default):
   limits.processes         SANDBOX_MAX_PROCESSES     64
   limits.tmp_mb            SANDBOX_TMP_MB            64
   limits.request_bytes     SANDBOX_REQUEST_BYTES     16777216 (larger bodies get 413)
+  limits.header_timeout    SANDBOX_HEADER_TIMEOUT    10 seconds to send request headers
+  limits.connections       SANDBOX_MAX_CONNECTIONS   1024 open (lowered to fit the fd limit;
+                                                     beyond it the oldest idle one is closed)
+  shutdown_timeout         SANDBOX_SHUTDOWN_TIMEOUT  worker_timeout + 5 seconds: SIGTERM waits
+                                                     that long for in-flight runs, then exits
+  uid_lock_dir             SANDBOX_UID_LOCK_DIR      /run/prebake-runtime (uid-pool locks;
+                                                     share it between all servers of a node)
   namespaces               SANDBOX_NAMESPACES        true (where the platform allows them)
 Build-time keys (python_path, python_lib_path, nodejs_path, allowed_syscalls, ...) are accepted
 and ignored with a warning: they belong to `prebake build --dify-config`.";
@@ -258,7 +267,7 @@ fn real_main(cli: Cli) -> Result<i32> {
     }
 }
 
-fn serve(common: Common, config_path: Option<PathBuf>) -> Result<i32> {
+fn serve(mut common: Common, config_path: Option<PathBuf>) -> Result<i32> {
     let (path, required) = match &config_path {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
@@ -267,6 +276,15 @@ fn serve(common: Common, config_path: Option<PathBuf>) -> Result<i32> {
     let config = Config::load(Some(&path), required, &env)?;
     init_logs(if config.debug { "debug" } else { "info" });
     for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(dir) = &config.uid_lock_dir {
+        common.lock_dir = dir.clone();
+    }
+    tracing::info!(lock_dir = %common.lock_dir.display(), "uid-pool locks (share this directory between all servers of the node)");
+    let (max_connections, lowered) =
+        listen::fit_connections(config.max_connections, config.max_workers);
+    if let Some(w) = lowered {
         tracing::warn!("{w}");
     }
     let caps = check_platform(common.insecure_no_sandbox)?;
@@ -283,7 +301,7 @@ fn serve(common: Common, config_path: Option<PathBuf>) -> Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    let drained = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
             .await
             .with_context(|| format!("cannot listen on port {port}"))?;
@@ -307,14 +325,38 @@ fn serve(common: Common, config_path: Option<PathBuf>) -> Result<i32> {
                 }
             }
         });
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("server failed")?;
-        tracing::info!("shut down: in-flight runs finished and reaped");
-        Ok::<_, anyhow::Error>(())
+        let opts = listen::Options {
+            header_timeout: Duration::from_secs(state.config.header_timeout),
+            max_connections,
+        };
+        let stopping = state.clone();
+        let draining = listen::serve(listener, router(state.clone()), opts, async move {
+            shutdown_signal().await;
+            stopping.begin_shutdown();
+        })
+        .await;
+        // Bounded: a platform's grace period ends in SIGKILL anyway, and queued runs would
+        // otherwise extend the wait by max_requests / max_workers deadlines.
+        let bound = Duration::from_secs(state.config.shutdown_timeout);
+        let finished = async {
+            draining.closed().await;
+            state.runs_finished().await;
+        };
+        if tokio::time::timeout(bound, finished).await.is_ok() {
+            tracing::info!("shut down: in-flight runs finished and reaped");
+            Ok::<_, anyhow::Error>(true)
+        } else {
+            tracing::warn!(
+                runs = state.runs_in_flight(),
+                "shutdown_timeout of {}s passed: exiting with runs still in flight (their processes die with the server)",
+                bound.as_secs()
+            );
+            Ok(false)
+        }
     })?;
-    Ok(0)
+    // Do not wait for the abandoned runs' blocking threads (dropping the runtime would).
+    rt.shutdown_background();
+    Ok(if drained { 0 } else { 1 })
 }
 
 /// Unpack, open the sandbox, run one probe script; only then is the server healthy.
@@ -394,5 +436,7 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
         _ = tokio::signal::ctrl_c() => {},
     }
-    tracing::info!("signal received: no new connections; finishing in-flight runs");
+    tracing::info!(
+        "signal received: no new connections; finishing in-flight runs, queued ones are refused"
+    );
 }

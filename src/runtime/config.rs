@@ -10,6 +10,10 @@
 //! | `limits.processes` | `SANDBOX_MAX_PROCESSES` | processes + threads per script (RLIMIT_NPROC of its own uid) | 64 |
 //! | `limits.tmp_mb` | `SANDBOX_TMP_MB` | size of the private /tmp, and the largest file (RLIMIT_FSIZE) | 64 |
 //! | `limits.request_bytes` | `SANDBOX_REQUEST_BYTES` | largest request body (code plus Dify's base64 inputs); larger ones get HTTP 413 | 16777216 |
+//! | `limits.header_timeout` | `SANDBOX_HEADER_TIMEOUT` | seconds a connection may take to send a request's headers (also the idle time of a kept-alive connection); slower ones are closed, so connections that never finish their headers cannot pile up | 10 |
+//! | `limits.connections` | `SANDBOX_MAX_CONNECTIONS` | open connections at most, lowered at start to fit the descriptor limit; beyond it the oldest connection that is not in a request is closed to make room, so /health and runs stay answered | 1024 |
+//! | `shutdown_timeout` | `SANDBOX_SHUTDOWN_TIMEOUT` | seconds SIGTERM waits for in-flight runs before the server exits anyway | `worker_timeout` + 5 |
+//! | `uid_lock_dir` | `SANDBOX_UID_LOCK_DIR` | directory of the uid-pool lock files; every server of a node must share it (see the README), because RLIMIT_NPROC counts per uid node-wide. The older `PREBAKE_LOCK_DIR` is read when neither is set | /run/prebake-runtime |
 //! | `namespaces` | `SANDBOX_NAMESPACES` | use namespaces where the platform allows them | true |
 //!
 //! `allowed_syscalls` is accepted and ignored with a warning: a stacked seccomp filter can only
@@ -50,6 +54,14 @@ pub struct Config {
     pub limits: Limits,
     /// Largest request body; axum answers 413 beyond it.
     pub request_bytes: usize,
+    /// Seconds a connection may take to send a request's headers.
+    pub header_timeout: u64,
+    /// Open connections at most (before the descriptor-limit clamp `runtime serve` applies).
+    pub max_connections: usize,
+    /// Seconds SIGTERM waits for in-flight runs.
+    pub shutdown_timeout: u64,
+    /// The uid-pool lock directory, when configured (else the caller's default).
+    pub uid_lock_dir: Option<PathBuf>,
     /// Use namespaces when the platform allows them (false mimics Docker's default profile).
     pub namespaces: bool,
     /// Things to warn about once logging is up.
@@ -75,6 +87,10 @@ impl Default for Config {
             proxy_https: String::new(),
             limits: Limits::default(),
             request_bytes: 16 << 20,
+            header_timeout: 10,
+            max_connections: 1024,
+            shutdown_timeout: 5 + 5,
+            uid_lock_dir: None,
             namespaces: true,
             warnings: Vec::new(),
         }
@@ -122,6 +138,10 @@ const MAX_WORKER_TIMEOUT: u64 = 86_400;
 const MAX_OUTPUT_BYTES: u64 = 1 << 30;
 /// Queued requests each hold a connection; a million is already beyond any node.
 const MAX_REQUESTS: u64 = 1_000_000;
+/// An hour to send headers is already no timeout at all.
+const MAX_HEADER_TIMEOUT: u64 = 3600;
+/// Each connection holds a descriptor; no node has more.
+const MAX_CONNECTIONS: u64 = 1_000_000;
 /// MiB settings: 1 TiB, so that `v << 20` cannot wrap.
 const MAX_MIB: u64 = 1 << 20;
 
@@ -391,6 +411,23 @@ impl Config {
                 usize::try_from(at_most("limits.request_bytes", v, MAX_OUTPUT_BYTES)?)
                     .unwrap_or(usize::MAX);
         }
+        if let Some(v) = src.u64("limits.header_timeout", "SANDBOX_HEADER_TIMEOUT")? {
+            c.header_timeout = at_most("limits.header_timeout", v, MAX_HEADER_TIMEOUT)?;
+        }
+        if let Some(v) = src.u64("limits.connections", "SANDBOX_MAX_CONNECTIONS")? {
+            c.max_connections = usize::try_from(at_most("limits.connections", v, MAX_CONNECTIONS)?)
+                .unwrap_or(usize::MAX);
+        }
+        // Runs cannot outlast their deadline, so by default the wait covers one.
+        c.shutdown_timeout = c.worker_timeout.saturating_add(5);
+        if let Some(v) = src.u64("shutdown_timeout", "SANDBOX_SHUTDOWN_TIMEOUT")? {
+            c.shutdown_timeout = at_most("shutdown_timeout", v, MAX_WORKER_TIMEOUT)?;
+        }
+        let mut lock_dir = String::new();
+        src.string("uid_lock_dir", "SANDBOX_UID_LOCK_DIR", &mut lock_dir)?;
+        if !lock_dir.is_empty() {
+            c.uid_lock_dir = Some(PathBuf::from(lock_dir));
+        }
         src.bool("namespaces", "SANDBOX_NAMESPACES", &mut c.namespaces)?;
 
         if c.key.is_empty() {
@@ -400,6 +437,8 @@ impl Config {
             ("max_workers", c.max_workers as u64),
             ("max_requests", c.max_requests as u64),
             ("worker_timeout", c.worker_timeout),
+            ("limits.header_timeout", c.header_timeout),
+            ("limits.connections", c.max_connections as u64),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
@@ -531,6 +570,9 @@ mod tests {
             ("SANDBOX_TMP_MB", u64::MAX.to_string()),
             ("SANDBOX_NODEJS_MEMORY_MB", (1u64 << 45).to_string()),
             ("SANDBOX_OUTPUT_BYTES", u64::MAX.to_string()),
+            ("SANDBOX_HEADER_TIMEOUT", "3601".to_string()),
+            ("SANDBOX_MAX_CONNECTIONS", u64::MAX.to_string()),
+            ("SANDBOX_SHUTDOWN_TIMEOUT", u64::MAX.to_string()),
         ] {
             let env = |k: &str| match k {
                 "API_KEY" => Some("secret".to_string()),
@@ -539,6 +581,44 @@ mod tests {
             };
             let e = Config::load(None, false, &env).unwrap_err().to_string();
             assert!(e.contains("too large"), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn connection_shutdown_and_lock_dir_settings() {
+        let base = |k: &str| (k == "API_KEY").then(|| "secret".to_string());
+        let c = Config::load(None, false, &base).unwrap();
+        assert_eq!(
+            (c.header_timeout, c.max_connections, c.uid_lock_dir),
+            (10, 1024, None)
+        );
+        assert_eq!(c.shutdown_timeout, c.worker_timeout + 5);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.yaml");
+        std::fs::write(
+            &p,
+            "app:\n  key: k\nworker_timeout: 20\nlimits:\n  header_timeout: 3\n  connections: 100\nuid_lock_dir: /node/locks\n",
+        )
+        .unwrap();
+        let env = |k: &str| (k == "SANDBOX_SHUTDOWN_TIMEOUT").then(|| "7".to_string());
+        let c = Config::load(Some(&p), true, &env).unwrap();
+        assert_eq!((c.header_timeout, c.max_connections), (3, 100));
+        assert_eq!(c.shutdown_timeout, 7);
+        assert_eq!(c.uid_lock_dir, Some(PathBuf::from("/node/locks")));
+        let c = Config::load(Some(&p), true, &|k: &str| {
+            (k == "SANDBOX_UID_LOCK_DIR").then(|| "/other".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.shutdown_timeout, 25, "worker_timeout + 5 by default");
+        assert_eq!(c.uid_lock_dir, Some(PathBuf::from("/other")));
+        for zero in ["SANDBOX_HEADER_TIMEOUT", "SANDBOX_MAX_CONNECTIONS"] {
+            let env = |k: &str| match k {
+                "API_KEY" => Some("secret".to_string()),
+                k if k == zero => Some("0".to_string()),
+                _ => None,
+            };
+            let e = Config::load(None, false, &env).unwrap_err().to_string();
+            assert!(e.contains("at least 1"), "{zero}: {e}");
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod child;
 pub mod cleanup;
 pub mod config;
+pub mod listen;
 pub mod locate;
 pub mod netfiles;
 pub mod probe;

@@ -5,7 +5,7 @@
 //! `max_requests` are running or queued (beyond that 503).
 
 use super::config::Config;
-use super::sandbox::{RunOutcome, RunRequest, Sandbox, SandboxError};
+use super::sandbox::{RunOutcome, RunRequest, Sandbox};
 use crate::bundle::Distribution;
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
@@ -43,6 +43,23 @@ impl AppState {
             dependencies,
             in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// From now on queued runs answer at once instead of starting (SIGTERM): only the runs
+    /// already running are waited for.
+    pub fn begin_shutdown(&self) {
+        self.workers.close();
+    }
+
+    /// Resolves when no run is running or queued, including runs whose client has gone.
+    pub async fn runs_finished(&self) {
+        while self.runs_in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn runs_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 }
 
@@ -270,26 +287,41 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     .await;
     match result {
         Ok(Ok(out)) => run_response(&out),
-        Ok(Err(e)) => internal(&e),
-        Err(e) => envelope(
-            StatusCode::OK,
-            -500,
-            &format!("the sandbox worker failed: {e}"),
-            Value::Null,
-            "error",
-        ),
+        Ok(Err(e)) => internal("run failed to start", &e),
+        Err(e) => internal("the sandbox worker failed", &e),
     }
 }
 
-fn internal(e: &SandboxError) -> Response {
-    tracing::error!(error = %e, "run failed to start");
+/// A -500 answer. The detail (a [`super::sandbox::SandboxError`] names host paths: the
+/// rootfs, run directories, lock files) goes to the server log under a fresh id; the client
+/// gets a generic message with that id, which is all an operator needs to find the line.
+fn internal(what: &str, e: &dyn std::fmt::Display) -> Response {
+    let id = request_id();
+    tracing::error!(request_id = %id, error = %e, "{what}");
     envelope(
         StatusCode::OK,
         -500,
-        &e.to_string(),
+        &internal_message(&id),
         Value::Null,
         "internal",
     )
+}
+
+fn internal_message(id: &str) -> String {
+    format!("internal error: the sandbox could not run the code (request id {id}; the server log has the details)")
+}
+
+/// Unique within the process, and unlikely to repeat across restarts (start time, pid).
+fn request_id() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("{:x}{:05x}", t.as_secs(), std::process::id())
+    });
+    format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn run_response(out: &RunOutcome) -> Response {
@@ -337,4 +369,26 @@ async fn dependencies(State(st): State<Arc<AppState>>, q: Query<LangQuery>) -> R
 async fn update(_headers: HeaderMap) -> Response {
     // Dependencies are fixed at build time; nothing to update.
     envelope(StatusCode::OK, 0, "success", json!({}), "ok")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::sandbox::SandboxError;
+
+    #[test]
+    fn internal_errors_keep_host_paths_in_the_log() {
+        let e = SandboxError::Prepare {
+            path: "/var/sandbox/sandbox-python/tmp/run-65537".into(),
+            what: "create the run's /tmp directory",
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        let r = internal("run failed to start", &e);
+        let msg = internal_message("x");
+        assert!(!msg.contains('/'), "{msg}");
+        assert_eq!(r.status(), StatusCode::OK);
+        let a = request_id();
+        let b = request_id();
+        assert_ne!(a, b);
+    }
 }
