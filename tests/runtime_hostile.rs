@@ -471,3 +471,26 @@ fn many_files_in_tmp_are_capped_in_total() {
     let left = run_dirs_left();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn runs_cannot_tell_which_processes_exist() {
+    // Without a pid namespace a run shares the container's pids. The calls the policy allows
+    // that name a pid (tgkill with signal 0, sched_getaffinity) used to answer differently
+    // for a pid that exists (EPERM, or its CPU set) and one that does not (ESRCH): a map of
+    // the container's processes, the server included. Now every other pid gets one answer.
+    both_modes("cannot_enumerate", "", |s, ns| {
+        let server = s.child.id();
+        let code = format!(
+            "import os, ctypes, platform\nme = os.getpid()\ntry:\n    os.sched_getaffinity({server})\n    aff = 'SEEN'\nexcept OSError as e:\n    aff = e.errno\nnr = {{'x86_64': 234, 'aarch64': 131}}[platform.machine()]\nlibc = ctypes.CDLL(None, use_errno=True)\nanswers = set()\nfor pid in range(1, 4096):\n    if pid == me:\n        continue\n    r = libc.syscall(nr, pid, pid, 0)\n    answers.add(ctypes.get_errno() if r != 0 else 0)\nprint(aff, sorted(answers))\nprint(libc.syscall(nr, me, me, 0), len(os.sched_getaffinity(0)) > 0)\n"
+        );
+        let d = s.run_py(&code);
+        // In a pid namespace nothing else exists (ESRCH, 3); without one everything else is
+        // refused alike (EPERM, 1). The run still signals and queries itself.
+        let want = if ns {
+            "3 [3]\n0 True\n"
+        } else {
+            "1 [1]\n0 True\n"
+        };
+        assert_eq!(d["stdout"], want, "ns={ns}: {d}");
+    });
+}

@@ -146,7 +146,8 @@ pub struct ChildPlan<'a> {
     /// (uid, gid) to switch to; None when not root (insecure mode).
     pub ids: Option<(u32, u32)>,
     pub seccomp: Option<&'a Programs>,
-    /// A filter stacked on `seccomp` (see sandbox: memfd_create without cgroups).
+    /// The runtime's own filter stacked on `seccomp` ([`super::runfilter`]); the child
+    /// patches its pid in.
     pub extra_filter: Option<&'a [SockFilter]>,
     /// `cgroup.procs` of the run's cgroups (-1: none); the child writes "0" (itself).
     pub cgroup_procs: [c_int; 2],
@@ -458,9 +459,17 @@ fn child_main(p: &ChildPlan) -> ! {
         }
         // The extra filter first: the policy's filter refuses seccomp() itself.
         if let Some(f) = p.extra_filter {
+            let mut copy = [SockFilter {
+                code: 0,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            }; super::runfilter::MAX_INSNS];
+            let me = libc::syscall(libc::SYS_getpid) as u32;
+            let len = super::runfilter::patch_self(f, me, &mut copy);
             let prog = libc::sock_fprog {
-                len: f.len() as u16,
-                filter: f.as_ptr() as *mut libc::sock_filter,
+                len: len as u16,
+                filter: copy.as_mut_ptr().cast::<libc::sock_filter>(),
             };
             if libc::syscall(
                 libc::SYS_seccomp,

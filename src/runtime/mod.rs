@@ -10,6 +10,7 @@ pub mod listen;
 pub mod locate;
 pub mod netfiles;
 pub mod probe;
+pub mod runfilter;
 pub mod sandbox;
 pub mod server;
 pub mod tmpwatch;

@@ -33,8 +33,9 @@
 //! uid also has a cgroup (see [`super::cgroup`]) with `memory.max` = the address-space limit
 //! plus the /tmp size (so memfd files, the tmpfs /tmp and pipe buffers count too) and
 //! `pids.max` = the process limit; a kill by the cgroup's OOM killer is reported as the
-//! memory limit. Where it is not, `memfd_create` is refused by an extra seccomp filter: the
-//! one way to hold unbounded RAM outside RLIMIT_AS that the policy would otherwise allow.
+//! memory limit. Where it is not, `memfd_create` is refused by the runtime's own stacked filter
+//! ([`super::runfilter`]): the one way to hold unbounded RAM outside RLIMIT_AS that the policy
+//! would otherwise allow.
 
 use super::cgroup::Cgroups;
 use super::child::{self, ChildPlan, RootMode, Step};
@@ -338,8 +339,9 @@ pub struct Sandbox {
     pool: UidPool,
     /// Per-uid memory and pids cgroups, where the platform allows them.
     cgroups: Option<Cgroups>,
-    /// Stacked on the policy's filter when there are no cgroups (module docs, Memory).
-    memfd_filter: Vec<SockFilter>,
+    /// Stacked on the policy's filter (see [`super::runfilter`]): memfd_create without
+    /// cgroups, other processes' pids without a pid namespace.
+    run_filter: Vec<SockFilter>,
 }
 
 fn cstr(b: &[u8]) -> Result<CString, SandboxError> {
@@ -510,8 +512,8 @@ impl Sandbox {
         } else {
             None
         };
-        let memfd_filter = if cgroups.is_none() && isolation.seccomp {
-            deny_memfd_filter()
+        let run_filter = if isolation.seccomp {
+            super::runfilter::build(cgroups.is_none(), !isolation.pid_ns)
         } else {
             Vec::new()
         };
@@ -522,7 +524,7 @@ impl Sandbox {
             limits,
             pool: UidPool::new(lock_dir)?,
             cgroups,
-            memfd_filter,
+            run_filter,
         })
     }
 
@@ -679,8 +681,8 @@ impl Sandbox {
             rlimits,
             ids: iso.setuid.then_some((uid, uid)),
             seccomp,
-            extra_filter: (!self.memfd_filter.is_empty() && seccomp.is_some())
-                .then_some(self.memfd_filter.as_slice()),
+            extra_filter: (!self.run_filter.is_empty() && seccomp.is_some())
+                .then_some(self.run_filter.as_slice()),
             cgroup_procs: cgroup.as_ref().map_or([-1, -1], |c| c.procs_fds()),
             stdin: code.as_raw_fd(),
             stdout: out_w.as_raw_fd(),
@@ -737,43 +739,6 @@ impl Sandbox {
             tmp_exceeded: sup.tmp_exceeded,
         })
     }
-}
-
-/// A filter that refuses `memfd_create` with EPERM and allows everything else (the policy's
-/// own filter, stacked with it, decides the rest). Native architecture only: the policy's
-/// filter kills every other architecture first.
-fn deny_memfd_filter() -> Vec<SockFilter> {
-    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-    let nr = libc::SYS_memfd_create as u32;
-    vec![
-        // seccomp_data.nr is at offset 0.
-        SockFilter {
-            code: LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        SockFilter {
-            code: JEQ_K,
-            jt: 0,
-            jf: 1,
-            k: nr,
-        },
-        SockFilter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
-        },
-        SockFilter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
-    ]
 }
 
 /// Make the rootfs's /tmp a root-owned, traverse-only directory (chroot mode, module docs).
