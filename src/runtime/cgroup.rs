@@ -23,7 +23,9 @@
 //! buffers by the kernel's per-user pipe quota (`fs.pipe-user-pages-soft`, per pool uid).
 //!
 //! # Layout
-//! One cgroup per pool uid (`prebake-uid-<N>`), created on first use and reused: a uid runs
+//! One cgroup per pool uid and server process (`prebake-<server pid>-uid-<N>`: servers of one
+//! node may share the cgroup tree, and each removes only its own at exit), created on first
+//! use and reused: a uid runs
 //! one script at a time, the cgroup is empty between runs (the run's processes are all
 //! killed before the uid goes back to the pool), and reusing it saves a mkdir and rmdir per
 //! run. The child joins by writing "0" to the cgroup's `cgroup.procs` through a descriptor
@@ -234,7 +236,7 @@ impl Cgroups {
     }
 
     fn dirs(&self, uid: u32) -> Vec<PathBuf> {
-        let name = format!("prebake-uid-{uid}");
+        let name = format!("prebake-{}-uid-{uid}", std::process::id());
         match &self.tree {
             Tree::V2(d) => vec![d.join(name)],
             Tree::V1 { memory, pids } => vec![memory.join(&name), pids.join(name)],
