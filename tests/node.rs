@@ -299,9 +299,10 @@ fn memory_bomb_is_stopped_and_reported() {
     });
 }
 
-/// A one-shot HTTP server on 127.0.0.1 answering `body` to every request.
+/// A one-shot HTTP server on the tests' outside address (`common::outside_ip`) answering
+/// `body` to every request.
 fn http_listener(body: &'static str) -> (u16, std::sync::mpsc::Receiver<String>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = std::net::TcpListener::bind((common::outside_ip(), 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -327,7 +328,7 @@ fn http_listener(body: &'static str) -> (u16, std::sync::mpsc::Receiver<String>)
 fn fetch_works_only_with_network_on() {
     let (port, requests) = http_listener("hello from the host");
     let code = format!(
-        "fetch('http://127.0.0.1:{port}/x').then(r => r.text()).then(t => console.log('fetched:', t), e => {{ console.error('fetch failed:', e.message, e.cause && e.cause.code); process.exit(3) }})"
+        "fetch('http://10.77.0.1:{port}/x').then(r => r.text()).then(t => console.log('fetched:', t), e => {{ console.error('fetch failed:', e.message, e.cause && e.cause.code); process.exit(3) }})"
     );
     // The operator allows network: only requests that ask for it get it.
     both_modes("fetch_network_on", "enable_network: true\n", |s, ns| {

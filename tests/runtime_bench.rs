@@ -108,3 +108,52 @@ fn bench_print1() {
         );
     }
 }
+
+/// What the runs' own network namespace behind pasta costs a run with network (as Dify sends
+/// every run): `print(1)` with `enable_network: true` through a server whose runs join the
+/// pasta namespace, against one whose runs share the server's namespace (`SANDBOX_PASTA=off`),
+/// interleaved, 200 each.
+#[test]
+#[ignore]
+fn bench_network_namespace() {
+    if !common::require_root("bench_network_namespace") {
+        return;
+    }
+    let n = 200;
+    let cfg = "max_workers: 8\nmax_requests: 100\nenable_network: true\n";
+    let behind = Server::start(cfg, &[]);
+    let shared = Server::start(cfg, &[("SANDBOX_PASTA", "off")]);
+    assert!(behind.log().contains("behind pasta"), "{}", behind.log());
+    let ag = runtime_common::agent();
+    let body = json!({"language": "python3", "code": "print(1)", "enable_network": true});
+    let time = |s: &Server| {
+        let t = Instant::now();
+        let mut r = ag
+            .post(&s.url("/v1/sandbox/run"))
+            .header("X-Api-Key", KEY)
+            .send_json(&body)
+            .unwrap();
+        let out = r.body_mut().read_to_string().unwrap();
+        assert!(out.contains("\"stdout\":\"1\\n\""), "{out}");
+        t.elapsed()
+    };
+    for _ in 0..10 {
+        time(&behind);
+        time(&shared);
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        a.push(time(&behind));
+        b.push(time(&shared));
+    }
+    let (a50, a99) = (pct(&mut a, 0.5), pct(&mut a, 0.99));
+    let (b50, b99) = (pct(&mut b, 0.5), pct(&mut b, 0.99));
+    println!("runs with network, n={n}");
+    println!("own namespace behind pasta : p50 {a50:.2} ms  p99 {a99:.2} ms");
+    println!("server's namespace (shared): p50 {b50:.2} ms  p99 {b99:.2} ms");
+    println!(
+        "cost of the namespace p50 {:.2} ms ({:.3}x)",
+        a50 - b50,
+        a50 / b50
+    );
+}

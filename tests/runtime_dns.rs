@@ -23,11 +23,14 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const DNS_IP: &str = "127.0.0.77";
-const WEB_IP: &str = "127.0.0.78";
+/// The test host's web server: outside the pod (see `common::outside_ip`), where runs with
+/// network reach it in both modes.
+const WEB_IP: &str = "10.77.0.1";
 const DNS_NAME: &str = "svc.prebake.test";
 const HOSTS_NAME: &str = "hosts-only.prebake.test";
 
-/// A DNS server and an HTTP server on loopback addresses, and the resolver files that name them.
+/// A DNS server on a loopback address (as Docker's 127.0.0.11 is), an HTTP server outside, and
+/// the resolver files that name them.
 struct World {
     _serial: MutexGuard<'static, ()>,
     dns: Child,
@@ -44,6 +47,8 @@ impl Drop for World {
 
 fn world() -> World {
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Before the DNS server starts: a failure here must not leave it running.
+    assert_eq!(common::outside_ip().to_string(), WEB_IP);
     let script = common::repo_root().join("tests/scripts/dns_server.py");
     let mut dns = Command::new(runtime_common::PYTHON)
         .arg(script)
@@ -173,10 +178,14 @@ fn python_resolves_by_name_with_network_only() {
              try:\n    open('/etc/hosts', 'a')\nexcept OSError as e:\n    print('hosts not writable')\n"
         );
             let d = s.run_lang("python3", &code, true);
+            // With namespaces the run's resolver is pasta's forwarder (the container's
+            // 127.0.0.77 is on the server's loopback, out of the run's reach); without, the
+            // container's own.
+            let nameserver = if ns { "169.254.53.53" } else { DNS_IP };
             assert_eq!(
                 out(&d),
                 format!(
-                    "{WEB_IP}\n{WEB_IP}\n{}{DNS_IP}\nFalse\nhosts not writable\n",
+                    "{WEB_IP}\n{WEB_IP}\n{}{nameserver}\nFalse\nhosts not writable\n",
                     "hello from the test host\n".repeat(4)
                 ),
                 "namespaces={ns}: {d}\n{}",

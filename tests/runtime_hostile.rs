@@ -200,10 +200,15 @@ fn network_off_and_on() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // With namespaces a run without network has its own empty net namespace; without them
+    let outside = common::outside_ip();
+    // Without network: with namespaces a run has its own empty net namespace; without them
     // (Docker's default capabilities) the policy's network set refuses socket() instead.
+    // With network: a host outside is reached. The server's loopback (where the API, and in
+    // a pod any sidecar, listens) is out of reach with namespaces, where runs with network
+    // have their own namespace behind pasta; chroot-only mode cannot make one, and the
+    // README says so.
     for ns in [true, false] {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind((outside, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = std::thread::spawn(move || {
             let (mut c, _) = listener.accept().unwrap();
@@ -211,11 +216,12 @@ fn network_off_and_on() {
             c.read_to_string(&mut buf).unwrap();
             buf
         });
-        let code = format!(
-            "import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'hello from the sandbox')\ns.close()\nprint('sent')\n"
-        );
-        // Operator allows network: a run without it has no network, a run with it reaches
-        // the host's loopback.
+        let connect = |ip: &str, port: u16| {
+            format!(
+                "import socket\ns = socket.create_connection(('{ip}', {port}), timeout=2)\ns.sendall(b'hello from the sandbox')\ns.close()\nprint('sent')\n"
+            )
+        };
+        let code = connect(&outside.to_string(), port);
         let s = Server::start(&format!("enable_network: true\nnamespaces: {ns}\n"), &[]);
         let d = s.run_py(&code);
         assert_ne!(d["exit_code"], 0, "ns={ns}: {d}");
@@ -230,6 +236,22 @@ fn network_off_and_on() {
         );
         assert_eq!(v["data"]["stdout"], "sent\n", "ns={ns}: {v}");
         assert_eq!(accepted.join().unwrap(), "hello from the sandbox");
+        // The API's own port on the server's loopback.
+        let (_, v) = s.post(
+            "/v1/sandbox/run",
+            &json!({"language": "python3", "code": connect("127.0.0.1", s.port), "enable_network": true}),
+        );
+        if ns {
+            assert!(
+                v["data"]["stderr"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Connection refused"),
+                "ns={ns}: {v}"
+            );
+        } else {
+            assert_eq!(v["data"]["stdout"], "sent\n", "ns={ns}: {v}");
+        }
         assert_eq!(s.stop().code(), Some(0));
     }
 }

@@ -235,7 +235,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 }
             };
             if network {
-                prebake::runtime::netfiles::sync_from_container(sandbox.rootfs());
+                prebake::runtime::netfiles::sync_from_container(sandbox.rootfs(), false);
             }
             let out = sandbox.run(&RunRequest {
                 language,
@@ -362,12 +362,15 @@ fn serve(mut common: Common, config_path: Option<PathBuf>) -> Result<i32> {
 /// Unpack, open the sandbox, run one probe script; only then is the server healthy.
 fn get_ready(common: &Common, caps: &Capabilities, state: &AppState) -> Result<()> {
     let start = std::time::Instant::now();
-    let (sandbox, _) = open_sandbox(
+    let (mut sandbox, _) = open_sandbox(
         common,
         caps,
         state.config.namespaces,
         state.config.limits.clone(),
     )?;
+    if state.config.enable_network {
+        attach_network(&mut sandbox);
+    }
     tracing::info!(
         rootfs = %sandbox.rootfs().display(),
         isolation = ?sandbox.isolation,
@@ -382,6 +385,34 @@ fn get_ready(common: &Common, caps: &Capabilities, state: &AppState) -> Result<(
     }
     let _ = state.sandbox.set(Arc::new(sandbox));
     Ok(())
+}
+
+/// Runs with network get their own namespace behind pasta where the platform allows
+/// namespaces and pasta is there (see `prebake::runtime::netns`); otherwise they share the
+/// server's, and the log says what that exposes.
+fn attach_network(sandbox: &mut Sandbox) {
+    use prebake::runtime::netns::{find_pasta, SandboxNet};
+    const SHARED: &str = "runs with network share the server's network namespace: they can connect to the pod's loopback and addresses (bind, listen and unix sockets stay refused)";
+    if !sandbox.isolation.net_ns {
+        tracing::warn!("no network namespaces on this platform: {SHARED}");
+        return;
+    }
+    let Some(pasta) = find_pasta() else {
+        tracing::warn!("pasta not found (install Debian's passt package, or set SANDBOX_PASTA to its path): {SHARED}");
+        return;
+    };
+    let start = std::time::Instant::now();
+    match SandboxNet::start(&pasta) {
+        Ok(net) => {
+            tracing::info!(
+                pasta = %pasta.display(),
+                "runs with network: their own network namespace behind pasta (no pod loopback), ready in {:.1} ms",
+                start.elapsed().as_secs_f64() * 1000.0
+            );
+            sandbox.attach_network(net);
+        }
+        Err(e) => tracing::warn!("{e:#}: {SHARED}"),
+    }
 }
 
 /// One probe run of `language`, which must print `ok`.

@@ -49,12 +49,13 @@ pub enum Step {
     UnmountOldRoot,
     Panic,
     Cgroup,
+    Netns,
 }
 
 impl Step {
     pub fn from_u32(v: u32) -> Option<Step> {
         use Step::*;
-        const ALL: [Step; 25] = [
+        const ALL: [Step; 26] = [
             Fds,
             MountPrivate,
             BindRoot,
@@ -80,6 +81,7 @@ impl Step {
             UnmountOldRoot,
             Panic,
             Cgroup,
+            Netns,
         ];
         ALL.into_iter().find(|s| *s as u32 == v)
     }
@@ -111,6 +113,7 @@ impl Step {
             Step::UnmountOldRoot => "detach the old root after pivot_root",
             Step::Panic => "finish the sandbox setup (internal error in the child)",
             Step::Cgroup => "join the run's cgroup",
+            Step::Netns => "join the network namespace of runs with network",
         }
     }
 }
@@ -151,6 +154,8 @@ pub struct ChildPlan<'a> {
     pub extra_filter: Option<&'a [SockFilter]>,
     /// `cgroup.procs` of the run's cgroups (-1: none); the child writes "0" (itself).
     pub cgroup_procs: [c_int; 2],
+    /// The network namespace to join (runs with network behind pasta), or -1.
+    pub netns: c_int,
     pub stdin: c_int,
     pub stdout: c_int,
     pub stderr: c_int,
@@ -288,6 +293,9 @@ fn child_main(p: &ChildPlan) -> ! {
             if fd >= 0 && libc::write(fd, c"0".as_ptr().cast(), 1) != 1 {
                 fail(p.report, Step::Cgroup, errno());
             }
+        }
+        if p.netns >= 0 && libc::setns(p.netns, libc::CLONE_NEWNET) != 0 {
+            fail(p.report, Step::Netns, errno());
         }
 
         // 1. Descriptors: code on 0, output pipes on 1 and 2, the report pipe on 3

@@ -9,6 +9,7 @@ pub mod config;
 pub mod listen;
 pub mod locate;
 pub mod netfiles;
+pub mod netns;
 pub mod probe;
 pub mod runfilter;
 pub mod sandbox;

@@ -23,12 +23,19 @@ pub const RESOLVER_FILES: [&str; 2] = ["resolv.conf", "hosts"];
 
 /// Copy `host_etc`'s resolver files (normally `/etc`) into `rootfs/etc` where their content
 /// differs. A file the container lacks leaves the build-time stub in place.
-pub fn sync(host_etc: &Path, rootfs: &Path) -> std::io::Result<()> {
+///
+/// `behind_pasta`: runs with network live in the namespace of [`super::netns`], where a
+/// resolver on the container's loopback is unreachable; resolv.conf then names pasta's DNS
+/// forwarder instead (see [`super::netns::rewrite_resolv_conf`]).
+pub fn sync(host_etc: &Path, rootfs: &Path, behind_pasta: bool) -> std::io::Result<()> {
     let etc = open_dir_nofollow(&rootfs.join("etc"))?;
     for name in RESOLVER_FILES {
-        let Ok(want) = std::fs::read(host_etc.join(name)) else {
+        let Ok(mut want) = std::fs::read(host_etc.join(name)) else {
             continue;
         };
+        if behind_pasta && name == "resolv.conf" {
+            want = super::netns::rewrite_resolv_conf(&String::from_utf8_lossy(&want)).into_bytes();
+        }
         let cname = CString::new(name).expect("static name without NUL");
         if read_at(&etc, &cname).is_some_and(|have| have == want) {
             continue;
@@ -40,8 +47,8 @@ pub fn sync(host_etc: &Path, rootfs: &Path) -> std::io::Result<()> {
 
 /// [`sync`] from the container's `/etc`, before a run with network. A failure is logged and the
 /// run goes on: it keeps the files of the previous sync, or the build-time stubs.
-pub fn sync_from_container(rootfs: &Path) {
-    if let Err(e) = sync(Path::new("/etc"), rootfs) {
+pub fn sync_from_container(rootfs: &Path, behind_pasta: bool) {
+    if let Err(e) = sync(Path::new("/etc"), rootfs, behind_pasta) {
         tracing::warn!(error = %e, rootfs = %rootfs.display(), "cannot copy /etc/resolv.conf and /etc/hosts into the rootfs; name resolution may fail in runs with network");
     }
 }
@@ -150,7 +157,7 @@ mod tests {
         std::fs::create_dir(root.path().join("etc")).unwrap();
         std::fs::write(root.path().join("etc/resolv.conf"), "# stub\n").unwrap();
         std::fs::write(host.path().join("resolv.conf"), "nameserver 127.0.0.53\n").unwrap();
-        sync(host.path(), root.path()).unwrap();
+        sync(host.path(), root.path(), false).unwrap();
         assert_eq!(
             std::fs::read_to_string(root.path().join("etc/resolv.conf")).unwrap(),
             "nameserver 127.0.0.53\n"
@@ -159,7 +166,7 @@ mod tests {
         assert!(!root.path().join("etc/hosts").exists());
         // The container rewrites its file: the next sync follows.
         std::fs::write(host.path().join("resolv.conf"), "nameserver 10.96.0.10\n").unwrap();
-        sync(host.path(), root.path()).unwrap();
+        sync(host.path(), root.path(), false).unwrap();
         assert!(std::fs::read_to_string(root.path().join("etc/resolv.conf"))
             .unwrap()
             .contains("10.96.0.10"));
@@ -168,7 +175,7 @@ mod tests {
         std::fs::write(&victim, "keep").unwrap();
         std::fs::remove_file(root.path().join("etc/resolv.conf")).unwrap();
         std::os::unix::fs::symlink(&victim, root.path().join("etc/resolv.conf")).unwrap();
-        sync(host.path(), root.path()).unwrap();
+        sync(host.path(), root.path(), false).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         assert!(
             !std::fs::symlink_metadata(root.path().join("etc/resolv.conf"))
@@ -180,7 +187,7 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         std::fs::remove_dir_all(root.path().join("etc")).unwrap();
         std::os::unix::fs::symlink(other.path(), root.path().join("etc")).unwrap();
-        assert!(sync(host.path(), root.path()).is_err());
+        assert!(sync(host.path(), root.path(), false).is_err());
         assert!(!other.path().join("resolv.conf").exists());
     }
 }

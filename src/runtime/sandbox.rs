@@ -342,6 +342,8 @@ pub struct Sandbox {
     /// Stacked on the policy's filter (see [`super::runfilter`]): memfd_create without
     /// cgroups, other processes' pids without a pid namespace.
     run_filter: Vec<SockFilter>,
+    /// The namespace runs with network join, where the server set one up (`serve`).
+    net: Option<super::netns::SandboxNet>,
 }
 
 fn cstr(b: &[u8]) -> Result<CString, SandboxError> {
@@ -525,6 +527,7 @@ impl Sandbox {
             pool: UidPool::new(lock_dir)?,
             cgroups,
             run_filter,
+            net: None,
         })
     }
 
@@ -539,6 +542,16 @@ impl Sandbox {
 
     pub fn rootfs(&self) -> &Path {
         &self.rootfs
+    }
+
+    /// From now on runs with network join `net`'s namespace instead of the server's.
+    pub fn attach_network(&mut self, net: super::netns::SandboxNet) {
+        self.net = Some(net);
+    }
+
+    /// Whether runs with network are behind pasta (see [`super::netns`]).
+    pub fn behind_pasta(&self) -> bool {
+        self.net.is_some()
     }
 
     /// Whether runs get a memory cgroup (else memfd_create is refused).
@@ -684,6 +697,10 @@ impl Sandbox {
             extra_filter: (!self.run_filter.is_empty() && seccomp.is_some())
                 .then_some(self.run_filter.as_slice()),
             cgroup_procs: cgroup.as_ref().map_or([-1, -1], |c| c.procs_fds()),
+            netns: match (&self.net, req.network) {
+                (Some(net), true) => net.fd(),
+                _ => -1,
+            },
             stdin: code.as_raw_fd(),
             stdout: out_w.as_raw_fd(),
             stderr: err_w.as_raw_fd(),

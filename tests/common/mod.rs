@@ -59,3 +59,47 @@ pub fn bin(name: &str) -> PathBuf {
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// An address that stands for "a host outside the pod" in network tests: 10.77.0.1 on a veth
+/// interface in the test's network namespace. Runs with network reach it the way they
+/// reach any other host: directly when they share the server's namespace, through pasta when
+/// they have their own (see src/runtime/netns.rs), where the server's loopback, which tests
+/// used before, is rightly out of reach. Created once per test process (as root, with
+/// iproute2) and removed at exit.
+#[allow(dead_code)]
+pub fn outside_ip() -> std::net::Ipv4Addr {
+    use std::sync::OnceLock;
+    static MADE: OnceLock<()> = OnceLock::new();
+    const DEV: &str = "pbtest-out0";
+    const PEER: &str = "pbtest-out1";
+    MADE.get_or_init(|| {
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        // A leftover of a killed test process: start from scratch.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", DEV])
+            .stderr(std::process::Stdio::null())
+            .status();
+        // A veth pair (some kernels lack the dummy driver); the address on one end is as
+        // local to the namespace as a dummy interface's would be.
+        assert!(
+            ip(&["link", "add", DEV, "type", "veth", "peer", "name", PEER])
+                && ip(&["addr", "add", "10.77.0.1/32", "dev", DEV])
+                && ip(&["link", "set", DEV, "up"])
+                && ip(&["link", "set", PEER, "up"]),
+            "cannot create the veth pair {DEV}/{PEER} (root and iproute2 needed)"
+        );
+        extern "C" fn remove() {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", DEV])
+                .status();
+        }
+        // SAFETY: registering a plain extern "C" function.
+        unsafe { libc::atexit(remove) };
+    });
+    std::net::Ipv4Addr::new(10, 77, 0, 1)
+}

@@ -1,0 +1,370 @@
+//! The network namespace of runs with network, behind pasta (`runtime serve`, namespace mode).
+//!
+//! Sharing the server's network namespace gave a run everything the pod has: the pod's
+//! loopback (the API itself, sidecars such as a metrics agent or a database proxy listening
+//! on 127.0.0.1), the pod's own address, and the namespace's abstract unix sockets. Instead,
+//! runs with network join one namespace the server creates at start, whose only way out is
+//! pasta (Debian's `passt` package, podman's user-space network stack):
+//!
+//! - pasta copies the pod's address and default route into the namespace and turns every
+//!   connection into a socket of its own in the pod's namespace, so the outside world (and the
+//!   `ssrf_proxy`, DNS servers, other services) is reachable as before;
+//! - `--no-map-gw`: the gateway address is not mapped to the pod's loopback, and the
+//!   namespace's own loopback and own copy of the pod's address are local to it, so neither
+//!   the pod's loopback nor the pod's address reaches the pod;
+//! - no inbound port forwarding (`-t none -u none -T none -U none`);
+//! - DNS: a resolver on the pod's loopback (Docker's 127.0.0.11) is not reachable from the
+//!   namespace, so pasta answers on [`DNS_FORWARD`] and forwards to the pod's first resolver,
+//!   and the rootfs's resolv.conf names that address as its only nameserver (see `netfiles`).
+//!   Only: with `--dns-forward` on, Debian 12's pasta (2023-03-09) drops the answers to
+//!   queries sent straight to a real resolver (getaddrinfo's AAAA query times out), so all
+//!   of DNS goes through the forwarder.
+//!
+//! All runs with network share this one namespace (joining it is one `setns`, microseconds;
+//! starting pasta per run would cost tens of milliseconds). They cannot reach each other
+//! through it: the policy refuses `bind`, `listen`, `accept` and unix sockets.
+//!
+//! The namespace is held by a tiny child process (it only `pause`s, and dies with the
+//! server); pasta gets it as a bind-mounted namespace file, because pasta drops the
+//! privileges it would need to open `/proc/<pid>/ns/net`.
+
+use std::ffi::CString;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where pasta answers DNS inside the namespace: link-local, never a real resolver.
+pub const DNS_FORWARD: Ipv4Addr = Ipv4Addr::new(169, 254, 53, 53);
+
+/// How long pasta may take to configure the namespace.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot {what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pasta ({pasta}) did not set up the runs' network namespace within {}s; its output: {log}", START_TIMEOUT.as_secs())]
+    Timeout { pasta: PathBuf, log: String },
+    #[error("pasta ({pasta}) exited ({status}) while setting up the runs' network namespace; its output: {log}")]
+    Exited {
+        pasta: PathBuf,
+        status: std::process::ExitStatus,
+        log: String,
+    },
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> NetError {
+    move |source| NetError::Io { what, source }
+}
+
+/// pasta to use: `SANDBOX_PASTA` (a path, or `off`), else the first of the usual places.
+pub fn find_pasta() -> Option<PathBuf> {
+    match std::env::var_os("SANDBOX_PASTA") {
+        Some(v) if v == "off" => None,
+        Some(v) => Some(PathBuf::from(v)),
+        None => ["/usr/bin/pasta", "/usr/local/bin/pasta", "/bin/pasta"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file()),
+    }
+}
+
+/// The runs' network namespace: its holder, pasta, and a descriptor to `setns` into.
+pub struct SandboxNet {
+    holder: libc::pid_t,
+    pasta: std::process::Child,
+    netns: OwnedFd,
+    mount: PathBuf,
+    log: PathBuf,
+}
+
+/// Fork the holder: a child in a new network namespace that waits until killed, or dies
+/// with the server (parent-death signal).
+fn spawn_holder() -> Result<libc::pid_t, NetError> {
+    // SAFETY: the child makes raw syscalls only (prctl, pause, _exit): async-signal-safe in a
+    // copy of a multi-threaded process.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWNET | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(io("create the runs' network namespace")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if pid == 0 {
+        // SAFETY: see above.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    Ok(pid as libc::pid_t)
+}
+
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+/// Does the namespace of `holder` have a default route yet (pasta's `--config-net` done)?
+fn has_default_route(holder: libc::pid_t) -> bool {
+    std::fs::read_to_string(format!("/proc/{holder}/net/route")).is_ok_and(|t| {
+        t.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
+    })
+}
+
+impl SandboxNet {
+    /// Create the namespace and start `pasta` for it; returns once the namespace has its
+    /// address and default route.
+    ///
+    /// Both processes die with the server through the parent-death signal, which the kernel
+    /// sends when the *thread* that created them ends, not the process: they are created
+    /// from a thread of their own that lives as long as the server (a worker of tokio's
+    /// blocking pool ends after ten idle seconds, and took the network with it).
+    pub fn start(pasta: &Path) -> Result<SandboxNet, NetError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pasta = pasta.to_path_buf();
+        std::thread::Builder::new()
+            .name("prebake-netns".into())
+            .spawn(move || {
+                let _ = tx.send(Self::start_here(&pasta));
+                loop {
+                    std::thread::park();
+                }
+            })
+            .map_err(io("start the network namespace's keeper thread"))?;
+        rx.recv().unwrap_or_else(|_| {
+            Err(io("start the runs' network namespace")(
+                std::io::Error::other("the keeper thread ended"),
+            ))
+        })
+    }
+
+    fn start_here(pasta: &Path) -> Result<SandboxNet, NetError> {
+        let holder = spawn_holder()?;
+        match Self::attach(pasta, holder) {
+            Ok(net) => Ok(net),
+            Err(e) => {
+                kill_and_reap(holder);
+                Err(e)
+            }
+        }
+    }
+
+    fn attach(pasta: &Path, holder: libc::pid_t) -> Result<SandboxNet, NetError> {
+        let ns_path = format!("/proc/{holder}/ns/net");
+        let netns =
+            std::fs::File::open(&ns_path).map_err(io("open the runs' network namespace"))?;
+        let me = std::process::id();
+        let mount = PathBuf::from(format!("/run/prebake-netns-{me}"));
+        let log = PathBuf::from(format!("/run/prebake-pasta-{me}.log"));
+        std::fs::write(&mount, b"").map_err(io("create the namespace's mount point in /run"))?;
+        let src = CString::new(ns_path).expect("no NUL");
+        let dst = CString::new(mount.as_os_str().as_encoded_bytes()).expect("no NUL");
+        // SAFETY: a plain bind mount of two valid paths.
+        if unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        } != 0
+        {
+            let e = std::io::Error::last_os_error();
+            let _ = std::fs::remove_file(&mount);
+            return Err(io("bind-mount the runs' network namespace")(e));
+        }
+        let cleanup_mount = |mount: &Path| {
+            // SAFETY: detaching our own bind mount.
+            unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
+            let _ = std::fs::remove_file(mount);
+        };
+        let log_file = match std::fs::File::create(&log) {
+            Ok(f) => f,
+            Err(e) => {
+                cleanup_mount(&mount);
+                return Err(io("create pasta's log file in /run")(e));
+            }
+        };
+        let mut cmd = Command::new(pasta);
+        cmd.args([
+            "--foreground",
+            "--quiet",
+            // pasta would drop to "nobody", which cannot join the namespace.
+            "--runas",
+            "0:0",
+            "--config-net",
+            "--no-map-gw",
+            "--dns-forward",
+            &DNS_FORWARD.to_string(),
+            "-t",
+            "none",
+            "-u",
+            "none",
+            "-T",
+            "none",
+            "-U",
+            "none",
+            "--netns-only",
+            "--netns",
+        ])
+        .arg(&mount)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log_file);
+        // SAFETY: prctl is async-signal-safe; pasta dies with the server.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                );
+                Ok(())
+            });
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                cleanup_mount(&mount);
+                let _ = std::fs::remove_file(&log);
+                return Err(io("start pasta")(e));
+            }
+        };
+        let read_log = |log: &Path| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.starts_with("Failed to send") && !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        };
+        let start = Instant::now();
+        loop {
+            if has_default_route(holder) {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log_text = read_log(&log);
+                cleanup_mount(&mount);
+                let _ = std::fs::remove_file(&log);
+                return Err(NetError::Exited {
+                    pasta: pasta.to_path_buf(),
+                    status,
+                    log: log_text,
+                });
+            }
+            if start.elapsed() > START_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log_text = read_log(&log);
+                cleanup_mount(&mount);
+                let _ = std::fs::remove_file(&log);
+                return Err(NetError::Timeout {
+                    pasta: pasta.to_path_buf(),
+                    log: log_text,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: a descriptor we own, moved out of the File.
+        let netns = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(netns)) };
+        Ok(SandboxNet {
+            holder,
+            pasta: child,
+            netns,
+            mount,
+            log,
+        })
+    }
+
+    /// The descriptor a run's child joins with `setns(fd, CLONE_NEWNET)`.
+    pub fn fd(&self) -> RawFd {
+        self.netns.as_raw_fd()
+    }
+}
+
+impl Drop for SandboxNet {
+    fn drop(&mut self) {
+        let _ = self.pasta.kill();
+        let _ = self.pasta.wait();
+        kill_and_reap(self.holder);
+        if let Ok(dst) = CString::new(self.mount.as_os_str().as_encoded_bytes()) {
+            // SAFETY: detaching our own bind mount.
+            unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_file(&self.mount);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The container's resolv.conf as runs in the namespace must see it: the nameservers become
+/// one, [`DNS_FORWARD`] (pasta forwards to the container's first); search and options stay.
+pub fn rewrite_resolv_conf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut forwarded = false;
+    for line in text.lines() {
+        if line.split_whitespace().next() == Some("nameserver") {
+            if !forwarded {
+                out.push_str(&format!("nameserver {DNS_FORWARD}\n"));
+                forwarded = true;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nameservers_become_the_forward_address_once() {
+        let t = "# docker\nnameserver 127.0.0.11\nnameserver ::1\nnameserver 10.0.0.2\nsearch svc.local\noptions ndots:5\n";
+        assert_eq!(
+            rewrite_resolv_conf(t),
+            "# docker\nnameserver 169.254.53.53\nsearch svc.local\noptions ndots:5\n"
+        );
+        let k8s = "search default.svc.cluster.local\nnameserver 10.96.0.10\n";
+        assert_eq!(
+            rewrite_resolv_conf(k8s),
+            "search default.svc.cluster.local\nnameserver 169.254.53.53\n"
+        );
+        // No nameserver: none added (the resolver's default, loopback, fails as before).
+        assert_eq!(rewrite_resolv_conf("search x\n"), "search x\n");
+    }
+}
