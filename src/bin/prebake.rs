@@ -98,6 +98,15 @@ struct ImageArgs {
     /// `prebake` executable.
     #[arg(long, value_name = "PATH")]
     runtime: Option<PathBuf>,
+    /// pasta (Debian's `passt` package) to put in the image: runs with network get a network
+    /// namespace of their own behind it (no pod loopback). Default: /usr/bin/pasta when this
+    /// machine has it.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_pasta")]
+    pasta: Option<PathBuf>,
+    /// Leave pasta out of the image (runs with network then share the container's network
+    /// namespace).
+    #[arg(long)]
+    no_pasta: bool,
     /// Write only DIR/bundle, no image.
     #[arg(long, conflicts_with_all = ["tag", "runtime"])]
     no_image: bool,
@@ -272,6 +281,14 @@ fn image_options(args: &ImageArgs, spec_name: &str) -> Result<Option<ImageOption
             LayerCompression::Zstd => LayerMedia::Zstd,
         },
         archive: args.archive.clone(),
+        pasta: if args.no_pasta {
+            None
+        } else {
+            args.pasta.clone().or_else(|| {
+                let p = PathBuf::from(prebake::oci::image::IMAGE_PASTA_PATH);
+                p.exists().then_some(p)
+            })
+        },
     }))
 }
 

@@ -49,7 +49,14 @@ pub struct ImageOptions {
     pub compression: LayerMedia,
     /// Also write the combined OCI + docker archive here (must not exist).
     pub archive: Option<PathBuf>,
+    /// pasta (Debian's `passt`) to put at [`IMAGE_PASTA_PATH`], with its closure: the
+    /// network namespace of runs with network (`runtime::netns`). `None`: runs with network
+    /// share the container's namespace.
+    pub pasta: Option<PathBuf>,
 }
+
+/// Where the image carries pasta (the runtime looks there first).
+pub const IMAGE_PASTA_PATH: &str = "/usr/bin/pasta";
 
 /// One layer as written, for the build summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +155,11 @@ pub fn check_options(opts: &ImageOptions) -> Result<(), ImageError> {
 }
 
 /// Plan of layer 1: the runtime, its closure and the few files and directories it needs.
-pub fn runtime_plan(runtime: &Path, resolver: &ldso::Resolver) -> Result<Plan, ImageError> {
+pub fn runtime_plan(
+    runtime: &Path,
+    pasta: Option<&Path>,
+    resolver: &ldso::Resolver,
+) -> Result<Plan, ImageError> {
     let mut plan = Plan::new();
     let closure = resolver.closure(Some(runtime), &[])?;
     if !closure.missing.is_empty() {
@@ -184,6 +195,10 @@ pub fn runtime_plan(runtime: &Path, resolver: &ldso::Resolver) -> Result<Plan, I
         plan.add_host_path(&lib.path, &format!("image: needed by {by}"))?;
     }
 
+    if let Some(pasta) = pasta {
+        add_pasta(&mut plan, pasta, resolver)?;
+    }
+
     // glibc resolves "root" for the runtime's own logs and getpwuid; the pool uids only need
     // names inside the sandbox rootfs, which has its own /etc.
     let why = "image: minimal /etc for the runtime";
@@ -216,6 +231,43 @@ pub fn runtime_plan(runtime: &Path, resolver: &ldso::Resolver) -> Result<Plan, I
         .unwrap_or("/var/sandbox");
     plan.add_dir(sandbox_parent, 0o755, "image: the sandbox root's parent")?;
     Ok(plan)
+}
+
+/// pasta and its libraries (Debian's build needs only libc). Its `.avx2` twin is left out:
+/// pasta runs the generic build when the twin is absent.
+fn add_pasta(plan: &mut Plan, pasta: &Path, resolver: &ldso::Resolver) -> Result<(), ImageError> {
+    let closure = resolver.closure(Some(pasta), &[])?;
+    if !closure.missing.is_empty() {
+        let list: Vec<String> = closure.missing.iter().map(|m| format!("  {m}")).collect();
+        return Err(ImageError::RuntimeLibraries {
+            path: pasta.to_path_buf(),
+            count: list.len(),
+            list: list.join("\n"),
+        });
+    }
+    let real = std::fs::canonicalize(pasta).map_err(io(pasta))?;
+    plan.add_parents(IMAGE_PASTA_PATH, "image: pasta")?;
+    plan.insert(
+        IMAGE_PASTA_PATH.to_owned(),
+        Entry {
+            kind: EntryKind::File {
+                source: Source::Host(real),
+            },
+            mode: 0o755,
+            provenance: "image: pasta, the network of runs with network".into(),
+        },
+    )?;
+    for interp in &closure.interpreters {
+        if !plan.entries.contains_key(interp.to_string_lossy().as_ref()) {
+            plan.add_host_path(interp, "image: ELF interpreter of pasta (PT_INTERP)")?;
+        }
+    }
+    for lib in &closure.libraries {
+        if !plan.entries.contains_key(lib.path.to_string_lossy().as_ref()) {
+            plan.add_host_path(&lib.path, &format!("image: needed by {IMAGE_PASTA_PATH}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Plan of layer 2: every file of `bundle_dir` under [`DEFAULT_BUNDLE_DIR`], and the working
@@ -359,7 +411,7 @@ pub fn write_image(
     };
 
     let resolver = ldso::Resolver::new(Path::new("/"))?;
-    let runtime = runtime_plan(&opts.runtime, &resolver)?;
+    let runtime = runtime_plan(&opts.runtime, opts.pasta.as_deref(), &resolver)?;
     let bundle = bundle_plan(bundle_dir)?;
     let (l1, r1) = write_layer(
         &runtime,
