@@ -394,10 +394,11 @@ fn a_signal_to_the_servers_process_group_does_not_reach_runs() {
 
 #[test]
 fn memfd_cannot_hold_memory_beyond_the_limit() {
-    // 40 memfds of 15 MiB (600 MiB; each file stays under RLIMIT_FSIZE) under a 256 MiB limit: memfd pages count against no
-    // rlimit. With a memory cgroup (this machine's tree is writable) the run is killed at
-    // the limit and told so; without one (PREBAKE_CGROUPS=off, as on platforms without a
-    // writable tree) memfd_create is refused.
+    // 40 memfds of 15 MiB (600 MiB; each file stays under RLIMIT_FSIZE) under a 256 MiB
+    // limit: memfd pages count against no rlimit. With a memory cgroup (SANDBOX_CGROUPS=on;
+    // this machine's tree is writable) the run is killed at the limit and told so; without
+    // one (the default) memfd_create is refused. ctypes callbacks still work then (libffi
+    // falls back from its memfd trampolines).
     let code = "import os\nfds = []\nfor i in range(40):\n    fd = os.memfd_create('m%d' % i)\n    os.ftruncate(fd, 15 << 20)\n    for off in range(0, 15 << 20, 1 << 20):\n        os.pwrite(fd, b'x' * (1 << 20), off)\n    fds.append(fd)\nprint('held', len(fds) * 15, 'MiB')\n";
     if !common::require_root("memfd_limit") {
         return;
@@ -407,7 +408,7 @@ fn memfd_cannot_hold_memory_beyond_the_limit() {
         for ns in [true, false] {
             let s = Server::start(
                 &format!("{LIMITS}namespaces: {ns}\n"),
-                &[("PREBAKE_CGROUPS", cgroups)],
+                &[("SANDBOX_CGROUPS", cgroups)],
             );
             let d = s.run_py(code);
             assert!(
@@ -425,6 +426,8 @@ fn memfd_cannot_hold_memory_beyond_the_limit() {
                     "{cgroups} ns={ns}: {d}"
                 );
             }
+            let d = s.run_py("import ctypes\nf = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda x: x * 2)\nprint(f(21))\n");
+            assert_eq!(d["stdout"], "42\n", "{cgroups} ns={ns}: {d}");
             // A healthy run on the same uid afterwards.
             assert_eq!(
                 s.run_py("print('ok')")["stdout"],

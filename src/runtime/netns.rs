@@ -24,6 +24,10 @@
 //! starting pasta per run would cost tens of milliseconds). They cannot reach each other
 //! through it: the policy refuses `bind`, `listen`, `accept` and unix sockets.
 //!
+//! pasta needs `/dev/net/tun` (created at start if missing; Docker's default device rules
+//! allow it, Kubernetes needs a privileged pod or a device plugin for it). Where pasta cannot
+//! start, the server logs why and runs with network share its namespace.
+//!
 //! The namespace is held by a tiny child process (it only `pause`s, and dies with the
 //! server); pasta gets it as a bind-mounted namespace file, because pasta drops the
 //! privileges it would need to open `/proc/<pid>/ns/net`.
@@ -123,6 +127,25 @@ fn spawn_holder() -> Result<libc::pid_t, NetError> {
     Ok(pid as libc::pid_t)
 }
 
+/// pasta's tap device comes from `/dev/net/tun`, which container engines allow (Docker's
+/// default device rules include it) but do not always create: make the node if it is missing.
+/// A failure is left for pasta to report.
+fn ensure_tun() {
+    let tun = Path::new("/dev/net/tun");
+    if tun.exists() {
+        return;
+    }
+    let _ = std::fs::create_dir_all("/dev/net");
+    // SAFETY: mknod of a fixed path; character device 10:200 is the tun/tap clone device.
+    unsafe {
+        libc::mknod(
+            c"/dev/net/tun".as_ptr(),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(10, 200),
+        );
+    }
+}
+
 fn kill_and_reap(pid: libc::pid_t) {
     // SAFETY: our own child.
     unsafe {
@@ -168,6 +191,7 @@ impl SandboxNet {
     }
 
     fn start_here(pasta: &Path) -> Result<SandboxNet, NetError> {
+        ensure_tun();
         let holder = spawn_holder()?;
         match Self::attach(pasta, holder) {
             Ok(net) => Ok(net),
