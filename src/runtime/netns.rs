@@ -206,7 +206,12 @@ impl SandboxNet {
         let ns_path = format!("/proc/{holder}/ns/net");
         let netns =
             std::fs::File::open(&ns_path).map_err(io("open the runs' network namespace"))?;
-        let me = std::process::id();
+        // Unique per start: a server that exited without cleaning up (std::process::exit,
+        // SIGKILL) leaves its mount point behind, and pids are reused.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let me = format!("{}-{nanos}", std::process::id());
         let mount = PathBuf::from(format!("/run/prebake-netns-{me}"));
         let log = PathBuf::from(format!("/run/prebake-pasta-{me}.log"));
         std::fs::write(&mount, b"").map_err(io("create the namespace's mount point in /run"))?;
