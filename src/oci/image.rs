@@ -161,42 +161,24 @@ pub fn runtime_plan(
     resolver: &ldso::Resolver,
 ) -> Result<Plan, ImageError> {
     let mut plan = Plan::new();
-    let closure = resolver.closure(Some(runtime), &[])?;
-    if !closure.missing.is_empty() {
-        let list: Vec<String> = closure.missing.iter().map(|m| format!("  {m}")).collect();
-        return Err(ImageError::RuntimeLibraries {
-            path: runtime.to_path_buf(),
-            count: list.len(),
-            list: list.join("\n"),
-        });
-    }
-    let real = std::fs::canonicalize(runtime).map_err(io(runtime))?;
-    plan.add_parents(IMAGE_RUNTIME_PATH, "image: runtime")?;
-    plan.insert(
-        IMAGE_RUNTIME_PATH.to_owned(),
-        Entry {
-            kind: EntryKind::File {
-                source: Source::Host(real),
-            },
-            mode: 0o755,
-            provenance: "image: the runtime binary".into(),
-        },
+    add_executable(
+        &mut plan,
+        runtime,
+        IMAGE_RUNTIME_PATH,
+        "runtime",
+        "image: the runtime binary",
+        resolver,
     )?;
-    for interp in &closure.interpreters {
-        plan.add_host_path(interp, "image: ELF interpreter of runtime (PT_INTERP)")?;
-    }
-    for lib in &closure.libraries {
-        // Provenance in image terms: the host path of the runtime binary means nothing here.
-        let by = if lib.needed_by == runtime {
-            IMAGE_RUNTIME_PATH.to_owned()
-        } else {
-            lib.needed_by.display().to_string()
-        };
-        plan.add_host_path(&lib.path, &format!("image: needed by {by}"))?;
-    }
-
+    // pasta's `.avx2` twin is left out: pasta runs the generic build when it is absent.
     if let Some(pasta) = pasta {
-        add_pasta(&mut plan, pasta, resolver)?;
+        add_executable(
+            &mut plan,
+            pasta,
+            IMAGE_PASTA_PATH,
+            "pasta",
+            "image: pasta, the network of runs with network",
+            resolver,
+        )?;
     }
 
     // glibc resolves "root" for the runtime's own logs and getpwuid; the pool uids only need
@@ -233,39 +215,57 @@ pub fn runtime_plan(
     Ok(plan)
 }
 
-/// pasta and its libraries (Debian's build needs only libc). Its `.avx2` twin is left out:
-/// pasta runs the generic build when the twin is absent.
-fn add_pasta(plan: &mut Plan, pasta: &Path, resolver: &ldso::Resolver) -> Result<(), ImageError> {
-    let closure = resolver.closure(Some(pasta), &[])?;
+/// A host executable at `image_path`, with its ELF interpreter and libraries; a file already
+/// planned (the runtime's libc, when pasta needs it too) is planned once.
+fn add_executable(
+    plan: &mut Plan,
+    host: &Path,
+    image_path: &str,
+    name: &str,
+    provenance: &str,
+    resolver: &ldso::Resolver,
+) -> Result<(), ImageError> {
+    let closure = resolver.closure(Some(host), &[])?;
     if !closure.missing.is_empty() {
         let list: Vec<String> = closure.missing.iter().map(|m| format!("  {m}")).collect();
         return Err(ImageError::RuntimeLibraries {
-            path: pasta.to_path_buf(),
+            path: host.to_path_buf(),
             count: list.len(),
             list: list.join("\n"),
         });
     }
-    let real = std::fs::canonicalize(pasta).map_err(io(pasta))?;
-    plan.add_parents(IMAGE_PASTA_PATH, "image: pasta")?;
+    let real = std::fs::canonicalize(host).map_err(io(host))?;
+    plan.add_parents(image_path, &format!("image: {name}"))?;
     plan.insert(
-        IMAGE_PASTA_PATH.to_owned(),
+        image_path.to_owned(),
         Entry {
             kind: EntryKind::File {
                 source: Source::Host(real),
             },
             mode: 0o755,
-            provenance: "image: pasta, the network of runs with network".into(),
+            provenance: provenance.into(),
         },
     )?;
+    let planned = |plan: &Plan, p: &Path| plan.entries.contains_key(p.to_string_lossy().as_ref());
     for interp in &closure.interpreters {
-        if !plan.entries.contains_key(interp.to_string_lossy().as_ref()) {
-            plan.add_host_path(interp, "image: ELF interpreter of pasta (PT_INTERP)")?;
+        if !planned(plan, interp) {
+            plan.add_host_path(
+                interp,
+                &format!("image: ELF interpreter of {name} (PT_INTERP)"),
+            )?;
         }
     }
     for lib in &closure.libraries {
-        if !plan.entries.contains_key(lib.path.to_string_lossy().as_ref()) {
-            plan.add_host_path(&lib.path, &format!("image: needed by {IMAGE_PASTA_PATH}"))?;
+        if planned(plan, &lib.path) {
+            continue;
         }
+        // Provenance in image terms: the host path of the binary means nothing here.
+        let by = if lib.needed_by == host {
+            image_path.to_owned()
+        } else {
+            lib.needed_by.display().to_string()
+        };
+        plan.add_host_path(&lib.path, &format!("image: needed by {by}"))?;
     }
     Ok(())
 }
