@@ -519,3 +519,72 @@ fn runs_cannot_tell_which_processes_exist() {
         assert_eq!(d["stdout"], want, "ns={ns}: {d}");
     });
 }
+
+/// Children of `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // The fields after the command name (which may hold spaces) start at the last ')'.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        if rest.split(' ').nth(1) == Some(pid.to_string().as_str()) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        let rest = &s[s.rfind(')').unwrap() + 2..];
+        !rest.starts_with('Z')
+    })
+}
+
+#[test]
+fn a_killed_server_leaves_no_network_namespace_behind() {
+    let name = "a_killed_server_leaves_no_network_namespace_behind";
+    if !common::require_root(name) || !common::require_tool(name, "pasta") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = Server::start("enable_network: true\nnamespaces: true\n", &[]);
+    let d = s.run_lang("python3", "print('up')", true);
+    assert_eq!(d["stdout"], "up\n", "{d}");
+    let server = s.child.id();
+    let helpers = children_of(server);
+    assert!(
+        helpers.len() >= 2,
+        "pasta and the namespace holder are the server's children: {helpers:?}\n{}",
+        s.log()
+    );
+    // Nothing of this server's namespace is in /run once it serves (a server that dies
+    // without cleaning up would leave it there for good).
+    let mine = format!("-{server}-");
+    let in_run = || -> Vec<String> {
+        std::fs::read_dir("/run")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("prebake-") && n.contains(&mine))
+            .collect()
+    };
+    assert_eq!(in_run(), Vec::<String>::new());
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    let start = Instant::now();
+    while helpers.iter().any(|&p| alive(p)) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left: Vec<_> = helpers.iter().filter(|&&p| alive(p)).collect();
+    assert!(
+        left.is_empty(),
+        "still running after the server died: {left:?}"
+    );
+    assert_eq!(in_run(), Vec::<String>::new());
+}

@@ -30,7 +30,10 @@
 //!
 //! The namespace is held by a tiny child process (it only `pause`s, and dies with the
 //! server); pasta gets it as a bind-mounted namespace file, because pasta drops the
-//! privileges it would need to open `/proc/<pid>/ns/net`.
+//! privileges it would need to open `/proc/<pid>/ns/net`. The mount point and pasta's log
+//! exist in /run only while pasta starts: once the namespace is configured, pasta holds it
+//! open (`--no-netns-quit`), the mount is detached and both files are unlinked, so a server
+//! that ends without cleaning up (`std::process::exit`, SIGKILL) leaves nothing in /run.
 
 use std::ffi::CString;
 use std::net::Ipv4Addr;
@@ -85,8 +88,6 @@ pub struct SandboxNet {
     holder: libc::pid_t,
     pasta: std::process::Child,
     netns: OwnedFd,
-    mount: PathBuf,
-    log: PathBuf,
 }
 
 /// Fork the holder: a child in a new network namespace that waits until killed, or dies
@@ -237,8 +238,9 @@ impl SandboxNet {
             unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
             let _ = std::fs::remove_file(mount);
         };
-        let log_file = match std::fs::File::create(&log) {
-            Ok(f) => f,
+        // pasta writes to the file; we read it through a second descriptor after unlinking it.
+        let (log_file, mut log_reader) = match open_unlinked_log(&log) {
+            Ok(files) => files,
             Err(e) => {
                 cleanup_mount(&mount);
                 return Err(io("create pasta's log file in /run")(e));
@@ -264,6 +266,8 @@ impl SandboxNet {
             "-U",
             "none",
             "--netns-only",
+            // The mount point is removed once pasta has the namespace open.
+            "--no-netns-quit",
             "--netns",
         ])
         .arg(&mount)
@@ -287,14 +291,15 @@ impl SandboxNet {
             Ok(c) => c,
             Err(e) => {
                 cleanup_mount(&mount);
-                let _ = std::fs::remove_file(&log);
                 return Err(io("start pasta")(e));
             }
         };
-        let read_log = |log: &Path| {
-            std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .lines()
+        let mut read_log = || {
+            use std::io::{Read, Seek};
+            let mut text = String::new();
+            let _ = log_reader.rewind();
+            let _ = log_reader.read_to_string(&mut text);
+            text.lines()
                 .filter(|l| !l.starts_with("Failed to send") && !l.trim().is_empty())
                 .collect::<Vec<_>>()
                 .join(" | ")
@@ -305,9 +310,8 @@ impl SandboxNet {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                let log_text = read_log(&log);
+                let log_text = read_log();
                 cleanup_mount(&mount);
-                let _ = std::fs::remove_file(&log);
                 return Err(NetError::Exited {
                     pasta: pasta.to_path_buf(),
                     status,
@@ -317,9 +321,8 @@ impl SandboxNet {
             if start.elapsed() > START_TIMEOUT {
                 let _ = child.kill();
                 let _ = child.wait();
-                let log_text = read_log(&log);
+                let log_text = read_log();
                 cleanup_mount(&mount);
-                let _ = std::fs::remove_file(&log);
                 return Err(NetError::Timeout {
                     pasta: pasta.to_path_buf(),
                     log: log_text,
@@ -327,14 +330,14 @@ impl SandboxNet {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        // pasta has the namespace open (it configured it): the file is no longer needed.
+        cleanup_mount(&mount);
         // SAFETY: a descriptor we own, moved out of the File.
         let netns = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(netns)) };
         Ok(SandboxNet {
             holder,
             pasta: child,
             netns,
-            mount,
-            log,
         })
     }
 
@@ -349,13 +352,19 @@ impl Drop for SandboxNet {
         let _ = self.pasta.kill();
         let _ = self.pasta.wait();
         kill_and_reap(self.holder);
-        if let Ok(dst) = CString::new(self.mount.as_os_str().as_encoded_bytes()) {
-            // SAFETY: detaching our own bind mount.
-            unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
-        }
-        let _ = std::fs::remove_file(&self.mount);
-        let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// pasta's log: a file for its stderr and a reader of the same file, unlinked at once so
+/// that it never outlives the server.
+fn open_unlinked_log(path: &Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let reader = std::fs::File::open(path);
+    let _ = std::fs::remove_file(path);
+    Ok((writer, reader?))
 }
 
 /// The container's resolv.conf as runs in the namespace must see it: the nameservers become
