@@ -650,3 +650,14 @@ fn bench_trivial_node_script() {
         );
     }
 }
+
+#[test]
+fn node_cannot_name_its_parent() {
+    // Without a pid namespace getppid named the server; now it answers 0 in both modes, as
+    // for the first process of a pid namespace. node's start-up capget (which could name any
+    // pid) is refused there, and node runs all the same.
+    both_modes("node_cannot_name_its_parent", "", |s, ns| {
+        let d = s.run_js("console.log(process.ppid, process.pid > 0)");
+        assert_eq!(d["stdout"], "0 true\n", "ns={ns}: {d}");
+    });
+}

@@ -506,15 +506,17 @@ fn runs_cannot_tell_which_processes_exist() {
     both_modes("cannot_enumerate", "", |s, ns| {
         let server = s.child.id();
         let code = format!(
-            "import os, ctypes, platform\nme = os.getpid()\ntry:\n    os.sched_getaffinity({server})\n    aff = 'SEEN'\nexcept OSError as e:\n    aff = e.errno\nnr = {{'x86_64': 234, 'aarch64': 131}}[platform.machine()]\nlibc = ctypes.CDLL(None, use_errno=True)\nanswers = set()\nfor pid in range(1, 4096):\n    if pid == me:\n        continue\n    r = libc.syscall(nr, pid, pid, 0)\n    answers.add(ctypes.get_errno() if r != 0 else 0)\nprint(aff, sorted(answers))\nprint(libc.syscall(nr, me, me, 0), len(os.sched_getaffinity(0)) > 0)\n"
+            "import os, ctypes, platform\nme = os.getpid()\ntry:\n    os.sched_getaffinity({server})\n    aff = 'SEEN'\nexcept OSError as e:\n    aff = e.errno\nnr = {{'x86_64': 234, 'aarch64': 131}}[platform.machine()]\nlibc = ctypes.CDLL(None, use_errno=True)\nanswers = set()\nfor pid in range(1, 4096):\n    if pid == me:\n        continue\n    r = libc.syscall(nr, pid, pid, 0)\n    answers.add(ctypes.get_errno() if r != 0 else 0)\nprint(aff, sorted(answers))\nprint(libc.syscall(nr, me, me, 0), len(os.sched_getaffinity(0)) > 0)\nprint(os.getppid())\n"
         );
         let d = s.run_py(&code);
         // In a pid namespace nothing else exists (ESRCH, 3); without one everything else is
         // refused alike (EPERM, 1). The run still signals and queries itself.
+        // The parent is nobody (0) in both: the first process of a pid namespace has no
+        // parent in it, and without one getppid would name the server.
         let want = if ns {
-            "3 [3]\n0 True\n"
+            "3 [3]\n0 True\n0\n"
         } else {
-            "1 [1]\n0 True\n"
+            "1 [1]\n0 True\n0\n"
         };
         assert_eq!(d["stdout"], want, "ns={ns}: {d}");
     });

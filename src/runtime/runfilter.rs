@@ -8,7 +8,10 @@
 //!   process's pid (`tgkill`, `sched_getaffinity`, `sched_getparam`, `sched_getscheduler`)
 //!   are confined to the run's own pid (or 0, "myself"). Their answers for other pids
 //!   (ESRCH for none, EPERM or data for one) told a run which processes exist in the
-//!   container and what they are allowed to run on.
+//!   container and what they are allowed to run on. `capget` (node's start-up check of its
+//!   own capabilities, which tolerates a refusal) takes its pid inside a struct the filter
+//!   cannot read, so it is refused. `getppid` answers 0, as it does for the first process
+//!   of a pid namespace, instead of the server's pid.
 //!
 //! The run's own pid is known only in the child, after `clone`: the program carries
 //! [`SELF_PID`] where it goes, and the child patches it in ([`patch_self`]) into a copy on its
@@ -21,7 +24,7 @@ use crate::seccomp::install::SockFilter;
 /// Placeholder for the run's pid in comparisons (no pid is `u32::MAX`).
 pub const SELF_PID: u32 = u32::MAX;
 /// Longest program [`build`] makes; the child's copy has this many slots.
-pub const MAX_INSNS: usize = 16;
+pub const MAX_INSNS: usize = 20;
 
 const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
 const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
@@ -41,10 +44,11 @@ pub fn build(deny_memfd: bool, confine_pids: bool) -> Vec<SockFilter> {
     }
     // Layout (all jumps forward, as classic BPF requires):
     //   ld nr; [jeq memfd -> eperm]; [jeq tgkill -> self]; [jeq sched_* -> zero_or_self];
+    //   [jeq capget -> eperm]; [jeq getppid -> zero];
     //   ret allow;
     //   zero_or_self: ld arg0; jeq 0 -> allow2; jeq SELF -> allow2 : eperm;
     //   self: ld arg0; jeq SELF -> allow2 : eperm;
-    //   eperm: ret EPERM; allow2: ret allow
+    //   eperm: ret EPERM; allow2: ret allow; [zero: ret ERRNO(0), i.e. "returns 0"]
     let sched: &[i64] = if confine_pids {
         &[
             libc::SYS_sched_getaffinity,
@@ -54,7 +58,7 @@ pub fn build(deny_memfd: bool, confine_pids: bool) -> Vec<SockFilter> {
     } else {
         &[]
     };
-    let checks = usize::from(deny_memfd) + usize::from(confine_pids) + sched.len();
+    let checks = usize::from(deny_memfd) + 3 * usize::from(confine_pids) + sched.len();
     // Index of each block.
     let ret_allow = 1 + checks;
     let zero_or_self = ret_allow + 1;
@@ -65,6 +69,7 @@ pub fn build(deny_memfd: bool, confine_pids: bool) -> Vec<SockFilter> {
         ret_allow + 1
     };
     let allow2 = eperm + 1;
+    let zero = allow2 + 1;
     let off = |from: usize, to: usize| -> u8 { (to - from - 1) as u8 };
 
     let mut p = vec![insn(LD_W_ABS, 0, 0, OFF_NR)];
@@ -79,6 +84,10 @@ pub fn build(deny_memfd: bool, confine_pids: bool) -> Vec<SockFilter> {
             let i = p.len();
             p.push(insn(JEQ_K, off(i, zero_or_self), 0, *nr as u32));
         }
+        let i = p.len();
+        p.push(insn(JEQ_K, off(i, eperm), 0, libc::SYS_capget as u32));
+        let i = p.len();
+        p.push(insn(JEQ_K, off(i, zero), 0, libc::SYS_getppid as u32));
     }
     debug_assert_eq!(p.len(), ret_allow);
     p.push(insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
@@ -101,6 +110,10 @@ pub fn build(deny_memfd: bool, confine_pids: bool) -> Vec<SockFilter> {
         libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
     ));
     p.push(insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
+    if confine_pids {
+        debug_assert_eq!(p.len(), zero);
+        p.push(insn(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO));
+    }
     debug_assert!(p.len() <= MAX_INSNS);
     p
 }
@@ -171,6 +184,11 @@ mod tests {
                 assert_eq!(eval(p, nr as u32, 4242), ALLOW);
                 assert_eq!(eval(p, nr as u32, 1), if pids { EPERM } else { ALLOW });
             }
+            let capget = libc::SYS_capget as u32;
+            assert_eq!(eval(p, capget, 0), if pids { EPERM } else { ALLOW });
+            let getppid = libc::SYS_getppid as u32;
+            let zero = libc::SECCOMP_RET_ERRNO;
+            assert_eq!(eval(p, getppid, 0), if pids { zero } else { ALLOW });
         }
     }
 }
