@@ -8,12 +8,14 @@
 
 pub mod build;
 pub mod bundle;
+pub mod hashio;
 pub mod oci;
 pub mod plan;
 pub mod rootfs;
 pub mod runtime;
 pub mod seccomp;
 pub mod spec;
+pub mod ustar;
 
 /// One line from an error and its causes, skipping a cause whose text its parent already
 /// shows (our error types print their source inline, e.g. "path: No such file"; anyhow's

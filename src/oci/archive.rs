@@ -7,12 +7,15 @@
 //! modes, entries in bytewise path order), so the archive bytes depend only on the layout.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use crate::hashio::HashReader;
+use crate::ustar::{self, Member, TypeFlag};
 
 use super::layout::{ensure_absent, name_annotations, oci_layout_json, parent_of, DIR_MODE};
 use super::reference::Reference;
@@ -72,25 +75,24 @@ pub fn write_archive(layout_dir: &Path, out: &Path, tag: &str) -> Result<(), Oci
         .tempfile_in(&parent)
         .map_err(OciError::io(&parent))?;
     {
-        let file = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-        let mut tar = tar::Builder::new(file);
-        let mut emit = |header: tar::Header, data: &mut dyn Read| tar.append(&header, data);
+        let mut file = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
         // Bytewise path order: "blobs/" < "blobs/sha256/" < "blobs/sha256/<hex>" <
         // "index.json" < "manifest.json" < "oci-layout".
-        emit(dir_header("blobs/")?, &mut io::empty()).map_err(OciError::io(out))?;
-        emit(dir_header("blobs/sha256/")?, &mut io::empty()).map_err(OciError::io(out))?;
+        for dir in ["blobs/", "blobs/sha256/"] {
+            ustar::append(&mut file, &dir_member(dir), &mut io::empty())
+                .map_err(OciError::io(out))?;
+        }
         for hex in &blobs {
-            let path = layout_dir.join("blobs/sha256").join(hex);
-            let file = fs::File::open(&path).map_err(OciError::io(&path))?;
-            let size = file.metadata().map_err(OciError::io(&path))?.len();
-            let mut reader = HashingReader {
-                inner: file,
-                hasher: Sha256::new(),
-                read: 0,
-            };
-            emit(file_header(&blob_path(hex), size)?, &mut reader).map_err(OciError::io(out))?;
-            let actual = hex::encode(reader.hasher.finalize());
-            if actual != **hex || reader.read != size {
+            let name = blob_path(hex);
+            let path = layout_dir.join(&name);
+            let blob = fs::File::open(&path).map_err(OciError::io(&path))?;
+            let size = blob.metadata().map_err(OciError::io(&path))?.len();
+            // Hash what the tar writer reads, so each blob is verified in the pass that copies it.
+            let mut reader = HashReader::new(blob);
+            ustar::append(&mut file, &file_member(&name, size), &mut reader)
+                .map_err(OciError::io(out))?;
+            let (actual, read) = reader.drain_and_finish().map_err(OciError::io(&path))?;
+            if actual != **hex || read != size {
                 return Err(bad_layout(
                     layout_dir,
                     &format!("blob {hex} is corrupt: its content hashes to {actual}"),
@@ -102,13 +104,14 @@ pub fn write_archive(layout_dir: &Path, out: &Path, tag: &str) -> Result<(), Oci
             ("manifest.json", canonical::to_vec(&docker_manifest)),
             ("oci-layout", oci_layout_json()),
         ] {
-            emit(
-                file_header(name, bytes.len() as u64)?,
+            ustar::append(
+                &mut file,
+                &file_member(name, bytes.len() as u64),
                 &mut bytes.as_slice(),
             )
             .map_err(OciError::io(out))?;
         }
-        let mut file = tar.into_inner().map_err(OciError::io(out))?;
+        file.write_all(&ustar::END).map_err(OciError::io(out))?;
         file.flush().map_err(OciError::io(out))?;
     }
     tmp.as_file().sync_all().map_err(OciError::io(out))?;
@@ -215,45 +218,24 @@ fn bad_layout(dir: &Path, reason: &str) -> OciError {
     }
 }
 
-fn header(path: &str, kind: tar::EntryType, size: u64, mode: u32) -> Result<tar::Header, OciError> {
-    let mut h = tar::Header::new_ustar();
-    h.set_path(path)
-        .map_err(OciError::io(PathBuf::from(path)))?;
-    h.set_entry_type(kind);
-    h.set_size(size);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_cksum();
-    Ok(h)
+fn dir_member(path: &str) -> Member<'_> {
+    Member {
+        name: path.as_bytes(),
+        link: b"",
+        flag: TypeFlag::Dir,
+        mode: DIR_MODE,
+        size: 0,
+        mtime: 0,
+    }
 }
 
-fn dir_header(path: &str) -> Result<tar::Header, OciError> {
-    header(path, tar::EntryType::Directory, 0, DIR_MODE)
-}
-
-fn file_header(path: &str, size: u64) -> Result<tar::Header, OciError> {
-    header(
-        path,
-        tar::EntryType::Regular,
+fn file_member(path: &str, size: u64) -> Member<'_> {
+    Member {
+        name: path.as_bytes(),
+        link: b"",
+        flag: TypeFlag::Regular,
+        mode: super::layout::FILE_MODE,
         size,
-        super::layout::FILE_MODE,
-    )
-}
-
-/// Hashes what the tar writer reads, so each blob is verified in the same pass that copies it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    read: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.read += n as u64;
-        Ok(n)
+        mtime: 0,
     }
 }

@@ -6,14 +6,14 @@
 //! alone (mtime = SOURCE_DATE_EPOCH, owner 0:0 without names, normalized modes, no
 //! atime/ctime/xattrs); and compressor settings are fixed (see [`TarOptions`]).
 
-pub mod hash;
-mod header;
+/// Today's home of the hashing adapters is `crate::hashio`; this path stays for callers.
+pub use crate::hashio as hash;
 
 use crate::bundle::RootfsInfo;
+use crate::hashio::HashWriter;
 use crate::plan::{EntryKind, Plan, Source};
 use crate::spec::Compression;
-use hash::HashWriter;
-use header::{Member, TypeFlag, BLOCK};
+use crate::ustar::{self as header, Member, TypeFlag, BLOCK};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
@@ -523,7 +523,7 @@ fn write_entries<W: Write>(
         }
     }
     // End of archive: two zero blocks.
-    w(tar, &[0u8; 2 * BLOCK])?;
+    w(tar, &header::END)?;
     Ok(stats)
 }
 

@@ -1,6 +1,9 @@
-//! Hand-built ustar headers plus PAX extended headers, so every byte of every header is
-//! decided here and nowhere else (tar-rs's builder fills in fields from the host and its
-//! "deterministic" mode pins a 2006 mtime; neither is what a reproducible rootfs wants).
+//! The one tar writer: hand-built ustar headers plus PAX extended headers, so every byte of
+//! every header is decided here and nowhere else (tar-rs's builder fills in fields from the
+//! host and its "deterministic" mode pins a 2006 mtime; neither is what a reproducible
+//! artifact wants). The rootfs tarball and the combined OCI/docker archive both use it.
+
+use std::io::{self, Read, Write};
 
 pub const BLOCK: usize = 512;
 /// ustar's `name` and `linkname` fields.
@@ -146,6 +149,27 @@ pub fn padding(len: u64) -> usize {
         BLOCK - rem
     }
 }
+
+/// Write `m`'s header(s), then exactly `m.size` bytes of `data` and the padding after them.
+/// A `data` that ends early is an error: the header already promised `m.size` bytes.
+pub fn append(out: &mut impl Write, m: &Member<'_>, data: &mut impl Read) -> io::Result<()> {
+    out.write_all(&encode(m))?;
+    let copied = io::copy(&mut data.take(m.size), out)?;
+    if copied != m.size {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "{} changed size while archived: {copied} of {} bytes",
+                String::from_utf8_lossy(m.name),
+                m.size
+            ),
+        ));
+    }
+    out.write_all(&[0u8; BLOCK][..padding(m.size)])
+}
+
+/// The end-of-archive marker: two zero blocks.
+pub const END: [u8; 2 * BLOCK] = [0u8; 2 * BLOCK];
 
 #[cfg(test)]
 mod tests {
