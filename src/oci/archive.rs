@@ -8,16 +8,18 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::fsutil::stage::{staging_prefix, StagedFile};
 use crate::hashio::HashReader;
 use crate::ustar::{self, Member, TypeFlag};
 
-use super::layout::{ensure_absent, name_annotations, oci_layout_json, parent_of, DIR_MODE};
+use super::layout::{
+    commit_error, ensure_absent, name_annotations, oci_layout_json, parent_of, DIR_MODE,
+};
 use super::reference::Reference;
 use super::{canonical, is_sha256_hex, OciError, MEDIA_MANIFEST};
 
@@ -67,15 +69,10 @@ pub fn write_archive(layout_dir: &Path, out: &Path, tag: &str) -> Result<(), Oci
     blobs.sort();
     blobs.dedup();
 
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(
-            ".{}.partial-",
-            out.file_name().unwrap_or_default().to_string_lossy()
-        ))
-        .tempfile_in(&parent)
-        .map_err(OciError::io(&parent))?;
+    let mut staged =
+        StagedFile::new(out, &staging_prefix(out, "partial")).map_err(OciError::io(&parent))?;
     {
-        let mut file = io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+        let mut file = io::BufWriter::with_capacity(1 << 20, staged.file());
         // Bytewise path order: "blobs/" < "blobs/sha256/" < "blobs/sha256/<hex>" <
         // "index.json" < "manifest.json" < "oci-layout".
         for dir in ["blobs/", "blobs/sha256/"] {
@@ -114,21 +111,9 @@ pub fn write_archive(layout_dir: &Path, out: &Path, tag: &str) -> Result<(), Oci
         file.write_all(&ustar::END).map_err(OciError::io(out))?;
         file.flush().map_err(OciError::io(out))?;
     }
-    tmp.as_file().sync_all().map_err(OciError::io(out))?;
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644))
-        .map_err(OciError::io(tmp.path()))?;
-    tmp.persist_noclobber(out).map_err(|e| {
-        if e.error.kind() == io::ErrorKind::AlreadyExists {
-            OciError::OutputExists {
-                path: out.to_owned(),
-            }
-        } else {
-            OciError::Io {
-                path: out.to_owned(),
-                source: e.error,
-            }
-        }
-    })?;
+    staged
+        .commit(out, 0o644, false)
+        .map_err(commit_error(out))?;
     Ok(())
 }
 

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::fsutil::stage::{staging_prefix, StagedDir};
+
 use super::reference::Reference;
 use super::{
     canonical, is_sha256_hex, time, ImageConfig, ImageDigests, Layer, OciError,
@@ -38,7 +40,7 @@ pub fn write_layout(
     }
     let config_blob = canonical::to_vec(&config_json(layers, config)?);
 
-    let staging = Staging::new(dir)?;
+    let staging = stage(dir)?;
     let root = staging.path().to_owned();
     let blobs = root.join("blobs").join("sha256");
     make_dir(&root.join("blobs"))?;
@@ -55,7 +57,9 @@ pub fn write_layout(
     write_file(&root.join("index.json"), &canonical::to_vec(&index))?;
     write_file(&root.join("oci-layout"), &oci_layout_json())?;
 
-    staging.finish(dir)?;
+    staging
+        .commit_new(dir, DIR_MODE)
+        .map_err(commit_error(dir))?;
     Ok(ImageDigests {
         manifest: format!("sha256:{manifest_hex}"),
         manifest_size,
@@ -322,53 +326,25 @@ pub(crate) fn parent_of(path: &Path) -> Result<PathBuf, OciError> {
     Ok(parent)
 }
 
-/// A hidden temporary directory next to the destination (same filesystem, so the final
-/// rename is atomic); removed on drop unless [`Staging::finish`] moved it into place.
-struct Staging(tempfile::TempDir);
-
-impl Staging {
-    fn new(dest: &Path) -> Result<Staging, OciError> {
-        ensure_absent(dest)?;
-        let parent = parent_of(dest)?;
-        let name = dest.file_name().unwrap_or_default().to_string_lossy();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}.partial-"))
-            .tempdir_in(&parent)
-            .map_err(OciError::io(&parent))?;
-        Ok(Staging(tmp))
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-
-    fn finish(self, dest: &Path) -> Result<(), OciError> {
-        set_mode(self.0.path(), DIR_MODE)?;
-        rename_noreplace(self.0.path(), dest)?;
-        let _ = self.0.keep();
-        Ok(())
+/// Map a commit's "already exists" to the clear error the rest of this module gives.
+pub(crate) fn commit_error(dest: &Path) -> impl FnOnce(std::io::Error) -> OciError + '_ {
+    move |e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            OciError::OutputExists {
+                path: dest.to_owned(),
+            }
+        } else {
+            OciError::Io {
+                path: dest.to_owned(),
+                source: e,
+            }
+        }
     }
 }
 
-/// rename(2) would silently replace an empty directory that appeared meanwhile;
-/// RENAME_NOREPLACE makes "must not exist" hold atomically.
-pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> Result<(), OciError> {
-    use nix::errno::Errno;
-    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => Ok(()),
-        Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => Err(OciError::OutputExists {
-            path: to.to_owned(),
-        }),
-        // Filesystems without RENAME_NOREPLACE (some network and overlay setups): check, then
-        // rename; the window is tiny and the check above already ran once.
-        Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
-            ensure_absent(to)?;
-            fs::rename(from, to).map_err(OciError::io(to))
-        }
-        Err(e) => Err(OciError::Io {
-            path: to.to_owned(),
-            source: e.into(),
-        }),
-    }
+/// Stage `dest` (which must not exist yet) in a hidden directory beside it.
+fn stage(dest: &Path) -> Result<StagedDir, OciError> {
+    ensure_absent(dest)?;
+    let parent = parent_of(dest)?;
+    StagedDir::new(dest, &staging_prefix(dest, "partial")).map_err(OciError::io(&parent))
 }

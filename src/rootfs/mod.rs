@@ -10,6 +10,7 @@
 pub use crate::hashio as hash;
 
 use crate::bundle::RootfsInfo;
+use crate::fsutil::stage::StagedFile;
 use crate::hashio::HashWriter;
 use crate::plan::{EntryKind, Plan, Source};
 use crate::spec::Compression;
@@ -597,25 +598,12 @@ pub fn write_tar_file(
         path: path.to_path_buf(),
         source,
     };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".rootfs-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(werr)?;
-    let stats = write_tar(plan, tmp.as_file_mut(), opts, progress).map_err(|e| match e {
+    let mut staged = StagedFile::new(path, ".rootfs-").map_err(werr)?;
+    let stats = write_tar(plan, staged.file(), opts, progress).map_err(|e| match e {
         RootfsError::Write(source) => werr(source),
         other => other,
     })?;
-    use std::os::unix::fs::PermissionsExt;
-    let file = tmp.as_file();
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(werr)?;
-    file.sync_all().map_err(werr)?;
-    tmp.persist(path).map_err(|e| werr(e.error))?;
+    staged.commit(path, 0o644, true).map_err(werr)?;
     Ok(stats)
 }
 
