@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod bundle;
+pub mod fsutil;
 pub mod oci;
 pub mod plan;
 pub mod rootfs;
