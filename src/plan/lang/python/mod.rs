@@ -7,7 +7,9 @@ mod dists;
 mod excludes;
 pub mod requirements;
 
+/// Shim: `which` moved to `plan::lang` (node uses it too); remove once nothing imports it here.
 pub use super::which;
+/// Shim: moved to `plan::pyc`; remove once nothing imports it here.
 pub use crate::plan::pyc::compile_pycs;
 pub use discover::{discover, PythonInstall};
 pub use dists::{dists_in_plan, installed_dists, normalize_name, record_files, select_dists, Dist};
