@@ -2,12 +2,22 @@
 //! Everything after the plan is a pure function of it, which is what makes the output
 //! reproducible and explainable.
 
+pub mod assemble;
+pub mod closure;
 pub mod elf;
 pub mod extras;
+pub mod lang;
+pub mod ldcache;
 pub mod ldso;
+pub mod masked;
 pub mod pyc;
-pub mod python;
-pub mod requirements;
+pub mod tree;
+
+pub use assemble::{plan_image, ImagePlan, PlanOptions, PlanningError};
+/// Shim: moved to `plan::lang::python`; remove once nothing imports the old path.
+pub use lang::python;
+/// Shim: moved to `plan::lang::python::requirements`; remove once nothing imports the old path.
+pub use lang::python::requirements;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -111,7 +121,8 @@ impl EntryKind {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PlanError + '_ {
+/// For `map_err`: an I/O error on `path`.
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PlanError + '_ {
     move |source| PlanError::Io {
         path: path.to_path_buf(),
         source,

@@ -4,7 +4,7 @@
 //! tracebacks show), the invalidation mode and the source bytes. A cached file is therefore
 //! the file the compiler would write, and cold and warm builds give the same rootfs (tested).
 
-use super::python::PythonInstall;
+use crate::plan::lang::python::PythonInstall;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 

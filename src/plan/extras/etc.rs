@@ -1,9 +1,7 @@
-//! What DT_NEEDED never shows but real code needs: found by building real chroots and
-//! watching what failed (see design.md). Each item can be turned off in the spec's `extras`.
+//! Generated `/etc` files and the run-time mount points.
 
-use super::{Plan, PlanError};
 use crate::bundle::{SANDBOX_UID_BASE, SANDBOX_UID_COUNT};
-use std::path::{Path, PathBuf};
+use crate::plan::{Entry, EntryKind, Plan, PlanError};
 
 /// `/etc/passwd` naming root, nobody and every uid of the sandbox pool, so `getpwuid()`
 /// (getpass.getuser, os.path.expanduser("~")) works for whichever pool uid a run gets.
@@ -64,11 +62,11 @@ pub fn add_etc_stubs(plan: &mut Plan) -> Result<(), PlanError> {
 pub fn add_mount_points(plan: &mut Plan) -> Result<(), PlanError> {
     plan.add_dir("/tmp", 0o1777, "extra: tmp")?;
     plan.add_dir("/dev", 0o755, "extra: tmp")?;
-    for (path, major, minor) in super::ROOTFS_DEVICES {
+    for (path, major, minor) in crate::plan::ROOTFS_DEVICES {
         plan.insert(
             (*path).to_owned(),
-            super::Entry {
-                kind: super::EntryKind::CharDevice {
+            Entry {
+                kind: EntryKind::CharDevice {
                     major: *major,
                     minor: *minor,
                 },
@@ -79,47 +77,4 @@ pub fn add_mount_points(plan: &mut Plan) -> Result<(), PlanError> {
     }
     plan.add_dir("/proc", 0o555, "extra: tmp")?;
     Ok(())
-}
-
-/// Add a host file (with its symlink chain) when it exists; report whether it did.
-pub fn add_if_exists(plan: &mut Plan, path: &Path, why: &str) -> Result<bool, PlanError> {
-    if std::fs::symlink_metadata(path).is_err() {
-        return Ok(false);
-    }
-    plan.add_host_path(path, why)?;
-    Ok(true)
-}
-
-/// Add a host directory tree recursively (symlinks kept as symlinks), skipping what
-/// `skip` says.
-pub fn add_tree(
-    plan: &mut Plan,
-    root: &Path,
-    why: &str,
-    skip: &dyn Fn(&Path) -> bool,
-) -> Result<u64, PlanError> {
-    let real_root = plan.add_host_path(root, why)?;
-    let mut n = 0;
-    let walker = walkdir::WalkDir::new(&real_root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| !skip(e.path()));
-    for entry in walker {
-        let entry = entry.map_err(|e| {
-            let (path, source) = super::walk_error(e, &real_root);
-            PlanError::Io { path, source }
-        })?;
-        if entry.depth() == 0 {
-            continue;
-        }
-        plan.add_walked(entry.path(), why)?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// Candidate locations of things found by name only.
-pub fn first_existing(candidates: &[PathBuf]) -> Option<PathBuf> {
-    candidates.iter().find(|p| p.exists()).cloned()
 }

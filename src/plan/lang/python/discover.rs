@@ -1,0 +1,116 @@
+//! Ask the interpreter where it lives and what it was built with.
+
+use super::PythonError;
+use crate::plan::lang::{is_executable, which};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// What the interpreter reports about itself (see `DISCOVER_SCRIPT`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PythonInstall {
+    /// The path `sys.executable` reports: for a venv its `bin/python` (a symlink into the base
+    /// install), for a pyenv shim the real versioned binary. Kept at this path in the rootfs so
+    /// the interpreter finds `pyvenv.cfg` exactly as on the host.
+    pub executable: PathBuf,
+    /// The real ELF file behind `executable` (symlinks resolved): the ELF closure's main object.
+    pub real_executable: PathBuf,
+    pub version: String,
+    pub prefix: PathBuf,
+    pub base_prefix: PathBuf,
+    pub stdlib: PathBuf,
+    pub platstdlib: PathBuf,
+    /// `lib-dynload` (extension modules of the stdlib), when the build has one.
+    pub lib_dynload: Option<PathBuf>,
+    /// site-packages directories in the order the interpreter searches them.
+    pub site_packages: Vec<PathBuf>,
+    /// `pyvenv.cfg` when the interpreter is a venv's.
+    pub pyvenv_cfg: Option<PathBuf>,
+    /// `sys.implementation.cache_tag` ("cpython-311"), for `__pycache__` names.
+    pub cache_tag: String,
+    /// OpenSSL's compiled-in default CA file and config directory, for the extras.
+    pub ssl_cafile: Option<PathBuf>,
+    pub ssl_capath: Option<PathBuf>,
+    pub openssl_dir: Option<PathBuf>,
+    /// `zoneinfo.TZPATH`.
+    pub tzpath: Vec<PathBuf>,
+    /// `sys.version` (exact build) and the bytecode magic, for the pyc cache key.
+    pub sys_version: String,
+    pub magic: String,
+}
+
+/// Run inside the interpreter with `-I` (no user site, no PYTHON* variables): prints JSON.
+const DISCOVER_SCRIPT: &str = r#"
+import os, sys, sysconfig, site
+# Only cheap imports: this runs at the start of every build. _ssl, TZPATH and MAGIC_NUMBER are
+# what ssl.get_default_verify_paths(), zoneinfo.TZPATH and importlib.util would report.
+paths = sysconfig.get_paths()
+# The standard library belongs to the base installation, also inside a venv (whose own
+# platstdlib would be its lib/pythonX.Y, holding only site-packages).
+base = sysconfig.get_paths(vars={'base': sys.base_prefix, 'platbase': sys.base_exec_prefix,
+                                 'installed_base': sys.base_prefix,
+                                 'installed_platbase': sys.base_exec_prefix})
+dyn = [p for p in sys.path if os.path.basename(p) == 'lib-dynload']
+try:
+    import _ssl
+    _, cafile, _, capath = _ssl.get_default_verify_paths()
+    ossl_dir = os.path.dirname(cafile) if cafile else None
+except Exception:
+    cafile = capath = ossl_dir = None
+tzpath = [p for p in (sysconfig.get_config_var('TZPATH') or '').split(os.pathsep) if p]
+sp = []
+for p in site.getsitepackages() + [paths['purelib'], paths['platlib']]:
+    if p not in sp:
+        sp.append(p)
+cfg = os.path.join(sys.prefix, 'pyvenv.cfg')
+from importlib._bootstrap_external import MAGIC_NUMBER
+import json
+print(json.dumps({
+    'executable': sys.executable,
+    'real_executable': os.path.realpath(getattr(sys, '_base_executable', sys.executable)),
+    'version': '.'.join(map(str, sys.version_info[:3])),
+    'prefix': sys.prefix,
+    'base_prefix': sys.base_prefix,
+    'stdlib': base['stdlib'],
+    'platstdlib': base['platstdlib'],
+    'lib_dynload': dyn[0] if dyn else None,
+    'site_packages': sp,
+    'pyvenv_cfg': cfg if sys.prefix != sys.base_prefix and os.path.isfile(cfg) else None,
+    'cache_tag': sys.implementation.cache_tag,
+    'ssl_cafile': cafile, 'ssl_capath': capath, 'openssl_dir': ossl_dir,
+    'tzpath': tzpath,
+    'sys_version': sys.version,
+    'magic': MAGIC_NUMBER.hex(),
+}))
+"#;
+
+/// Resolve the interpreter (following PATH shims by asking the interpreter itself) and
+/// report its layout.
+pub fn discover(interpreter: &str) -> Result<PythonInstall, PythonError> {
+    let path = which(interpreter)?;
+    if !is_executable(&path) {
+        return Err(PythonError::NotExecutable { path });
+    }
+    let out = Command::new(&path)
+        .args(["-I", "-c", DISCOVER_SCRIPT])
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONPATH")
+        .output()
+        .map_err(|source| PythonError::Spawn {
+            path: path.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(PythonError::Discovery {
+            path,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    let mut install: PythonInstall =
+        serde_json::from_slice(&out.stdout).map_err(|source| PythonError::BadOutput {
+            path: path.clone(),
+            source,
+        })?;
+    install.site_packages.retain(|p| p.is_dir());
+    Ok(install)
+}

@@ -1,0 +1,201 @@
+//! Python: find the real interpreter behind a name (PATH shims, venvs), ask it where its
+//! standard library lives, and plan it with the distributions selected by their
+//! `*.dist-info/RECORD`.
+
+mod discover;
+mod dists;
+mod excludes;
+pub mod requirements;
+
+/// Shim: `which` moved to `plan::lang` (node uses it too); remove once nothing imports it here.
+pub use super::which;
+/// Shim: moved to `plan::pyc`; remove once nothing imports it here.
+pub use crate::plan::pyc::compile_pycs;
+pub use discover::{discover, PythonInstall};
+pub use dists::{dists_in_plan, installed_dists, normalize_name, record_files, select_dists, Dist};
+pub use excludes::default_excludes;
+
+use super::{add_spec_paths, sandbox_env, LanguagePlan};
+use crate::bundle::{Distribution, LanguageInfo};
+use crate::plan::pyc::PycCache;
+use crate::plan::{tree, Plan, PlanningError};
+use crate::spec::LanguageSpec;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PythonError {
+    #[error(transparent)]
+    NotOnPath(#[from] super::NotOnPath),
+    #[error("interpreter {path}: does not exist or is not executable")]
+    NotExecutable { path: PathBuf },
+    #[error("interpreter {path}: could not run it: {source}")]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interpreter {path}: discovery script failed ({status}): {stderr}")]
+    Discovery {
+        path: PathBuf,
+        status: String,
+        stderr: String,
+    },
+    #[error("interpreter {path}: unexpected discovery output: {source}")]
+    BadOutput {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("package `{name}` is not installed in {searched}; install it into that interpreter (pip install {name}) or remove it from `packages`")]
+    NotInstalled { name: String, searched: String },
+    #[error("{path}: {message}")]
+    BadDistInfo { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pyc compilation failed: {0}")]
+    Compile(String),
+}
+
+/// Plan the interpreter `spec` names: its standard library, the selected distributions with
+/// their requirements, and the spec's `paths`.
+pub fn plan_python(
+    plan: &mut Plan,
+    spec: &LanguageSpec,
+    warnings: &mut Vec<String>,
+) -> Result<LanguagePlan, PlanningError> {
+    let (install, packages) = resolve_install(spec)?;
+    let mut globs = Vec::new();
+    if spec.default_excludes {
+        globs.extend(default_excludes(&install));
+    }
+    globs.extend(spec.exclude.iter().cloned());
+    let excludes = excludes::matcher(&globs)?;
+    let skip = |p: &Path| excludes.is_match(p);
+
+    add_interpreter(plan, &install, &skip)?;
+    let installed = installed_dists(&install.site_packages)?;
+    let dists = select_dists(&installed, &packages, &install.site_packages)?;
+    add_dists(plan, &dists, &skip, warnings)?;
+    add_spec_paths(plan, "python3", &spec.paths, &skip)?;
+
+    let distributions = distributions(plan, &dists)?;
+    let env = sandbox_env();
+    Ok(LanguagePlan {
+        info: LanguageInfo {
+            interpreter: install.executable.to_string_lossy().into_owned(),
+            // -I: no user site, no PYTHON* variables, no script dir on sys.path; -B: the root
+            // is read-only and bytecode is baked.
+            args: vec!["-I".into(), "-B".into()],
+            env,
+            version: install.version.clone(),
+            distributions,
+            seccomp: None,
+        },
+        main_executable: install.real_executable.clone(),
+        python: Some(install),
+    })
+}
+
+/// The interpreter to plan and the packages to select: the spec's own, or with a
+/// `requirements` file the venv that file is installed into, with every pinned package.
+fn resolve_install(spec: &LanguageSpec) -> Result<(PythonInstall, Vec<String>), PlanningError> {
+    let mut install = discover(&spec.interpreter)?;
+    let mut packages = spec.packages.clone();
+    if let Some(file) = &spec.requirements {
+        // Install the pinned file for this interpreter, then build from that venv as if the
+        // spec had named it, with every pinned package selected.
+        let reqs = requirements::parse(file)?;
+        let cache = PycCache::default_dir().ok_or_else(|| {
+            PlanningError::Requirements(requirements::RequirementsError::Cache {
+                path: file.clone(),
+                source: std::io::Error::other(
+                    "no cache directory: set PREBAKE_CACHE_DIR (or HOME) to a directory outside /tmp",
+                ),
+            })
+        })?;
+        let python =
+            requirements::ensure_venv(&install.real_executable, &install.version, file, &cache)?;
+        install = discover(&python.to_string_lossy())?;
+        packages.extend(reqs.into_iter().map(|r| r.name));
+    }
+    Ok((install, packages))
+}
+
+/// The interpreter, its venv configuration, the standard library and lib-dynload, and the
+/// (empty) site-packages directories.
+fn add_interpreter(
+    plan: &mut Plan,
+    install: &PythonInstall,
+    skip: &dyn Fn(&Path) -> bool,
+) -> Result<(), PlanningError> {
+    plan.add_host_path(&install.executable, "interpreter")?;
+    if let Some(cfg) = &install.pyvenv_cfg {
+        plan.add_host_path(cfg, "interpreter: venv configuration")?;
+    }
+    let mut stdlibs = vec![install.stdlib.clone()];
+    if install.platstdlib != install.stdlib {
+        stdlibs.push(install.platstdlib.clone());
+    }
+    for lib in &stdlibs {
+        tree::add_tree(plan, lib, "python stdlib", skip)?;
+    }
+    if let Some(dynload) = &install.lib_dynload {
+        if !stdlibs.iter().any(|s| dynload.starts_with(s)) {
+            tree::add_tree(plan, dynload, "python lib-dynload", skip)?;
+        }
+    }
+    // site-packages exist (empty) so `site` adds them to sys.path as on the host.
+    for sp in &install.site_packages {
+        plan.add_host_path(sp, "python site-packages")?;
+    }
+    Ok(())
+}
+
+/// Every file the selected distributions' RECORDs list; one missing on disk is a warning.
+fn add_dists(
+    plan: &mut Plan,
+    dists: &[Dist],
+    skip: &dyn Fn(&Path) -> bool,
+    warnings: &mut Vec<String>,
+) -> Result<(), PlanningError> {
+    for d in dists {
+        let why = format!("package {} {}", d.name, d.version);
+        for f in record_files(d)? {
+            if skip(&f) {
+                continue;
+            }
+            match std::fs::symlink_metadata(&f) {
+                Ok(_) => {
+                    plan.add_host_path(&f, &why)?;
+                }
+                Err(_) => warnings.push(format!(
+                    "{}: listed in RECORD of {} but missing on disk",
+                    f.display(),
+                    d.name
+                )),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every distribution the rootfs ends up holding, selected or brought in by a spec path
+/// (GET /v1/sandbox/dependencies lists them all).
+fn distributions(plan: &Plan, selected: &[Dist]) -> Result<Vec<Distribution>, PlanningError> {
+    let in_rootfs = dists_in_plan(plan)?;
+    let mut distributions: Vec<Distribution> = selected
+        .iter()
+        .chain(&in_rootfs)
+        .map(|d| Distribution {
+            name: d.name.clone(),
+            version: d.version.clone(),
+        })
+        .collect();
+    distributions.sort();
+    distributions.dedup();
+    Ok(distributions)
+}
