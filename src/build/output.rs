@@ -2,20 +2,15 @@
 //! renamed into place only when complete.
 
 use super::{io, BuildError};
-use std::path::{Path, PathBuf};
+use crate::fsutil::stage::{parent_dir, StagedDir};
+use std::path::Path;
 
-/// A fresh temporary directory beside `out` (same filesystem, so the final rename is atomic);
+/// A fresh hidden directory beside `out` (same filesystem, so the final rename is atomic);
 /// dropped, it removes itself and whatever a failed build left in it.
-pub(super) fn staging_dir(out: &Path) -> Result<tempfile::TempDir, BuildError> {
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+pub(super) fn staging_dir(out: &Path) -> Result<StagedDir, BuildError> {
+    let parent = parent_dir(out);
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-    tempfile::Builder::new()
-        .prefix(".prebake-build-")
-        .tempdir_in(&parent)
-        .map_err(io(&parent))
+    StagedDir::new(out, ".prebake-build-").map_err(io(&parent))
 }
 
 /// Refuse a non-empty output directory unless forced; a file at that path is never replaced.
@@ -51,33 +46,12 @@ pub(super) fn check_out_dir(out: &Path, force: bool) -> Result<(), BuildError> {
     }
 }
 
-/// Move the finished temp dir to `out`: an old `out` is moved aside first and removed only
-/// after the new one is in place.
-pub(super) fn commit_out_dir(tmp: tempfile::TempDir, out: &Path) -> Result<(), BuildError> {
-    let staged = tmp.keep();
-    use std::os::unix::fs::PermissionsExt;
-    // tempdir is 0700; the output is for everyone to read.
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))
-        .map_err(io(&staged))?;
-    let old = if out.exists() {
-        let aside = staged.with_extension("old");
-        std::fs::rename(out, &aside).map_err(io(out))?;
-        Some(aside)
-    } else {
-        None
-    };
-    if let Err(e) = std::fs::rename(&staged, out) {
-        if let Some(aside) = &old {
-            let _ = std::fs::rename(aside, out);
-        }
-        let _ = std::fs::remove_dir_all(&staged);
-        return Err(BuildError::Io {
-            path: out.to_path_buf(),
-            source: e,
-        });
-    }
-    if let Some(aside) = old {
-        std::fs::remove_dir_all(&aside).map_err(io(&aside))?;
+/// Put the finished build at `out`: exchanged atomically with a previous build, which is
+/// removed only once the new one is in place.
+pub(super) fn commit_out_dir(staged: StagedDir, out: &Path) -> Result<(), BuildError> {
+    // The staged dir is 0700; the output is for everyone to read.
+    if let Some(old) = staged.commit_replace(out, 0o755).map_err(io(out))? {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
     }
     Ok(())
 }
