@@ -1,8 +1,7 @@
 //! The runtime's rootfs unpacker against hostile archives (hand-built headers, since
 //! well-behaved builders refuse bad names) and against real bundles made by the writer.
 
-mod common;
-
+use crate::support;
 use prebake::bundle::{BundleManifest, FORMAT_VERSION};
 use prebake::plan::{Entry, EntryKind, Plan, Source};
 use prebake::rootfs::{file_name, rootfs_info, write_tar_file, TarOptions};
@@ -679,11 +678,9 @@ fn a_truncated_archive_is_an_error() {
 /// The harmless /dev nodes the plan may carry come back as real device nodes (as root), and
 /// the same path with other device numbers is refused.
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn safe_dev_nodes_are_created_and_others_refused() {
     use std::os::unix::fs::FileTypeExt;
-    if !common::require_root("safe_dev_nodes_are_created_and_others_refused") {
-        return;
-    }
     let mut plan = Plan::new();
     plan.add_dir("/dev", 0o755, "t").unwrap();
     plan.insert(
@@ -1077,7 +1074,7 @@ fn concurrent_runtime_unpack_processes_both_succeed() {
     let sandbox = dir.path().join("sandbox");
     let root = sandbox.join("root");
     let spawn = || {
-        std::process::Command::new(common::bin("runtime"))
+        std::process::Command::new(support::bin("runtime"))
             .arg("unpack")
             .arg("--bundle")
             .arg(&bundle)

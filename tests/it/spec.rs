@@ -1,8 +1,7 @@
 //! The image spec: the shipped images parse, every bad input is reported with the file, the
 //! line and the key path, and dify-sandbox's config.yaml imports.
 
-mod common;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 
 use prebake::spec::{
@@ -591,7 +590,7 @@ fn dify_unknown_keys_are_warnings_unless_strict() {
 #[test]
 fn dify_sandbox_shipped_configs_import_without_warnings() {
     for version in ["main", "0.2.10"] {
-        let path = common::repo_root()
+        let path = support::repo_root()
             .join("tests/fixtures/dify-sandbox")
             .join(version)
             .join("conf/config.yaml");

@@ -1,14 +1,13 @@
 //! OCI image layout and archive: reproducible bytes, and real container tools (skopeo, umoci,
 //! runc) accept and run what we write.
 
-mod common;
-
+use crate::support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use flate2::{Compression, GzBuilder};
 use prebake::oci::{self, ImageConfig, Layer, LayerMedia, OciError};
@@ -105,20 +104,6 @@ fn sample_config(epoch: u64, entrypoint: &[&str]) -> ImageConfig {
     }
 }
 
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// Every file of a tree as (relative path, mode, bytes), for byte-for-byte comparison.
 fn snapshot(root: &Path) -> Vec<(String, u32, Vec<u8>)> {
     let mut out = Vec::new();
@@ -175,11 +160,13 @@ fn identical_bytes_across_umask_tz_and_directories() {
         // Different depths and names, so no path can leak into the output unnoticed.
         let out = tmp.path().join(format!("run{i}")).join("x".repeat(i + 1));
         fs::create_dir_all(&out).unwrap();
-        run(Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_process_writes_layout", "--test-threads=1"])
-            .env("PREBAKE_OCI_CHILD_OUT", &out)
-            .env("PREBAKE_OCI_CHILD_UMASK", umask)
-            .env("TZ", tz));
+        support::run(
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "child_process_writes_layout", "--test-threads=1"])
+                .env("PREBAKE_OCI_CHILD_OUT", &out)
+                .env("PREBAKE_OCI_CHILD_UMASK", umask)
+                .env("TZ", tz),
+        );
         results.push((
             fs::read_to_string(out.join("digest")).unwrap(),
             snapshot(&out.join("image")),
@@ -475,16 +462,9 @@ fn archive_is_deterministic_and_holds_both_formats() {
     );
 }
 
-fn skopeo(args: &[&str]) -> serde_json::Value {
-    let out = run(Command::new("skopeo").arg("--insecure-policy").args(args));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
+#[cfg_attr(not(have_skopeo), ignore = "needs skopeo")]
 fn skopeo_reads_the_layout_and_copies_it_to_a_docker_archive() {
-    if !common::require_tool("skopeo_reads_the_layout", "skopeo") {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let layers = sample_layers(tmp.path(), &[]);
     let dir = tmp.path().join("image");
@@ -496,10 +476,10 @@ fn skopeo_reads_the_layout_and_copies_it_to_a_docker_archive() {
     )
     .unwrap();
     let src = format!("oci:{}:1.0", dir.display());
-    let info = skopeo(&["inspect", &src]);
+    let info = support::skopeo(&["inspect", &src]);
     assert_eq!(info["Digest"], digests.manifest.as_str());
     assert_eq!(info["Layers"].as_array().unwrap().len(), 2);
-    let config = skopeo(&["inspect", "--config", &src]);
+    let config = support::skopeo(&["inspect", "--config", &src]);
     assert_eq!(
         config["config"]["Entrypoint"],
         serde_json::json!(["/runtime", "serve"])
@@ -507,15 +487,15 @@ fn skopeo_reads_the_layout_and_copies_it_to_a_docker_archive() {
     assert_eq!(config["created"], "2023-11-14T22:13:20Z");
 
     let archive = tmp.path().join("copied.tar");
-    run(Command::new("skopeo").args([
+    support::run(Command::new("skopeo").args([
         "--insecure-policy",
         "copy",
         &src,
         &format!("docker-archive:{}:{TAG}", archive.display()),
     ]));
-    let copied = skopeo(&["inspect", &format!("docker-archive:{}", archive.display())]);
+    let copied = support::skopeo(&["inspect", &format!("docker-archive:{}", archive.display())]);
     assert_eq!(copied["Layers"].as_array().unwrap().len(), 2);
-    let copied_config = skopeo(&[
+    let copied_config = support::skopeo(&[
         "inspect",
         "--config",
         &format!("docker-archive:{}", archive.display()),
@@ -524,10 +504,8 @@ fn skopeo_reads_the_layout_and_copies_it_to_a_docker_archive() {
 }
 
 #[test]
+#[cfg_attr(not(have_skopeo), ignore = "needs skopeo")]
 fn skopeo_reads_our_archive_as_docker_and_as_oci() {
-    if !common::require_tool("skopeo_reads_our_archive", "skopeo") {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let layers = sample_layers(tmp.path(), &[]);
     let dir = tmp.path().join("image");
@@ -543,17 +521,18 @@ fn skopeo_reads_our_archive_as_docker_and_as_oci() {
     oci::write_archive(&dir, &archive, TAG).unwrap();
     let path = archive.display().to_string();
 
-    let docker = skopeo(&["inspect", &format!("docker-archive:{path}")]);
+    let docker = support::skopeo(&["inspect", &format!("docker-archive:{path}")]);
     assert_eq!(docker["Layers"].as_array().unwrap().len(), 2);
-    let docker_config = skopeo(&["inspect", "--config", &format!("docker-archive:{path}")]);
+    let docker_config =
+        support::skopeo(&["inspect", "--config", &format!("docker-archive:{path}")]);
     assert_eq!(
         docker_config["config"]["Entrypoint"],
         serde_json::json!(["/runtime", "serve"])
     );
 
-    let oci_info = skopeo(&["inspect", &format!("oci-archive:{path}")]);
+    let oci_info = support::skopeo(&["inspect", &format!("oci-archive:{path}")]);
     assert_eq!(oci_info["Digest"], digests.manifest.as_str());
-    let by_tag = skopeo(&["inspect", &format!("oci-archive:{path}:1.0")]);
+    let by_tag = support::skopeo(&["inspect", &format!("oci-archive:{path}:1.0")]);
     assert_eq!(by_tag["Digest"], digests.manifest.as_str());
 
     // Read every layer through each half, as `docker load`/`podman load` do. Through
@@ -568,7 +547,7 @@ fn skopeo_reads_our_archive_as_docker_and_as_oci() {
     .enumerate()
     {
         let out = tmp.path().join(format!("copy{i}"));
-        run(Command::new("skopeo").args([
+        support::run(Command::new("skopeo").args([
             "--insecure-policy",
             "copy",
             src,
@@ -614,21 +593,13 @@ fn static_hello(dir: &Path) -> Option<Vec<u8>> {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_umoci, have_runc, have_cc, have_static_libc)),
+    ignore = "needs root, umoci, runc, cc and a static libc"
+)]
 fn umoci_unpacks_and_runc_runs_the_image() {
-    let test = "umoci_unpacks_and_runc_runs_the_image";
-    if !common::require_root(test)
-        || !common::require_tool(test, "umoci")
-        || !common::require_tool(test, "runc")
-        || !common::require_tool(test, "cc")
-    {
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
-    let hello = static_hello(tmp.path());
-    if !common::skip_unless(hello.is_some(), test, "static libc (cc -static)") {
-        return;
-    }
-    let hello = hello.unwrap();
+    let hello = static_hello(tmp.path()).expect("cc -static, which build.rs found working");
     let layers = sample_layers(tmp.path(), &[("usr/bin/hello", 0o755, &hello)]);
     let dir = tmp.path().join("image");
     let mut config = sample_config(EPOCH, &["/usr/bin/hello"]);
@@ -636,10 +607,12 @@ fn umoci_unpacks_and_runc_runs_the_image() {
     oci::write_layout(&dir, &layers, &config, TAG).unwrap();
 
     let bundle = tmp.path().join("bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:1.0", dir.display()))
-        .arg(&bundle));
+    support::run(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:1.0", dir.display()))
+            .arg(&bundle),
+    );
     let rootfs = bundle.join("rootfs");
     assert_eq!(
         fs::read_to_string(rootfs.join("etc/hello.txt")).unwrap(),
@@ -690,7 +663,7 @@ fn umoci_unpacks_and_runc_runs_the_image() {
 }
 
 fn yaml(name: &str) -> serde_json::Value {
-    let path = common::repo_root().join("templates/k8s").join(name);
+    let path = support::repo_root().join("templates/k8s").join(name);
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -823,7 +796,7 @@ fn k8s_templates_and_containerfile_agree_with_the_image() {
         yaml(&r);
     }
 
-    let containerfile = fs::read_to_string(common::repo_root().join("Containerfile")).unwrap();
+    let containerfile = fs::read_to_string(support::repo_root().join("Containerfile")).unwrap();
     assert!(containerfile.contains(&format!(
         "ENTRYPOINT [\"{}\", \"serve\"]",
         oci::IMAGE_RUNTIME_PATH
@@ -831,11 +804,12 @@ fn k8s_templates_and_containerfile_agree_with_the_image() {
     assert!(containerfile.contains(&format!("WORKDIR {}", oci::IMAGE_WORKDIR)));
     assert!(containerfile.contains(&format!("EXPOSE {port}/tcp")));
     assert!(prebake::bundle::DEFAULT_BUNDLE_DIR.starts_with(oci::IMAGE_WORKDIR));
-    let dockerignore = fs::read_to_string(common::repo_root().join(".dockerignore")).unwrap();
+    let dockerignore = fs::read_to_string(support::repo_root().join(".dockerignore")).unwrap();
     assert!(dockerignore.lines().any(|l| l == "target/"));
 }
 
 #[test]
+#[cfg_attr(not(have_skopeo), ignore = "needs skopeo")]
 fn zstd_layers_get_the_zstd_media_type_and_survive_a_copy() {
     let tmp = tempfile::tempdir().unwrap();
     let mut layers = sample_layers(tmp.path(), &[]);
@@ -874,11 +848,8 @@ fn zstd_layers_get_the_zstd_media_type_and_survive_a_copy() {
         ]
     );
 
-    if !common::require_tool("zstd_layers_survive_a_copy", "skopeo") {
-        return;
-    }
     let out = tmp.path().join("copy");
-    run(Command::new("skopeo").args([
+    support::run(Command::new("skopeo").args([
         "--insecure-policy",
         "copy",
         &format!("oci:{}:1.0", dir.display()),
