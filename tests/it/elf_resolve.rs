@@ -130,6 +130,7 @@ fn soname_to_runpath(path: &Path) {
 #[test]
 #[cfg_attr(not(have_ldconfig), ignore = "needs ldconfig")]
 fn host_cache_matches_ldconfig_p() {
+    let _exclusive = support::exclusive();
     let bytes = std::fs::read("/etc/ld.so.cache").unwrap();
     let cache = parse_cache(&bytes).unwrap();
     let out = support::run_stdout(Command::new("ldconfig").arg("-p"));
@@ -151,6 +152,7 @@ fn host_cache_matches_ldconfig_p() {
 #[test]
 #[cfg_attr(not(have_ldconfig), ignore = "needs ldconfig")]
 fn write_cache_round_trips_through_parser_and_ldconfig() {
+    let _exclusive = support::exclusive();
     let entries: Vec<(String, String)> = [
         ("libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6"),
         ("libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1"),
@@ -208,6 +210,7 @@ fn write_cache_round_trips_through_parser_and_ldconfig() {
 
 #[test]
 fn corrupt_caches_are_errors() {
+    let _exclusive = support::exclusive();
     assert!(parse_cache(b"hello").is_err());
     let bytes = write_cache(
         &[("libz.so.1".into(), "/lib/libz.so.1".into())],
@@ -227,6 +230,7 @@ fn corrupt_caches_are_errors() {
 /// The new format preceded by the old "ld.so-1.7.0" table (ldconfig -c compat).
 #[test]
 fn cache_in_compat_format() {
+    let _exclusive = support::exclusive();
     let new = write_cache(
         &[("libz.so.1".into(), "/lib/libz.so.1".into())],
         ElfClass::Elf64,
@@ -248,6 +252,7 @@ fn cache_in_compat_format() {
 #[test]
 #[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn rpath_is_inherited_runpath_is_not() {
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let b = r.so("/build/libB.so.1", Some("libB.so.1"), &[], &[]);
     let a = r.so(
@@ -315,6 +320,7 @@ fn rpath_is_inherited_runpath_is_not() {
 #[test]
 #[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn rpath_is_ignored_when_runpath_is_present() {
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let d = r.so("/build/libD.so.1", Some("libD.so.1"), &[], &[]);
     // C gets DT_RPATH=/y from the linker and DT_RUNPATH=/z by patching its DT_SONAME.
@@ -361,6 +367,7 @@ fn rpath_is_ignored_when_runpath_is_present() {
 #[test]
 #[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn origin_for_wheel_style_libs_and_main_executable() {
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let dep = r.so(
         "/build/libdep-ab12cd.so",
@@ -427,6 +434,7 @@ fn origin_for_wheel_style_libs_and_main_executable() {
 #[test]
 #[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn symlink_chains_and_directory_symlinks_stay_inside_the_root() {
+    let _exclusive = support::exclusive();
     let r = Root::new();
     // Debian layout: /lib -> usr/lib, libraries in the multiarch directory.
     r.symlink("usr/lib", "/lib");
@@ -494,6 +502,7 @@ fn symlink_chains_and_directory_symlinks_stay_inside_the_root() {
 #[test]
 #[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn missing_corrupt_and_looping_files() {
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let gone = r.so("/build/libgone.so.1", Some("libgone.so.1"), &[], &[]);
     let lp = r.so("/build/libloop.so.1", Some("libloop.so.1"), &[], &[]);
@@ -562,6 +571,7 @@ fn missing_corrupt_and_looping_files() {
 #[test]
 #[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn wrong_class_and_machine_candidates_are_skipped() {
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let w = r.so("/build/libw.so.1", Some("libw.so.1"), &[], &[]);
     r.exe("/bin/app", &[&w], &[]);
@@ -616,6 +626,7 @@ fn wrong_class_and_machine_candidates_are_skipped() {
 #[test]
 #[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn cache_conf_and_hwcaps_in_a_sysroot() {
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let a = r.so("/build/libcached.so.1", Some("libcached.so.1"), &[], &[]);
     let b = r.so("/build/libconf.so.1", Some("libconf.so.1"), &[], &[]);
@@ -684,6 +695,7 @@ fn cache_conf_and_hwcaps_in_a_sysroot() {
 #[test]
 #[cfg_attr(not(all(have_root, have_cc)), ignore = "needs root and cc")]
 fn written_cache_is_used_by_glibc_in_a_chroot() {
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let lsrc = r.src.join("cached.c");
     std::fs::write(&lsrc, "int cached_answer(void) { return 42; }\n").unwrap();
@@ -785,6 +797,7 @@ fn ldd_set(path: &Path) -> BTreeSet<PathBuf> {
 #[test]
 #[cfg_attr(not(have_pyenv_python), ignore = "needs pyenv's python 3.11.7")]
 fn pyenv_python_and_its_ssl_module() {
+    let _exclusive = support::exclusive();
     let python = PathBuf::from(format!("{PYENV}/bin/python3.11"));
     let r = Resolver::new(Path::new("/")).unwrap();
     let c = r.closure(Some(&python), &[]).unwrap();
@@ -834,6 +847,7 @@ fn pyenv_python_and_its_ssl_module() {
 #[test]
 #[cfg_attr(not(have_ldd), ignore = "needs ldd")]
 fn host_binaries_match_ldd() {
+    let _exclusive = support::exclusive();
     let r = Resolver::new(Path::new("/")).unwrap();
     let mut checked = 0;
     let candidates = [
@@ -860,6 +874,7 @@ fn host_binaries_match_ldd() {
 #[test]
 #[cfg_attr(not(have_pyenv_python), ignore = "needs pyenv's python 3.11.7")]
 fn pyenv_lib_dynload_closure() {
+    let _exclusive = support::exclusive();
     let python = PathBuf::from(format!("{PYENV}/bin/python3.11"));
     let mut objects: Vec<PathBuf> = walk(Path::new(&format!("{PYENV}/lib/python3.11")));
     objects.sort();
@@ -904,6 +919,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 #[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn executable_rpath_serves_dlopened_modules_and_nodeflib() {
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let q = r.so("/build/libq.so.1", Some("libq.so.1"), &[], &[]);
     r.so("/site/m.so", None, &[&q], &[]);

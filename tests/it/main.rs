@@ -4,8 +4,8 @@
 //! Tests that need root or a tool this machine lacks are `#[ignore]`d with the reason, decided
 //! at build time by the package's `build.rs` (the `have_*` cfgs); with `PREBAKE_NO_SKIP=1`
 //! (set by `.ci/run`) a missing requirement fails the build instead, naming the tests that
-//! need it. Modules whose tests start sandboxes take [`support::exclusive`]: no two such
-//! modules run at the same time, as when each was a test binary of its own.
+//! need it. Every test takes [`support::exclusive`]: tests of two modules never run at the
+//! same time, as when each module was a test binary of its own.
 
 mod support;
 

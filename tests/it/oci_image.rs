@@ -49,13 +49,7 @@ fn prebake(args: &[&str], umask: &str, envs: &[(&str, &str)]) -> Output {
 }
 
 fn ok(o: &Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    support::assert_success(o, what);
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 

@@ -83,6 +83,16 @@ fn sample_layers(dir: &Path, extra: &[FileSpec]) -> Vec<Layer> {
     vec![base, app]
 }
 
+/// The sample layers and config (entrypoint `/runtime serve`) written as a layout at
+/// `tmp/image`, tagged `tag`.
+fn sample_image(tmp: &Path, tag: &str) -> (PathBuf, Vec<Layer>, oci::ImageDigests) {
+    let layers = sample_layers(tmp, &[]);
+    let dir = tmp.join("image");
+    let config = sample_config(EPOCH, &["/runtime", "serve"]);
+    let digests = oci::write_layout(&dir, &layers, &config, tag).unwrap();
+    (dir, layers, digests)
+}
+
 fn sample_config(epoch: u64, entrypoint: &[&str]) -> ImageConfig {
     ImageConfig {
         entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
@@ -126,6 +136,7 @@ fn snapshot(root: &Path) -> Vec<(String, u32, Vec<u8>)> {
 /// must be set in a process of their own).
 #[test]
 fn child_process_writes_layout() {
+    let _exclusive = support::exclusive();
     let Some(out) = std::env::var_os("PREBAKE_OCI_CHILD_OUT") else {
         return;
     };
@@ -151,6 +162,7 @@ fn child_process_writes_layout() {
 
 #[test]
 fn identical_bytes_across_umask_tz_and_directories() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let mut results = Vec::new();
     for (i, (umask, tz)) in [("18", "UTC"), ("63", "Pacific/Chatham")]
@@ -162,7 +174,11 @@ fn identical_bytes_across_umask_tz_and_directories() {
         fs::create_dir_all(&out).unwrap();
         support::run(
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "child_process_writes_layout", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    &support::sibling_test("child_process_writes_layout"),
+                ])
+                .arg("--test-threads=1")
                 .env("PREBAKE_OCI_CHILD_OUT", &out)
                 .env("PREBAKE_OCI_CHILD_UMASK", umask)
                 .env("TZ", tz),
@@ -195,6 +211,7 @@ fn identical_bytes_across_umask_tz_and_directories() {
 
 #[test]
 fn created_epoch_changes_digest_and_only_the_time() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let layers = sample_layers(tmp.path(), &[]);
     let a = oci::write_layout(
@@ -237,17 +254,10 @@ fn created_epoch_changes_digest_and_only_the_time() {
 
 #[test]
 fn blobs_parse_with_oci_spec_and_match_their_names() {
+    let _exclusive = support::exclusive();
     use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, OciLayout};
     let tmp = tempfile::tempdir().unwrap();
-    let layers = sample_layers(tmp.path(), &[]);
-    let dir = tmp.path().join("image");
-    let digests = oci::write_layout(
-        &dir,
-        &layers,
-        &sample_config(EPOCH, &["/runtime", "serve"]),
-        TAG,
-    )
-    .unwrap();
+    let (dir, layers, digests) = sample_image(tmp.path(), TAG);
 
     assert_eq!(
         OciLayout::from_file(dir.join("oci-layout"))
@@ -339,6 +349,7 @@ fn blobs_parse_with_oci_spec_and_match_their_names() {
 
 #[test]
 fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let scratch = tmp.path().join("scratch");
     fs::create_dir(&scratch).unwrap();
@@ -414,6 +425,7 @@ fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
 
 #[test]
 fn archive_is_deterministic_and_holds_both_formats() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let layers = sample_layers(tmp.path(), &[]);
     let dir = tmp.path().join("image");
@@ -465,16 +477,9 @@ fn archive_is_deterministic_and_holds_both_formats() {
 #[test]
 #[cfg_attr(not(have_skopeo), ignore = "needs skopeo")]
 fn skopeo_reads_the_layout_and_copies_it_to_a_docker_archive() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let layers = sample_layers(tmp.path(), &[]);
-    let dir = tmp.path().join("image");
-    let digests = oci::write_layout(
-        &dir,
-        &layers,
-        &sample_config(EPOCH, &["/runtime", "serve"]),
-        TAG,
-    )
-    .unwrap();
+    let (dir, _, digests) = sample_image(tmp.path(), TAG);
     let src = format!("oci:{}:1.0", dir.display());
     let info = support::skopeo(&["inspect", &src]);
     assert_eq!(info["Digest"], digests.manifest.as_str());
@@ -506,17 +511,10 @@ fn skopeo_reads_the_layout_and_copies_it_to_a_docker_archive() {
 #[test]
 #[cfg_attr(not(have_skopeo), ignore = "needs skopeo")]
 fn skopeo_reads_our_archive_as_docker_and_as_oci() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let layers = sample_layers(tmp.path(), &[]);
-    let dir = tmp.path().join("image");
     // The layout is tagged differently: the archive must rename it.
-    let digests = oci::write_layout(
-        &dir,
-        &layers,
-        &sample_config(EPOCH, &["/runtime", "serve"]),
-        "old-name:0",
-    )
-    .unwrap();
+    let (dir, layers, digests) = sample_image(tmp.path(), "old-name:0");
     let archive = tmp.path().join("image.tar");
     oci::write_archive(&dir, &archive, TAG).unwrap();
     let path = archive.display().to_string();
@@ -598,6 +596,7 @@ fn static_hello(dir: &Path) -> Option<Vec<u8>> {
     ignore = "needs root, umoci, runc, cc and a static libc"
 )]
 fn umoci_unpacks_and_runc_runs_the_image() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let hello = static_hello(tmp.path()).expect("cc -static, which build.rs found working");
     let layers = sample_layers(tmp.path(), &[("usr/bin/hello", 0o755, &hello)]);
@@ -680,6 +679,7 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
 /// capabilities as the image we write; a drift here would ship a pod that never gets ready.
 #[test]
 fn k8s_templates_and_containerfile_agree_with_the_image() {
+    let _exclusive = support::exclusive();
     let port = u64::from(oci::IMAGE_PORT);
     let deploy = yaml("deployment.yaml");
     assert_eq!(deploy["kind"], "Deployment");
@@ -811,6 +811,7 @@ fn k8s_templates_and_containerfile_agree_with_the_image() {
 #[test]
 #[cfg_attr(not(have_skopeo), ignore = "needs skopeo")]
 fn zstd_layers_get_the_zstd_media_type_and_survive_a_copy() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let mut layers = sample_layers(tmp.path(), &[]);
     // Recompress the second layer as zstd (same tar, so the same diff_id).

@@ -237,42 +237,28 @@ fn expected_members() -> Vec<(String, u32, char, String)> {
         ),
         ("usr/lib/long-link".into(), 0o777, 'l', long_target()),
     ];
-    let mut acc = String::new();
-    for c in long_dir().split('/') {
-        acc = if acc.is_empty() {
-            c.to_string()
-        } else {
-            format!("{acc}/{c}")
-        };
-        v.push((format!("{acc}/"), 0o755, 'd', String::new()));
+    for (dir, file) in [
+        (long_dir(), "file-in-long-dir"),
+        (longer_dir(), "deep-file"),
+    ] {
+        let mut acc = String::new();
+        for c in dir.split('/') {
+            acc = if acc.is_empty() {
+                c.to_string()
+            } else {
+                format!("{acc}/{c}")
+            };
+            v.push((format!("{acc}/"), 0o755, 'd', String::new()));
+        }
+        v.push((format!("{dir}/{file}"), 0o644, '-', String::new()));
     }
-    v.push((
-        format!("{}/file-in-long-dir", long_dir()),
-        0o644,
-        '-',
-        String::new(),
-    ));
-    let mut acc = String::new();
-    for c in longer_dir().split('/') {
-        acc = if acc.is_empty() {
-            c.to_string()
-        } else {
-            format!("{acc}/{c}")
-        };
-        v.push((format!("{acc}/"), 0o755, 'd', String::new()));
-    }
-    v.push((
-        format!("{}/deep-file", longer_dir()),
-        0o644,
-        '-',
-        String::new(),
-    ));
     v.sort();
     v
 }
 
 #[test]
 fn same_bytes_on_every_run_and_every_compression() {
+    let _exclusive = support::exclusive();
     let f = fixture();
     for c in [None, Some(Compression::Zstd), Some(Compression::Gzip)] {
         let (a, sa) = tar_bytes(&f.plan, c, 0);
@@ -298,6 +284,7 @@ fn same_bytes_on_every_run_and_every_compression() {
 
 #[test]
 fn same_bytes_from_a_copy_made_in_reverse_order_with_another_umask() {
+    let _exclusive = support::exclusive();
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("a-different-place");
@@ -332,6 +319,7 @@ fn header_offsets(tar: &[u8]) -> Vec<usize> {
 
 #[test]
 fn source_date_epoch_changes_only_mtimes() {
+    let _exclusive = support::exclusive();
     let f = fixture();
     let (a, _) = tar_bytes(&f.plan, None, 0);
     let (b, _) = tar_bytes(&f.plan, None, 1_700_000_000);
@@ -382,6 +370,7 @@ fn write_to(dir: &Path, name: &str, plan: &Plan, c: Option<Compression>) -> (Pat
 #[test]
 #[cfg_attr(not(have_tar), ignore = "needs tar")]
 fn gnu_tar_lists_the_expected_members() {
+    let _exclusive = support::exclusive();
     let f = fixture();
     let out = tempfile::tempdir().unwrap();
     let (path, _) = write_to(out.path(), "rootfs.tar", &f.plan, None);
@@ -445,6 +434,7 @@ type PyMember = (
 
 #[test]
 fn python_tarfile_reads_names_modes_links_and_owner() {
+    let _exclusive = support::exclusive();
     let f = fixture();
     let out = tempfile::tempdir().unwrap();
     let (path, _) = write_to(
@@ -492,6 +482,7 @@ print(json.dumps(out))
 #[test]
 #[cfg_attr(not(all(have_zstd, have_gzip)), ignore = "needs zstd and gzip")]
 fn compressed_outputs_decompress_to_the_digested_tar() {
+    let _exclusive = support::exclusive();
     let f = fixture();
     let out = tempfile::tempdir().unwrap();
     let (plain_path, plain) = write_to(out.path(), "rootfs.tar", &f.plan, None);
@@ -555,6 +546,7 @@ fn compressed_outputs_decompress_to_the_digested_tar() {
 
 #[test]
 fn a_source_that_grows_while_read_is_an_error_and_leaves_no_file() {
+    let _exclusive = support::exclusive();
     // /proc files report size 0 but have content: exactly a file whose size is not what the
     // header promised.
     let mut plan = Plan::new();
@@ -592,6 +584,7 @@ fn a_source_that_grows_while_read_is_an_error_and_leaves_no_file() {
 
 #[test]
 fn a_missing_source_names_the_file_and_the_entry() {
+    let _exclusive = support::exclusive();
     let mut plan = Plan::new();
     plan.add_parents("/usr/lib/gone.so", "test").unwrap();
     plan.insert(
@@ -615,6 +608,7 @@ fn a_missing_source_names_the_file_and_the_entry() {
 
 #[test]
 fn progress_reports_all_file_data() {
+    let _exclusive = support::exclusive();
     let f = fixture();
     let mut last = 0;
     let mut calls = 0;
@@ -642,6 +636,7 @@ fn progress_reports_all_file_data() {
 /// sticky bit, whatever the host had.
 #[test]
 fn no_world_writable_entry_but_tmp() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let shared = dir.path().join("var/tmp");
     let venv = shared.join("venv");

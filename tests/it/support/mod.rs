@@ -21,11 +21,20 @@ pub fn test_name() -> String {
         .to_string()
 }
 
-/// Held for the length of a test of a module that starts sandboxes: while it is held, no
-/// test of another such module runs. Each module was once a test binary of its own, and
-/// cargo ran those one after another; their checks rely on it (no process of the sandbox uid
-/// pool, no run directory and no server but their own). Tests of one module still run in
-/// parallel with each other, as before.
+/// The full name of the test `name` of the running test's module (to run it alone, in a child
+/// process of the test binary).
+pub fn sibling_test(name: &str) -> String {
+    match test_name().rsplit_once("::") {
+        Some((module, _)) => format!("{module}::{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// Held for the length of every test: while it is held, no test of another module runs.
+/// Each module was once a test binary of its own, and cargo ran those one after another; the
+/// tests rely on it (no process of the sandbox uid pool, no run directory and no server but
+/// their module's, the process umask that one build test changes, timings). Tests of one
+/// module still run in parallel with each other, as before.
 pub struct Exclusive(String);
 
 struct Gate {
@@ -96,14 +105,19 @@ pub fn run(cmd: &mut Command) -> Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    assert_success(&out, &format!("{cmd:?}"));
+    out
+}
+
+/// Panics with `what` and the output unless `out` is a success.
+pub fn assert_success(out: &Output, what: &str) {
     assert!(
         out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out
 }
 
 /// [`run`], and its standard output.
