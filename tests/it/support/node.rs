@@ -1,10 +1,9 @@
 //! The Node.js tests' fixture: the python3+nodejs bundle built by the real `prebake build`
-//! from `images/python3-nodejs.yaml`, served by `runtime_common`'s `Server`.
+//! from `images/python3-nodejs.yaml`, served by [`super::runtime::Server`].
 #![allow(dead_code)]
 
-use super::runtime_common::{self, Fixture};
+use super::runtime::{self, Fixture};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 pub const SPEC: &str = "images/python3-nodejs.yaml";
@@ -12,15 +11,15 @@ pub const SPEC: &str = "images/python3-nodejs.yaml";
 /// `prebake build SPEC --out OUT` with extra environment and a umask; panics with the
 /// build's stderr on failure.
 pub fn prebake_build(spec: &Path, out: &Path, env: &[(&str, &str)], umask: u32) {
-    // The umask is set in the child only (it is process-wide); `sh` keeps it through exec.
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!(
-            "umask {umask:03o} && exec \"$0\" build \"$1\" --out \"$2\""
-        ))
-        .arg(super::common::bin("prebake"))
-        .arg(spec)
-        .arg(out);
+    let mut cmd = super::prebake_under_umask(
+        &format!("{umask:03o}"),
+        &[
+            "build",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -36,9 +35,9 @@ pub fn prebake_build(spec: &Path, out: &Path, env: &[(&str, &str)], umask: u32) 
 /// The python3+nodejs bundle and its sandbox root.
 pub fn fixture() -> Fixture {
     static F: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    runtime_common::fixture("node-fixture", &F, |work| {
+    runtime::fixture("node-fixture", &F, |work| {
         prebake_build(
-            &super::common::repo_root().join(SPEC),
+            &super::repo_root().join(SPEC),
             &work.join("out"),
             &[],
             0o022,

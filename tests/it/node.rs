@@ -3,13 +3,9 @@
 //! usual isolation. Tests are serialized: they share the uid pool, and the leftover-process
 //! checks must see only their own runs.
 
-mod common;
-mod node_common;
-mod runtime_common;
-
-use runtime_common::{leftover_pool_processes, Server, KEY};
+use crate::support;
+use crate::support::runtime::{leftover_pool_processes, Server, KEY};
 use serde_json::{json, Value};
-use sha2::Digest;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
@@ -20,26 +16,19 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const LIMITS: &str = "limits:\n  output_bytes: 1048576\n  processes: 64\n  tmp_mb: 16\n";
 
-/// Root and a real `node`, or a loud skip.
-fn ready(test: &str) -> bool {
-    common::require_root(test) && common::require_tool(test, "node")
-}
-
 /// Run `f` against a server in each isolation mode (namespaces, and chroot-only as under
 /// Docker's default profile); afterwards the server still serves both languages, stops
 /// cleanly, and no pool process is left.
-fn both_modes(test: &str, extra: &str, f: impl Fn(&Server, bool)) {
-    both_modes_timeout(test, 3, extra, f)
+fn both_modes(extra: &str, f: impl Fn(&Server, bool)) {
+    both_modes_timeout(3, extra, f)
 }
 
-fn both_modes_timeout(test: &str, timeout: u64, extra: &str, f: impl Fn(&Server, bool)) {
-    if !ready(test) {
-        return;
-    }
+fn both_modes_timeout(timeout: u64, extra: &str, f: impl Fn(&Server, bool)) {
+    let test = support::test_name();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for ns in [true, false] {
         let s = Server::start_over(
-            node_common::fixture(),
+            support::node::fixture(),
             &format!("{LIMITS}worker_timeout: {timeout}\nnamespaces: {ns}\n{extra}"),
             &[],
         );
@@ -67,7 +56,7 @@ fn text<'a>(d: &'a Value, k: &str) -> &'a str {
 /// Dify's JavaScript runner (api/core/helper/code_executor/javascript): the user's code
 /// defines `main`, the inputs arrive as base64 JSON, the result is printed between markers.
 fn dify_js(user_code: &str, inputs: &Value) -> String {
-    let inputs = runtime_common::b64::encode(inputs.to_string().as_bytes());
+    let inputs = support::runtime::b64::encode(inputs.to_string().as_bytes());
     format!(
         "// declare main function\n{user_code}\n\n// decode and prepare input object\nvar inputs_obj = JSON.parse(Buffer.from('{inputs}', 'base64').toString('utf-8'))\n\n// execute main function\nvar output_obj = main(inputs_obj)\n\n// convert output to json and print\nvar output_json = JSON.stringify(output_obj)\nvar result = `<<RESULT>>${{output_json}}<<RESULT>>`\nconsole.log(result)\n"
     )
@@ -84,8 +73,10 @@ fn dify_result(stdout: &str) -> Value {
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn dify_javascript_runner_returns_the_result() {
-    both_modes("dify_javascript_runner", "", |s, ns| {
+    let _exclusive = support::exclusive();
+    both_modes("", |s, ns| {
         let user = "function main({arg1, arg2, items}) {\n  console.error('debug: adding', arg1, arg2)\n  return {\n    result: arg1 + arg2,\n    count: items.length,\n    upper: items.map(x => x.toUpperCase()),\n    text: '日本語 ' + new Intl.NumberFormat('de-DE').format(1234567.891),\n  }\n}";
         let d = s.run_js(&dify_js(
             user,
@@ -106,8 +97,10 @@ fn dify_javascript_runner_returns_the_result() {
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn thrown_error_is_reported() {
-    both_modes("thrown_error", "", |s, ns| {
+    let _exclusive = support::exclusive();
+    both_modes("", |s, ns| {
         let d = s.run_js(&dify_js(
             "function main({x}) { throw new Error('bad input: ' + x) }",
             &json!({"x": "q7"}),
@@ -124,10 +117,12 @@ fn thrown_error_is_reported() {
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn node_runtime_features_work_under_the_policy() {
+    let _exclusive = support::exclusive();
     // libuv's thread pool (crypto, zlib, fs), its event loop (epoll, eventfd, timers), V8
     // worker threads, ICU built into the binary, the private /tmp.
-    both_modes("node_features", "", |s, ns| {
+    both_modes("", |s, ns| {
         let code = r#"
 const fs = require('fs'), crypto = require('crypto'), zlib = require('zlib'), os = require('os');
 const { Worker } = require('worker_threads');
@@ -156,8 +151,10 @@ Promise.all(steps).then(() => { out.tmp = os.tmpdir(); console.log(JSON.stringif
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn child_process_fails_with_a_clear_error() {
-    both_modes("child_process", "", |s, ns| {
+    let _exclusive = support::exclusive();
+    both_modes("", |s, ns| {
         let code = r#"
 const cp = require('child_process');
 const seen = [];
@@ -187,13 +184,15 @@ setTimeout(() => console.log(JSON.stringify(seen)), 50);
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn redefined_globals_gain_nothing() {
+    let _exclusive = support::exclusive();
     // dify-sandbox wraps code in a JavaScript prelude, so tampering with globals that the
     // prelude uses could matter; here nothing privileged runs in the script's process: the
     // boundary is the kernel's. The script tampers with everything it can, reaches
     // child_process by every route, and still cannot start a process; the next run in the
     // same server sees pristine globals (every run is a fresh process).
-    both_modes("redefined_globals", "", |s, ns| {
+    both_modes("", |s, ns| {
         let code = r#"
 const fs = require('fs');
 const saved = { call: Function.prototype.call, push: Array.prototype.push };
@@ -237,8 +236,10 @@ console.log(JSON.stringify(results));
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn infinite_loop_is_stopped_at_the_deadline() {
-    both_modes("infinite_loop", "", |s, ns| {
+    let _exclusive = support::exclusive();
+    both_modes("", |s, ns| {
         for code in [
             "while (true) {}",
             "setInterval(() => {}, 1)",
@@ -258,11 +259,13 @@ fn infinite_loop_is_stopped_at_the_deadline() {
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn memory_bomb_is_stopped_and_reported() {
+    let _exclusive = support::exclusive();
     // The default nodejs limit: 2 GiB of address space, V8's ~700 MiB of reservations
     // included; half a GiB of heap fits. The deadline is long enough that only the memory
     // limit can stop the bombs.
-    both_modes_timeout("memory_bomb", 20, "", |s, ns| {
+    both_modes_timeout(20, "", |s, ns| {
         let d = s.run_js("const a = []; for (let i = 0; i < 64; i++) a.push(new Array(1e6).fill(i + 0.5)); console.log(a.length)");
         assert_eq!(d["stdout"], "64\n", "ns={ns}: {d}");
         for (code, always_reported) in [
@@ -299,10 +302,10 @@ fn memory_bomb_is_stopped_and_reported() {
     });
 }
 
-/// A one-shot HTTP server on the tests' outside address (`common::outside_ip`) answering
+/// A one-shot HTTP server on the tests' outside address (`support::outside_ip`) answering
 /// `body` to every request.
 fn http_listener(body: &'static str) -> (u16, std::sync::mpsc::Receiver<String>) {
-    let listener = std::net::TcpListener::bind((common::outside_ip(), 0)).unwrap();
+    let listener = std::net::TcpListener::bind((support::outside_ip(), 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -325,13 +328,15 @@ fn http_listener(body: &'static str) -> (u16, std::sync::mpsc::Receiver<String>)
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn fetch_works_only_with_network_on() {
+    let _exclusive = support::exclusive();
     let (port, requests) = http_listener("hello from the host");
     let code = format!(
         "fetch('http://10.77.0.1:{port}/x').then(r => r.text()).then(t => console.log('fetched:', t), e => {{ console.error('fetch failed:', e.message, e.cause && e.cause.code); process.exit(3) }})"
     );
     // The operator allows network: only requests that ask for it get it.
-    both_modes("fetch_network_on", "enable_network: true\n", |s, ns| {
+    both_modes("enable_network: true\n", |s, ns| {
         let d = s.run_lang("nodejs", &code, true);
         assert_eq!(
             d["stdout"], "fetched: hello from the host\n",
@@ -350,7 +355,7 @@ fn fetch_works_only_with_network_on() {
         );
     });
     // The operator disabled network: asking for it is refused before anything runs.
-    both_modes("fetch_network_off", "enable_network: false\n", |s, ns| {
+    both_modes("enable_network: false\n", |s, ns| {
         let (status, body) = s.post(
             "/v1/sandbox/run",
             &json!({"language": "nodejs", "code": code, "enable_network": true}),
@@ -368,13 +373,12 @@ fn fetch_works_only_with_network_on() {
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn dependencies_of_nodejs_are_an_empty_list() {
-    if !ready("dependencies_nodejs") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = Server::start_over(
-        node_common::fixture(),
+        support::node::fixture(),
         &format!("{LIMITS}worker_timeout: 3\n"),
         &[],
     );
@@ -398,17 +402,17 @@ fn dependencies_of_nodejs_are_an_empty_list() {
 /// hard-linked, the manifest rewritten).
 fn bundle_with_env(dir: &Path, extra_env: &[(&str, &str)]) {
     std::fs::create_dir_all(dir.join("seccomp")).unwrap();
-    for e in std::fs::read_dir(node_common::fixture().bundle.join("seccomp")).unwrap() {
+    for e in std::fs::read_dir(support::node::fixture().bundle.join("seccomp")).unwrap() {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.join("seccomp").join(e.file_name())).unwrap();
     }
     let mut m: Value = serde_json::from_slice(
-        &std::fs::read(node_common::fixture().bundle.join("bundle.json")).unwrap(),
+        &std::fs::read(support::node::fixture().bundle.join("bundle.json")).unwrap(),
     )
     .unwrap();
     let rootfs = m["rootfs"]["file"].as_str().unwrap().to_owned();
     std::fs::hard_link(
-        node_common::fixture().bundle.join(&rootfs),
+        support::node::fixture().bundle.join(&rootfs),
         dir.join(&rootfs),
     )
     .unwrap();
@@ -419,12 +423,14 @@ fn bundle_with_env(dir: &Path, extra_env: &[(&str, &str)]) {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_node, have_strace)),
+    ignore = "needs root, node and strace"
+)]
 fn io_uring_is_refused_with_enosys_and_libuv_falls_back() {
+    let _exclusive = support::exclusive();
     // Node 20.x keeps io_uring off unless UV_USE_IO_URING=1; with it on, libuv calls
     // io_uring_setup, gets ENOSYS from the policy, and does file I/O on its thread pool.
-    if !ready("io_uring") || !common::require_tool("io_uring", "strace") {
-        return;
-    }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let b = dir.path().join("bundle");
@@ -439,11 +445,11 @@ fn io_uring_is_refused_with_enosys_and_libuv_falls_back() {
     let out = Command::new("strace")
         .args(["-f", "-e", "trace=io_uring_setup,io_uring_enter", "-o"])
         .arg(&trace)
-        .arg(common::bin("runtime"))
+        .arg(support::bin("runtime"))
         .args(["exec", "--language", "nodejs", "--bundle"])
         .arg(&b)
         .arg("--root")
-        .arg(node_common::fixture().root)
+        .arg(support::node::fixture().root)
         .arg(&script)
         .output()
         .unwrap();
@@ -468,14 +474,13 @@ fn io_uring_is_refused_with_enosys_and_libuv_falls_back() {
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn seccomp_show_and_dig_for_nodejs() {
-    if !ready("seccomp_show_dig") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Command::new(common::bin("prebake"))
+    let out = Command::new(support::bin("prebake"))
         .args(["seccomp", "show", "--language", "nodejs"])
-        .arg(common::repo_root().join("images/nodejs.yaml"))
+        .arg(support::repo_root().join("images/nodejs.yaml"))
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -495,9 +500,9 @@ fn seccomp_show_and_dig_for_nodejs() {
     let dig = |code: &str| {
         let script = dir.path().join("s.js");
         std::fs::write(&script, code).unwrap();
-        let out = Command::new(common::bin("prebake"))
+        let out = Command::new(support::bin("prebake"))
             .args(["dig", "--language", "nodejs", "--bundle"])
-            .arg(node_common::fixture().bundle)
+            .arg(support::node::fixture().bundle)
             .arg(&script)
             .output()
             .unwrap();
@@ -517,22 +522,17 @@ fn seccomp_show_and_dig_for_nodejs() {
     );
 }
 
-fn sha256_file(p: &Path) -> String {
-    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
-}
-
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn python3_nodejs_image_builds_reproducibly() {
-    if !ready("reproducible") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let spec = common::repo_root().join(node_common::SPEC);
+    let spec = support::repo_root().join(support::node::SPEC);
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("first/out");
     let b = dir.path().join("second/deeper/out");
-    node_common::prebake_build(&spec, &a, &[("TZ", "UTC")], 0o022);
-    node_common::prebake_build(
+    support::node::prebake_build(&spec, &a, &[("TZ", "UTC")], 0o022);
+    support::node::prebake_build(
         &spec,
         &b,
         &[("TZ", "Pacific/Kiritimati"), ("LANG", "C")],
@@ -542,50 +542,46 @@ fn python3_nodejs_image_builds_reproducibly() {
     let m: Value = serde_json::from_slice(&std::fs::read(a.join("bundle.json")).unwrap()).unwrap();
     let rootfs = m["rootfs"]["file"].as_str().unwrap();
     assert!(m["languages"]["nodejs"].is_object() && m["languages"]["python3"].is_object());
-    assert_eq!(sha256_file(&a.join(rootfs)), sha256_file(&b.join(rootfs)));
+    assert_eq!(
+        support::sha256_file(&a.join(rootfs)),
+        support::sha256_file(&b.join(rootfs))
+    );
     assert_eq!(
         std::fs::read(a.join("bundle.json")).unwrap(),
         std::fs::read(b.join("bundle.json")).unwrap()
     );
     for f in ["nodejs.json", "nodejs.bpf", "nodejs-net.bpf", "python3.bpf"] {
         assert_eq!(
-            sha256_file(&a.join("seccomp").join(f)),
-            sha256_file(&b.join("seccomp").join(f)),
+            support::sha256_file(&a.join("seccomp").join(f)),
+            support::sha256_file(&b.join("seccomp").join(f)),
             "{f}"
         );
     }
     // The recorded digest is the file's.
     assert_eq!(
         m["rootfs"]["sha256_compressed"],
-        sha256_file(&a.join(rootfs))
+        support::sha256_file(&a.join(rootfs))
     );
-}
-
-fn pct(v: &mut [Duration], p: f64) -> f64 {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i].as_secs_f64() * 1000.0
 }
 
 /// Latency of a trivial script through POST /v1/sandbox/run (both isolation modes) against
 /// `node -e` on the host with the same arguments and environment as the sandbox (the host's
 /// own environment may add work, e.g. NODE_EXTRA_CA_CERTS parses a CA bundle at start),
 /// interleaved so that all three see the same machine load:
-/// `cargo test --test node -- --ignored --nocapture bench`.
+/// `cargo test --test it -- --ignored --nocapture node::bench`.
 #[test]
-#[ignore]
+#[ignore = "benchmark: cargo test --test it -- --ignored --nocapture node::bench"]
 fn bench_trivial_node_script() {
-    if !ready("bench_node") {
-        return;
-    }
+    let _exclusive = support::exclusive();
+    support::bench_needs(cfg!(all(have_root, have_node)), "root and node");
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let n: usize = std::env::var("BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let node = common::which("node").unwrap();
+    let node = support::which("node").unwrap();
     let m: Value = serde_json::from_slice(
-        &std::fs::read(node_common::fixture().bundle.join("bundle.json")).unwrap(),
+        &std::fs::read(support::node::fixture().bundle.join("bundle.json")).unwrap(),
     )
     .unwrap();
     let lang = &m["languages"]["nodejs"];
@@ -598,14 +594,14 @@ fn bench_trivial_node_script() {
             (
                 ns,
                 Server::start_over(
-                    node_common::fixture(),
+                    support::node::fixture(),
                     &format!("max_workers: 1\nnamespaces: {ns}\n"),
                     &[],
                 ),
             )
         })
         .collect();
-    let ag = runtime_common::agent();
+    let ag = support::runtime::agent();
     let mut host = Vec::new();
     let mut api: Vec<Vec<Duration>> = vec![Vec::new(); servers.len()];
     for i in 0..n + 5 {
@@ -639,24 +635,26 @@ fn bench_trivial_node_script() {
     }
     println!(
         "nodejs console.log(1), n={n}: host `node -e` p50 {:.1} ms p99 {:.1} ms",
-        pct(&mut host, 0.5),
-        pct(&mut host, 0.99)
+        support::percentile_ms(&mut host, 0.5),
+        support::percentile_ms(&mut host, 0.99)
     );
     for (k, (ns, _)) in servers.iter().enumerate() {
         println!(
             "nodejs console.log(1), n={n}: API (namespaces: {ns}) p50 {:.1} ms p99 {:.1} ms",
-            pct(&mut api[k], 0.5),
-            pct(&mut api[k], 0.99)
+            support::percentile_ms(&mut api[k], 0.5),
+            support::percentile_ms(&mut api[k], 0.99)
         );
     }
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn node_cannot_name_its_parent() {
+    let _exclusive = support::exclusive();
     // Without a pid namespace getppid named the server; now it answers 0 in both modes, as
     // for the first process of a pid namespace. node's start-up capget (which could name any
     // pid) is refused there, and node runs all the same.
-    both_modes("node_cannot_name_its_parent", "", |s, ns| {
+    both_modes("", |s, ns| {
         let d = s.run_js("console.log(process.ppid, process.pid > 0)");
         assert_eq!(d["stdout"], "0 true\n", "ns={ns}: {d}");
     });

@@ -2,8 +2,7 @@
 //! sysroot, the host's own ld.so.cache checked against `ldconfig -p`, and host binaries
 //! checked against `ldd`.
 
-mod common;
-
+use crate::support;
 use prebake::plan::elf::{is_elf, read_elf, ElfClass};
 use prebake::plan::ldso::{parse_cache, write_cache, Closure, ResolveError, Resolver};
 use std::collections::BTreeSet;
@@ -61,7 +60,7 @@ impl Root {
             cmd.arg(format!("-Wl,-soname,{s}"));
         }
         cmd.args(flags).arg("-Wl,--no-as-needed").args(deps);
-        run(&mut cmd);
+        support::run_stdout(&mut cmd);
         host
     }
 
@@ -74,23 +73,13 @@ impl Root {
         let mut cmd = Command::new("cc");
         cmd.args(["-nostdlib", "-o"]).arg(&host).arg(&src);
         cmd.args(flags).arg("-Wl,--no-as-needed").args(deps);
-        run(&mut cmd);
+        support::run_stdout(&mut cmd);
         host
     }
 
     fn resolver(&self) -> Resolver {
         Resolver::new(self.root()).unwrap()
     }
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn lib_paths(c: &Closure) -> Vec<(String, String)> {
@@ -139,13 +128,12 @@ fn soname_to_runpath(path: &Path) {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(not(have_ldconfig), ignore = "needs ldconfig")]
 fn host_cache_matches_ldconfig_p() {
-    if !common::require_tool("host_cache_matches_ldconfig_p", "ldconfig") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let bytes = std::fs::read("/etc/ld.so.cache").unwrap();
     let cache = parse_cache(&bytes).unwrap();
-    let out = run(Command::new("ldconfig").arg("-p"));
+    let out = support::run_stdout(Command::new("ldconfig").arg("-p"));
     let mut expected = Vec::new();
     for line in out.lines().filter(|l| l.starts_with('\t')) {
         let (left, path) = line.trim().split_once(" => ").unwrap();
@@ -162,10 +150,9 @@ fn host_cache_matches_ldconfig_p() {
 }
 
 #[test]
+#[cfg_attr(not(have_ldconfig), ignore = "needs ldconfig")]
 fn write_cache_round_trips_through_parser_and_ldconfig() {
-    if !common::require_tool("write_cache_round_trip", "ldconfig") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let entries: Vec<(String, String)> = [
         ("libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6"),
         ("libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1"),
@@ -207,7 +194,7 @@ fn write_cache_round_trips_through_parser_and_ldconfig() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("ld.so.cache");
     std::fs::write(&file, &bytes).unwrap();
-    let out = run(Command::new("ldconfig").arg("-p").arg("-C").arg(&file));
+    let out = support::run_stdout(Command::new("ldconfig").arg("-p").arg("-C").arg(&file));
     let mut lines = out.lines();
     assert_eq!(
         lines.next().unwrap(),
@@ -223,6 +210,7 @@ fn write_cache_round_trips_through_parser_and_ldconfig() {
 
 #[test]
 fn corrupt_caches_are_errors() {
+    let _exclusive = support::exclusive();
     assert!(parse_cache(b"hello").is_err());
     let bytes = write_cache(
         &[("libz.so.1".into(), "/lib/libz.so.1".into())],
@@ -242,6 +230,7 @@ fn corrupt_caches_are_errors() {
 /// The new format preceded by the old "ld.so-1.7.0" table (ldconfig -c compat).
 #[test]
 fn cache_in_compat_format() {
+    let _exclusive = support::exclusive();
     let new = write_cache(
         &[("libz.so.1".into(), "/lib/libz.so.1".into())],
         ElfClass::Elf64,
@@ -261,10 +250,9 @@ fn cache_in_compat_format() {
 }
 
 #[test]
+#[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn rpath_is_inherited_runpath_is_not() {
-    if !common::require_tool("rpath_is_inherited_runpath_is_not", "cc") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let b = r.so("/build/libB.so.1", Some("libB.so.1"), &[], &[]);
     let a = r.so(
@@ -330,10 +318,9 @@ fn rpath_is_inherited_runpath_is_not() {
 }
 
 #[test]
+#[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn rpath_is_ignored_when_runpath_is_present() {
-    if !common::require_tool("rpath_is_ignored_when_runpath_is_present", "cc") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let d = r.so("/build/libD.so.1", Some("libD.so.1"), &[], &[]);
     // C gets DT_RPATH=/y from the linker and DT_RUNPATH=/z by patching its DT_SONAME.
@@ -378,10 +365,9 @@ fn rpath_is_ignored_when_runpath_is_present() {
 }
 
 #[test]
+#[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn origin_for_wheel_style_libs_and_main_executable() {
-    if !common::require_tool("origin_for_wheel_style_libs", "cc") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let dep = r.so(
         "/build/libdep-ab12cd.so",
@@ -446,10 +432,9 @@ fn origin_for_wheel_style_libs_and_main_executable() {
 }
 
 #[test]
+#[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn symlink_chains_and_directory_symlinks_stay_inside_the_root() {
-    if !common::require_tool("symlink_chains", "cc") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let r = Root::new();
     // Debian layout: /lib -> usr/lib, libraries in the multiarch directory.
     r.symlink("usr/lib", "/lib");
@@ -515,10 +500,9 @@ fn symlink_chains_and_directory_symlinks_stay_inside_the_root() {
 }
 
 #[test]
+#[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn missing_corrupt_and_looping_files() {
-    if !common::require_tool("missing_corrupt_and_looping_files", "cc") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let gone = r.so("/build/libgone.so.1", Some("libgone.so.1"), &[], &[]);
     let lp = r.so("/build/libloop.so.1", Some("libloop.so.1"), &[], &[]);
@@ -585,10 +569,9 @@ fn missing_corrupt_and_looping_files() {
 }
 
 #[test]
+#[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn wrong_class_and_machine_candidates_are_skipped() {
-    if !common::require_tool("wrong_class_candidates_are_skipped", "cc") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let w = r.so("/build/libw.so.1", Some("libw.so.1"), &[], &[]);
     r.exe("/bin/app", &[&w], &[]);
@@ -641,10 +624,9 @@ fn wrong_class_and_machine_candidates_are_skipped() {
 }
 
 #[test]
+#[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn cache_conf_and_hwcaps_in_a_sysroot() {
-    if !common::require_tool("cache_conf_and_hwcaps_in_a_sysroot", "cc") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let a = r.so("/build/libcached.so.1", Some("libcached.so.1"), &[], &[]);
     let b = r.so("/build/libconf.so.1", Some("libconf.so.1"), &[], &[]);
@@ -711,21 +693,20 @@ fn cache_conf_and_hwcaps_in_a_sysroot() {
 /// The cache we write is read by the real glibc ld.so: a library only the cache knows about
 /// is found when a program runs in a chroot.
 #[test]
+#[cfg_attr(not(all(have_root, have_cc)), ignore = "needs root and cc")]
 fn written_cache_is_used_by_glibc_in_a_chroot() {
-    if !common::require_root("written_cache_is_used_by_glibc")
-        || !common::require_tool("written_cache_is_used_by_glibc", "cc")
-    {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let lsrc = r.src.join("cached.c");
     std::fs::write(&lsrc, "int cached_answer(void) { return 42; }\n").unwrap();
     let lib = r.at("/opt/cached/libcached.so.1");
     std::fs::create_dir_all(lib.parent().unwrap()).unwrap();
-    run(Command::new("cc")
-        .args(["-shared", "-fPIC", "-Wl,-soname,libcached.so.1", "-o"])
-        .arg(&lib)
-        .arg(&lsrc));
+    support::run_stdout(
+        Command::new("cc")
+            .args(["-shared", "-fPIC", "-Wl,-soname,libcached.so.1", "-o"])
+            .arg(&lib)
+            .arg(&lsrc),
+    );
     let msrc = r.src.join("m.c");
     std::fs::write(
         &msrc,
@@ -733,11 +714,13 @@ fn written_cache_is_used_by_glibc_in_a_chroot() {
     )
     .unwrap();
     r.mkdir("/bin");
-    run(Command::new("cc")
-        .arg("-o")
-        .arg(r.at("/bin/m"))
-        .arg(&msrc)
-        .arg(&lib));
+    support::run_stdout(
+        Command::new("cc")
+            .arg("-o")
+            .arg(r.at("/bin/m"))
+            .arg(&msrc)
+            .arg(&lib),
+    );
     // libc and ld.so from the host, found through our own resolver.
     let host = Resolver::new(Path::new("/")).unwrap();
     let c = host.closure(Some(&r.at("/bin/m")), &[]).unwrap();
@@ -773,7 +756,7 @@ fn written_cache_is_used_by_glibc_in_a_chroot() {
         write_cache(&entries, ElfClass::Elf64, EM_X86_64),
     )
     .unwrap();
-    let out = run(Command::new("chroot").arg(r.root()).arg("/bin/m"));
+    let out = support::run_stdout(Command::new("chroot").arg(r.root()).arg("/bin/m"));
     assert_eq!(out, "answer=42\n");
 }
 
@@ -795,7 +778,7 @@ fn real_set(c: &Closure) -> BTreeSet<PathBuf> {
 }
 
 fn ldd_set(path: &Path) -> BTreeSet<PathBuf> {
-    let out = run(Command::new("ldd").arg(path));
+    let out = support::run_stdout(Command::new("ldd").arg(path));
     let mut set = BTreeSet::new();
     for line in out.lines() {
         let line = line.trim();
@@ -812,11 +795,10 @@ fn ldd_set(path: &Path) -> BTreeSet<PathBuf> {
 }
 
 #[test]
+#[cfg_attr(not(have_pyenv_python), ignore = "needs pyenv's python 3.11.7")]
 fn pyenv_python_and_its_ssl_module() {
+    let _exclusive = support::exclusive();
     let python = PathBuf::from(format!("{PYENV}/bin/python3.11"));
-    if !common::skip_unless(python.exists(), "pyenv_python", "pyenv python 3.11.7") {
-        return;
-    }
     let r = Resolver::new(Path::new("/")).unwrap();
     let c = r.closure(Some(&python), &[]).unwrap();
     assert!(c.missing.is_empty(), "{:?}", c.missing);
@@ -863,10 +845,9 @@ fn pyenv_python_and_its_ssl_module() {
 }
 
 #[test]
+#[cfg_attr(not(have_ldd), ignore = "needs ldd")]
 fn host_binaries_match_ldd() {
-    if !common::require_tool("host_binaries_match_ldd", "ldd") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let r = Resolver::new(Path::new("/")).unwrap();
     let mut checked = 0;
     let candidates = [
@@ -891,15 +872,10 @@ fn host_binaries_match_ldd() {
 /// Every extension module of the pyenv stdlib, dlopen'ed into one python process: the
 /// closure is complete and every library it names is an ELF file of the host.
 #[test]
+#[cfg_attr(not(have_pyenv_python), ignore = "needs pyenv's python 3.11.7")]
 fn pyenv_lib_dynload_closure() {
+    let _exclusive = support::exclusive();
     let python = PathBuf::from(format!("{PYENV}/bin/python3.11"));
-    if !common::skip_unless(
-        python.exists(),
-        "pyenv_lib_dynload_closure",
-        "pyenv python 3.11.7",
-    ) {
-        return;
-    }
     let mut objects: Vec<PathBuf> = walk(Path::new(&format!("{PYENV}/lib/python3.11")));
     objects.sort();
     let t = std::time::Instant::now();
@@ -941,10 +917,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// glibc's main_map rule (the executable's DT_RPATH serves every lookup, dlopen'ed modules
 /// included, unless the requester has DT_RUNPATH) and DF_1_NODEFLIB.
 #[test]
+#[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn executable_rpath_serves_dlopened_modules_and_nodeflib() {
-    if !common::require_tool("executable_rpath_serves_dlopened_modules", "cc") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let r = Root::new();
     let q = r.so("/build/libq.so.1", Some("libq.so.1"), &[], &[]);
     r.so("/site/m.so", None, &[&q], &[]);

@@ -1,15 +1,13 @@
 //! `runtime exec`: one script under the full isolation sequence, with and without namespaces.
 
-mod common;
-mod runtime_common;
-
-use runtime_common::bundle;
+use crate::support;
+use crate::support::runtime::bundle;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 fn exec(code: &str, extra: &[&str]) -> Output {
     let root = tempfile::tempdir().unwrap();
-    let mut child = Command::new(common::bin("runtime"))
+    let mut child = Command::new(support::bin("runtime"))
         .arg("exec")
         .arg("--bundle")
         .arg(bundle())
@@ -35,10 +33,9 @@ fn text(b: &[u8]) -> String {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn exec_hello_both_modes() {
-    if !common::require_root("exec_hello_both_modes") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     for mode in [&[][..], &["--no-namespaces"][..]] {
         let out = exec(
             "import os, sys\nprint('hi', os.getuid() >= 65537, os.getcwd())\nsys.stderr.write('err\\n')\nsys.exit(3)\n",
@@ -65,10 +62,9 @@ fn exec_hello_both_modes() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn exec_isolation_facts() {
-    if !common::require_root("exec_isolation_facts") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     // With namespaces: pid 1, no network interfaces but lo, read-only /, private tmpfs /tmp.
     let code = r#"
 import os, socket
@@ -95,10 +91,9 @@ print(socket.gethostname())
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn exec_seccomp_kill_is_reported() {
-    if !common::require_root("exec_seccomp_kill_is_reported") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     // The baked policy kills the process on an x32 system call (getpid | __X32_SYSCALL_BIT).
     let out = exec(
         "import ctypes\nctypes.CDLL(None).syscall(0x40000027)\nprint('survived')\n",
@@ -114,10 +109,9 @@ fn exec_seccomp_kill_is_reported() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn exec_timeout_kills_tree() {
-    if !common::require_root("exec_timeout_kills_tree") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     for mode in [
         &["--timeout", "1"][..],
         &["--timeout", "1", "--no-namespaces"][..],
@@ -136,15 +130,14 @@ fn exec_timeout_kills_tree() {
         );
         assert!(text(&out.stderr).contains("timeout"));
     }
-    let left = runtime_common::leftover_pool_processes();
+    let left = support::runtime::leftover_pool_processes();
     assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn refuses_without_privileges_unless_opted_out() {
-    if !common::require_root("refuses_without_privileges_unless_opted_out") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     use std::os::unix::process::CommandExt;
     // As an unprivileged uid, chroot, uid switch and namespaces are unavailable.
     let locks = tempfile::tempdir().unwrap();
@@ -154,7 +147,7 @@ fn refuses_without_privileges_unless_opted_out() {
     )
     .unwrap();
     let run = |insecure: bool| {
-        let mut cmd = Command::new(common::bin("runtime"));
+        let mut cmd = Command::new(support::bin("runtime"));
         cmd.arg("exec")
             .arg("--bundle")
             .arg(bundle())
@@ -196,11 +189,10 @@ fn refuses_without_privileges_unless_opted_out() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn probe_prints_one_line() {
-    if !common::require_root("probe_prints_one_line") {
-        return;
-    }
-    let out = Command::new(common::bin("runtime"))
+    let _exclusive = support::exclusive();
+    let out = Command::new(support::bin("runtime"))
         .arg("probe")
         .output()
         .unwrap();

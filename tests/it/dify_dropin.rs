@@ -4,9 +4,7 @@
 //! machine's interpreter, `API_KEY` the secret), and Dify's Python runner works against them
 //! with `enable_network: true` as Dify sends it, without any `enable_network` setting of ours.
 
-mod common;
-mod runtime_common;
-
+use crate::support;
 use serde_json::{json, Value};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,18 +12,14 @@ use std::time::{Duration, Instant};
 const PYTHON: &str = "/usr/bin/python3.11";
 
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_debian_python)),
+    ignore = "needs root and /usr/bin/python3.11"
+)]
 fn shipped_configs_build_and_serve_unchanged() {
-    if !common::require_root("shipped_configs_build_and_serve_unchanged")
-        || !common::skip_unless(
-            std::path::Path::new(PYTHON).exists(),
-            "shipped_configs_build_and_serve_unchanged",
-            PYTHON,
-        )
-    {
-        return;
-    }
+    let _exclusive = support::exclusive();
     for version in ["main", "0.2.10"] {
-        let config = common::repo_root()
+        let config = support::repo_root()
             .join("tests/fixtures/dify-sandbox")
             .join(version)
             .join("conf/config.yaml");
@@ -41,7 +35,7 @@ fn shipped_configs_build_and_serve_unchanged() {
             "Metadata-Version: 2.1\nName: prebake-fake-dist\nVersion: 1.2.3\n\nbody\n",
         )
         .unwrap();
-        let o = Command::new(common::bin("prebake"))
+        let o = Command::new(support::bin("prebake"))
             .args(["build", "--no-image", "--dify-config"])
             .arg(&config)
             .arg("--out")
@@ -62,7 +56,7 @@ fn shipped_configs_build_and_serve_unchanged() {
         );
         // Dify's Python runner, as its client wraps it, with the flag it always sends.
         let inputs =
-            runtime_common::b64::encode(br#"{"name": "d\u00e9j\u00e0", "n": [1, {"k": 2}]}"#);
+            support::runtime::b64::encode(br#"{"name": "d\u00e9j\u00e0", "n": [1, {"k": 2}]}"#);
         let code = format!(
             "def main(name: str, n: list) -> dict:\n    return {{'greeting': 'hi ' + name, 'n': n}}\n\
              import json\nfrom base64 import b64decode\n\
@@ -78,7 +72,7 @@ fn shipped_configs_build_and_serve_unchanged() {
             json!({"greeting": "hi déjà", "n": [1, {"k": 2}]}),
             "{version}"
         );
-        let agent = runtime_common::agent();
+        let agent = support::runtime::agent();
         let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
         let mut r = agent
             .get(url("/v1/sandbox/dependencies?language=python3"))
@@ -103,7 +97,8 @@ fn shipped_configs_build_and_serve_unchanged() {
 
 #[test]
 fn serve_help_lists_every_setting() {
-    let o = Command::new(common::bin("runtime"))
+    let _exclusive = support::exclusive();
+    let o = Command::new(support::bin("runtime"))
         .args(["serve", "--help"])
         .output()
         .unwrap();
@@ -111,7 +106,7 @@ fn serve_help_lists_every_setting() {
     let help = String::from_utf8_lossy(&o.stdout);
     // Every environment variable `runtime serve` reads (src/runtime/config.rs).
     let config_src =
-        std::fs::read_to_string(common::repo_root().join("src/runtime/config.rs")).unwrap();
+        std::fs::read_to_string(support::repo_root().join("src/runtime/config.rs")).unwrap();
     let mut checked = 0;
     for line in config_src.lines().filter(|l| l.contains("src.")) {
         let names: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
@@ -135,9 +130,9 @@ fn serve(
     args: &[&std::ffi::OsStr],
     env: &[(&str, &str)],
 ) -> (std::process::Child, u16) {
-    let port = runtime_common::free_port();
+    let port = support::free_port();
     let log = work.join("server.log");
-    let mut cmd = Command::new(common::bin("runtime"));
+    let mut cmd = Command::new(support::bin("runtime"));
     cmd.arg("serve")
         .arg("--bundle")
         .arg(bundle)
@@ -153,7 +148,7 @@ fn serve(
         cmd.env(k, v);
     }
     let child = cmd.spawn().unwrap();
-    let agent = runtime_common::agent();
+    let agent = support::runtime::agent();
     let start = Instant::now();
     while agent
         .get(format!("http://127.0.0.1:{port}/health"))
@@ -172,7 +167,7 @@ fn serve(
 
 /// POST /v1/sandbox/run as Dify's client does; returns `data`.
 fn dify_run(port: u16, key: &str, language: &str, code: &str) -> Value {
-    let mut r = runtime_common::agent()
+    let mut r = support::runtime::agent()
         .post(format!("http://127.0.0.1:{port}/v1/sandbox/run"))
         .header("X-Api-Key", key)
         .send_json(
@@ -196,19 +191,16 @@ fn result_of(data: &Value) -> String {
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_node)), ignore = "needs root and node")]
 fn default_image_runs_difys_three_runners() {
-    if !common::require_root("default_image_runs_difys_three_runners")
-        || !common::require_tool("default_image_runs_difys_three_runners", "node")
-    {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let work = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let out = work.path().join("out");
     // `prebake build` with no spec, as the README's first command.
-    let o = Command::new(common::bin("prebake"))
+    let o = Command::new(support::bin("prebake"))
         .args(["build", "--no-image", "--out"])
         .arg(&out)
-        .current_dir(common::repo_root())
+        .current_dir(support::repo_root())
         .output()
         .unwrap();
     assert!(
@@ -220,7 +212,7 @@ fn default_image_runs_difys_three_runners() {
     let (mut child, port) = serve(work.path(), &out.join("bundle"), &[], &[("API_KEY", key)]);
     let inputs =
         r#"{"name": "Zo\u00eb \u2603", "items": [{"k": "a", "v": 1}, {"k": "b", "v": 2}]}"#;
-    let b64 = runtime_common::b64::encode(inputs.as_bytes());
+    let b64 = support::runtime::b64::encode(inputs.as_bytes());
 
     // python3: Dify's runner around a main(**inputs).
     let py = format!(
@@ -254,7 +246,7 @@ console.log(result)
     assert_eq!(r, json!({"hello": "Zoë ☃", "keys": ["a", "b"]}));
 
     // jinja2: Dify's template transformer runs as python3 code that imports jinja2.
-    let template = runtime_common::b64::encode(
+    let template = support::runtime::b64::encode(
         b"Hi {{ name | upper }}!{% for i in items %} {{ loop.index }}:{{ i.k }}={{ i.v * 10 }}{% endfor %}",
     );
     let j2 = format!(
@@ -300,7 +292,7 @@ fn requirements_build_fails(requirements: &str, env: &[(&str, &str)], expect: &[
     )
     .unwrap();
     let out = work.path().join("out");
-    let mut cmd = Command::new(common::bin("prebake"));
+    let mut cmd = Command::new(support::bin("prebake"));
     cmd.arg("build")
         .arg(work.path().join("spec.yaml"))
         .args(["--no-image", "--out"])
@@ -326,6 +318,7 @@ fn requirements_build_fails(requirements: &str, env: &[(&str, &str)], expect: &[
 
 #[test]
 fn bad_requirements_fail_the_build_clearly() {
+    let _exclusive = support::exclusive();
     // Checked before anything is installed.
     requirements_build_fails(
         "idna==3.10 --hash=sha256:00\nrequests>=2\n",
@@ -356,15 +349,10 @@ fn bad_requirements_fail_the_build_clearly() {
 /// The Containerfile's helpers under Debian's Python 3.11.2 (its tarfile has no `filter=`):
 /// PIP_PACKAGES become the spec's packages, and the image unpacks into its two layers.
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn containerfile_helpers_work_with_debian_python() {
-    if !common::skip_unless(
-        std::path::Path::new(PYTHON).exists(),
-        "containerfile_helpers_work_with_debian_python",
-        PYTHON,
-    ) {
-        return;
-    }
-    let root = common::repo_root();
+    let _exclusive = support::exclusive();
+    let root = support::repo_root();
     let o = Command::new(PYTHON)
         .arg(root.join("Containerfile.d/select_packages.py"))
         .arg(root.join("images/python3.yaml"))
@@ -382,7 +370,7 @@ fn containerfile_helpers_work_with_debian_python() {
     assert_eq!(py.packages, ["numpy", "jinja2", "requests"]);
 
     let out = work.path().join("out");
-    let o = Command::new(common::bin("prebake"))
+    let o = Command::new(support::bin("prebake"))
         .arg("build")
         .arg(root.join("images/python3.yaml"))
         .args(["--layer-compression", "gzip", "--out"])
@@ -405,8 +393,9 @@ fn containerfile_helpers_work_with_debian_python() {
 
 #[test]
 fn a_missing_bundle_names_the_flag_and_the_image_path() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(common::bin("runtime"))
+    let o = Command::new(support::bin("runtime"))
         .args(["unpack", "--bundle"])
         .arg(dir.path().join("nowhere"))
         .arg("--root")

@@ -1,16 +1,13 @@
 //! Issue 2 acceptance: the real `prebake build` on real interpreters, unpacked with GNU tar
 //! and run under a real chroot.
 
-mod common;
-
-use common::*;
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Runs prebake; builds skip the OCI image (tests/oci_image.rs covers it) to stay fast.
+/// Runs prebake; builds skip the OCI image (oci_image.rs covers it) to stay fast.
 fn prebake(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(bin("prebake"));
-    c.args(args).current_dir(repo_root());
+    let mut c = support::prebake(args);
     if args.first() == Some(&"build") {
         c.arg("--no-image");
     }
@@ -62,7 +59,7 @@ fn chroot_python(root: &Path, manifest: &serde_json::Value, script: &Path) -> Ou
         .unwrap();
     let code = std::fs::read_to_string(script).unwrap();
     // Absolute: with a cleared environment Command would search the child's PATH.
-    Command::new(which("chroot").expect("chroot on PATH"))
+    Command::new(support::which("chroot").expect("chroot on PATH"))
         .arg(root)
         .arg(interp)
         .args(["-I", "-B", "-c", &code])
@@ -77,7 +74,7 @@ fn assert_runs(root: &Path, manifest: &serde_json::Value, script: &str, expect: 
     let o = chroot_python(
         root,
         manifest,
-        &repo_root().join("tests/scripts").join(script),
+        &support::repo_root().join("tests/scripts").join(script),
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -99,15 +96,12 @@ fn write_spec(dir: &Path, text: &str) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_zstd)), ignore = "needs root and zstd")]
 fn default_image_runs_stdlib_smoke_in_chroot() {
-    if !require_root("default_image_runs_stdlib_smoke_in_chroot")
-        || !require_tool("default_image_runs_stdlib_smoke_in_chroot", "zstd")
-    {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let m = build_ok(&repo_root().join("images/python3.yaml"), &out);
+    let m = build_ok(&support::repo_root().join("images/python3.yaml"), &out);
     assert_eq!(m["format_version"], 1);
     assert!(m["languages"]["python3"]["interpreter"]
         .as_str()
@@ -136,17 +130,12 @@ fn default_image_runs_stdlib_smoke_in_chroot() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_debian_python)),
+    ignore = "needs root and /usr/bin/python3.11"
+)]
 fn debian_python_builds_and_runs() {
-    let t = "debian_python_builds_and_runs";
-    if !require_root(t)
-        || !skip_unless(
-            Path::new("/usr/bin/python3.11").exists(),
-            t,
-            "/usr/bin/python3.11",
-        )
-    {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(
         tmp.path(),
@@ -160,20 +149,13 @@ fn debian_python_builds_and_runs() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_fixture_venv)),
+    ignore = "needs root and the fixture venv"
+)]
 fn numpy_venv_image_imports_and_computes() {
-    let t = "numpy_venv_image_imports_and_computes";
-    let venv = std::env::var("PREBAKE_FIXTURE_VENV")
-        .unwrap_or_else(|_| "/var/tmp/prebake-fixture-venv".into());
-    let py = Path::new(&venv).join("bin/python");
-    if !require_root(t)
-        || !skip_unless(
-            py.exists(),
-            t,
-            &format!("the fixture venv at {venv} (made by .ci/run)"),
-        )
-    {
-        return;
-    }
+    let _exclusive = support::exclusive();
+    let py = support::fixture_venv_python();
     let tmp = tempfile::tempdir().unwrap();
     let spec = write_spec(
         tmp.path(),
@@ -232,11 +214,6 @@ fn assert_no_world_writable_but_tmp(bundle: &Path, manifest: &serde_json::Value)
     assert!(bad.is_empty(), "world-writable or sticky entries: {bad:?}");
 }
 
-fn sha256_file(p: &Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
-}
-
 /// Copy `src` to `dst` creating entries in reverse name order, so directory order differs.
 fn copy_reversed(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
@@ -261,6 +238,7 @@ fn copy_reversed(src: &Path, dst: &Path) {
 
 #[test]
 fn builds_are_byte_identical_across_umask_tz_locale_order_and_path() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     // An input tree given as `paths`, rebuilt between the builds in another order.
     let tree = tmp.path().join("input");
@@ -319,7 +297,11 @@ fn builds_are_byte_identical_across_umask_tz_locale_order_and_path() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let a = out1.join("bundle/rootfs.tar.zst");
     let b = out2.join("bundle/rootfs.tar.zst");
-    assert_eq!(sha256_file(&a), sha256_file(&b), "rootfs.tar.zst differs");
+    assert_eq!(
+        support::sha256_file(&a),
+        support::sha256_file(&b),
+        "rootfs.tar.zst differs"
+    );
     assert_eq!(
         std::fs::read(out1.join("bundle/bundle.json")).unwrap(),
         std::fs::read(out2.join("bundle/bundle.json")).unwrap(),
@@ -327,8 +309,8 @@ fn builds_are_byte_identical_across_umask_tz_locale_order_and_path() {
     );
     for f in ["python3.json", "python3.bpf", "python3-net.bpf"] {
         assert_eq!(
-            sha256_file(&out1.join("bundle/seccomp").join(f)),
-            sha256_file(&out2.join("bundle/seccomp").join(f))
+            support::sha256_file(&out1.join("bundle/seccomp").join(f)),
+            support::sha256_file(&out2.join("bundle/seccomp").join(f))
         );
     }
 
@@ -347,9 +329,9 @@ fn builds_are_byte_identical_across_umask_tz_locale_order_and_path() {
         );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    let c = sha256_file(&out3.join("bundle/rootfs.tar.zst"));
-    assert_ne!(sha256_file(&a), c);
-    assert_eq!(c, sha256_file(&out4.join("bundle/rootfs.tar.zst")));
+    let c = support::sha256_file(&out3.join("bundle/rootfs.tar.zst"));
+    assert_ne!(support::sha256_file(&a), c);
+    assert_eq!(c, support::sha256_file(&out4.join("bundle/rootfs.tar.zst")));
 }
 
 /// Runs prebake, expects failure with every `needles` in stderr, and no output left behind.
@@ -379,6 +361,7 @@ fn expect_failure(args: &[&str], out: &Path, needles: &[&str]) {
 
 #[test]
 fn bad_input_fails_clearly_and_writes_nothing() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
@@ -453,7 +436,7 @@ fn bad_input_fails_clearly_and_writes_nothing() {
     // An existing, non-empty --out is refused and left as it was.
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("keep.txt"), "mine").unwrap();
-    let good = repo_root().join("images/python3.yaml");
+    let good = support::repo_root().join("images/python3.yaml");
     let r = prebake(&["build", good.to_str().unwrap(), "--out", o], &[]);
     assert_eq!(r.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&r.stderr);
@@ -481,15 +464,9 @@ fn bad_input_fails_clearly_and_writes_nothing() {
 }
 
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn dify_config_builds_with_merged_syscalls_and_warnings() {
-    let t = "dify_config_builds_with_merged_syscalls_and_warnings";
-    if !skip_unless(
-        Path::new("/usr/bin/python3.11").exists(),
-        t,
-        "/usr/bin/python3.11",
-    ) {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("config.yaml");
     // dify-sandbox's own keys, as an existing deployment has them; 99 is sysinfo on x86_64,
@@ -540,11 +517,9 @@ fn dify_config_builds_with_merged_syscalls_and_warnings() {
 }
 
 #[test]
+#[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn missing_library_fails_the_build_unless_allowed() {
-    let t = "missing_library_fails_the_build_unless_allowed";
-    if !require_tool(t, "cc") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let lib = tmp.path().join("lib");
     std::fs::create_dir_all(&lib).unwrap();

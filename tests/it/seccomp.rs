@@ -1,8 +1,7 @@
 //! Seccomp policies, run for real: each compiled program is installed in a forked child that
 //! then execs the host's Python (or a tiny C program), and the test checks what the kernel did.
 
-mod common;
-
+use crate::support;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -15,11 +14,6 @@ use prebake::seccomp::{self, Arch, SeccompError};
 use prebake::spec::{DefaultAction, Language, SeccompSpec, SyscallRef};
 
 const PY: &str = "/usr/bin/python3.11";
-
-/// Debian's python3.11, or a loud skip (a failure under PREBAKE_NO_SKIP=1).
-fn have_python(test: &str) -> bool {
-    common::skip_unless(Path::new(PY).exists(), test, PY)
-}
 
 fn spec(default_action: DefaultAction, allow: &[&str]) -> SeccompSpec {
     SeccompSpec {
@@ -72,10 +66,9 @@ fn py_artifacts() -> seccomp::Artifacts {
 }
 
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn allowed_call_works_denied_call_is_eperm() {
-    if !have_python("allowed_call_works_denied_call_is_eperm") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let a = py_artifacts();
     let o = run_py(&a.bpf, "import os; print(os.getcwd(), os.getpid() > 0)");
     assert_ok(&o);
@@ -90,10 +83,9 @@ fn allowed_call_works_denied_call_is_eperm() {
 }
 
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn threads_start_through_clone_fallback() {
-    if !have_python("threads_start_through_clone_fallback") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let a = py_artifacts();
     let o = run_py(
         &a.bpf,
@@ -111,10 +103,9 @@ fn threads_start_through_clone_fallback() {
 }
 
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn fork_and_subprocess_are_permission_errors() {
-    if !have_python("fork_and_subprocess_are_permission_errors") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let a = py_artifacts();
     let o = run_py(
         &a.bpf,
@@ -131,10 +122,9 @@ fn fork_and_subprocess_are_permission_errors() {
 }
 
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn network_only_in_the_network_variant() {
-    if !have_python("network_only_in_the_network_variant") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let a = py_artifacts();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -169,10 +159,9 @@ fn network_only_in_the_network_variant() {
 }
 
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn asyncio_works_without_network() {
-    if !have_python("asyncio_works_without_network") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let o = run_py(
         &py_artifacts().bpf,
         "import asyncio\nasync def f(): await asyncio.sleep(0.01); return 7\nprint(asyncio.run(f()))",
@@ -182,10 +171,9 @@ fn asyncio_works_without_network() {
 }
 
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn kill_process_variant_dies_by_sigsys() {
-    if !have_python("kill_process_variant_dies_by_sigsys") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let a = seccomp::compile(Language::Python3, &spec(DefaultAction::KillProcess, &[])).unwrap();
     let o = run_py(
         &a.bpf,
@@ -202,10 +190,9 @@ fn kill_process_variant_dies_by_sigsys() {
 }
 
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn log_variant_allows() {
-    if !have_python("log_variant_allows") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let a = seccomp::compile(Language::Python3, &spec(DefaultAction::Log, &[])).unwrap();
     let o = run_py(
         &a.bpf,
@@ -215,10 +202,9 @@ fn log_variant_allows() {
 }
 
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn spec_allow_is_merged() {
-    if !have_python("spec_allow_is_merged") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let mut s = spec(DefaultAction::Errno, &["getpriority"]);
     // dify's allowed_syscalls are numbers: 102 is getuid on x86_64, already allowed (merge).
     s.allow.push(SyscallRef::Number(
@@ -232,10 +218,7 @@ fn spec_allow_is_merged() {
     assert_ok(&o);
 }
 
-fn cc(name: &str, src: &str) -> Option<PathBuf> {
-    if !common::require_tool(name, "cc") {
-        return None;
-    }
+fn cc(name: &str, src: &str) -> PathBuf {
     let dir = tempfile::tempdir().unwrap().keep();
     let c = dir.join(format!("{name}.c"));
     std::fs::write(&c, src).unwrap();
@@ -248,15 +231,17 @@ fn cc(name: &str, src: &str) -> Option<PathBuf> {
         .status()
         .unwrap();
     assert!(st.success(), "cc {name}");
-    Some(exe)
+    exe
 }
 
 #[cfg(target_arch = "x86_64")]
 #[test]
+#[cfg_attr(not(have_cc), ignore = "needs cc")]
 fn i386_and_x32_calls_are_refused() {
+    let _exclusive = support::exclusive();
     // getpid through the i386 ABI (int 0x80, nr 20) and the x32 ABI (0x40000000 | 39):
     // both must be refused before the kernel runs them; the process dies by SIGSYS.
-    let Some(exe) = cc(
+    let exe = cc(
         "abi",
         r#"#include <stdio.h>
 #include <string.h>
@@ -271,9 +256,7 @@ int main(int argc, char **argv) {
     return 0;
 }
 "#,
-    ) else {
-        return;
-    };
+    );
     let a = py_artifacts();
     for abi in ["i386", "x32"] {
         // Unconfined, the call runs (or, for x32 on kernels without it, fails with ENOSYS).
@@ -309,7 +292,12 @@ const STDLIB_SCRIPTS: &[(&str, &str)] = &[
 ];
 
 #[test]
+#[cfg_attr(
+    not(any(have_debian_python, have_pyenv_python)),
+    ignore = "needs /usr/bin/python3.11 or pyenv's python 3.11.7"
+)]
 fn stdlib_scripts_exit_zero() {
+    let _exclusive = support::exclusive();
     let mut interpreters = vec![];
     if Path::new(PY).exists() {
         interpreters.push(PY.to_string());
@@ -318,13 +306,7 @@ fn stdlib_scripts_exit_zero() {
     if Path::new(pyenv).exists() {
         interpreters.push(pyenv.to_string());
     }
-    if !common::skip_unless(
-        !interpreters.is_empty(),
-        "stdlib_scripts_exit_zero",
-        "python3.11",
-    ) {
-        return;
-    }
+    assert!(!interpreters.is_empty(), "python3.11");
     // Under kill_process too: a syscall the policy forgot would kill the script instead of
     // hiding behind an EPERM that Python happens to tolerate.
     for action in [DefaultAction::Errno, DefaultAction::KillProcess] {
@@ -344,19 +326,11 @@ fn stdlib_scripts_exit_zero() {
 /// The builder's smoke script and numpy with several OpenBLAS threads, under the baked Python
 /// policy (errno and kill_process defaults: a forgotten syscall kills instead of hiding).
 #[test]
+#[cfg_attr(not(have_fixture_venv), ignore = "needs the fixture venv")]
 fn smoke_script_and_numpy_threads_under_the_policy() {
-    let t = "smoke_script_and_numpy_threads_under_the_policy";
-    let venv = std::env::var("PREBAKE_FIXTURE_VENV")
-        .unwrap_or_else(|_| "/var/tmp/prebake-fixture-venv".into());
-    let py = Path::new(&venv).join("bin/python");
-    if !common::skip_unless(
-        py.exists(),
-        t,
-        &format!("the fixture venv at {venv} (made by .ci/run)"),
-    ) {
-        return;
-    }
-    let scripts = common::repo_root().join("tests/scripts");
+    let _exclusive = support::exclusive();
+    let py = support::fixture_venv_python();
+    let scripts = support::repo_root().join("tests/scripts");
     for action in [DefaultAction::Errno, DefaultAction::KillProcess] {
         let a = seccomp::compile(Language::Python3, &spec(action, &[])).unwrap();
         for (script, expect) in [
@@ -385,19 +359,11 @@ fn smoke_script_and_numpy_threads_under_the_policy() {
 /// requests and httpx reach a local HTTP server under the network variant, and fail cleanly
 /// (an exception, not a dead process) under the variant without network.
 #[test]
+#[cfg_attr(not(have_fixture_venv), ignore = "needs the fixture venv")]
 fn requests_and_httpx_reach_a_local_server_only_with_network() {
+    let _exclusive = support::exclusive();
     use std::io::{Read, Write};
-    let t = "requests_and_httpx_reach_a_local_server_only_with_network";
-    let venv = std::env::var("PREBAKE_FIXTURE_VENV")
-        .unwrap_or_else(|_| "/var/tmp/prebake-fixture-venv".into());
-    let py = Path::new(&venv).join("bin/python");
-    if !common::skip_unless(
-        py.exists(),
-        t,
-        &format!("the fixture venv at {venv} (made by .ci/run)"),
-    ) {
-        return;
-    }
+    let py = support::fixture_venv_python();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!(
         "http://127.0.0.1:{}/",
@@ -441,10 +407,9 @@ fn requests_and_httpx_reach_a_local_server_only_with_network() {
 }
 
 #[test]
+#[cfg_attr(not(have_node), ignore = "needs node")]
 fn node_runs_under_its_policy() {
-    if !common::require_tool("node_runs_under_its_policy", "node") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let code = "const crypto=require('crypto'), fs=require('fs'), os=require('os'), zlib=require('zlib');\n\
         fs.writeFileSync(os.tmpdir()+'/prebake-node-'+process.pid, 'x'); fs.unlinkSync(os.tmpdir()+'/prebake-node-'+process.pid);\n\
         crypto.pbkdf2('a','b',1000,32,'sha256',(e,k)=>{ if (e) throw e; console.log('pbkdf2', k.length); });\n\
@@ -471,6 +436,7 @@ fn node_runs_under_its_policy() {
 
 #[test]
 fn oci_json_round_trips_and_names_are_known() {
+    let _exclusive = support::exclusive();
     for lang in [Language::Python3, Language::Nodejs] {
         for arch in Arch::ALL {
             for action in [
@@ -540,6 +506,7 @@ fn oci_json_round_trips_and_names_are_known() {
 
 #[test]
 fn bad_input_is_a_clear_error() {
+    let _exclusive = support::exclusive();
     let e = seccomp::compile(
         Language::Python3,
         &spec(DefaultAction::Errno, &["getloadavg"]),
@@ -580,6 +547,7 @@ fn bad_input_is_a_clear_error() {
 
 #[test]
 fn table_lists_numbers_per_arch_and_why() {
+    let _exclusive = support::exclusive();
     let t = seccomp::show_table(
         Language::Python3,
         &spec(DefaultAction::Errno, &["getpriority"]),
@@ -624,10 +592,9 @@ fn dig_py(code: &str) -> seccomp::DigReport {
 }
 
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn dig_names_exactly_the_denied_syscalls() {
-    if !have_python("dig_names_exactly_the_denied_syscalls") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let r = dig_py(
         "import os, socket, threading\n\
          t = threading.Thread(target=lambda: os.getpriority(os.PRIO_PROCESS, 0)); t.start(); t.join()\n\
@@ -677,10 +644,9 @@ fn dig_names_exactly_the_denied_syscalls() {
 }
 
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn dig_reports_nothing_for_a_script_inside_the_policy() {
-    if !have_python("dig_reports_nothing_for_a_script_inside_the_policy") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let r = dig_py(
         "import json, threading, hashlib, os, asyncio\n\
          ts = [threading.Thread(target=hashlib.sha256, args=(b'x',)) for _ in range(4)]\n\
@@ -695,18 +661,18 @@ fn dig_reports_nothing_for_a_script_inside_the_policy() {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_debian_python, have_root, have_cc)),
+    ignore = "needs /usr/bin/python3.11, root and cc"
+)]
 fn dig_in_a_chroot() {
-    if !have_python("dig_in_a_chroot") || !common::require_root("dig_in_a_chroot") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     // A minimal rootfs: a static-free C program and its libraries would need the ELF closure;
     // the host's root bind is not available either, so use a copy of what `cc`'s output needs.
-    let Some(exe) = cc(
+    let exe = cc(
         "digchroot",
         "#include <unistd.h>\n#include <stdio.h>\n#include <sys/syscall.h>\nint main(){ syscall(SYS_getpriority, 0, 0); syscall(SYS_getpriority, 0, 0); puts(\"ok\"); return 0; }\n",
-    ) else {
-        return;
-    };
+    );
     let root = tempfile::tempdir().unwrap();
     let ldd = Command::new("ldd").arg(&exe).output().unwrap();
     let mut files: Vec<PathBuf> = String::from_utf8_lossy(&ldd.stdout)
@@ -742,10 +708,9 @@ fn dig_in_a_chroot() {
 /// Figures for the README: instruction counts, and `python3 -I -c pass` with and without the
 /// filter, interleaved in one run so machine load affects both alike.
 #[test]
+#[cfg_attr(not(have_debian_python), ignore = "needs /usr/bin/python3.11")]
 fn figures_instructions_and_startup_overhead() {
-    if !have_python("figures_instructions_and_startup_overhead") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     for lang in [Language::Python3, Language::Nodejs] {
         let a = seccomp::compile(lang, &SeccompSpec::default()).unwrap();
         let progs = |b: &[u8]| {

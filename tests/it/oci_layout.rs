@@ -1,14 +1,13 @@
 //! OCI image layout and archive: reproducible bytes, and real container tools (skopeo, umoci,
 //! runc) accept and run what we write.
 
-mod common;
-
+use crate::support;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use flate2::{Compression, GzBuilder};
 use prebake::oci::{self, ImageConfig, Layer, LayerMedia, OciError};
@@ -84,6 +83,16 @@ fn sample_layers(dir: &Path, extra: &[FileSpec]) -> Vec<Layer> {
     vec![base, app]
 }
 
+/// The sample layers and config (entrypoint `/runtime serve`) written as a layout at
+/// `tmp/image`, tagged `tag`.
+fn sample_image(tmp: &Path, tag: &str) -> (PathBuf, Vec<Layer>, oci::ImageDigests) {
+    let layers = sample_layers(tmp, &[]);
+    let dir = tmp.join("image");
+    let config = sample_config(EPOCH, &["/runtime", "serve"]);
+    let digests = oci::write_layout(&dir, &layers, &config, tag).unwrap();
+    (dir, layers, digests)
+}
+
 fn sample_config(epoch: u64, entrypoint: &[&str]) -> ImageConfig {
     ImageConfig {
         entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
@@ -103,20 +112,6 @@ fn sample_config(epoch: u64, entrypoint: &[&str]) -> ImageConfig {
         os: "linux".into(),
         architecture: oci::host_architecture().unwrap().into(),
     }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Every file of a tree as (relative path, mode, bytes), for byte-for-byte comparison.
@@ -141,6 +136,7 @@ fn snapshot(root: &Path) -> Vec<(String, u32, Vec<u8>)> {
 /// must be set in a process of their own).
 #[test]
 fn child_process_writes_layout() {
+    let _exclusive = support::exclusive();
     let Some(out) = std::env::var_os("PREBAKE_OCI_CHILD_OUT") else {
         return;
     };
@@ -166,6 +162,7 @@ fn child_process_writes_layout() {
 
 #[test]
 fn identical_bytes_across_umask_tz_and_directories() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let mut results = Vec::new();
     for (i, (umask, tz)) in [("18", "UTC"), ("63", "Pacific/Chatham")]
@@ -175,11 +172,17 @@ fn identical_bytes_across_umask_tz_and_directories() {
         // Different depths and names, so no path can leak into the output unnoticed.
         let out = tmp.path().join(format!("run{i}")).join("x".repeat(i + 1));
         fs::create_dir_all(&out).unwrap();
-        run(Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_process_writes_layout", "--test-threads=1"])
-            .env("PREBAKE_OCI_CHILD_OUT", &out)
-            .env("PREBAKE_OCI_CHILD_UMASK", umask)
-            .env("TZ", tz));
+        support::run(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    &support::sibling_test("child_process_writes_layout"),
+                ])
+                .arg("--test-threads=1")
+                .env("PREBAKE_OCI_CHILD_OUT", &out)
+                .env("PREBAKE_OCI_CHILD_UMASK", umask)
+                .env("TZ", tz),
+        );
         results.push((
             fs::read_to_string(out.join("digest")).unwrap(),
             snapshot(&out.join("image")),
@@ -208,6 +211,7 @@ fn identical_bytes_across_umask_tz_and_directories() {
 
 #[test]
 fn created_epoch_changes_digest_and_only_the_time() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let layers = sample_layers(tmp.path(), &[]);
     let a = oci::write_layout(
@@ -250,17 +254,10 @@ fn created_epoch_changes_digest_and_only_the_time() {
 
 #[test]
 fn blobs_parse_with_oci_spec_and_match_their_names() {
+    let _exclusive = support::exclusive();
     use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest, OciLayout};
     let tmp = tempfile::tempdir().unwrap();
-    let layers = sample_layers(tmp.path(), &[]);
-    let dir = tmp.path().join("image");
-    let digests = oci::write_layout(
-        &dir,
-        &layers,
-        &sample_config(EPOCH, &["/runtime", "serve"]),
-        TAG,
-    )
-    .unwrap();
+    let (dir, layers, digests) = sample_image(tmp.path(), TAG);
 
     assert_eq!(
         OciLayout::from_file(dir.join("oci-layout"))
@@ -352,6 +349,7 @@ fn blobs_parse_with_oci_spec_and_match_their_names() {
 
 #[test]
 fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let scratch = tmp.path().join("scratch");
     fs::create_dir(&scratch).unwrap();
@@ -427,6 +425,7 @@ fn bad_input_gives_clear_errors_and_leaves_nothing_behind() {
 
 #[test]
 fn archive_is_deterministic_and_holds_both_formats() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let layers = sample_layers(tmp.path(), &[]);
     let dir = tmp.path().join("image");
@@ -475,31 +474,17 @@ fn archive_is_deterministic_and_holds_both_formats() {
     );
 }
 
-fn skopeo(args: &[&str]) -> serde_json::Value {
-    let out = run(Command::new("skopeo").arg("--insecure-policy").args(args));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
+#[cfg_attr(not(have_skopeo), ignore = "needs skopeo")]
 fn skopeo_reads_the_layout_and_copies_it_to_a_docker_archive() {
-    if !common::require_tool("skopeo_reads_the_layout", "skopeo") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let layers = sample_layers(tmp.path(), &[]);
-    let dir = tmp.path().join("image");
-    let digests = oci::write_layout(
-        &dir,
-        &layers,
-        &sample_config(EPOCH, &["/runtime", "serve"]),
-        TAG,
-    )
-    .unwrap();
+    let (dir, _, digests) = sample_image(tmp.path(), TAG);
     let src = format!("oci:{}:1.0", dir.display());
-    let info = skopeo(&["inspect", &src]);
+    let info = support::skopeo(&["inspect", &src]);
     assert_eq!(info["Digest"], digests.manifest.as_str());
     assert_eq!(info["Layers"].as_array().unwrap().len(), 2);
-    let config = skopeo(&["inspect", "--config", &src]);
+    let config = support::skopeo(&["inspect", "--config", &src]);
     assert_eq!(
         config["config"]["Entrypoint"],
         serde_json::json!(["/runtime", "serve"])
@@ -507,15 +492,15 @@ fn skopeo_reads_the_layout_and_copies_it_to_a_docker_archive() {
     assert_eq!(config["created"], "2023-11-14T22:13:20Z");
 
     let archive = tmp.path().join("copied.tar");
-    run(Command::new("skopeo").args([
+    support::run(Command::new("skopeo").args([
         "--insecure-policy",
         "copy",
         &src,
         &format!("docker-archive:{}:{TAG}", archive.display()),
     ]));
-    let copied = skopeo(&["inspect", &format!("docker-archive:{}", archive.display())]);
+    let copied = support::skopeo(&["inspect", &format!("docker-archive:{}", archive.display())]);
     assert_eq!(copied["Layers"].as_array().unwrap().len(), 2);
-    let copied_config = skopeo(&[
+    let copied_config = support::skopeo(&[
         "inspect",
         "--config",
         &format!("docker-archive:{}", archive.display()),
@@ -524,36 +509,28 @@ fn skopeo_reads_the_layout_and_copies_it_to_a_docker_archive() {
 }
 
 #[test]
+#[cfg_attr(not(have_skopeo), ignore = "needs skopeo")]
 fn skopeo_reads_our_archive_as_docker_and_as_oci() {
-    if !common::require_tool("skopeo_reads_our_archive", "skopeo") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let layers = sample_layers(tmp.path(), &[]);
-    let dir = tmp.path().join("image");
     // The layout is tagged differently: the archive must rename it.
-    let digests = oci::write_layout(
-        &dir,
-        &layers,
-        &sample_config(EPOCH, &["/runtime", "serve"]),
-        "old-name:0",
-    )
-    .unwrap();
+    let (dir, layers, digests) = sample_image(tmp.path(), "old-name:0");
     let archive = tmp.path().join("image.tar");
     oci::write_archive(&dir, &archive, TAG).unwrap();
     let path = archive.display().to_string();
 
-    let docker = skopeo(&["inspect", &format!("docker-archive:{path}")]);
+    let docker = support::skopeo(&["inspect", &format!("docker-archive:{path}")]);
     assert_eq!(docker["Layers"].as_array().unwrap().len(), 2);
-    let docker_config = skopeo(&["inspect", "--config", &format!("docker-archive:{path}")]);
+    let docker_config =
+        support::skopeo(&["inspect", "--config", &format!("docker-archive:{path}")]);
     assert_eq!(
         docker_config["config"]["Entrypoint"],
         serde_json::json!(["/runtime", "serve"])
     );
 
-    let oci_info = skopeo(&["inspect", &format!("oci-archive:{path}")]);
+    let oci_info = support::skopeo(&["inspect", &format!("oci-archive:{path}")]);
     assert_eq!(oci_info["Digest"], digests.manifest.as_str());
-    let by_tag = skopeo(&["inspect", &format!("oci-archive:{path}:1.0")]);
+    let by_tag = support::skopeo(&["inspect", &format!("oci-archive:{path}:1.0")]);
     assert_eq!(by_tag["Digest"], digests.manifest.as_str());
 
     // Read every layer through each half, as `docker load`/`podman load` do. Through
@@ -568,7 +545,7 @@ fn skopeo_reads_our_archive_as_docker_and_as_oci() {
     .enumerate()
     {
         let out = tmp.path().join(format!("copy{i}"));
-        run(Command::new("skopeo").args([
+        support::run(Command::new("skopeo").args([
             "--insecure-policy",
             "copy",
             src,
@@ -614,21 +591,14 @@ fn static_hello(dir: &Path) -> Option<Vec<u8>> {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_umoci, have_runc, have_cc, have_static_libc)),
+    ignore = "needs root, umoci, runc, cc and a static libc"
+)]
 fn umoci_unpacks_and_runc_runs_the_image() {
-    let test = "umoci_unpacks_and_runc_runs_the_image";
-    if !common::require_root(test)
-        || !common::require_tool(test, "umoci")
-        || !common::require_tool(test, "runc")
-        || !common::require_tool(test, "cc")
-    {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let hello = static_hello(tmp.path());
-    if !common::skip_unless(hello.is_some(), test, "static libc (cc -static)") {
-        return;
-    }
-    let hello = hello.unwrap();
+    let hello = static_hello(tmp.path()).expect("cc -static, which build.rs found working");
     let layers = sample_layers(tmp.path(), &[("usr/bin/hello", 0o755, &hello)]);
     let dir = tmp.path().join("image");
     let mut config = sample_config(EPOCH, &["/usr/bin/hello"]);
@@ -636,10 +606,12 @@ fn umoci_unpacks_and_runc_runs_the_image() {
     oci::write_layout(&dir, &layers, &config, TAG).unwrap();
 
     let bundle = tmp.path().join("bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:1.0", dir.display()))
-        .arg(&bundle));
+    support::run(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:1.0", dir.display()))
+            .arg(&bundle),
+    );
     let rootfs = bundle.join("rootfs");
     assert_eq!(
         fs::read_to_string(rootfs.join("etc/hello.txt")).unwrap(),
@@ -690,7 +662,7 @@ fn umoci_unpacks_and_runc_runs_the_image() {
 }
 
 fn yaml(name: &str) -> serde_json::Value {
-    let path = common::repo_root().join("templates/k8s").join(name);
+    let path = support::repo_root().join("templates/k8s").join(name);
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -707,6 +679,7 @@ fn strings(v: &serde_json::Value) -> Vec<String> {
 /// capabilities as the image we write; a drift here would ship a pod that never gets ready.
 #[test]
 fn k8s_templates_and_containerfile_agree_with_the_image() {
+    let _exclusive = support::exclusive();
     let port = u64::from(oci::IMAGE_PORT);
     let deploy = yaml("deployment.yaml");
     assert_eq!(deploy["kind"], "Deployment");
@@ -823,7 +796,7 @@ fn k8s_templates_and_containerfile_agree_with_the_image() {
         yaml(&r);
     }
 
-    let containerfile = fs::read_to_string(common::repo_root().join("Containerfile")).unwrap();
+    let containerfile = fs::read_to_string(support::repo_root().join("Containerfile")).unwrap();
     assert!(containerfile.contains(&format!(
         "ENTRYPOINT [\"{}\", \"serve\"]",
         oci::IMAGE_RUNTIME_PATH
@@ -831,12 +804,14 @@ fn k8s_templates_and_containerfile_agree_with_the_image() {
     assert!(containerfile.contains(&format!("WORKDIR {}", oci::IMAGE_WORKDIR)));
     assert!(containerfile.contains(&format!("EXPOSE {port}/tcp")));
     assert!(prebake::bundle::DEFAULT_BUNDLE_DIR.starts_with(oci::IMAGE_WORKDIR));
-    let dockerignore = fs::read_to_string(common::repo_root().join(".dockerignore")).unwrap();
+    let dockerignore = fs::read_to_string(support::repo_root().join(".dockerignore")).unwrap();
     assert!(dockerignore.lines().any(|l| l == "target/"));
 }
 
 #[test]
+#[cfg_attr(not(have_skopeo), ignore = "needs skopeo")]
 fn zstd_layers_get_the_zstd_media_type_and_survive_a_copy() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let mut layers = sample_layers(tmp.path(), &[]);
     // Recompress the second layer as zstd (same tar, so the same diff_id).
@@ -874,11 +849,8 @@ fn zstd_layers_get_the_zstd_media_type_and_survive_a_copy() {
         ]
     );
 
-    if !common::require_tool("zstd_layers_survive_a_copy", "skopeo") {
-        return;
-    }
     let out = tmp.path().join("copy");
-    run(Command::new("skopeo").args([
+    support::run(Command::new("skopeo").args([
         "--insecure-policy",
         "copy",
         &format!("oci:{}:1.0", dir.display()),

@@ -1,8 +1,7 @@
 //! The runtime's rootfs unpacker against hostile archives (hand-built headers, since
 //! well-behaved builders refuse bad names) and against real bundles made by the writer.
 
-mod common;
-
+use crate::support;
 use prebake::bundle::{BundleManifest, FORMAT_VERSION};
 use prebake::plan::{Entry, EntryKind, Plan, Source};
 use prebake::rootfs::{file_name, rootfs_info, write_tar_file, TarOptions};
@@ -163,6 +162,7 @@ fn assert_refused(what: &str, archive: Vec<u8>, entry: &str) {
 
 #[test]
 fn hostile_archives_are_refused_and_write_nothing_outside() {
+    let _exclusive = support::exclusive();
     let a = Arena::new();
     let sentinel_abs = a.sentinel().to_str().unwrap().to_owned();
     let sentinel_rel = sentinel_abs.trim_start_matches('/').to_owned();
@@ -311,6 +311,7 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
 
 #[test]
 fn long_names_from_pax_and_gnu_headers_are_honoured() {
+    let _exclusive = support::exclusive();
     let arena = Arena::new();
     let long = format!("{}/{}", "p".repeat(120), "q".repeat(150));
     let gnu = format!("{}/file", "g".repeat(130));
@@ -448,6 +449,7 @@ fn check_sample_tree(root: &Path, flavour: &str) {
 
 #[test]
 fn archives_from_the_writer_extract_exactly() {
+    let _exclusive = support::exclusive();
     for c in [None, Some(Compression::Zstd), Some(Compression::Gzip)] {
         let dir = tempfile::tempdir().unwrap();
         let plan = sample_plan(&dir.path().join("host"), "one");
@@ -517,6 +519,7 @@ fn dir_names(p: &Path) -> Vec<String> {
 
 #[test]
 fn unpack_once_then_already_present_then_replace() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let bundle_a = dir.path().join("bundle-a");
     let manifest_a = make_bundle(&bundle_a, "one");
@@ -579,6 +582,7 @@ fn unpack_once_then_already_present_then_replace() {
 
 #[test]
 fn a_hostile_bundle_leaves_the_old_tree_and_no_temp_dir() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     let manifest = make_bundle(&bundle, "one");
@@ -609,6 +613,7 @@ fn a_hostile_bundle_leaves_the_old_tree_and_no_temp_dir() {
 
 #[test]
 fn stale_temp_dirs_from_a_killed_unpack_are_swept() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     let manifest = make_bundle(&bundle, "one");
@@ -621,6 +626,7 @@ fn stale_temp_dirs_from_a_killed_unpack_are_swept() {
 
 #[test]
 fn an_empty_existing_root_is_replaced() {
+    let _exclusive = support::exclusive();
     // Images often create the sandbox directory empty; the exchange must handle it.
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
@@ -633,6 +639,7 @@ fn an_empty_existing_root_is_replaced() {
 
 #[test]
 fn an_uncompressed_directory_bundle_is_used_in_place() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     fs::create_dir_all(bundle.join("rootfs/usr")).unwrap();
@@ -647,6 +654,7 @@ fn an_uncompressed_directory_bundle_is_used_in_place() {
 
 #[test]
 fn an_unknown_compression_is_refused_by_name() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let mut manifest = make_bundle(&dir.path().join("bundle"), "one");
     manifest.rootfs.compression = "xz".into();
@@ -657,6 +665,7 @@ fn an_unknown_compression_is_refused_by_name() {
 
 #[test]
 fn a_truncated_archive_is_an_error() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let plan = sample_plan(&dir.path().join("host"), "one");
     let path = dir.path().join("r.tar.zst");
@@ -679,11 +688,10 @@ fn a_truncated_archive_is_an_error() {
 /// The harmless /dev nodes the plan may carry come back as real device nodes (as root), and
 /// the same path with other device numbers is refused.
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn safe_dev_nodes_are_created_and_others_refused() {
+    let _exclusive = support::exclusive();
     use std::os::unix::fs::FileTypeExt;
-    if !common::require_root("safe_dev_nodes_are_created_and_others_refused") {
-        return;
-    }
     let mut plan = Plan::new();
     plan.add_dir("/dev", 0o755, "t").unwrap();
     plan.insert(
@@ -731,6 +739,7 @@ fn mode_at(root: &Path, p: &str) -> u32 {
 /// the sticky bit. `tmp` keeps its 1777.
 #[test]
 fn world_writable_and_sticky_modes_are_neutralized_except_tmp() {
+    let _exclusive = support::exclusive();
     let arena = Arena::new();
     let archive = Tar::new()
         .member("tmp/", b'5', 0o1777, "", b"")
@@ -767,6 +776,7 @@ fn world_writable_and_sticky_modes_are_neutralized_except_tmp() {
 /// chmod the host's /run). Such archives are refused, naming the entry.
 #[test]
 fn symlinks_and_wrong_types_at_runtime_paths_are_refused() {
+    let _exclusive = support::exclusive();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "tmp -> /run",
@@ -895,6 +905,7 @@ fn many_files_bundle(dir: &Path, n: usize) -> BundleManifest {
 /// the tree present.
 #[test]
 fn concurrent_unpacks_of_one_root_both_succeed() {
+    let _exclusive = support::exclusive();
     const N: usize = 4000;
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
@@ -952,6 +963,7 @@ fn concurrent_unpacks_of_one_root_both_succeed() {
 /// a link, naming the path; absent paths are fine.
 #[test]
 fn check_runtime_paths_finds_symlinks_and_wrong_types_without_following_them() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let host = dir.path().join("host-run");
     fs::create_dir(&host).unwrap();
@@ -1019,6 +1031,7 @@ fn check_runtime_paths_finds_symlinks_and_wrong_types_without_following_them() {
 /// uses it.
 #[test]
 fn an_in_place_rootfs_with_a_symlinked_tmp_is_refused() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     fs::create_dir_all(bundle.join("rootfs/usr")).unwrap();
@@ -1038,6 +1051,7 @@ fn an_in_place_rootfs_with_a_symlinked_tmp_is_refused() {
 /// planted link pointed at is left alone.
 #[test]
 fn a_present_tree_with_a_symlinked_tmp_is_unpacked_again() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     let manifest = make_bundle(&bundle, "one");
@@ -1065,6 +1079,7 @@ fn a_present_tree_with_a_symlinked_tmp_is_unpacked_again() {
 /// started together do): both succeed, one unpacks, the other finds the tree.
 #[test]
 fn concurrent_runtime_unpack_processes_both_succeed() {
+    let _exclusive = support::exclusive();
     const N: usize = 4000;
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
@@ -1077,7 +1092,7 @@ fn concurrent_runtime_unpack_processes_both_succeed() {
     let sandbox = dir.path().join("sandbox");
     let root = sandbox.join("root");
     let spawn = || {
-        std::process::Command::new(common::bin("runtime"))
+        std::process::Command::new(support::bin("runtime"))
             .arg("unpack")
             .arg("--bundle")
             .arg(&bundle)
@@ -1137,6 +1152,7 @@ fn concurrent_runtime_unpack_processes_both_succeed() {
 /// root, so it works where the root's parent is read-only once the tree is in place.
 #[test]
 fn an_already_present_tree_needs_no_write_beside_the_root() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     let manifest = make_bundle(&bundle, "one");

@@ -2,10 +2,8 @@
 //! client went away, but the sandboxed run goes on to its deadline. It must keep its worker
 //! slot until it ends, so `max_workers` holds however clients behave.
 
-mod common;
-mod runtime_common;
-
-use runtime_common::{Server, KEY};
+use crate::support;
+use crate::support::runtime::{Server, KEY};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::TcpStream;
@@ -15,10 +13,9 @@ use std::time::{Duration, Instant};
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn max_workers_holds_when_clients_disconnect() {
-    if !common::require_root("max_workers_holds_when_clients_disconnect") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = Server::start("max_workers: 2\nmax_requests: 50\nworker_timeout: 5\n", &[]);
     let body = r#"{"language": "python3", "code": "import time\ntime.sleep(1.5)\nprint('done')", "enable_network": false}"#;
@@ -42,7 +39,7 @@ fn max_workers_holds_when_clients_disconnect() {
     let mut seen = BTreeSet::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(8) {
-        let uids: BTreeSet<u32> = runtime_common::pool_processes()
+        let uids: BTreeSet<u32> = support::runtime::pool_processes()
             .into_iter()
             .map(|(_, uid)| uid)
             .collect();
@@ -56,29 +53,17 @@ fn max_workers_holds_when_clients_disconnect() {
     let d = s.run_py("print('after')");
     assert_eq!(d["stdout"], "after\n", "{d}");
     assert_eq!(s.stop().code(), Some(0));
-    assert!(runtime_common::leftover_pool_processes().is_empty());
+    assert!(support::runtime::leftover_pool_processes().is_empty());
 }
 
 /// Entries of the sandbox root's /tmp that chroot mode's per-run directories left behind.
-fn run_dirs_left() -> Vec<String> {
-    std::fs::read_dir(runtime_common::root().join("tmp"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("run-") || n.starts_with(".trash-"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn a_thousand_requests_with_disconnecting_clients() {
+    let _exclusive = support::exclusive();
     // 1,000 requests from 8 clients at once against 4 workers, every other client gone
     // 0-30 ms after sending: never more than max_workers runs at once, every run whose client
     // waited succeeds, and nothing is left behind. In both isolation modes.
-    if !common::require_root("a_thousand_requests_with_disconnecting_clients") {
-        return;
-    }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const WORKERS: usize = 4;
     const CLIENTS: usize = 8;
@@ -96,7 +81,7 @@ fn a_thousand_requests_with_disconnecting_clients() {
             std::thread::spawn(move || {
                 let mut most = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let uids: BTreeSet<u32> = runtime_common::pool_processes()
+                    let uids: BTreeSet<u32> = support::runtime::pool_processes()
                         .into_iter()
                         .map(|(_, uid)| uid)
                         .collect();
@@ -112,7 +97,7 @@ fn a_thousand_requests_with_disconnecting_clients() {
             .map(|c| {
                 let url = url.clone();
                 std::thread::spawn(move || {
-                    let agent = runtime_common::agent();
+                    let agent = support::runtime::agent();
                     let mut failures = Vec::new();
                     for i in 0..PER_CLIENT {
                         if (c + i) % 2 == 0 {
@@ -151,7 +136,7 @@ fn a_thousand_requests_with_disconnecting_clients() {
             .collect();
         // Let abandoned runs finish.
         let start = Instant::now();
-        while !runtime_common::pool_processes().is_empty()
+        while !support::runtime::pool_processes().is_empty()
             && start.elapsed() < Duration::from_secs(15)
         {
             std::thread::sleep(Duration::from_millis(50));
@@ -170,9 +155,9 @@ fn a_thousand_requests_with_disconnecting_clients() {
         );
         assert_eq!(s.run_py("print('after')")["stdout"], "after\n", "ns={ns}");
         assert_eq!(s.stop().code(), Some(0), "ns={ns}");
-        let left = runtime_common::leftover_pool_processes();
+        let left = support::runtime::leftover_pool_processes();
         assert!(left.is_empty(), "ns={ns}: leftover processes {left:?}");
-        let dirs = run_dirs_left();
+        let dirs = support::runtime::run_dirs_left();
         assert!(dirs.is_empty(), "ns={ns}: run directories left {dirs:?}");
     }
 }

@@ -2,9 +2,7 @@
 //! the real tools: skopeo, umoci and runc from Debian. The container runs with Docker's
 //! default capabilities only.
 
-mod common;
-
-use common::*;
+use crate::support;
 use serde_json::{json, Value};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -42,13 +40,8 @@ fn default_spec() -> &'static str {
 /// `prebake ARGS` with `umask` applied in a shell first (the umask is per process, so this
 /// keeps parallel tests out of each other's way).
 fn prebake(args: &[&str], umask: &str, envs: &[(&str, &str)]) -> Output {
-    let mut c = Command::new("sh");
-    c.arg("-c")
-        .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
-        .arg(bin("prebake"))
-        .args(args)
-        .current_dir(repo_root())
-        .env("SOURCE_DATE_EPOCH", EPOCH);
+    let mut c = support::prebake_under_umask(umask, args);
+    c.env("SOURCE_DATE_EPOCH", EPOCH);
     for (k, v) in envs {
         c.env(k, v);
     }
@@ -56,13 +49,7 @@ fn prebake(args: &[&str], umask: &str, envs: &[(&str, &str)]) -> Output {
 }
 
 fn ok(o: &Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    support::assert_success(o, what);
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -97,11 +84,6 @@ fn image(layout: &Path) -> (String, Value, Value) {
     (digest, manifest, config)
 }
 
-fn sha256_file(p: &Path) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(fs::read(p).unwrap()))
-}
-
 /// One build (with --tag and --archive) shared by the tests that only read it.
 struct Shared {
     _tmp: tempfile::TempDir,
@@ -133,6 +115,7 @@ fn shared() -> &'static Shared {
 
 #[test]
 fn image_config_layers_and_summary() {
+    let _exclusive = support::exclusive();
     let s = shared();
     let layout = s.out.join("image");
     assert_eq!(
@@ -180,7 +163,7 @@ fn image_config_layers_and_summary() {
         );
         let b = blob(&layout, l["digest"].as_str().unwrap());
         assert_eq!(fs::metadata(&b).unwrap().len(), l["size"].as_u64().unwrap());
-        assert_eq!(format!("sha256:{}", sha256_file(&b)), l["digest"]);
+        assert_eq!(format!("sha256:{}", support::sha256_file(&b)), l["digest"]);
     }
     // The layers' contents, read back with GNU tar (an independent reader).
     let list = |i: usize| {
@@ -234,6 +217,7 @@ fn image_config_layers_and_summary() {
 
 #[test]
 fn image_digest_is_reproducible_and_follows_source_date_epoch() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a/out");
     let b = tmp.path().join("b/elsewhere/out");
@@ -264,7 +248,11 @@ fn image_digest_is_reproducible_and_follows_source_date_epoch() {
         fs::read(a.join("image/index.json")).unwrap(),
         fs::read(b.join("image/index.json")).unwrap()
     );
-    assert_eq!(sha256_file(&aa), sha256_file(&ba), "archives differ");
+    assert_eq!(
+        support::sha256_file(&aa),
+        support::sha256_file(&ba),
+        "archives differ"
+    );
     // Another epoch: a different image whose only times are that epoch.
     assert_ne!(da, dc);
     assert_eq!(ca["created"], EPOCH_RFC3339);
@@ -282,28 +270,21 @@ fn image_digest_is_reproducible_and_follows_source_date_epoch() {
     }
 }
 
-fn skopeo(args: &[&str]) -> Value {
-    let o = Command::new("skopeo").args(args).output().unwrap();
-    serde_json::from_str(&ok(&o, &format!("skopeo {args:?}"))).unwrap()
-}
-
 #[test]
+#[cfg_attr(not(have_skopeo), ignore = "needs skopeo")]
 fn skopeo_reads_the_layout_and_the_archive() {
-    let test = "skopeo_reads_the_layout_and_the_archive";
-    if !require_tool(test, "skopeo") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let s = shared();
     let layout = s.out.join("image");
     let (digest, _, config_blob) = image(&layout);
     let oci_ref = format!("oci:{}:1.0", layout.display());
-    let inspected = skopeo(&["inspect", &oci_ref]);
+    let inspected = support::skopeo(&["inspect", &oci_ref]);
     assert_eq!(inspected["Digest"], digest.as_str());
     assert_eq!(
         inspected["Architecture"],
         prebake::oci::host_architecture().unwrap()
     );
-    let config = skopeo(&["inspect", "--config", &oci_ref]);
+    let config = support::skopeo(&["inspect", "--config", &oci_ref]);
     assert_eq!(
         config["config"]["Entrypoint"],
         json!(["/usr/local/bin/runtime", "serve"])
@@ -318,7 +299,7 @@ fn skopeo_reads_the_layout_and_the_archive() {
         .output()
         .unwrap();
     ok(&o, "skopeo copy");
-    let d = skopeo(&["inspect", &format!("docker-archive:{}", copied.display())]);
+    let d = support::skopeo(&["inspect", &format!("docker-archive:{}", copied.display())]);
     assert_eq!(d["Labels"], inspected["Labels"], "{d}");
     let o = Command::new("tar")
         .arg("-xOf")
@@ -333,11 +314,11 @@ fn skopeo_reads_the_layout_and_the_archive() {
     );
 
     // ...and our own archive is both.
-    let docker = skopeo(&[
+    let docker = support::skopeo(&[
         "inspect",
         &format!("docker-archive:{}", s.archive.display()),
     ]);
-    let oci = skopeo(&["inspect", &format!("oci-archive:{}", s.archive.display())]);
+    let oci = support::skopeo(&["inspect", &format!("oci-archive:{}", s.archive.display())]);
     assert_eq!(oci["Digest"], digest.as_str());
     // docker archives name layers by their uncompressed digests (the config's diff_ids).
     assert_eq!(docker["Layers"], config_blob["rootfs"]["diff_ids"]);
@@ -346,11 +327,9 @@ fn skopeo_reads_the_layout_and_the_archive() {
 }
 
 #[test]
+#[cfg_attr(not(have_skopeo), ignore = "needs skopeo")]
 fn zstd_layers_are_written_and_read() {
-    let test = "zstd_layers_are_written_and_read";
-    if !require_tool(test, "skopeo") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     build(&out, &["--layer-compression", "zstd"], "022", &[]);
@@ -361,7 +340,7 @@ fn zstd_layers_are_written_and_read() {
             "application/vnd.oci.image.layer.v1.tar+zstd"
         );
     }
-    let inspected = skopeo(&[
+    let inspected = support::skopeo(&[
         "inspect",
         &format!("oci:{}:latest", out.join("image").display()),
     ]);
@@ -424,16 +403,13 @@ fn container_id(what: &str) -> String {
     format!("prebake-oci-image-{what}-{}", std::process::id())
 }
 
-fn runc_tools(test: &str) -> bool {
-    require_root(test) && require_tool(test, "umoci") && require_tool(test, "runc")
-}
-
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_umoci, have_runc)),
+    ignore = "needs root, umoci and runc"
+)]
 fn runc_runs_runtime_exec_with_docker_default_caps() {
-    let test = "runc_runs_runtime_exec_with_docker_default_caps";
-    if !runc_tools(test) {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let script = tmp.path().join("script.py");
     fs::write(
@@ -464,20 +440,13 @@ fn runc_runs_runtime_exec_with_docker_default_caps() {
     assert_eq!(stdout, "hello from (3, 11) uid True\n45\n");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_umoci, have_runc)),
+    ignore = "needs root, umoci and runc"
+)]
 fn runtime_serve_under_runc_answers_the_host() {
-    let test = "runtime_serve_under_runc_answers_the_host";
-    if !runc_tools(test) {
-        return;
-    }
+    let _exclusive = support::exclusive();
     // With Docker's capabilities there are no namespaces to make: the probe says so, and
     // runs share the container's pid namespace.
     let caps_line = serve_under_runc("serve", &[], "False");
@@ -491,11 +460,12 @@ fn runtime_serve_under_runc_answers_the_host() {
 /// What docs/oci.md promises for `--cap-add SYS_ADMIN`: full isolation, each run pid 1 of
 /// its own pid namespace.
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_umoci, have_runc)),
+    ignore = "needs root, umoci and runc"
+)]
 fn runtime_serve_under_runc_with_sys_admin_uses_namespaces() {
-    let test = "runtime_serve_under_runc_with_sys_admin_uses_namespaces";
-    if !runc_tools(test) {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let caps_line = serve_under_runc("serve-sysadmin", &["CAP_SYS_ADMIN"], "True");
     assert!(caps_line.contains("mount_ns=yes"), "{caps_line}");
     assert!(caps_line.contains("pid_ns=yes"), "{caps_line}");
@@ -506,7 +476,7 @@ fn runtime_serve_under_runc_with_sys_admin_uses_namespaces() {
 /// `os.getpid() == 1` inside the sandbox) and return the runtime's capabilities log line.
 fn serve_under_runc(what: &str, extra_caps: &[&str], pid_one: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = support::free_port();
     // The Entrypoint as the image has it; only env, capabilities and the network namespace
     // change.
     let (bundle, mut spec) = runc_bundle(tmp.path(), &["/usr/local/bin/runtime", "serve"]);
@@ -619,6 +589,7 @@ fn expect_failure(tmp: &Path, extra: &[&str], needles: &[&str]) {
 
 #[test]
 fn bad_input_fails_before_any_work() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     expect_failure(
@@ -671,6 +642,7 @@ fn bad_input_fails_before_any_work() {
 
 #[test]
 fn no_image_writes_the_bundle_alone() {
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let summary = build(&out, &["--no-image"], "022", &[]);
@@ -682,7 +654,8 @@ fn no_image_writes_the_bundle_alone() {
 /// The Containerfile's `prebake build` line only uses flags the CLI has.
 #[test]
 fn containerfile_uses_real_build_flags() {
-    let text = fs::read_to_string(repo_root().join("Containerfile")).unwrap();
+    let _exclusive = support::exclusive();
+    let text = fs::read_to_string(support::repo_root().join("Containerfile")).unwrap();
     // The RUN line (the comments mention `prebake build` too).
     let start = text
         .find("prebake build \"")
@@ -694,7 +667,7 @@ fn containerfile_uses_real_build_flags() {
             break;
         }
     }
-    let help = Command::new(bin("prebake"))
+    let help = Command::new(support::bin("prebake"))
         .args(["build", "--help"])
         .output()
         .unwrap();

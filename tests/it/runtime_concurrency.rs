@@ -1,10 +1,8 @@
 //! 200 requests from 20 client threads with max_workers 4: all correct, and afterwards no
 //! leftover processes, mounts or temporary files. Both isolation modes.
 
-mod common;
-mod runtime_common;
-
-use runtime_common::{leftover_pool_processes, Server, KEY};
+use crate::support;
+use crate::support::runtime::{leftover_pool_processes, Server, KEY};
 use serde_json::{json, Value};
 
 fn mounts_under(dir: &std::path::Path) -> Vec<String> {
@@ -18,11 +16,10 @@ fn mounts_under(dir: &std::path::Path) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn two_hundred_requests_twenty_clients() {
-    if !common::require_root("two_hundred_requests_twenty_clients") {
-        return;
-    }
-    let rootfs = runtime_common::root().to_path_buf();
+    let _exclusive = support::exclusive();
+    let rootfs = support::runtime::root().to_path_buf();
     for ns in [true, false] {
         let s = Server::start(
             &format!("max_workers: 4\nmax_requests: 100\nworker_timeout: 20\nnamespaces: {ns}\n"),
@@ -33,7 +30,7 @@ fn two_hundred_requests_twenty_clients() {
             .map(|t| {
                 let url = url.clone();
                 std::thread::spawn(move || {
-                    let agent = runtime_common::agent();
+                    let agent = support::runtime::agent();
                     for i in 0..10u32 {
                         let n = t * 1000 + i;
                         let code = format!(

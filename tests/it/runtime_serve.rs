@@ -1,24 +1,17 @@
 //! `runtime serve`: every row of shared/api.md, Dify's runner, output fidelity, config.
 
-mod common;
-mod runtime_common;
-
-use runtime_common::{Server, KEY};
+use crate::support;
+use crate::support::runtime::{Server, KEY};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-fn root(test: &str) -> bool {
-    common::require_root(test)
-}
-
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn auth_and_bad_requests() {
-    if !root("auth_and_bad_requests") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     // Network is on by default (as dify-sandbox ships it); the operator turns it off here.
     let s = Server::start("enable_network: false\n", &[]);
-    let ag = runtime_common::agent();
+    let ag = support::runtime::agent();
     let body = json!({"language": "python3", "code": "print(1)"});
     // 401 without and with a wrong key, on every /v1 route.
     for key in [None, Some("wrong"), Some("")] {
@@ -118,13 +111,12 @@ fn auth_and_bad_requests() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn dify_runner_outputs_and_errors() {
-    if !root("dify_runner_outputs_and_errors") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let s = Server::start("", &[]);
     // Dify's Python runner with inputs.
-    use runtime_common::b64::encode;
+    use support::runtime::b64::encode;
     let inputs = json!({"a": 2, "b": "x"});
     let user = "def main(a: int, b: str) -> dict:\n    return {'result': a * 21, 'text': b * 3, 'ü': [1, None]}\n";
     let code = format!(
@@ -194,10 +186,9 @@ fn dify_runner_outputs_and_errors() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn preload_runs_inside_the_sandbox() {
-    if !root("preload_runs_inside_the_sandbox") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let s = Server::start("enable_preload: true\n", &[]);
     let (_, v) = s.post(
         "/v1/sandbox/run",
@@ -207,17 +198,16 @@ fn preload_runs_inside_the_sandbox() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn too_many_requests_and_graceful_shutdown() {
-    if !root("too_many_requests_and_graceful_shutdown") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let s = Server::start("max_workers: 1\nmax_requests: 2\nworker_timeout: 10\n", &[]);
     let url = s.url("/v1/sandbox/run");
     let handles: Vec<_> = (0..5)
         .map(|_| {
             let url = url.clone();
             std::thread::spawn(move || {
-                let mut r = runtime_common::agent()
+                let mut r = support::runtime::agent()
                     .post(&url)
                     .header("X-Api-Key", KEY)
                     .send_json(json!({"language": "python3", "code": "import time\ntime.sleep(1)\nprint('slept')"}))
@@ -246,7 +236,7 @@ fn too_many_requests_and_graceful_shutdown() {
     // SIGTERM while a run is in flight: the run finishes, then the server exits 0.
     let url2 = url.clone();
     let inflight = std::thread::spawn(move || {
-        let mut r = runtime_common::agent()
+        let mut r = support::runtime::agent()
             .post(&url2)
             .header("X-Api-Key", KEY)
             .send_json(json!({"language": "python3", "code": "import time\ntime.sleep(1)\nprint('finished')"}))
@@ -261,25 +251,24 @@ fn too_many_requests_and_graceful_shutdown() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn config_rules() {
-    if !root("config_rules") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     // An empty key refuses to start, naming the key and the variable.
-    let out = std::process::Command::new(common::bin("runtime"))
+    let out = std::process::Command::new(support::bin("runtime"))
         .args(["serve", "--config", "/nonexistent/config.yaml"])
         .arg("--bundle")
-        .arg(runtime_common::bundle())
+        .arg(support::runtime::bundle())
         .env_remove("API_KEY")
         .output()
         .unwrap();
     assert!(!out.status.success());
     // A missing explicit --config is an error; with no file and no API_KEY the key is empty.
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(common::bin("runtime"))
+    let out = std::process::Command::new(support::bin("runtime"))
         .arg("serve")
         .arg("--bundle")
-        .arg(runtime_common::bundle())
+        .arg(support::runtime::bundle())
         .current_dir(dir.path())
         .env_remove("API_KEY")
         .output()
@@ -298,7 +287,7 @@ fn config_rules() {
     assert!(log.contains("python_lib_path ignored"), "{log}");
     assert!(log.contains("allowed_syscalls [1] ignored"), "{log}");
     // The key from the environment is the one in force.
-    let mut r = runtime_common::agent()
+    let mut r = support::runtime::agent()
         .post(&s.url("/v1/sandbox/run"))
         .header("X-Api-Key", "dify-sandbox")
         .send_json(json!({"language": "python3", "code": "print(1)"}))
@@ -312,12 +301,11 @@ fn config_rules() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn request_body_limit_is_explicit() {
-    if !root("request_body_limit_is_explicit") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let s = Server::start("limits:\n  request_bytes: 1048576\n", &[]);
-    let ag = runtime_common::agent();
+    let ag = support::runtime::agent();
     let post = |key: &str, code: String| {
         ag.post(&s.url("/v1/sandbox/run"))
             .header("X-Api-Key", key)

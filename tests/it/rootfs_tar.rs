@@ -1,12 +1,11 @@
 //! The rootfs tarball writer against real readers: GNU tar, Python's tarfile, the zstd and
 //! gzip command-line tools, and reproducibility across runs, copies, umasks and epochs.
 
-mod common;
-
+use crate::support;
 use prebake::plan::{Entry, EntryKind, Plan, Source};
 use prebake::rootfs::{write_tar, write_tar_file, RootfsError, TarOptions, TarStats};
 use prebake::spec::Compression;
-use sha2::{Digest, Sha256};
+
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -194,10 +193,6 @@ fn tar_bytes(plan: &Plan, compression: Option<Compression>, mtime: u64) -> (Vec<
     (out, stats)
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 struct Fixture {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -242,53 +237,39 @@ fn expected_members() -> Vec<(String, u32, char, String)> {
         ),
         ("usr/lib/long-link".into(), 0o777, 'l', long_target()),
     ];
-    let mut acc = String::new();
-    for c in long_dir().split('/') {
-        acc = if acc.is_empty() {
-            c.to_string()
-        } else {
-            format!("{acc}/{c}")
-        };
-        v.push((format!("{acc}/"), 0o755, 'd', String::new()));
+    for (dir, file) in [
+        (long_dir(), "file-in-long-dir"),
+        (longer_dir(), "deep-file"),
+    ] {
+        let mut acc = String::new();
+        for c in dir.split('/') {
+            acc = if acc.is_empty() {
+                c.to_string()
+            } else {
+                format!("{acc}/{c}")
+            };
+            v.push((format!("{acc}/"), 0o755, 'd', String::new()));
+        }
+        v.push((format!("{dir}/{file}"), 0o644, '-', String::new()));
     }
-    v.push((
-        format!("{}/file-in-long-dir", long_dir()),
-        0o644,
-        '-',
-        String::new(),
-    ));
-    let mut acc = String::new();
-    for c in longer_dir().split('/') {
-        acc = if acc.is_empty() {
-            c.to_string()
-        } else {
-            format!("{acc}/{c}")
-        };
-        v.push((format!("{acc}/"), 0o755, 'd', String::new()));
-    }
-    v.push((
-        format!("{}/deep-file", longer_dir()),
-        0o644,
-        '-',
-        String::new(),
-    ));
     v.sort();
     v
 }
 
 #[test]
 fn same_bytes_on_every_run_and_every_compression() {
+    let _exclusive = support::exclusive();
     let f = fixture();
     for c in [None, Some(Compression::Zstd), Some(Compression::Gzip)] {
         let (a, sa) = tar_bytes(&f.plan, c, 0);
         let (b, sb) = tar_bytes(&f.plan, c, 0);
-        assert_eq!(sha256(&a), sha256(&b), "{c:?}");
+        assert_eq!(support::sha256(&a), support::sha256(&b), "{c:?}");
         assert_eq!(sa, sb);
-        assert_eq!(sa.sha256_compressed, sha256(&a));
+        assert_eq!(sa.sha256_compressed, support::sha256(&a));
         assert_eq!(sa.size_compressed, a.len() as u64);
     }
     let (plain, stats) = tar_bytes(&f.plan, None, 0);
-    assert_eq!(stats.sha256_uncompressed, sha256(&plain));
+    assert_eq!(stats.sha256_uncompressed, support::sha256(&plain));
     assert_eq!(plain.len() % 512, 0);
     assert!(
         plain[plain.len() - 1024..].iter().all(|&b| b == 0),
@@ -303,6 +284,7 @@ fn same_bytes_on_every_run_and_every_compression() {
 
 #[test]
 fn same_bytes_from_a_copy_made_in_reverse_order_with_another_umask() {
+    let _exclusive = support::exclusive();
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("a-different-place");
@@ -337,6 +319,7 @@ fn header_offsets(tar: &[u8]) -> Vec<usize> {
 
 #[test]
 fn source_date_epoch_changes_only_mtimes() {
+    let _exclusive = support::exclusive();
     let f = fixture();
     let (a, _) = tar_bytes(&f.plan, None, 0);
     let (b, _) = tar_bytes(&f.plan, None, 1_700_000_000);
@@ -385,10 +368,9 @@ fn write_to(dir: &Path, name: &str, plan: &Plan, c: Option<Compression>) -> (Pat
 }
 
 #[test]
+#[cfg_attr(not(have_tar), ignore = "needs tar")]
 fn gnu_tar_lists_the_expected_members() {
-    if !common::require_tool("gnu_tar_lists_the_expected_members", "tar") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let f = fixture();
     let out = tempfile::tempdir().unwrap();
     let (path, _) = write_to(out.path(), "rootfs.tar", &f.plan, None);
@@ -452,12 +434,7 @@ type PyMember = (
 
 #[test]
 fn python_tarfile_reads_names_modes_links_and_owner() {
-    if !common::require_tool(
-        "python_tarfile_reads_names_modes_links_and_owner",
-        "python3",
-    ) {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let f = fixture();
     let out = tempfile::tempdir().unwrap();
     let (path, _) = write_to(
@@ -503,22 +480,25 @@ print(json.dumps(out))
 }
 
 #[test]
+#[cfg_attr(not(all(have_zstd, have_gzip)), ignore = "needs zstd and gzip")]
 fn compressed_outputs_decompress_to_the_digested_tar() {
+    let _exclusive = support::exclusive();
     let f = fixture();
     let out = tempfile::tempdir().unwrap();
     let (plain_path, plain) = write_to(out.path(), "rootfs.tar", &f.plan, None);
     let plain_bytes = fs::read(&plain_path).unwrap();
-    assert_eq!(sha256(&plain_bytes), plain.sha256_uncompressed);
+    assert_eq!(support::sha256(&plain_bytes), plain.sha256_uncompressed);
     for (tool, name, c) in [
         ("zstd", "rootfs.tar.zst", Compression::Zstd),
         ("gzip", "rootfs.tar.gz", Compression::Gzip),
     ] {
-        if !common::require_tool("compressed_outputs_decompress_to_the_digested_tar", tool) {
-            continue;
-        }
         let (path, stats) = write_to(out.path(), name, &f.plan, Some(c));
         let compressed = fs::read(&path).unwrap();
-        assert_eq!(sha256(&compressed), stats.sha256_compressed, "{tool}");
+        assert_eq!(
+            support::sha256(&compressed),
+            stats.sha256_compressed,
+            "{tool}"
+        );
         assert_eq!(compressed.len() as u64, stats.size_compressed, "{tool}");
         assert!(stats.size_compressed < stats.size_uncompressed, "{tool}");
         if c == Compression::Zstd {
@@ -541,7 +521,11 @@ fn compressed_outputs_decompress_to_the_digested_tar() {
             "{tool}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        assert_eq!(sha256(&o.stdout), stats.sha256_uncompressed, "{tool}");
+        assert_eq!(
+            support::sha256(&o.stdout),
+            stats.sha256_uncompressed,
+            "{tool}"
+        );
         assert_eq!(
             stats.sha256_uncompressed, plain.sha256_uncompressed,
             "{tool}"
@@ -562,6 +546,7 @@ fn compressed_outputs_decompress_to_the_digested_tar() {
 
 #[test]
 fn a_source_that_grows_while_read_is_an_error_and_leaves_no_file() {
+    let _exclusive = support::exclusive();
     // /proc files report size 0 but have content: exactly a file whose size is not what the
     // header promised.
     let mut plan = Plan::new();
@@ -599,6 +584,7 @@ fn a_source_that_grows_while_read_is_an_error_and_leaves_no_file() {
 
 #[test]
 fn a_missing_source_names_the_file_and_the_entry() {
+    let _exclusive = support::exclusive();
     let mut plan = Plan::new();
     plan.add_parents("/usr/lib/gone.so", "test").unwrap();
     plan.insert(
@@ -622,6 +608,7 @@ fn a_missing_source_names_the_file_and_the_entry() {
 
 #[test]
 fn progress_reports_all_file_data() {
+    let _exclusive = support::exclusive();
     let f = fixture();
     let mut last = 0;
     let mut calls = 0;
@@ -649,6 +636,7 @@ fn progress_reports_all_file_data() {
 /// sticky bit, whatever the host had.
 #[test]
 fn no_world_writable_entry_but_tmp() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let shared = dir.path().join("var/tmp");
     let venv = shared.join("venv");

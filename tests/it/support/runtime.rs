@@ -35,7 +35,7 @@ pub fn fixture(
         let dir = base.join("bundle");
         let stale = match (
             std::fs::metadata(dir.join("bundle.json")).and_then(|m| m.modified()),
-            std::fs::metadata(super::common::bin("prebake")).and_then(|m| m.modified()),
+            std::fs::metadata(super::bin("prebake")).and_then(|m| m.modified()),
         ) {
             (Ok(built), Ok(bin)) => built < bin,
             _ => true,
@@ -45,7 +45,7 @@ pub fn fixture(
             let _ = std::fs::remove_dir_all(&work);
             build(&work);
             let _ = std::fs::remove_dir_all(&dir);
-            // Another test binary may have won the race; either copy is fine.
+            // Another test process may have won the race; either copy is fine.
             if std::fs::rename(work.join("out/bundle"), &dir).is_err() {
                 assert!(dir.join("bundle.json").exists());
             }
@@ -75,16 +75,6 @@ pub fn root() -> &'static Path {
     python_fixture().root
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The fixture: a venv of [`PYTHON`] holding one tiny distribution (`prebake-test-dist`, for
 /// the dependencies routes), built into a bundle by the real `prebake build` with the real
 /// seccomp policy.
@@ -97,9 +87,11 @@ pub fn build_bundle(work: &Path) {
     ));
     let _ = std::fs::remove_dir_all(&venv);
     std::fs::create_dir_all(work).unwrap();
-    run(Command::new(PYTHON)
-        .args(["-m", "venv", "--without-pip"])
-        .arg(&venv));
+    super::run(
+        Command::new(PYTHON)
+            .args(["-m", "venv", "--without-pip"])
+            .arg(&venv),
+    );
     let site = venv.join("lib/python3.11/site-packages");
     let info = site.join("prebake_test_dist-1.0.dist-info");
     std::fs::create_dir_all(&info).unwrap();
@@ -123,20 +115,14 @@ pub fn build_bundle(work: &Path) {
         ),
     )
     .unwrap();
-    run(Command::new(super::common::bin("prebake"))
-        .arg("build")
-        .arg(&spec)
-        .arg("--out")
-        .arg(work.join("out")));
+    super::run(
+        Command::new(super::bin("prebake"))
+            .arg("build")
+            .arg(&spec)
+            .arg("--out")
+            .arg(work.join("out")),
+    );
     let _ = std::fs::remove_dir_all(&venv);
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A `runtime serve` child process with its own config and sandbox root.
@@ -187,7 +173,7 @@ impl Server {
         wrapper: &[&str],
     ) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = super::free_port();
         let cfg = dir.path().join("config.yaml");
         std::fs::write(
             &cfg,
@@ -197,10 +183,10 @@ impl Server {
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
-                c.args(rest).arg(super::common::bin("runtime"));
+                c.args(rest).arg(super::bin("runtime"));
                 c
             }
-            None => Command::new(super::common::bin("runtime")),
+            None => Command::new(super::bin("runtime")),
         };
         cmd.arg("serve")
             .arg("--bundle")
@@ -326,6 +312,15 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The per-run directories (and their trash) left in the Python fixture root's `/tmp`.
+pub fn run_dirs_left() -> Vec<String> {
+    std::fs::read_dir(root().join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("run-") || n.starts_with(".trash-"))
+        .collect()
 }
 
 /// Processes whose real uid is in the sandbox pool.

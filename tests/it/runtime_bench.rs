@@ -1,20 +1,12 @@
 //! Benchmark (ignored by default; run with
-//! `cargo test --release --test runtime_bench -- --ignored --nocapture`):
+//! `cargo test --release --test it -- --ignored --nocapture runtime_bench`):
 //! latency of `print(1)` through POST /v1/sandbox/run against the same interpreter run
 //! directly on the host with `-I -c`, and throughput at concurrency 2 and 8.
 
-mod common;
-mod runtime_common;
-
-use runtime_common::{Server, KEY, PYTHON};
+use crate::support;
+use crate::support::runtime::{Server, KEY, PYTHON};
 use serde_json::json;
-use std::time::{Duration, Instant};
-
-fn pct(v: &mut [Duration], p: f64) -> f64 {
-    v.sort();
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i].as_secs_f64() * 1000.0
-}
+use std::time::Instant;
 
 fn throughput(s: &Server, conc: usize, total: usize) -> f64 {
     let url = s.url("/v1/sandbox/run");
@@ -23,7 +15,7 @@ fn throughput(s: &Server, conc: usize, total: usize) -> f64 {
         .map(|_| {
             let url = url.clone();
             std::thread::spawn(move || {
-                let ag = runtime_common::agent();
+                let ag = support::runtime::agent();
                 for _ in 0..total / conc {
                     let mut r = ag
                         .post(&url)
@@ -46,18 +38,17 @@ fn throughput(s: &Server, conc: usize, total: usize) -> f64 {
 }
 
 #[test]
-#[ignore]
+#[ignore = "benchmark: cargo test --release --test it -- --ignored --nocapture runtime_bench"]
 fn bench_print1() {
-    if !common::require_root("bench_print1") {
-        return;
-    }
+    let _exclusive = support::exclusive();
+    support::bench_needs(cfg!(have_root), "root");
     let n = 200;
     let ns = std::env::var("BENCH_NAMESPACES").unwrap_or_else(|_| "true".into());
     let s = Server::start(
         &format!("max_workers: 8\nmax_requests: 100\nnamespaces: {ns}\n"),
         &[],
     );
-    let ag = runtime_common::agent();
+    let ag = support::runtime::agent();
     // The same interpreter with the same (empty) site-packages as the bundle's venv: the
     // host's own site-packages (awscli & co, .pth hooks) would make the direct side slower
     // than the sandbox and the overhead meaningless.
@@ -93,8 +84,14 @@ fn bench_print1() {
         sandbox.push(t.elapsed());
         assert!(body.contains("\"stdout\":\"1\\n\""));
     }
-    let (d50, d99) = (pct(&mut direct, 0.5), pct(&mut direct, 0.99));
-    let (s50, s99) = (pct(&mut sandbox, 0.5), pct(&mut sandbox, 0.99));
+    let (d50, d99) = (
+        support::percentile_ms(&mut direct, 0.5),
+        support::percentile_ms(&mut direct, 0.99),
+    );
+    let (s50, s99) = (
+        support::percentile_ms(&mut sandbox, 0.5),
+        support::percentile_ms(&mut sandbox, 0.99),
+    );
     println!("namespaces={ns} n={n}");
     println!("direct  venv python -I -B -c: p50 {d50:.2} ms  p99 {d99:.2} ms");
     println!(
@@ -114,17 +111,16 @@ fn bench_print1() {
 /// pasta namespace, against one whose runs share the server's namespace (`SANDBOX_PASTA=off`),
 /// interleaved, 200 each.
 #[test]
-#[ignore]
+#[ignore = "benchmark: cargo test --release --test it -- --ignored --nocapture runtime_bench"]
 fn bench_network_namespace() {
-    if !common::require_root("bench_network_namespace") {
-        return;
-    }
+    let _exclusive = support::exclusive();
+    support::bench_needs(cfg!(have_root), "root");
     let n = 200;
     let cfg = "max_workers: 8\nmax_requests: 100\nenable_network: true\n";
     let behind = Server::start(cfg, &[]);
     let shared = Server::start(cfg, &[("SANDBOX_PASTA", "off")]);
     assert!(behind.log().contains("behind pasta"), "{}", behind.log());
-    let ag = runtime_common::agent();
+    let ag = support::runtime::agent();
     let body = json!({"language": "python3", "code": "print(1)", "enable_network": true});
     let time = |s: &Server| {
         let t = Instant::now();
@@ -146,8 +142,14 @@ fn bench_network_namespace() {
         a.push(time(&behind));
         b.push(time(&shared));
     }
-    let (a50, a99) = (pct(&mut a, 0.5), pct(&mut a, 0.99));
-    let (b50, b99) = (pct(&mut b, 0.5), pct(&mut b, 0.99));
+    let (a50, a99) = (
+        support::percentile_ms(&mut a, 0.5),
+        support::percentile_ms(&mut a, 0.99),
+    );
+    let (b50, b99) = (
+        support::percentile_ms(&mut b, 0.5),
+        support::percentile_ms(&mut b, 0.99),
+    );
     println!("runs with network, n={n}");
     println!("own namespace behind pasta : p50 {a50:.2} ms  p99 {a99:.2} ms");
     println!("server's namespace (shared): p50 {b50:.2} ms  p99 {b99:.2} ms");

@@ -3,10 +3,8 @@
 //! Docker's default profile allows). Tests are serialized so the leftover-process checks see
 //! only their own runs.
 
-mod common;
-mod runtime_common;
-
-use runtime_common::{leftover_pool_processes, Server};
+use crate::support;
+use crate::support::runtime::{leftover_pool_processes, Server};
 use serde_json::{json, Value};
 use std::io::Read;
 use std::sync::Mutex;
@@ -17,10 +15,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const LIMITS: &str = "worker_timeout: 2\nlimits:\n  memory_mb: 256\n  output_bytes: 1048576\n  processes: 32\n  tmp_mb: 16\n";
 
 /// Run `f` against a server in each isolation mode; afterwards no pool process may be left.
-fn both_modes(test: &str, extra: &str, f: impl Fn(&Server, bool)) {
-    if !common::require_root(test) {
-        return;
-    }
+fn both_modes(extra: &str, f: impl Fn(&Server, bool)) {
+    let test = support::test_name();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for ns in [true, false] {
         let s = Server::start(&format!("{LIMITS}namespaces: {ns}\n{extra}"), &[]);
@@ -45,8 +41,10 @@ fn err(d: &Value) -> &str {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn infinite_loop_and_tree_are_killed_at_the_deadline() {
-    both_modes("infinite_loop", "", |s, ns| {
+    let _exclusive = support::exclusive();
+    both_modes("", |s, ns| {
         let start = Instant::now();
         let d = s.run_py(
             "import threading\ndef spin():\n    while True: pass\nfor _ in range(3):\n    threading.Thread(target=spin).start()\nwhile True: pass\n",
@@ -71,8 +69,10 @@ fn infinite_loop_and_tree_are_killed_at_the_deadline() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn memory_bomb() {
-    both_modes("memory_bomb", "", |s, ns| {
+    let _exclusive = support::exclusive();
+    both_modes("", |s, ns| {
         let d = s.run_py("x = []\nwhile True:\n    x.append(bytearray(10 * 1024 * 1024))\n");
         assert_ne!(d["exit_code"], 0, "ns={ns}: {d}");
         assert!(d["stderr"].as_str().unwrap().contains("MemoryError"), "{d}");
@@ -86,8 +86,10 @@ fn memory_bomb() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn fork_and_thread_bombs() {
-    both_modes("fork_and_thread_bombs", "", |s, ns| {
+    let _exclusive = support::exclusive();
+    both_modes("", |s, ns| {
         let d = s.run_py(
             "import threading, time\nts = []\nwhile True:\n    t = threading.Thread(target=time.sleep, args=(30,), daemon=True)\n    t.start()\n    ts.append(t)\n",
         );
@@ -109,8 +111,10 @@ fn fork_and_thread_bombs() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn output_flood_is_capped() {
-    both_modes("output_flood", "", |s, ns| {
+    let _exclusive = support::exclusive();
+    both_modes("", |s, ns| {
         let start = Instant::now();
         let d = s.run_py("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n");
         assert!(
@@ -133,8 +137,10 @@ fn output_flood_is_capped() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn filling_tmp_is_capped() {
-    both_modes("filling_tmp", "", |s, ns| {
+    let _exclusive = support::exclusive();
+    both_modes("", |s, ns| {
         let d = s.run_py(
             "import tempfile, os\nf = open(os.path.join(tempfile.gettempdir(), 'big'), 'wb')\nwhile True:\n    f.write(b'x' * (1 << 20))\n    f.flush()\n",
         );
@@ -148,15 +154,17 @@ fn filling_tmp_is_capped() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn host_files_are_out_of_reach() {
-    let runtime_bin = common::bin("runtime");
+    let _exclusive = support::exclusive();
+    let runtime_bin = support::bin("runtime");
     let code = format!(
         "import os\nfor p in ['/etc/shadow', '/proc/1/environ', '/proc/self/environ', {:?}, '/root/.bashrc', '/run/prebake-runtime/uid-65537.lock']:\n    try:\n        open(p, 'rb').read(1)\n        print('READ', p)\n    except OSError as e:\n        print('denied', p, e.errno)\nfor p in ['/evil', '/usr/evil', '/etc/passwd', '/usr/bin/python3.11', '/dev/null2']:\n    try:\n        open(p, 'ab').write(b'x')\n        print('WROTE', p)\n    except OSError as e:\n        print('denied', p, e.errno)\ntry:\n    os.chmod('/tmp', 0o777)\n    print('CHMOD')\nexcept OSError:\n    print('denied chmod')\n",
         runtime_bin.to_str().unwrap()
     );
-    let passwd = runtime_common::root().join("etc/passwd");
+    let passwd = support::runtime::root().join("etc/passwd");
     let before = std::fs::read(&passwd).unwrap();
-    both_modes("host_files", "", |s, ns| {
+    both_modes("", |s, ns| {
         let d = s.run_py(&code);
         let out = d["stdout"].as_str().unwrap();
         assert!(
@@ -166,12 +174,14 @@ fn host_files_are_out_of_reach() {
         assert_eq!(out.matches("denied").count(), 12, "ns={ns}: {out} {d}");
     });
     assert_eq!(std::fs::read(&passwd).unwrap(), before);
-    assert!(!runtime_common::root().join("evil").exists());
+    assert!(!support::runtime::root().join("evil").exists());
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn tmp_is_private_per_run() {
-    both_modes("tmp_private", "", |s, ns| {
+    let _exclusive = support::exclusive();
+    both_modes("", |s, ns| {
         let d = s.run_py(
             "import tempfile, os\np = os.path.join(tempfile.gettempdir(), 'secret')\nopen(p, 'w').write('s3cret')\nopen('cwdfile', 'w').write('x')\nprint(p)\nprint(os.path.abspath('cwdfile'))\n",
         );
@@ -189,18 +199,17 @@ fn tmp_is_private_per_run() {
         assert_eq!(d["stdout"], "False\nFalse\n[]\n", "ns={ns}: {d}");
     });
     // Nothing left in the rootfs's /tmp (chroot mode used per-run directories there).
-    let tmp = runtime_common::root().join("tmp");
+    let tmp = support::runtime::root().join("tmp");
     let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn network_off_and_on() {
-    if !common::require_root("network_off_and_on") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let outside = common::outside_ip();
+    let outside = support::outside_ip();
     // Without network: with namespaces a run has its own empty net namespace; without them
     // (Docker's default capabilities) the policy's network set refuses socket() instead.
     // With network: a host outside is reached. The server's loopback (where the API, and in
@@ -257,13 +266,15 @@ fn network_off_and_on() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn runs_cannot_signal_each_other() {
-    both_modes("signal_each_other", "", |s, ns| {
+    let _exclusive = support::exclusive();
+    both_modes("", |s, ns| {
         let url = s.url("/v1/sandbox/run");
         let victim = std::thread::spawn(move || {
-            let mut r = runtime_common::agent()
+            let mut r = support::runtime::agent()
                 .post(&url)
-                .header("X-Api-Key", runtime_common::KEY)
+                .header("X-Api-Key", support::runtime::KEY)
                 .send_json(json!({"language": "python3", "code": "import time\ntime.sleep(1)\nprint('victim alive')"}))
                 .unwrap();
             let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
@@ -285,16 +296,10 @@ fn runs_cannot_signal_each_other() {
 }
 
 /// Entries of the rootfs's /tmp that chroot mode's per-run directories left behind.
-fn run_dirs_left() -> Vec<String> {
-    std::fs::read_dir(runtime_common::root().join("tmp"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("run-") || n.starts_with(".trash-"))
-        .collect()
-}
-
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn deep_directory_nest_is_removed_after_the_run() {
+    let _exclusive = support::exclusive();
     // A canary outside the rootfs, named by absolute symlinks the script plants: the cleanup
     // must remove the links, never follow them.
     let canary = tempfile::tempdir().unwrap();
@@ -303,9 +308,6 @@ fn deep_directory_nest_is_removed_after_the_run() {
     let code = format!(
         "import os\nos.symlink({target:?}, 'link')\nn = 0\ntry:\n    for i in range(20000):\n        os.mkdir('d')\n        os.chdir('d')\n        n += 1\n        if n % 5000 == 0:\n            os.symlink({target:?}, 'link')\n            open('f', 'w').write('x')\nexcept OSError as e:\n    print('stopped', e.errno)\nprint('depth', n)\n"
     );
-    if !common::require_root("deep_directory_nest") {
-        return;
-    }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // A longer deadline than the other scenarios: 20,000 levels must be reached even on a
     // loaded machine.
@@ -328,7 +330,7 @@ fn deep_directory_nest_is_removed_after_the_run() {
                 );
                 assert_eq!(d["exit_code"], -1, "ns={ns} round={round}: {d}");
                 // Removed before the answer was sent; nothing set aside either.
-                let left = run_dirs_left();
+                let left = support::runtime::run_dirs_left();
                 assert!(left.is_empty(), "round={round}: {left:?}");
             }
             assert_eq!(s.health(), Some(200), "ns={ns} round={round}");
@@ -342,26 +344,25 @@ fn deep_directory_nest_is_removed_after_the_run() {
         let left = leftover_pool_processes();
         assert!(left.is_empty(), "ns={ns}: leftover processes {left:?}");
     }
-    let left = run_dirs_left();
+    let left = support::runtime::run_dirs_left();
     assert!(left.is_empty(), "{left:?}");
     assert!(canary.path().join("keep").exists());
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn a_signal_to_the_servers_process_group_does_not_reach_runs() {
+    let _exclusive = support::exclusive();
     // A ^C in the operator's terminal (or a kill of the server's process group) is the
     // server's business: it shuts down gracefully and lets runs finish. Runs lead their own
     // session in every mode; in a pid namespace they used to stay in the server's group and
     // died of the SIGINT (KeyboardInterrupt). Also: no signal is blocked or ignored in the
     // run but what Python itself sets (SIGPIPE and SIGXFSZ ignored, its SIGINT handler).
-    if !common::require_root("signal_to_server_group") {
-        return;
-    }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for ns in [true, false] {
         // `setsid` makes the server lead its own group (it execs, keeping the pid).
         let s = Server::spawn_wrapped(
-            runtime_common::python_fixture(),
+            support::runtime::python_fixture(),
             &format!(
                 "{LIMITS}namespaces: {ns}
 "
@@ -372,9 +373,9 @@ fn a_signal_to_the_servers_process_group_does_not_reach_runs() {
         s.wait_healthy();
         let url = s.url("/v1/sandbox/run");
         let run = std::thread::spawn(move || {
-            let mut r = runtime_common::agent()
+            let mut r = support::runtime::agent()
                 .post(&url)
-                .header("X-Api-Key", runtime_common::KEY)
+                .header("X-Api-Key", support::runtime::KEY)
                 .send_json(json!({"language": "python3", "code": "import signal, time\ntime.sleep(1)\nprint(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))\nprint([s.name for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT) and signal.getsignal(s) != signal.SIG_DFL])\nprint('finished')"}))
                 .unwrap();
             let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
@@ -393,16 +394,15 @@ fn a_signal_to_the_servers_process_group_does_not_reach_runs() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn memfd_cannot_hold_memory_beyond_the_limit() {
+    let _exclusive = support::exclusive();
     // 40 memfds of 15 MiB (600 MiB; each file stays under RLIMIT_FSIZE) under a 256 MiB
     // limit: memfd pages count against no rlimit. With a memory cgroup (SANDBOX_CGROUPS=on;
     // this machine's tree is writable) the run is killed at the limit and told so; without
     // one (the default) memfd_create is refused. ctypes callbacks still work then (libffi
     // falls back from its memfd trampolines).
     let code = "import os\nfds = []\nfor i in range(40):\n    fd = os.memfd_create('m%d' % i)\n    os.ftruncate(fd, 15 << 20)\n    for off in range(0, 15 << 20, 1 << 20):\n        os.pwrite(fd, b'x' * (1 << 20), off)\n    fds.append(fd)\nprint('held', len(fds) * 15, 'MiB')\n";
-    if !common::require_root("memfd_limit") {
-        return;
-    }
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for cgroups in ["on", "off"] {
         for ns in [true, false] {
@@ -442,7 +442,9 @@ fn memfd_cannot_hold_memory_beyond_the_limit() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn runs_with_network_cannot_listen_or_reach_unix_sockets() {
+    let _exclusive = support::exclusive();
     // A run with network shares the server's network namespace in both modes: it must not
     // serve (bind, listen), nor reach the namespace's abstract unix sockets. The test holds
     // an abstract socket open in that namespace.
@@ -454,7 +456,7 @@ fn runs_with_network_cannot_listen_or_reach_unix_sockets() {
     let code = format!(
         "import socket\nfor what, f in [\n    ('tcp-bind', lambda: socket.socket().bind(('0.0.0.0', 0))),\n    ('udp-bind', lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(('0.0.0.0', 0))),\n    ('unix', lambda: socket.socket(socket.AF_UNIX).connect('\\0{name}')),\n    ('netlink', lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)),\n]:\n    try:\n        f()\n        print(what, 'ALLOWED')\n    except OSError as e:\n        print(what, 'refused', e.errno)\n"
     );
-    both_modes("network_no_listen", "enable_network: true\n", |s, ns| {
+    both_modes("enable_network: true\n", |s, ns| {
         let (_, v) = s.post(
             "/v1/sandbox/run",
             &json!({"language": "python3", "code": code, "enable_network": true}),
@@ -472,10 +474,12 @@ fn runs_with_network_cannot_listen_or_reach_unix_sockets() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn many_files_in_tmp_are_capped_in_total() {
+    let _exclusive = support::exclusive();
     // RLIMIT_FSIZE caps one file; the total is capped too: by the tmpfs with namespaces, by
     // the supervisor's measurement of the run's directory without (chroot-only mode).
-    both_modes("tmp_total", "", |s, ns| {
+    both_modes("", |s, ns| {
         let d = s.run_py(
             "import os, tempfile, time\nd = tempfile.gettempdir()\nfor i in range(8):\n    with open(os.path.join(d, 'f%d' % i), 'wb') as f:\n        f.write(b'x' * (15 << 20))\n    print('wrote', i, flush=True)\ntime.sleep(1)\nprint('kept 120 MiB')\n",
         );
@@ -493,17 +497,19 @@ fn many_files_in_tmp_are_capped_in_total() {
             );
         }
     });
-    let left = run_dirs_left();
+    let left = support::runtime::run_dirs_left();
     assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn runs_cannot_tell_which_processes_exist() {
+    let _exclusive = support::exclusive();
     // Without a pid namespace a run shares the container's pids. The calls the policy allows
     // that name a pid (tgkill with signal 0, sched_getaffinity) used to answer differently
     // for a pid that exists (EPERM, or its CPU set) and one that does not (ESRCH): a map of
     // the container's processes, the server included. Now every other pid gets one answer.
-    both_modes("cannot_enumerate", "", |s, ns| {
+    both_modes("", |s, ns| {
         let server = s.child.id();
         let code = format!(
             "import os, ctypes, platform\nme = os.getpid()\ntry:\n    os.sched_getaffinity({server})\n    aff = 'SEEN'\nexcept OSError as e:\n    aff = e.errno\nnr = {{'x86_64': 234, 'aarch64': 131}}[platform.machine()]\nlibc = ctypes.CDLL(None, use_errno=True)\nanswers = set()\nfor pid in range(1, 4096):\n    if pid == me:\n        continue\n    r = libc.syscall(nr, pid, pid, 0)\n    answers.add(ctypes.get_errno() if r != 0 else 0)\nprint(aff, sorted(answers))\nprint(libc.syscall(nr, me, me, 0), len(os.sched_getaffinity(0)) > 0)\nprint(os.getppid())\n"
@@ -549,11 +555,9 @@ fn alive(pid: u32) -> bool {
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_pasta)), ignore = "needs root and pasta")]
 fn a_killed_server_leaves_no_network_namespace_behind() {
-    let name = "a_killed_server_leaves_no_network_namespace_behind";
-    if !common::require_root(name) || !common::require_tool(name, "pasta") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut s = Server::start("enable_network: true\nnamespaces: true\n", &[]);
     let d = s.run_lang("python3", "print('up')", true);

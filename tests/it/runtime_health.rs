@@ -1,23 +1,17 @@
-//! `/health` is 503 until the sandbox is ready. In its own test binary (cargo runs binaries one
-//! after another) because it uses a private uid lock directory: the uid pool is only exclusive
-//! between processes that share one, so no other server may run at the same time.
+//! `/health` is 503 until the sandbox is ready. In a module of its own (under
+//! `support::exclusive`, so no test of another module runs meanwhile) because it uses a private
+//! uid lock directory: the uid pool is only exclusive between processes that share one, so no
+//! other server may run at the same time.
 
-mod common;
-mod runtime_common;
-
-use runtime_common::Server;
+use crate::support;
+use crate::support::runtime::Server;
 use serde_json::json;
 use std::time::Duration;
 
-fn root(test: &str) -> bool {
-    common::require_root(test)
-}
-
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn health_is_503_until_ready() {
-    if !root("health_is_503_until_ready") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     // Hold every uid of the pool in a private lock dir: the probe run cannot start, so the
     // server must not say it is healthy; release them and it becomes ready.
     let locks = tempfile::tempdir().unwrap();

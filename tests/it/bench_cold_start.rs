@@ -3,25 +3,21 @@
 //! and leave nothing behind in its temporary directory. The figures themselves come from the
 //! release build (see benches/README.md); this only keeps the command working.
 
-mod common;
-
+use crate::support;
 use std::process::Command;
 
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_chroot, have_tar, have_bash)),
+    ignore = "needs root, chroot, tar and bash"
+)]
 fn cold_start_bench_prints_every_figure_and_cleans_up() {
-    let t = "cold_start_bench_prints_every_figure_and_cleans_up";
-    if !common::require_root(t)
-        || !common::require_tool(t, "chroot")
-        || !common::require_tool(t, "tar")
-        || !common::require_tool(t, "bash")
-    {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new("bash")
-        .arg(common::repo_root().join("benches/cold_start.sh"))
-        .env("PREBAKE", common::bin("prebake"))
-        .env("RUNTIME", common::bin("runtime"))
+        .arg(support::repo_root().join("benches/cold_start.sh"))
+        .env("PREBAKE", support::bin("prebake"))
+        .env("RUNTIME", support::bin("runtime"))
         .env("BENCH_TMP", tmp.path())
         .env("RUNS", "1")
         .env("RESTARTS", "2")

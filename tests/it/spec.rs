@@ -1,8 +1,7 @@
 //! The image spec: the shipped images parse, every bad input is reported with the file, the
 //! line and the key path, and dify-sandbox's config.yaml imports.
 
-mod common;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 
 use prebake::spec::{
@@ -56,6 +55,7 @@ fn expect_invalid(text: &str, line: usize, key: &str, hints: &[&str]) {
 
 #[test]
 fn shipped_images_parse() {
+    let _exclusive = support::exclusive();
     let py = ImageSpec::load(&repo("images/python3.yaml")).unwrap();
     assert_eq!(py.name, "python3");
     assert_eq!(py.languages.len(), 1);
@@ -86,6 +86,7 @@ fn shipped_images_parse() {
 
 #[test]
 fn digest_is_sha256_of_the_file_bytes() {
+    let _exclusive = support::exclusive();
     let path = repo("images/numpy.yaml");
     let spec = ImageSpec::load(&path).unwrap();
     let want = hex::encode(Sha256::digest(std::fs::read(&path).unwrap()));
@@ -95,6 +96,7 @@ fn digest_is_sha256_of_the_file_bytes() {
 
 #[test]
 fn every_key_of_the_full_example() {
+    let _exclusive = support::exclusive();
     let text = r#"
 name: full.example-1
 compression: gzip
@@ -147,6 +149,7 @@ extras: { libgcc_s: false, ca_certificates: false, openssl_config: false, zonein
 
 #[test]
 fn name_defaults_to_the_file_stem_and_nulls_mean_defaults() {
+    let _exclusive = support::exclusive();
     let text = "languages:\n  python3:\n    interpreter: python3\n    packages:\n    exclude:\n    precompile:\nextras:\n";
     let (_d, r) = load_text("my-image.yaml", text);
     let s = r.unwrap();
@@ -168,6 +171,7 @@ fn name_defaults_to_the_file_stem_and_nulls_mean_defaults() {
 
 #[test]
 fn yaml_syntax_error_has_line() {
+    let _exclusive = support::exclusive();
     expect_invalid(
         "name: x\nlanguages:\n  python3:\n    interpreter: python3\n   packages: [a]\n",
         5,
@@ -184,6 +188,7 @@ fn yaml_syntax_error_has_line() {
 
 #[test]
 fn unknown_keys_list_the_valid_ones() {
+    let _exclusive = support::exclusive();
     expect_invalid(
         "name: x\nlanguage:\n  python3: {interpreter: python3}\n",
         2,
@@ -225,6 +230,7 @@ fn unknown_keys_list_the_valid_ones() {
 
 #[test]
 fn wrong_types_say_what_was_expected() {
+    let _exclusive = support::exclusive();
     expect_invalid(
         "languages:\n  python3:\n    interpreter: python3\n    packages: numpy\n",
         4,
@@ -254,6 +260,7 @@ fn wrong_types_say_what_was_expected() {
 
 #[test]
 fn bad_enum_values_list_the_allowed_ones() {
+    let _exclusive = support::exclusive();
     expect_invalid(
         "compression: xz\nlanguages: {python3: {interpreter: python3}}\n",
         1,
@@ -270,6 +277,7 @@ fn bad_enum_values_list_the_allowed_ones() {
 
 #[test]
 fn interpreter_must_be_given_and_not_relative() {
+    let _exclusive = support::exclusive();
     expect_invalid(
         "languages:\n  python3:\n    interpreter: \"\"\n",
         3,
@@ -298,6 +306,7 @@ fn interpreter_must_be_given_and_not_relative() {
 
 #[test]
 fn relative_paths_are_refused() {
+    let _exclusive = support::exclusive();
     expect_invalid(
         "languages:\n  python3:\n    interpreter: python3\n    paths:\n      - /usr/share/dict\n      - lib/python3\n",
         6,
@@ -308,6 +317,7 @@ fn relative_paths_are_refused() {
 
 #[test]
 fn python_only_keys_under_nodejs() {
+    let _exclusive = support::exclusive();
     expect_invalid(
         "languages:\n  nodejs:\n    interpreter: node\n    packages: [lodash]\n",
         4,
@@ -324,6 +334,7 @@ fn python_only_keys_under_nodejs() {
 
 #[test]
 fn at_least_one_language() {
+    let _exclusive = support::exclusive();
     expect_invalid("name: empty\n", 1, "languages", &["missing `languages:`"]);
     expect_invalid(
         "name: empty\nlanguages: {}\n",
@@ -337,6 +348,7 @@ fn at_least_one_language() {
 
 #[test]
 fn package_names_and_other_values() {
+    let _exclusive = support::exclusive();
     expect_invalid(
         "languages:\n  python3:\n    interpreter: python3\n    packages:\n      - requests\n      - numpy==1.26\n",
         6,
@@ -377,6 +389,7 @@ fn package_names_and_other_values() {
 
 #[test]
 fn duplicate_keys_are_errors() {
+    let _exclusive = support::exclusive();
     let (_d, r) = load_text(
         "dup.yaml",
         "languages:\n  python3:\n    interpreter: python3\n    interpreter: python3.11\n",
@@ -391,6 +404,7 @@ fn duplicate_keys_are_errors() {
 
 #[test]
 fn missing_file_is_an_io_error_naming_it() {
+    let _exclusive = support::exclusive();
     let e = ImageSpec::load(Path::new("/nonexistent/prebake/spec.yaml")).unwrap_err();
     assert!(matches!(e, SpecError::Io { .. }));
     assert!(e.to_string().contains("/nonexistent/prebake/spec.yaml"));
@@ -398,6 +412,7 @@ fn missing_file_is_an_io_error_naming_it() {
 
 #[test]
 fn pep503_normalization() {
+    let _exclusive = support::exclusive();
     assert_eq!(normalize_package_name("Jinja2"), "jinja2");
     assert_eq!(
         normalize_package_name("typing_extensions"),
@@ -456,6 +471,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 #[test]
 fn dify_default_config_imports() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let text = dify_config();
     let path = write(dir.path(), "config.yaml", &text);
@@ -506,6 +522,7 @@ fn dify_default_config_imports() {
 
 #[test]
 fn dify_config_as_shipped_by_dify_sandbox() {
+    let _exclusive = support::exclusive();
     // The file exactly as dify-sandbox ships it: empty allowed_syscalls, no lib paths, no node.
     let dir = tempfile::tempdir().unwrap();
     let path = write(
@@ -530,6 +547,7 @@ fn dify_config_as_shipped_by_dify_sandbox() {
 
 #[test]
 fn dify_allowed_syscalls_merge_into_an_existing_spec() {
+    let _exclusive = support::exclusive();
     let (_d, r) = load_text(
         "both.yaml",
         "languages:\n  python3:\n    interpreter: python3\n    seccomp: {allow: [sysinfo, 2]}\n  nodejs: {interpreter: node}\n",
@@ -565,6 +583,7 @@ fn dify_err(text: &str) -> String {
 
 #[test]
 fn dify_unknown_keys_are_warnings_unless_strict() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let path = write(
         dir.path(),
@@ -590,8 +609,9 @@ fn dify_unknown_keys_are_warnings_unless_strict() {
 
 #[test]
 fn dify_sandbox_shipped_configs_import_without_warnings() {
+    let _exclusive = support::exclusive();
     for version in ["main", "0.2.10"] {
-        let path = common::repo_root()
+        let path = support::repo_root()
             .join("tests/fixtures/dify-sandbox")
             .join(version)
             .join("conf/config.yaml");
@@ -610,6 +630,7 @@ fn dify_sandbox_shipped_configs_import_without_warnings() {
 
 #[test]
 fn dify_environment_overrides_the_file() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let path = write(
         dir.path(),
@@ -655,6 +676,7 @@ fn dify_environment_overrides_the_file() {
 
 #[test]
 fn dify_unknown_keys_are_errors_when_strict() {
+    let _exclusive = support::exclusive();
     let e = dify_err("app:\n  port: 8194\nmax_worker: 4\n");
     assert!(
         e.contains("config.yaml:3:1: max_worker: unknown key `max_worker`"),
@@ -673,6 +695,7 @@ fn dify_unknown_keys_are_errors_when_strict() {
 
 #[test]
 fn dify_bad_values_are_errors() {
+    let _exclusive = support::exclusive();
     let e = dify_err("python_lib_path:\n  - /etc/hosts\n  - usr/lib/python3\n");
     assert!(e.contains("config.yaml:3:5: python_lib_path[1]"), "{e}");
     assert!(e.contains("must be absolute"), "{e}");
@@ -690,6 +713,7 @@ fn dify_bad_values_are_errors() {
 
 #[test]
 fn dify_dependencies_file_becomes_the_requirements() {
+    let _exclusive = support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("conf")).unwrap();
     std::fs::create_dir_all(dir.path().join("dependencies")).unwrap();

@@ -7,11 +7,8 @@
 //! over `/etc/resolv.conf` and `/etc/hosts` before `runtime serve` starts: the resolver file
 //! points at a DNS server the test runs on 127.0.0.77, and the hosts file names a test host.
 
-mod common;
-mod node_common;
-mod runtime_common;
-
-use runtime_common::{Fixture, Server};
+use crate::support;
+use crate::support::runtime::{Fixture, Server};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -23,7 +20,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const DNS_IP: &str = "127.0.0.77";
-/// The test host's web server: outside the pod (see `common::outside_ip`), where runs with
+/// The test host's web server: outside the pod (see `support::outside_ip`), where runs with
 /// network reach it in both modes.
 const WEB_IP: &str = "10.77.0.1";
 const DNS_NAME: &str = "svc.prebake.test";
@@ -48,9 +45,9 @@ impl Drop for World {
 fn world() -> World {
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Before the DNS server starts: a failure here must not leave it running.
-    assert_eq!(common::outside_ip().to_string(), WEB_IP);
-    let script = common::repo_root().join("tests/scripts/dns_server.py");
-    let mut dns = Command::new(runtime_common::PYTHON)
+    assert_eq!(support::outside_ip().to_string(), WEB_IP);
+    let script = support::repo_root().join("tests/scripts/dns_server.py");
+    let mut dns = Command::new(support::runtime::PYTHON)
         .arg(script)
         .args([DNS_IP, DNS_NAME, WEB_IP])
         .stdout(Stdio::piped())
@@ -126,9 +123,9 @@ fn serve_in(world: &World, fixture: Fixture, namespaces: bool) -> Server {
 /// uses it.
 fn dify_fixture() -> Fixture {
     static F: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    runtime_common::fixture("dify-fixture", &F, |work| {
-        node_common::prebake_build(
-            &common::repo_root().join("images/dify.yaml"),
+    support::runtime::fixture("dify-fixture", &F, |work| {
+        support::node::prebake_build(
+            &support::repo_root().join("images/dify.yaml"),
             &work.join("out"),
             &[],
             0o022,
@@ -137,14 +134,8 @@ fn dify_fixture() -> Fixture {
 }
 
 /// Run `check(server, web_port, namespaces)` in both isolation modes, each over a server in the
-/// test's world; skipped (loudly) without root, `unshare` or `node`.
-fn in_both_modes(test: &str, check: impl Fn(&Server, u16, bool)) {
-    if !common::require_root(test)
-        || !common::require_tool(test, "unshare")
-        || !common::require_tool(test, "node")
-    {
-        return;
-    }
+/// test's world (the tests need root, `unshare` and `node`).
+fn in_both_modes(check: impl Fn(&Server, u16, bool)) {
     let w = world();
     for ns in [true, false] {
         let s = serve_in(&w, dify_fixture(), ns);
@@ -158,12 +149,15 @@ fn out(d: &Value) -> &str {
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_unshare, have_node)),
+    ignore = "needs root, unshare and node"
+)]
 fn python_resolves_by_name_with_network_only() {
-    in_both_modes(
-        "python_resolves_by_name_with_network_only",
-        |s, port, ns| {
-            // The server reads the same config defaults Dify relies on: network is on.
-            let code = format!(
+    let _exclusive = support::exclusive();
+    in_both_modes(|s, port, ns| {
+        // The server reads the same config defaults Dify relies on: network is on.
+        let code = format!(
             "import socket, urllib.request\n\
              print(socket.getaddrinfo('{DNS_NAME}', {port}, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])\n\
              print(socket.gethostbyname('{HOSTS_NAME}'))\n\
@@ -177,37 +171,41 @@ fn python_resolves_by_name_with_network_only() {
              print(os.path.exists('/etc/debian_version'))\n\
              try:\n    open('/etc/hosts', 'a')\nexcept OSError as e:\n    print('hosts not writable')\n"
         );
-            let d = s.run_lang("python3", &code, true);
-            // With namespaces the run's resolver is pasta's forwarder (the container's
-            // 127.0.0.77 is on the server's loopback, out of the run's reach); without, the
-            // container's own.
-            let nameserver = if ns { "169.254.53.53" } else { DNS_IP };
-            assert_eq!(
-                out(&d),
-                format!(
-                    "{WEB_IP}\n{WEB_IP}\n{}{nameserver}\nFalse\nhosts not writable\n",
-                    "hello from the test host\n".repeat(4)
-                ),
-                "namespaces={ns}: {d}\n{}",
-                s.log()
-            );
-            assert_eq!(d["error"], "", "namespaces={ns}: {d}");
+        let d = s.run_lang("python3", &code, true);
+        // With namespaces the run's resolver is pasta's forwarder (the container's
+        // 127.0.0.77 is on the server's loopback, out of the run's reach); without, the
+        // container's own.
+        let nameserver = if ns { "169.254.53.53" } else { DNS_IP };
+        assert_eq!(
+            out(&d),
+            format!(
+                "{WEB_IP}\n{WEB_IP}\n{}{nameserver}\nFalse\nhosts not writable\n",
+                "hello from the test host\n".repeat(4)
+            ),
+            "namespaces={ns}: {d}\n{}",
+            s.log()
+        );
+        assert_eq!(d["error"], "", "namespaces={ns}: {d}");
 
-            // Without network, neither the name nor the address is reachable.
-            let code = format!(
+        // Without network, neither the name nor the address is reachable.
+        let code = format!(
             "import socket\n\
              try:\n    socket.getaddrinfo('{DNS_NAME}', 80)\n    print('resolved')\nexcept OSError as e:\n    print('no dns')\n\
              try:\n    socket.create_connection(('{WEB_IP}', {port}), timeout=2)\n    print('connected')\nexcept OSError as e:\n    print('no connect')\n"
         );
-            let d = s.run_lang("python3", &code, false);
-            assert_eq!(out(&d), "no dns\nno connect\n", "namespaces={ns}: {d}");
-        },
-    );
+        let d = s.run_lang("python3", &code, false);
+        assert_eq!(out(&d), "no dns\nno connect\n", "namespaces={ns}: {d}");
+    });
 }
 
 #[test]
+#[cfg_attr(
+    not(all(have_root, have_unshare, have_node)),
+    ignore = "needs root, unshare and node"
+)]
 fn node_resolves_by_name_with_network() {
-    in_both_modes("node_resolves_by_name_with_network", |s, port, ns| {
+    let _exclusive = support::exclusive();
+    in_both_modes(|s, port, ns| {
         let code = format!(
             "const dns = require('dns');\n\
              dns.lookup('{DNS_NAME}', {{family: 4}}, async (err, addr) => {{\n\

@@ -1,19 +1,13 @@
 //! `runtime serve` under hostile or unlucky conditions (issue 10): slow clients, SIGTERM with
 //! a long run, internal errors, two servers on one node.
 
-mod common;
-mod runtime_common;
-
-use runtime_common::{python_fixture, Fixture, Server, KEY};
+use crate::support;
+use crate::support::runtime::{python_fixture, Fixture, Server, KEY};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn root(test: &str) -> bool {
-    common::require_root(test)
-}
 
 /// Whether the server closed `c` before `deadline` (EOF or reset; bytes before it, such as
 /// an error response, are fine).
@@ -42,10 +36,9 @@ fn closed_by(c: &mut TcpStream, deadline: Instant) -> bool {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn slow_clients_do_not_starve_health_or_runs() {
-    if !root("slow_clients_do_not_starve_health_or_runs") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     // The reported setup: a 512-descriptor limit (soft and hard), and more connections than
     // that which never finish their request line.
     let s = Server::spawn_wrapped(
@@ -120,7 +113,7 @@ fn pool_descendants(ancestor: u32) -> Vec<u32> {
             .parse()
             .ok()
     };
-    runtime_common::pool_processes()
+    support::runtime::pool_processes()
         .into_iter()
         .map(|(pid, _)| pid)
         .filter(|&pid| {
@@ -138,14 +131,13 @@ fn pool_descendants(ancestor: u32) -> Vec<u32> {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn shutdown_is_bounded() {
-    if !root("shutdown_is_bounded") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     let mut s = Server::start("worker_timeout: 60\nshutdown_timeout: 2\n", &[]);
     let url = s.url("/v1/sandbox/run");
     let client = std::thread::spawn(move || {
-        runtime_common::agent()
+        support::runtime::agent()
             .post(&url)
             .header("X-Api-Key", KEY)
             .send_json(json!({"language": "python3", "code": "import time\ntime.sleep(40)\nprint('late')"}))
@@ -207,10 +199,9 @@ fn shutdown_is_bounded() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn internal_errors_do_not_reveal_host_paths() {
-    if !root("internal_errors_do_not_reveal_host_paths") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     // A sandbox root of its own, since the test breaks it.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let fixture = Fixture {
@@ -260,10 +251,9 @@ fn internal_errors_do_not_reveal_host_paths() {
 }
 
 #[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
 fn servers_sharing_the_lock_dir_never_share_a_uid() {
-    if !root("servers_sharing_the_lock_dir_never_share_a_uid") {
-        return;
-    }
+    let _exclusive = support::exclusive();
     // Two servers as two pods of one node: each has its own /run (PREBAKE_LOCK_DIR, the
     // older setting), and both are given the node's lock directory as uid_lock_dir. That is
     // the default directory, which every other server of these tests locks in: a private one
@@ -289,7 +279,7 @@ fn servers_sharing_the_lock_dir_never_share_a_uid() {
         .map(|s| {
             let url = s.url("/v1/sandbox/run");
             std::thread::spawn(move || {
-                let text = runtime_common::agent()
+                let text = support::runtime::agent()
                     .post(&url)
                     .header("X-Api-Key", KEY)
                     .send_json(json!({"language": "python3", "code": "import os, time\ntime.sleep(3)\nprint(os.getuid())"}))
