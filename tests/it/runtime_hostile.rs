@@ -4,7 +4,9 @@
 //! only their own runs.
 
 use crate::support;
-use crate::support::runtime::{leftover_pool_processes, Server};
+use crate::support::runtime::{
+    leftover_mounts_and_run_files, leftover_pool_processes, python_fixture, Server,
+};
 use serde_json::{json, Value};
 use std::io::Read;
 use std::sync::Mutex;
@@ -27,12 +29,15 @@ fn both_modes(extra: &str, f: impl Fn(&Server, bool)) {
             "still here\n",
             "ns={ns}"
         );
+        let pid = s.child.id();
         assert_eq!(s.stop().code(), Some(0));
         let left = leftover_pool_processes();
         assert!(
             left.is_empty(),
             "{test} ns={ns}: leftover processes {left:?}"
         );
+        let left = leftover_mounts_and_run_files(python_fixture().root, pid);
+        assert!(left.is_empty(), "{test} ns={ns}: left behind {left:?}");
     }
 }
 

@@ -349,6 +349,31 @@ pub fn pool_processes() -> Vec<(u32, u32)> {
 
 /// Wait up to 5 s for every pool-uid process to be gone (orphaned zombies are reaped by the
 /// host's init asynchronously), then return what is left.
+/// What a stopped server left in the host's mount namespace and in /run: a mount point under
+/// the sandbox `root` (runs mount only in namespaces of their own), or a mount or /run entry
+/// named for the server's pid (`/run/prebake-netns-<pid>-<nanos>` lives only until pasta has
+/// configured the namespace). Scoped to that pid and root, so concurrent servers do not count.
+pub fn leftover_mounts_and_run_files(root: &Path, server_pid: u32) -> Vec<String> {
+    let tag = format!("-{server_pid}-");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut left: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|mount_point| {
+            Path::new(mount_point).starts_with(root)
+                || (mount_point.starts_with("/run/prebake") && mount_point.contains(&tag))
+        })
+        .map(|m| format!("mount {m}"))
+        .collect();
+    for entry in std::fs::read_dir("/run").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("prebake") && name.contains(&tag) {
+            left.push(format!("/run/{name}"));
+        }
+    }
+    left
+}
+
 pub fn leftover_pool_processes() -> Vec<(u32, u32)> {
     let start = Instant::now();
     loop {
