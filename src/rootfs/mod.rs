@@ -9,7 +9,7 @@
 pub mod hash;
 mod header;
 
-use crate::bundle::RootfsInfo;
+use crate::contract::RootfsInfo;
 use crate::plan::{EntryKind, Plan, Source};
 use crate::spec::Compression;
 use hash::HashWriter;
@@ -140,7 +140,7 @@ pub fn compression_name(compression: Option<Compression>) -> &'static str {
 pub fn rootfs_info(stats: &TarStats, file: &str, compression: Option<Compression>) -> RootfsInfo {
     RootfsInfo {
         file: file.to_owned(),
-        compression: compression_name(compression).to_owned(),
+        compression: compression_name(compression).into(),
         sha256_uncompressed: stats.sha256_uncompressed.clone(),
         sha256_compressed: stats.sha256_compressed.clone(),
         size_uncompressed: stats.size_uncompressed,

@@ -450,7 +450,7 @@ impl Config {
                     .into(),
             );
         }
-        let max_uids = crate::bundle::SANDBOX_UID_COUNT as usize;
+        let max_uids = crate::contract::SANDBOX_UID_COUNT as usize;
         if c.max_workers > max_uids {
             c.warnings.push(format!(
                 "max_workers {} is more than the {max_uids} sandbox uids; using {max_uids}",

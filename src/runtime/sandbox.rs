@@ -44,7 +44,7 @@ use super::child::{self, ChildPlan, RootMode, Step};
 use super::cleanup;
 use super::probe::Capabilities;
 use super::uidpool::{Lease, UidPool};
-use crate::bundle::BundleManifest;
+use crate::contract::BundleManifest;
 use crate::seccomp::install::{Programs, SockFilter};
 use std::collections::BTreeMap;
 use std::ffi::CString;

@@ -41,7 +41,7 @@
 //! leave a stamp that vouches for a different or partial tree. It is visible inside the
 //! sandbox, which is harmless: it holds only the public digest of the image's own rootfs.
 
-use crate::bundle::BundleManifest;
+use crate::contract::{BundleManifest, Compression};
 use crate::rootfs::hash::HashReader;
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
@@ -147,10 +147,10 @@ pub fn unpack_bundle(
 ) -> Result<UnpackOutcome, UnpackError> {
     let info = &manifest.rootfs;
     let file = bundle_dir.join(&info.file);
-    if !matches!(info.compression.as_str(), "zstd" | "gzip" | "none") {
-        return Err(UnpackError::Compression(info.compression.clone()));
+    if let Compression::Unknown(name) = &info.compression {
+        return Err(UnpackError::Compression(name.clone()));
     }
-    if info.compression == "none" && file.is_dir() {
+    if info.compression == Compression::None && file.is_dir() {
         // Not ours to fix: the operator's tree is used as it is, if it is safe to.
         check_runtime_paths(&file)?;
         return Ok(UnpackOutcome::InPlace(file));
@@ -195,7 +195,7 @@ pub fn unpack_bundle(
     let archive = File::open(&file).map_err(io_at(&file))?;
     let stats = extract(
         io::BufReader::with_capacity(CHUNK, archive),
-        &info.compression,
+        info.compression.clone(),
         tmp.path(),
     )?;
     for (what, expected, actual) in [
@@ -524,21 +524,24 @@ fn swap_into_place(
     Ok(())
 }
 
-/// Safely extract a tar stream (`compression`: "zstd", "gzip" or "none" for plain tar) into
-/// `dest`, an existing empty directory. Streams: the archive is never copied or buffered
-/// whole. The returned digests cover the whole input, trailing bytes included.
+/// Safely extract a tar stream (`compression`: a [`Compression`] or its name, "zstd", "gzip"
+/// or "none" for plain tar) into `dest`, an existing empty directory. Streams: the archive is
+/// never copied or buffered whole. The returned digests cover the whole input, trailing bytes
+/// included.
 pub fn extract<R: Read>(
     archive: R,
-    compression: &str,
+    compression: impl Into<Compression>,
     dest: &Path,
 ) -> Result<ExtractStats, UnpackError> {
     let mut raw = HashReader::new(archive);
     let mut stats = {
-        let decoded: Box<dyn Read + '_> = match compression {
-            "zstd" => Box::new(zstd::stream::read::Decoder::new(&mut raw).map_err(io_at(dest))?),
-            "gzip" => Box::new(flate2::read::GzDecoder::new(&mut raw)),
-            "none" => Box::new(&mut raw),
-            other => return Err(UnpackError::Compression(other.to_owned())),
+        let decoded: Box<dyn Read + '_> = match compression.into() {
+            Compression::Zstd => {
+                Box::new(zstd::stream::read::Decoder::new(&mut raw).map_err(io_at(dest))?)
+            }
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut raw)),
+            Compression::None => Box::new(&mut raw),
+            Compression::Unknown(name) => return Err(UnpackError::Compression(name)),
         };
         let mut tar_stream = HashReader::new(decoded);
         let mut stats = {
@@ -625,7 +628,7 @@ fn is_safe_device(comps: &[Vec<u8>], device: (u32, u32)) -> bool {
         acc.extend_from_slice(c);
         acc
     });
-    crate::plan::SAFE_DEVICES
+    crate::contract::devices::SAFE_DEVICES
         .iter()
         .any(|(p, major, minor)| p.as_bytes() == path.as_slice() && device == (*major, *minor))
 }
