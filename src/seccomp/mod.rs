@@ -1,11 +1,12 @@
 //! Seccomp policies: one source of truth per language (data under `templates/seccomp/`),
 //! compiled at build time to OCI JSON and BPF; the runtime only loads bytes.
 //!
-//! Stages: [`policy`] parses the YAML (names, conditions, why) -> [`plan`] resolves it for one
-//! architecture and one variant (with or without network, or the `dig` variant), merging the
-//! spec's `allow` -> [`bpf`] (seccompiler programs in the [`install`] file format) and [`oci`]
-//! (runtime-spec JSON). [`table`] prints the policy for reviewers; [`dig`] finds what a script
-//! needs that the policy refuses.
+//! Stages: [`policy`] parses the YAML (names, conditions, why) -> [`resolved`] resolves it
+//! for one architecture and one variant (with or without network, or the `dig` variant),
+//! merging the spec's `allow` -> [`bpf`] (seccompiler programs in the file format of
+//! [`crate::contract::bpf`], loaded by [`install`]) and [`oci`] (runtime-spec JSON). [`show`]
+//! prints the policy for reviewers (`prebake seccomp show`); [`tables`] are the generated
+//! syscall number tables; [`dig`] finds what a script needs that the policy refuses.
 //!
 //! Precedence, the same in BPF and JSON: an `errno` entry (clone3 -> ENOSYS, fork -> EPERM,
 //! network without network -> EPERM) wins over everything else for the calls it matches; then
@@ -16,15 +17,15 @@ pub mod bpf;
 pub mod dig;
 pub mod install;
 pub mod oci;
-pub mod plan;
 pub mod policy;
-pub mod table;
+pub mod resolved;
+pub mod show;
 pub mod tables;
 
 use crate::spec::{DefaultAction, Language, SeccompSpec};
 
 pub use dig::{dig, DigReport};
-pub use table::show_table;
+pub use show::show_table;
 
 /// The architecture is part of the build/runtime contract (the manifest names it); what
 /// seccomp knows about each one (syscall tables, audit arch, names) is added here.
@@ -159,8 +160,8 @@ pub fn compile_for(
     spec: &SeccompSpec,
 ) -> Result<Artifacts, SeccompError> {
     let policy = policy::Policy::load(language)?;
-    let no_net = plan::Plan::new(&policy, arch, spec, plan::Variant::NoNetwork)?;
-    let net = plan::Plan::new(&policy, arch, spec, plan::Variant::Network)?;
+    let no_net = resolved::ResolvedPolicy::new(&policy, arch, spec, resolved::Variant::NoNetwork)?;
+    let net = resolved::ResolvedPolicy::new(&policy, arch, spec, resolved::Variant::Network)?;
     let bpf = bpf::compile(&no_net)?;
     let bpf_net = bpf::compile(&net)?;
     let instructions = (count(&bpf), count(&bpf_net));
