@@ -10,6 +10,7 @@
 pub mod build;
 pub mod bundle;
 pub mod contract;
+pub mod dify_config;
 pub mod oci;
 pub mod plan;
 pub mod rootfs;
