@@ -88,13 +88,14 @@ pub struct SeccompFiles {
 pub enum BundleError {
     #[error("{path} does not exist: no bundle there. Pass --bundle DIR, the bundle/ directory of a `prebake build` output (in the image it is /opt/prebake/bundle)")]
     Missing { path: std::path::PathBuf },
-    #[error("{path}: {source}")]
+    // The cause is the `#[source]`: `format_error_chain` prints "path: cause" as before.
+    #[error("{path}")]
     Io {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not a prebake bundle manifest: {source}")]
+    #[error("{path}: not a prebake bundle manifest")]
     Parse {
         path: std::path::PathBuf,
         #[source]
