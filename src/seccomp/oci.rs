@@ -1,5 +1,5 @@
-//! A [`ResolvedPolicy`] as OCI runtime-spec `linux.seccomp` JSON (libseccomp's vocabulary), for runc and
-//! crun users and for reviewers.
+//! A [`ResolvedPolicy`] as OCI runtime-spec `linux.seccomp` JSON (libseccomp's vocabulary), for
+//! runc and crun users and for reviewers.
 //!
 //! Written through our own structs rather than `oci_spec`'s so the bytes are deterministic:
 //! fixed field order, entries sorted by (action, errno, arguments), names sorted. Tests check

@@ -6,7 +6,7 @@ use super::names::{split_name, Comps};
 use std::io::Read;
 
 /// Everything the extractor needs from one archive member, read before its data.
-/// (Not [`crate::rootfs::header`]'s member, which is what the writer emits.)
+/// (Not `rootfs::header::Member`, which is what the tar writer emits.)
 pub(super) struct ArchiveEntry {
     pub(super) name: String,
     pub(super) comps: Comps,
