@@ -4,10 +4,13 @@
 //! The stages, each a module that takes the previous stage's value:
 //! `spec` (what the user asked for) -> `plan` (every path that goes in, and why) ->
 //! `rootfs` (deterministic tarball) + `seccomp` (policy artifacts) -> `bundle` -> `oci`.
+//! What the build writes and the runtime reads is one module, `contract`.
 //! At run time: `runtime` unpacks the bundle once and runs each script in a sandbox.
 
 pub mod build;
 pub mod bundle;
+pub mod contract;
+pub mod dify_config;
 pub mod fsutil;
 pub mod hashio;
 pub mod oci;

@@ -379,7 +379,7 @@ fn cmd_seccomp_show(spec_path: Option<PathBuf>, language: Option<String>) -> Res
 }
 
 fn cmd_dig(bundle: &Path, language: &str, spec: Option<PathBuf>, script: &Path) -> Result<()> {
-    use prebake::bundle::BundleManifest;
+    use prebake::contract::BundleManifest;
     use prebake::runtime::unpack::{unpack_bundle, UnpackOutcome};
     let lang = parse_language(language)?;
     let seccomp = match spec {

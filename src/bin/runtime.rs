@@ -5,10 +5,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use prebake::bundle::{BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT};
+use prebake::contract::{BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT};
 use prebake::runtime::config::{Config, DEFAULT_CONFIG};
 use prebake::runtime::listen;
-use prebake::runtime::locate::rootfs_dir;
+use prebake::runtime::locate::{load_manifest, rootfs_dir};
 use prebake::runtime::probe::Capabilities;
 use prebake::runtime::sandbox::{Exit, Isolation, Limits, RunRequest, Sandbox, SandboxError};
 use prebake::runtime::server::{router, AppState};
@@ -153,7 +153,7 @@ fn open_sandbox(
     namespaces: bool,
     limits: Limits,
 ) -> Result<(Sandbox, BundleManifest)> {
-    let manifest = BundleManifest::load(&common.bundle)?;
+    let manifest = load_manifest(&common.bundle)?;
     let rootfs = rootfs_dir(&common.bundle, &manifest, &common.root)?;
     tracing::info!(rootfs = %rootfs.dir.display(), "rootfs {}", rootfs.how);
     let iso = Isolation::from_caps(caps, namespaces);
@@ -192,7 +192,7 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Cmd::Unpack { common } => {
             init_logs("info");
-            let manifest = BundleManifest::load(&common.bundle)?;
+            let manifest = load_manifest(&common.bundle)?;
             let start = std::time::Instant::now();
             let r = rootfs_dir(&common.bundle, &manifest, &common.root)?;
             println!(
@@ -288,7 +288,7 @@ fn serve(mut common: Common, config_path: Option<PathBuf>) -> Result<i32> {
         tracing::warn!("{w}");
     }
     let caps = check_platform(common.insecure_no_sandbox)?;
-    let manifest = BundleManifest::load(&common.bundle)?;
+    let manifest = load_manifest(&common.bundle)?;
     let deps = manifest
         .languages
         .iter()

@@ -22,7 +22,7 @@ use super::{
     write_archive, write_layout, ImageConfig, ImageDigests, Layer, LayerMedia, OciError,
     IMAGE_PORT, IMAGE_RUNTIME_PATH, IMAGE_WORKDIR,
 };
-use crate::bundle::{BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT};
+use crate::contract::{BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT};
 use crate::plan::{ldso, Entry, EntryKind, Plan, PlanError, Source};
 use crate::rootfs::{RootfsError, TarOptions};
 use crate::spec::Compression;

@@ -54,7 +54,7 @@ pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Where things live in the image. The Containerfile and templates/k8s use the same paths
 /// (tests/it/oci_layout.rs checks that they agree).
 pub const IMAGE_RUNTIME_PATH: &str = "/usr/local/bin/runtime";
-/// The image's WorkingDir; the bundle is `crate::bundle::DEFAULT_BUNDLE_DIR` beneath it.
+/// The image's WorkingDir; the bundle is `crate::contract::DEFAULT_BUNDLE_DIR` beneath it.
 pub const IMAGE_WORKDIR: &str = "/opt/prebake";
 /// The port `runtime serve` listens on by default (dify-sandbox's).
 pub const IMAGE_PORT: u16 = 8194;

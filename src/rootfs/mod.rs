@@ -9,7 +9,7 @@
 /// Today's home of the hashing adapters is `crate::hashio`; this path stays for callers.
 pub use crate::hashio as hash;
 
-use crate::bundle::RootfsInfo;
+use crate::contract::RootfsInfo;
 use crate::fsutil::stage::StagedFile;
 use crate::hashio::HashWriter;
 use crate::plan::{EntryKind, Plan, Source};
@@ -141,7 +141,7 @@ pub fn compression_name(compression: Option<Compression>) -> &'static str {
 pub fn rootfs_info(stats: &TarStats, file: &str, compression: Option<Compression>) -> RootfsInfo {
     RootfsInfo {
         file: file.to_owned(),
-        compression: compression_name(compression).to_owned(),
+        compression: compression_name(compression).into(),
         sha256_uncompressed: stats.sha256_uncompressed.clone(),
         sha256_compressed: stats.sha256_compressed.clone(),
         size_uncompressed: stats.size_uncompressed,

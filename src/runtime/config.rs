@@ -24,17 +24,9 @@ use super::sandbox::Limits;
 use serde_yaml_ng::Value;
 use std::path::{Path, PathBuf};
 
-/// dify-sandbox's default config path, relative to the working directory.
-pub const DEFAULT_CONFIG: &str = "conf/config.yaml";
-
-/// Keys dify-sandbox uses to build its chroot at start; prebake does that at build time.
-const BUILD_TIME_KEYS: [&str; 5] = [
-    "python_path",
-    "python_lib_path",
-    "nodejs_path",
-    "python_deps_update_interval",
-    "python_pip_mirror_url",
-];
+// The file's vocabulary is shared with the build's importer (`spec::dify`).
+pub use crate::dify_config::DEFAULT_CONFIG;
+use crate::dify_config::{env_list, env_name, lookup, BUILD_TIME_KEYS};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -155,18 +147,6 @@ fn at_most(key: &'static str, value: u64, max: u64) -> Result<u64, ConfigError> 
 
 fn mib(key: &'static str, value: u64) -> Result<u64, ConfigError> {
     Ok(at_most(key, value, MAX_MIB)? << 20)
-}
-
-fn lookup<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
-    let mut v = root;
-    for part in key.split('.') {
-        v = v.as_mapping()?.get(Value::String(part.to_string()))?;
-    }
-    if v.is_null() {
-        None
-    } else {
-        Some(v)
-    }
 }
 
 fn describe(v: &Value) -> String {
@@ -309,11 +289,9 @@ impl Source<'_> {
             }
         }
         if let Some(v) = (self.env)("ALLOWED_SYSCALLS") {
-            *out = v
-                .split(',')
-                .filter(|s| !s.trim().is_empty())
+            *out = env_list(&v)
                 .map(|s| {
-                    s.trim().parse().map_err(|_| {
+                    s.parse().map_err(|_| {
                         Self::type_err(
                             "environment ALLOWED_SYSCALLS".into(),
                             key,
@@ -450,7 +428,7 @@ impl Config {
                     .into(),
             );
         }
-        let max_uids = crate::bundle::SANDBOX_UID_COUNT as usize;
+        let max_uids = crate::contract::SANDBOX_UID_COUNT as usize;
         if c.max_workers > max_uids {
             c.warnings.push(format!(
                 "max_workers {} is more than the {max_uids} sandbox uids; using {max_uids}",
@@ -469,7 +447,7 @@ impl Config {
             .copied()
             .filter(|k| {
                 src.file.is_some_and(|(_, root)| lookup(root, k).is_some())
-                    || (src.env)(&k.to_ascii_uppercase()).is_some()
+                    || (src.env)(&env_name(k)).is_some()
             })
             .collect();
         if !build_time.is_empty() {

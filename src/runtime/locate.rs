@@ -1,7 +1,8 @@
-//! Where the rootfs of a bundle is on disk, unpacking it first when needed.
+//! The bundle this runtime serves: its manifest (checked for this machine's architecture) and
+//! where its rootfs is on disk, unpacking it first when needed.
 
 use super::unpack::{unpack_bundle, UnpackError, UnpackOutcome};
-use crate::bundle::BundleManifest;
+use crate::contract::{BundleError, BundleManifest};
 use std::path::{Path, PathBuf};
 
 /// Where the rootfs is and how it got there (for the startup log).
@@ -10,6 +11,14 @@ pub struct Located {
     pub dir: PathBuf,
     /// "in place", "unpacked" or "already unpacked".
     pub how: &'static str,
+}
+
+/// Read `DIR/bundle.json` and refuse a bundle built for another architecture than this
+/// machine's (its interpreters would not exec and its seccomp programs would kill every run).
+pub fn load_manifest(bundle_dir: &Path) -> Result<BundleManifest, BundleError> {
+    let manifest = BundleManifest::load(bundle_dir)?;
+    manifest.check_arch()?;
+    Ok(manifest)
 }
 
 /// The directory to use as the sandbox's `/`. A bundle whose rootfs is already a directory

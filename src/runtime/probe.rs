@@ -5,7 +5,7 @@
 //! its private mount namespace, chroot, setresuid to a pool uid, no_new_privs + a seccomp
 //! filter — and reports a bit mask through a pipe. Nothing it does is visible outside it.
 
-use crate::bundle::SANDBOX_UID_BASE;
+use crate::contract::SANDBOX_UID_BASE;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 
 use super::config::Config;
 use super::sandbox::{RunOutcome, RunRequest, Sandbox};
-use crate::bundle::Distribution;
+use crate::contract::Distribution;
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};

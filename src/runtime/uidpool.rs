@@ -6,7 +6,7 @@
 //! kernel needs no user database to run as a uid, and the rootfs's own /etc/passwd names the
 //! pool for `getpwuid`.
 
-use crate::bundle::{SANDBOX_UID_BASE, SANDBOX_UID_COUNT};
+use crate::contract::{SANDBOX_UID_BASE, SANDBOX_UID_COUNT};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};

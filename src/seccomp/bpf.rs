@@ -1,4 +1,4 @@
-//! A [`Plan`] to stacked BPF programs (seccompiler), in the order they must be installed.
+//! A [`ResolvedPolicy`] to stacked BPF programs (seccompiler), in the order they must be installed.
 //!
 //! One seccompiler program has one match action, and the policy needs up to four (allow,
 //! EPERM, ENOSYS, the default), so the plan becomes a stack:
@@ -26,15 +26,15 @@ use seccompiler::{
 };
 
 use super::install::SockFilter;
-use super::plan::{merge, Plan, Variant};
 use super::policy::{CmpOp, When};
+use super::resolved::{merge, ResolvedPolicy, Variant};
 use super::{Arch, SeccompError};
 use crate::spec::DefaultAction;
 
 /// The value of SECCOMP_RET_TRACE's data for calls the policy would deny (see [`super::dig`]).
 pub const TRACE_DENIED: u32 = 1;
 
-pub fn compile(plan: &Plan) -> Result<Vec<Vec<SockFilter>>, SeccompError> {
+pub fn compile(plan: &ResolvedPolicy) -> Result<Vec<Vec<SockFilter>>, SeccompError> {
     let err = |message: String| SeccompError::Compile {
         language: plan.language,
         arch: plan.arch.as_str(),
@@ -80,7 +80,7 @@ pub fn compile(plan: &Plan) -> Result<Vec<Vec<SockFilter>>, SeccompError> {
 const CHAIN: usize = 8;
 
 fn filter(
-    plan: &Plan,
+    plan: &ResolvedPolicy,
     calls: &BTreeMap<u32, When>,
     mismatch: SeccompAction,
     matched: SeccompAction,
@@ -137,7 +137,7 @@ fn tree(leaves: &[(u32, Vec<SockFilter>)], out: &mut Vec<SockFilter>) {
 
 /// One seccompiler program: a linear chain over `calls`.
 fn chain(
-    plan: &Plan,
+    plan: &ResolvedPolicy,
     calls: &BTreeMap<u32, When>,
     mismatch: SeccompAction,
     matched: SeccompAction,
@@ -258,7 +258,8 @@ mod tests {
             let policy = Policy::load(lang).unwrap();
             for arch in Arch::ALL {
                 for variant in [Variant::NoNetwork, Variant::Network, Variant::Dig] {
-                    let plan = Plan::new(&policy, arch, &SeccompSpec::default(), variant).unwrap();
+                    let plan = ResolvedPolicy::new(&policy, arch, &SeccompSpec::default(), variant)
+                        .unwrap();
                     let mut allowed = plan.allowed();
                     for calls in plan.refused().values() {
                         for (&nr, when) in calls {

@@ -43,8 +43,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::install::Programs;
-use super::plan::{Plan, Variant};
 use super::policy::Policy;
+use super::resolved::{ResolvedPolicy, Variant};
 use super::{bpf, Arch, SeccompError};
 use crate::spec::{Language, SeccompSpec};
 
@@ -158,7 +158,7 @@ pub fn dig(
     let io = |what: String| move |source| SeccompError::Io { what, source };
     let arch = Arch::host()?;
     let policy = Policy::load(language)?;
-    let plan = Plan::new(&policy, arch, spec, Variant::Dig)?;
+    let plan = ResolvedPolicy::new(&policy, arch, spec, Variant::Dig)?;
     let programs = Programs::from_bytes(&Programs::to_bytes(&bpf::compile(&plan)?))
         .expect("freshly compiled programs parse");
     let allowed = plan.allowed();

@@ -1,11 +1,12 @@
 //! Seccomp policies: one source of truth per language (data under `templates/seccomp/`),
 //! compiled at build time to OCI JSON and BPF; the runtime only loads bytes.
 //!
-//! Stages: [`policy`] parses the YAML (names, conditions, why) -> [`plan`] resolves it for one
-//! architecture and one variant (with or without network, or the `dig` variant), merging the
-//! spec's `allow` -> [`bpf`] (seccompiler programs in the [`install`] file format) and [`oci`]
-//! (runtime-spec JSON). [`table`] prints the policy for reviewers; [`dig`] finds what a script
-//! needs that the policy refuses.
+//! Stages: [`policy`] parses the YAML (names, conditions, why) -> [`resolved`] resolves it
+//! for one architecture and one variant (with or without network, or the `dig` variant),
+//! merging the spec's `allow` -> [`bpf`] (seccompiler programs in the file format of
+//! [`crate::contract::bpf`], loaded by [`install`]) and [`oci`] (runtime-spec JSON). [`show`]
+//! prints the policy for reviewers (`prebake seccomp show`); [`tables`] are the generated
+//! syscall number tables; [`dig`] finds what a script needs that the policy refuses.
 //!
 //! Precedence, the same in BPF and JSON: an `errno` entry (clone3 -> ENOSYS, fork -> EPERM,
 //! network without network -> EPERM) wins over everything else for the calls it matches; then
@@ -16,46 +17,21 @@ pub mod bpf;
 pub mod dig;
 pub mod install;
 pub mod oci;
-pub mod plan;
 pub mod policy;
-pub mod table;
+pub mod resolved;
+pub mod show;
 pub mod tables;
 
 use crate::spec::{DefaultAction, Language, SeccompSpec};
 
 pub use dig::{dig, DigReport};
-pub use table::show_table;
+pub use show::show_table;
 
-/// An architecture prebake builds policies for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Arch {
-    X86_64,
-    Aarch64,
-}
+/// The architecture is part of the build/runtime contract (the manifest names it); what
+/// seccomp knows about each one (syscall tables, audit arch, names) is added here.
+pub use crate::contract::Arch;
 
 impl Arch {
-    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
-
-    /// The architecture of the build host, if prebake supports it.
-    pub fn host() -> Result<Arch, SeccompError> {
-        Arch::from_name(std::env::consts::ARCH)
-    }
-
-    pub fn from_name(name: &str) -> Result<Arch, SeccompError> {
-        match name {
-            "x86_64" => Ok(Arch::X86_64),
-            "aarch64" => Ok(Arch::Aarch64),
-            other => Err(SeccompError::UnsupportedArch(other.to_string())),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        }
-    }
-
     /// Syscall name -> number, from the kernel headers (see `templates/seccomp/gen_tables.py`).
     pub fn table(self) -> &'static [(&'static str, u32)] {
         match self {
@@ -130,8 +106,8 @@ pub enum SeccompError {
         "seccomp.default_action: `{0}` is not an action (use one of: errno, kill_process, log)"
     )]
     BadAction(String),
-    #[error("architecture `{0}` is not supported (prebake builds seccomp policies for x86_64 and aarch64)")]
-    UnsupportedArch(String),
+    #[error(transparent)]
+    UnsupportedArch(#[from] crate::contract::arch::UnsupportedArch),
     #[error("compiling the {language} seccomp filter for {arch}: {message}")]
     Compile {
         language: &'static str,
@@ -167,7 +143,7 @@ pub struct Artifacts {
     pub bpf: Vec<u8>,
     /// `seccomp/<language>-net.bpf`.
     pub bpf_net: Vec<u8>,
-    pub arch: &'static str,
+    pub arch: Arch,
     /// Total BPF instructions of (`bpf`, `bpf_net`).
     pub instructions: (usize, usize),
 }
@@ -184,8 +160,8 @@ pub fn compile_for(
     spec: &SeccompSpec,
 ) -> Result<Artifacts, SeccompError> {
     let policy = policy::Policy::load(language)?;
-    let no_net = plan::Plan::new(&policy, arch, spec, plan::Variant::NoNetwork)?;
-    let net = plan::Plan::new(&policy, arch, spec, plan::Variant::Network)?;
+    let no_net = resolved::ResolvedPolicy::new(&policy, arch, spec, resolved::Variant::NoNetwork)?;
+    let net = resolved::ResolvedPolicy::new(&policy, arch, spec, resolved::Variant::Network)?;
     let bpf = bpf::compile(&no_net)?;
     let bpf_net = bpf::compile(&net)?;
     let instructions = (count(&bpf), count(&bpf_net));
@@ -194,7 +170,7 @@ pub fn compile_for(
         oci_json_net: oci::to_json(&net),
         bpf: install::Programs::to_bytes(&bpf),
         bpf_net: install::Programs::to_bytes(&bpf_net),
-        arch: arch.as_str(),
+        arch,
         instructions,
     })
 }

@@ -1,5 +1,5 @@
-//! A [`Plan`] as OCI runtime-spec `linux.seccomp` JSON (libseccomp's vocabulary), for runc and
-//! crun users and for reviewers.
+//! A [`ResolvedPolicy`] as OCI runtime-spec `linux.seccomp` JSON (libseccomp's vocabulary), for
+//! runc and crun users and for reviewers.
 //!
 //! Written through our own structs rather than `oci_spec`'s so the bytes are deterministic:
 //! fixed field order, entries sorted by (action, errno, arguments), names sorted. Tests check
@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::plan::Plan;
 use super::policy::{CmpOp, Cond, RuleAction};
+use super::resolved::ResolvedPolicy;
 use crate::spec::DefaultAction;
 
 #[derive(Serialize)]
@@ -68,7 +68,7 @@ fn arg(c: &Cond) -> Arg {
     }
 }
 
-pub fn to_json(plan: &Plan) -> Vec<u8> {
+pub fn to_json(plan: &ResolvedPolicy) -> Vec<u8> {
     // (errno or 0 for allow, args) -> names
     let mut groups: BTreeMap<(u32, Vec<Arg>), Vec<&'static str>> = BTreeMap::new();
     let allowed = plan.allowed();

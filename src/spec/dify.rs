@@ -6,7 +6,7 @@
 //! `--strict`): dify-sandbox itself ignores it silently, which is how typos go unnoticed, but a
 //! newer dify-sandbox may add keys, and its shipped file must build unchanged.
 //!
-//! As in dify-sandbox, `PYTHON_PATH`, `PYTHON_LIB_PATH` (comma-separated), `NODEJS_PATH` and
+//! The file's keys are described once, in [`crate::dify_config`]. As in dify-sandbox, `PYTHON_PATH`, `PYTHON_LIB_PATH` (comma-separated), `NODEJS_PATH` and
 //! `ALLOWED_SYSCALLS` (comma-separated numbers) in the environment win over the file.
 
 use std::collections::BTreeMap;
@@ -19,27 +19,7 @@ use super::yaml::{describe, At, Doc, KeyPath};
 use super::{
     Compression, Extras, ImageSpec, Language, LanguageSpec, SeccompSpec, SpecError, SyscallRef,
 };
-
-/// Every key of dify-sandbox 0.2.x's `DifySandboxGlobalConfigurations`.
-const TOP_KEYS: &[&str] = &[
-    "app",
-    "max_workers",
-    "max_requests",
-    "worker_timeout",
-    "python_path",
-    "python_lib_path",
-    "python_pip_mirror_url",
-    "python_deps_update_interval",
-    "nodejs_path",
-    "enable_network",
-    "enable_preload",
-    "allowed_syscalls",
-    "proxy",
-    // Shipped in conf/config.yaml since 2025 (main branch); a run-time concern.
-    "log_path",
-];
-const APP_KEYS: &[&str] = &["port", "debug", "key"];
-const PROXY_KEYS: &[&str] = &["socks5", "http", "https"];
+use crate::dify_config::{env_list, APP_KEYS, PROXY_KEYS, TOP_KEYS};
 
 /// The image name of an imported config (it has no name of its own).
 pub const DIFY_IMAGE_NAME: &str = "dify-sandbox";
@@ -203,7 +183,7 @@ fn apply_env_overrides(
     }
     if let Some(v) = set("PYTHON_LIB_PATH") {
         python.paths.clear();
-        for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in env_list(&v) {
             let path = std::path::PathBuf::from(item);
             if !path.is_absolute() {
                 return Err(env_error(
@@ -218,7 +198,7 @@ fn apply_env_overrides(
     }
     if let Some(v) = set("ALLOWED_SYSCALLS") {
         syscalls.clear();
-        for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        for item in env_list(&v) {
             let n: u32 = item.parse().map_err(|_| {
                 env_error(
                     "ALLOWED_SYSCALLS",

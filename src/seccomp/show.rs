@@ -1,7 +1,7 @@
 //! `prebake seccomp show`: the effective policy as a table for reviewers.
 
-use super::plan::{resolve, Plan, Variant};
 use super::policy::{errno_name, Policy, RuleAction, Set};
+use super::resolved::{resolve, ResolvedPolicy, Variant};
 use super::{Arch, SeccompError};
 use crate::spec::{DefaultAction, Language, SeccompSpec};
 
@@ -11,7 +11,7 @@ pub fn show_table(language: Language, spec: &SeccompSpec) -> Result<String, Secc
     let policy = Policy::load(language)?;
     // Same validation as the build, for every architecture.
     for arch in Arch::ALL {
-        Plan::new(&policy, arch, spec, Variant::NoNetwork)?;
+        ResolvedPolicy::new(&policy, arch, spec, Variant::NoNetwork)?;
     }
     let nr = |arch: Arch, name: &str| {
         arch.number(name)

@@ -1,5 +1,6 @@
-//! A policy resolved for one architecture and one variant, with the spec's additions: the
-//! single intermediate form both the BPF and the OCI JSON are generated from.
+//! A policy resolved for one architecture and one variant, with the spec's additions
+//! ([`ResolvedPolicy`]; not the rootfs `plan::Plan`, hence the name): the single
+//! intermediate form both the BPF and the OCI JSON are generated from.
 
 use std::collections::BTreeMap;
 
@@ -30,7 +31,7 @@ pub struct Entry {
 }
 
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct ResolvedPolicy {
     pub arch: Arch,
     pub language: &'static str,
     pub variant: Variant,
@@ -39,13 +40,13 @@ pub struct Plan {
     pub entries: Vec<Entry>,
 }
 
-impl Plan {
+impl ResolvedPolicy {
     pub fn new(
         policy: &Policy,
         arch: Arch,
         spec: &SeccompSpec,
         variant: Variant,
-    ) -> Result<Plan, SeccompError> {
+    ) -> Result<ResolvedPolicy, SeccompError> {
         let mut entries = Vec::new();
         for r in &policy.rules {
             if r.arches.as_ref().is_some_and(|l| !l.contains(&arch)) {
@@ -109,7 +110,7 @@ impl Plan {
                 when: Vec::new(),
             });
         }
-        Ok(Plan {
+        Ok(ResolvedPolicy {
             arch,
             language: policy.language.as_str(),
             variant,

@@ -1,0 +1,243 @@
+//! The isolation sequence for one run (parent side): prepare everything, clone the child
+//! (see [`super::child`] for the child side and the fork-safety choice), then supervise it:
+//! a wall-clock deadline that kills the whole process tree, stdout and stderr captured
+//! separately with byte caps, and everything reaped before the uid goes back to the pool.
+//!
+//! # /tmp without a mount namespace
+//! With a mount namespace each run gets a fresh tmpfs on /tmp (size-capped, noexec, nosuid,
+//! nodev, mode 1777) that disappears with the namespace. Without one (Docker's default
+//! profile forbids `unshare`), the rootfs's `/tmp` is made root-owned mode 0711 at startup
+//! (nobody can list or create entries in it), and each run gets `/tmp/run-<uid>` owned by
+//! its pool uid, mode 0700, as working directory and `TMPDIR`/`HOME`. It must live inside the
+//! rootfs because nothing outside is reachable after chroot. The directory is deleted before
+//! and after the run (iteratively, through directory descriptors, never following a symlink
+//! or crossing a mount: see [`super::cleanup`]; a tree that cannot be removed is set aside,
+//! root-owned, and retried by the uid's next run); its size is bounded per file by
+//! RLIMIT_FSIZE only (no tmpfs to cap the total), which is documented as the weaker
+//! guarantee of that mode. Scripts that write to `/tmp/name` directly fail in that mode;
+//! `tempfile`, `TMPDIR` and relative paths work.
+//!
+//! # Environment
+//! The manifest's `env` for the language, `HOME` (the working directory, unless the manifest
+//! sets it), `TMPDIR` in chroot mode, and the proxy variables only for runs with network.
+//!
+//! # Leftover processes
+//! With a pid namespace the interpreter is pid 1: when it exits or is killed, the kernel
+//! kills every other process of the namespace before the parent can reap it. Without one, the
+//! run leads its own session; after it ends the process group is killed and then every
+//! process of its uid (see [`kill_uid`]). A uid is also swept once before its first use by a
+//! process, for leftovers of a crashed predecessor.
+//!
+//! # Memory
+//! RLIMIT_AS bounds what a script maps. With `SANDBOX_CGROUPS=on`, where the container's
+//! cgroup tree is writable, each uid also has a cgroup (see [`super::cgroup`]) with
+//! `memory.max` = the address-space limit plus the /tmp size (so memfd files, the tmpfs /tmp
+//! and pipe buffers count too) and `pids.max` = the process limit; a kill by the cgroup's OOM
+//! killer is reported as the memory limit. It is off by default because joining a cgroup
+//! costs each run a kernel RCU grace period (+8 ms p50 measured here). Without cgroups,
+//! `memfd_create` is refused by the runtime's own stacked filter
+//! ([`super::runfilter`]): the one way to hold unbounded RAM outside RLIMIT_AS that the policy
+//! would otherwise allow.
+
+mod chroot_tmp;
+mod error;
+mod isolation;
+mod limits;
+mod outcome;
+mod run;
+mod supervise;
+mod sys;
+mod tree;
+
+pub use error::SandboxError;
+pub use isolation::Isolation;
+pub use limits::{Limits, NODEJS_MEMORY_BYTES};
+pub use outcome::{Exit, RunOutcome, Stream};
+pub use run::RunRequest;
+pub use tree::kill_uid;
+
+use super::cgroup::Cgroups;
+use super::uidpool::UidPool;
+use crate::contract::BundleManifest;
+use crate::seccomp::install::{Programs, SockFilter};
+use chroot_tmp::prepare_shared_tmp;
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use sys::{cstr, path_c};
+
+/// One language's prepared interpreter.
+struct Language {
+    interpreter: CString,
+    args: Vec<CString>,
+    env: Vec<CString>,
+    seccomp: Option<Programs>,
+    seccomp_net: Option<Programs>,
+}
+
+/// The sandbox: a rootfs, its languages, the isolation the platform allows, a uid pool.
+pub struct Sandbox {
+    rootfs: PathBuf,
+    languages: BTreeMap<String, Language>,
+    pub isolation: Isolation,
+    pub limits: Limits,
+    pool: UidPool,
+    /// Per-uid memory and pids cgroups, where the platform allows them.
+    cgroups: Option<Cgroups>,
+    /// Stacked on the policy's filter (see [`super::runfilter`]): memfd_create without
+    /// cgroups, other processes' pids without a pid namespace.
+    run_filter: Vec<SockFilter>,
+    /// The namespace runs with network join, where the server set one up (`serve`).
+    net: Option<super::netns::SandboxNet>,
+}
+
+fn load_programs(bundle: &Path, rel: &str) -> Result<Programs, SandboxError> {
+    let path = bundle.join(rel);
+    let bytes = std::fs::read(&path).map_err(|source| SandboxError::SeccompRead {
+        path: path.clone(),
+        source,
+    })?;
+    Programs::from_bytes(&bytes).map_err(|source| SandboxError::SeccompParse { path, source })
+}
+
+impl Sandbox {
+    /// Prepare a sandbox over an unpacked `rootfs` for the bundle's languages.
+    pub fn new(
+        bundle_dir: &Path,
+        manifest: &BundleManifest,
+        rootfs: &Path,
+        isolation: Isolation,
+        limits: Limits,
+        lock_dir: &Path,
+    ) -> Result<Sandbox, SandboxError> {
+        // Absolute, symlink-free: the child chdirs and mounts by this path.
+        let rootfs = &std::fs::canonicalize(rootfs).map_err(|source| SandboxError::Prepare {
+            path: rootfs.to_path_buf(),
+            what: "resolve the rootfs path",
+            source,
+        })?;
+        // Host-side code below (and per run) works on the rootfs's tmp, dev and etc by path:
+        // none of them may be a symlink, whatever unpacked the tree.
+        super::unpack::check_runtime_paths(rootfs).map_err(|e| SandboxError::Prepare {
+            path: rootfs.to_path_buf(),
+            what: "check the rootfs's tmp, dev, etc and var (no symlinks)",
+            source: std::io::Error::other(e),
+        })?;
+        let mut languages = BTreeMap::new();
+        for (name, info) in &manifest.languages {
+            // Resolved inside the rootfs: its symlinks (a venv's bin/python -> /usr/bin/...)
+            // point into the rootfs, never at the host.
+            let missing = |source| SandboxError::Interpreter {
+                language: name.clone(),
+                path: PathBuf::from(&info.interpreter),
+                source,
+            };
+            let real = crate::plan::ldso::resolve_in_root(rootfs, Path::new(&info.interpreter))
+                .map_err(|e| missing(std::io::Error::other(e.to_string())))?
+                .ok_or_else(|| missing(std::io::ErrorKind::NotFound.into()))?;
+            let rel = real.strip_prefix("/").unwrap_or(&real).to_owned();
+            std::fs::metadata(rootfs.join(&rel)).map_err(missing)?;
+            let (seccomp, seccomp_net) = match (&info.seccomp, isolation.seccomp) {
+                (Some(files), true) => (
+                    Some(load_programs(bundle_dir, &files.bpf)?),
+                    Some(load_programs(bundle_dir, &files.bpf_net)?),
+                ),
+                (None, true) => return Err(SandboxError::NoSeccomp(name.clone())),
+                (_, false) => (None, None),
+            };
+            // Without chroot (insecure mode only) the interpreter is reached through the
+            // host path of the rootfs.
+            let interpreter = if isolation.chroot {
+                cstr(info.interpreter.as_bytes())?
+            } else {
+                path_c(&rootfs.join(&rel))?
+            };
+            let mut env = Vec::new();
+            for (k, v) in &info.env {
+                env.push(cstr(format!("{k}={v}").as_bytes())?);
+            }
+            languages.insert(
+                name.clone(),
+                Language {
+                    interpreter,
+                    args: info
+                        .args
+                        .iter()
+                        .map(|a| cstr(a.as_bytes()))
+                        .collect::<Result<_, _>>()?,
+                    env,
+                    seccomp,
+                    seccomp_net,
+                },
+            );
+        }
+        if isolation.chroot && !isolation.mount_ns {
+            prepare_shared_tmp(rootfs)?;
+        }
+        // SANDBOX_CGROUPS=on: per-uid cgroups where the tree is writable. Off by default:
+        // moving each run's process into its cgroup waits for an RCU grace period in the
+        // kernel (cgroup_threadgroup_rwsem), measured at +8 ms p50 per run on this project's
+        // machine (cgroup v1), ten times the rest of the API's overhead; refusing memfd_create
+        // closes the same hole at no cost.
+        let cgroups_on = std::env::var("SANDBOX_CGROUPS").is_ok_and(|v| v == "on");
+        let cgroups = if isolation.setuid && cgroups_on {
+            match Cgroups::detect() {
+                Ok(c) => {
+                    tracing::info!(tree = ?c.tree(), "per-run memory and pids cgroups");
+                    Some(c)
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        "no writable cgroup tree ({why}): memory is bounded by RLIMIT_AS and the tmpfs size, and memfd_create is refused"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let run_filter = if isolation.seccomp {
+            super::runfilter::build(cgroups.is_none(), !isolation.pid_ns)
+        } else {
+            Vec::new()
+        };
+        Ok(Sandbox {
+            rootfs: rootfs.to_path_buf(),
+            languages,
+            isolation,
+            limits,
+            pool: UidPool::new(lock_dir)?,
+            cgroups,
+            run_filter,
+            net: None,
+        })
+    }
+
+    pub fn has_language(&self, name: &str) -> bool {
+        self.languages.contains_key(name)
+    }
+
+    /// The languages this bundle serves, sorted.
+    pub fn language_names(&self) -> Vec<&str> {
+        self.languages.keys().map(String::as_str).collect()
+    }
+
+    pub fn rootfs(&self) -> &Path {
+        &self.rootfs
+    }
+
+    /// From now on runs with network join `net`'s namespace instead of the server's.
+    pub fn attach_network(&mut self, net: super::netns::SandboxNet) {
+        self.net = Some(net);
+    }
+
+    /// Whether runs with network are behind pasta (see [`super::netns`]).
+    pub fn behind_pasta(&self) -> bool {
+        self.net.is_some()
+    }
+
+    /// Whether runs get a memory cgroup (else memfd_create is refused).
+    pub fn has_cgroups(&self) -> bool {
+        self.cgroups.is_some()
+    }
+}

@@ -1,0 +1,224 @@
+//! One run, assembled and supervised: the child's plan (namespaces, root, rlimits, uid,
+//! seccomp, descriptors), the spawn, the setup report, then [`super::supervise`].
+
+use super::chroot_tmp::RunTmp;
+use super::supervise::supervise;
+use super::sys::{code_fd, cstr, os, path_c, pipe, read_full};
+use super::tree::{kill_uid, Child};
+use super::{RunOutcome, Sandbox, SandboxError};
+use crate::runtime::child::{self, ChildPlan, RootMode, Step};
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// One run's input.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub language: String,
+    pub code: String,
+    pub network: bool,
+    pub timeout: Duration,
+    /// Extra environment for runs with network (proxy variables).
+    pub network_env: Vec<(String, String)>,
+}
+
+impl Sandbox {
+    /// Run one script to completion (blocking; call from a blocking thread).
+    pub fn run(&self, req: &RunRequest) -> Result<RunOutcome, SandboxError> {
+        let lang = self
+            .languages
+            .get(&req.language)
+            .ok_or(SandboxError::UnsupportedLanguage)?;
+        let lease = self.pool.acquire()?;
+        let iso = self.isolation;
+        let uid = lease.uid;
+        if lease.needs_sweep && iso.setuid {
+            kill_uid(uid);
+        }
+        // Without a mount namespace: the per-run /tmp directory (see the module docs).
+        let run_tmp = (iso.chroot && !iso.mount_ns).then(|| format!("/tmp/run-{uid}"));
+        let _tmp_guard = match &run_tmp {
+            Some(inside) => Some(RunTmp::create(
+                &self.rootfs.join(inside.trim_start_matches('/')),
+                uid,
+                iso.setuid,
+            )?),
+            None => None,
+        };
+
+        let code = code_fd(req.code.as_bytes())?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (rep_r, rep_w) = pipe()?;
+
+        let cwd = run_tmp.clone().unwrap_or_else(|| {
+            if iso.chroot {
+                "/tmp".into()
+            } else {
+                "/".into()
+            }
+        });
+        let mut env: Vec<CString> = lang.env.clone();
+        let has = |env: &[CString], k: &str| {
+            env.iter()
+                .any(|e| e.as_bytes().starts_with(format!("{k}=").as_bytes()))
+        };
+        if !has(&env, "HOME") {
+            env.push(cstr(format!("HOME={cwd}").as_bytes())?);
+        }
+        if run_tmp.is_some() {
+            env.push(cstr(format!("TMPDIR={cwd}").as_bytes())?);
+        }
+        if req.network {
+            for (k, v) in &req.network_env {
+                env.push(cstr(format!("{k}={v}").as_bytes())?);
+            }
+        }
+        let mut argv: Vec<CString> = vec![lang.interpreter.clone()];
+        argv.extend(lang.args.iter().cloned());
+        argv.push(c"-".into());
+
+        let mut flags = 0;
+        if iso.mount_ns {
+            flags |= libc::CLONE_NEWNS;
+        }
+        if iso.pid_ns {
+            flags |= libc::CLONE_NEWPID;
+        }
+        if iso.ipc_ns {
+            flags |= libc::CLONE_NEWIPC;
+        }
+        if iso.uts_ns {
+            flags |= libc::CLONE_NEWUTS;
+        }
+        if iso.net_ns && !req.network {
+            flags |= libc::CLONE_NEWNET;
+        }
+        let root_mode = if iso.mount_ns {
+            RootMode::MountNs
+        } else if iso.chroot {
+            RootMode::Chroot
+        } else {
+            RootMode::None
+        };
+        let secs = req.timeout.as_secs() + 1;
+        let lim = |soft: u64, hard: u64| libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        let l = &self.limits.for_language(&req.language);
+        let rlimits = vec![
+            (libc::RLIMIT_AS, lim(l.memory_bytes, l.memory_bytes)),
+            (libc::RLIMIT_CPU, lim(secs, secs + 1)),
+            (libc::RLIMIT_FSIZE, lim(l.tmp_bytes, l.tmp_bytes)),
+            (libc::RLIMIT_NOFILE, lim(l.open_files, l.open_files)),
+            (libc::RLIMIT_NPROC, lim(l.processes, l.processes)),
+            (libc::RLIMIT_CORE, lim(0, 0)),
+        ];
+        let cgroup = match &self.cgroups {
+            Some(c) => {
+                Some(c.for_run(uid, l.memory_bytes.saturating_add(l.tmp_bytes), l.processes)?)
+            }
+            None => None,
+        };
+        let rootfs_c = path_c(&self.rootfs)?;
+        let dev = self.rootfs.join("dev");
+        let devs = ["null", "zero", "urandom"]
+            .iter()
+            .map(|d| Ok((path_c(&Path::new("/dev").join(d))?, path_c(&dev.join(d))?)))
+            .collect::<Result<Vec<_>, SandboxError>>()?;
+        let seccomp = if req.network {
+            lang.seccomp_net.as_ref()
+        } else {
+            lang.seccomp.as_ref()
+        };
+        let argv_ptrs: Vec<*const libc::c_char> = argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp_ptrs: Vec<*const libc::c_char> = env
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let plan = ChildPlan {
+            clone_flags: flags,
+            root_mode,
+            rootfs: rootfs_c,
+            tmp_target: path_c(&self.rootfs.join("tmp"))?,
+            tmp_opts: cstr(format!("size={},nr_inodes=4096,mode=1777", l.tmp_bytes).as_bytes())?,
+            dev_target: path_c(&dev)?,
+            devs,
+            cwd: cstr(cwd.as_bytes())?,
+            hostname: iso.uts_ns.then(|| c"sandbox".into()),
+            exe: lang.interpreter.clone(),
+            argv: argv_ptrs,
+            envp: envp_ptrs,
+            rlimits,
+            ids: iso.setuid.then_some((uid, uid)),
+            seccomp,
+            extra_filter: (!self.run_filter.is_empty() && seccomp.is_some())
+                .then_some(self.run_filter.as_slice()),
+            cgroup_procs: cgroup.as_ref().map_or([-1, -1], |c| c.procs_fds()),
+            netns: match (&self.net, req.network) {
+                (Some(net), true) => net.fd(),
+                _ => -1,
+            },
+            stdin: code.as_raw_fd(),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
+            report: rep_w.as_raw_fd(),
+        };
+
+        let start = Instant::now();
+        // SAFETY: the plan and everything it points to live until after spawn returns in the
+        // parent; the child never returns from spawn.
+        let pid = unsafe { child::spawn(&plan) }
+            .map_err(|e| os("clone the sandbox process")(std::io::Error::from_raw_os_error(e)))?;
+        drop(plan);
+        drop((code, out_w, err_w, rep_w));
+        let child = Child::new(pid, &lease, iso)?;
+
+        // Did the exec happen? EOF on the report pipe means yes.
+        let mut rep = [0u8; 8];
+        // Bounded by the run's deadline: a child stuck before exec (it is a copy of a
+        // multi-threaded process) must not hold this worker and its uid forever.
+        let Some(n) = read_full(rep_r.as_raw_fd(), &mut rep, start + req.timeout) else {
+            child.kill();
+            child.reap();
+            return Err(SandboxError::Os {
+                what: "finish the sandbox setup before the deadline",
+                source: std::io::ErrorKind::TimedOut.into(),
+            });
+        };
+        if n == 8 {
+            let step = u32::from_le_bytes(rep[..4].try_into().expect("4 bytes"));
+            let errno = i32::from_le_bytes(rep[4..].try_into().expect("4 bytes"));
+            child.kill();
+            child.reap();
+            return Err(SandboxError::Child {
+                step: Step::from_u32(step).unwrap_or(Step::Exec),
+                errno,
+            });
+        }
+        drop(rep_r);
+
+        let deadline = start + req.timeout;
+        let tmp_watch = _tmp_guard.as_ref().map(|t| (t.0.as_path(), l.tmp_bytes));
+        let sup = supervise(&child, out_r, err_r, deadline, l.output_bytes, tmp_watch);
+        let exit = child.reap();
+        Ok(RunOutcome {
+            stdout: sup.stdout,
+            stderr: sup.stderr,
+            exit,
+            timed_out: sup.timed_out,
+            truncated: sup.truncated,
+            duration: start.elapsed(),
+            limits: l.clone(),
+            memory_killed: cgroup.as_ref().is_some_and(|c| c.oom_killed()),
+            tmp_exceeded: sup.tmp_exceeded,
+        })
+    }
+}

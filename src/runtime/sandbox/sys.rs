@@ -1,0 +1,109 @@
+//! The raw-syscall helpers a run needs: C strings, descriptors kept clear of 0..=3, the
+//! sealed code memfd, and a read bounded by a deadline.
+
+use super::SandboxError;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::Instant;
+
+pub(super) fn cstr(b: &[u8]) -> Result<CString, SandboxError> {
+    CString::new(b).map_err(|_| SandboxError::Nul)
+}
+
+pub(super) fn path_c(p: &Path) -> Result<CString, SandboxError> {
+    cstr(p.as_os_str().as_bytes())
+}
+
+pub(super) fn os(what: &'static str) -> impl FnOnce(std::io::Error) -> SandboxError {
+    move |source| SandboxError::Os { what, source }
+}
+
+/// A descriptor at >= 10 so the child's dup2 onto 0..=3 never clobbers another one.
+pub(super) fn high_fd(fd: RawFd) -> Result<OwnedFd, SandboxError> {
+    // SAFETY: fd is a valid descriptor we own; the duplicate is owned by the result.
+    unsafe {
+        let new = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if new < 0 {
+            return Err(SandboxError::Os {
+                what: "duplicate a descriptor",
+                source: err,
+            });
+        }
+        Ok(OwnedFd::from_raw_fd(new))
+    }
+}
+
+pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(os("create a pipe")(std::io::Error::last_os_error()));
+    }
+    Ok((high_fd(fds[0])?, high_fd(fds[1])?))
+}
+
+/// The script on a sealed-off memfd, read by the interpreter as stdin (never argv).
+pub(super) fn code_fd(code: &[u8]) -> Result<OwnedFd, SandboxError> {
+    // SAFETY: memfd_create returns a new descriptor we own.
+    let fd = unsafe { libc::memfd_create(c"prebake-code".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(os("create the code memfd")(std::io::Error::last_os_error()));
+    }
+    let fd = high_fd(fd)?;
+    let mut off = 0;
+    while off < code.len() {
+        // SAFETY: writing from a live slice.
+        let n = unsafe {
+            libc::write(
+                fd.as_raw_fd(),
+                code[off..].as_ptr().cast(),
+                code.len() - off,
+            )
+        };
+        if n <= 0 {
+            return Err(os("write the code memfd")(std::io::Error::last_os_error()));
+        }
+        off += n as usize;
+    }
+    // SAFETY: lseek on our descriptor.
+    unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) };
+    Ok(fd)
+}
+
+/// Read until `buf` is full or EOF; None when `deadline` passes first.
+pub(super) fn read_full(fd: RawFd, buf: &mut [u8], deadline: Instant) -> Option<usize> {
+    let mut off = 0;
+    while off < buf.len() {
+        let wait_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis()
+            .min(i32::MAX as u128) as i32;
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one live pollfd.
+        let rc = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+        if rc < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        if rc == 0 {
+            return None;
+        }
+        // SAFETY: reading into a live buffer.
+        let n = unsafe { libc::read(fd, buf[off..].as_mut_ptr().cast(), buf.len() - off) };
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        off += n as usize;
+    }
+    Some(off)
+}

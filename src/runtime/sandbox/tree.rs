@@ -1,0 +1,146 @@
+//! Control of a run's process tree: the child behind a pidfd, killing the whole tree
+//! (pid namespace, process group, then every process of the run's uid), reaping.
+
+use super::sys::os;
+use super::{Exit, Isolation, SandboxError};
+use crate::runtime::uidpool::Lease;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Kill every process of `uid`: a helper switches to that uid and sends SIGKILL to -1, which
+/// reaches exactly the processes it may signal (those of the same uid) except itself. The
+/// kernel walks the task list under a lock that fork also takes, so a fork bomb cannot slip
+/// a new child in.
+pub fn kill_uid(uid: u32) {
+    // SAFETY: the forked child only makes raw syscalls and _exits (async-signal-safe).
+    unsafe {
+        let pid = libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        );
+        if pid == 0 {
+            if libc::syscall(libc::SYS_setresgid, uid, uid, uid) == 0
+                && libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0
+            {
+                libc::kill(-1, libc::SIGKILL);
+            }
+            libc::_exit(0);
+        }
+        if pid > 0 {
+            let mut st = 0;
+            libc::waitpid(pid as libc::pid_t, &mut st, 0);
+        }
+    }
+}
+
+/// The running child: its pid, a pidfd for race-free signalling and waiting.
+pub(super) struct Child {
+    pid: libc::pid_t,
+    pub(super) pidfd: OwnedFd,
+    uid: Option<u32>,
+    pid_ns: bool,
+    reaped: std::cell::Cell<Option<Exit>>,
+}
+
+impl Child {
+    pub(super) fn new(
+        pid: libc::pid_t,
+        lease: &Lease<'_>,
+        iso: Isolation,
+    ) -> Result<Child, SandboxError> {
+        // SAFETY: pidfd_open on our own unreaped child (its pid cannot be reused yet).
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            let err = std::io::Error::last_os_error();
+            // SAFETY: we still own the child; kill and reap it.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            return Err(os("open a pidfd (Linux >= 5.3 required)")(err));
+        }
+        Ok(Child {
+            pid,
+            // SAFETY: a fresh descriptor we own.
+            pidfd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
+            uid: iso.setuid.then_some(lease.uid),
+            pid_ns: iso.pid_ns,
+            reaped: std::cell::Cell::new(None),
+        })
+    }
+
+    /// Kill the whole tree: pid 1 of its pid namespace takes everything with it; without a
+    /// pid namespace the process group and then every process of the run's uid.
+    pub(super) fn kill(&self) {
+        // SAFETY: signalling through the pidfd cannot hit a recycled pid.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            );
+        }
+        self.kill_rest();
+    }
+
+    fn kill_rest(&self) {
+        if !self.pid_ns {
+            // The group id is the child's pid (setsid); the group may outlive the leader.
+            // Only while the child is unreaped: its zombie keeps the pid, and so the group
+            // id, from being reused. After the reap the number may already name another
+            // run's fresh group (pids wrap at pid_max, 32768 in many containers), and a
+            // group kill then would SIGKILL a healthy run. Reaping kills the group first.
+            if self.reaped.get().is_none() {
+                // SAFETY: plain kill of a process group whose leader we have not reaped.
+                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
+            }
+            if let Some(uid) = self.uid {
+                kill_uid(uid);
+            }
+        }
+    }
+
+    /// Wait for the child and return how it ended (idempotent).
+    pub(super) fn reap(&self) -> Exit {
+        if let Some(e) = self.reaped.get() {
+            return e;
+        }
+        // Wait without reaping first, so the leftovers can be killed while the zombie still
+        // holds the pid (see `kill_rest`), then reap.
+        // SAFETY: waiting for our own child into a zeroed siginfo.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            while libc::waitid(
+                libc::P_PID,
+                self.pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            ) < 0
+                && errno_is_eintr()
+            {}
+        }
+        // Leftovers outside a pid namespace (daemonized grandchildren) die with the run.
+        self.kill_rest();
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let rc = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        let exit = if rc < 0 {
+            Exit::Signal(libc::SIGKILL)
+        } else if libc::WIFEXITED(status) {
+            Exit::Code(libc::WEXITSTATUS(status))
+        } else {
+            Exit::Signal(libc::WTERMSIG(status))
+        };
+        self.reaped.set(Some(exit));
+        exit
+    }
+}
+
+fn errno_is_eintr() -> bool {
+    std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+}
