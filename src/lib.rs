@@ -8,7 +8,6 @@
 //! At run time: `runtime` unpacks the bundle once and runs each script in a sandbox.
 
 pub mod build;
-pub mod bundle;
 pub mod contract;
 pub mod dify_config;
 pub mod fsutil;

@@ -6,7 +6,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use prebake::contract::{BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT};
-use prebake::runtime::config::{Config, DEFAULT_CONFIG};
+use prebake::dify_config::DEFAULT_CONFIG;
+use prebake::runtime::config::Config;
 use prebake::runtime::listen;
 use prebake::runtime::locate::{load_manifest, rootfs_dir};
 use prebake::runtime::probe::Capabilities;

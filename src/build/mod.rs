@@ -5,7 +5,7 @@
 
 mod output;
 
-use crate::bundle::{self, BundleManifest, LanguageInfo, SeccompFiles};
+use crate::contract::{self, BundleManifest, LanguageInfo, SeccompFiles};
 use crate::plan::{ImagePlan, PlanOptions, PlanningError};
 use crate::spec::{ImageSpec, Language};
 use std::collections::BTreeMap;
@@ -192,7 +192,7 @@ fn write_bundle(
     )?;
 
     let manifest = BundleManifest {
-        format_version: bundle::FORMAT_VERSION,
+        format_version: contract::FORMAT_VERSION,
         prebake_version: env!("CARGO_PKG_VERSION").to_owned(),
         spec_digest: spec.digest.clone(),
         rootfs: crate::rootfs::rootfs_info(&stats, file_name, Some(spec.compression)),
@@ -207,7 +207,7 @@ fn write_bundle(
             .map(|(p, e)| (p.clone(), e.provenance.clone()))
             .collect(),
     };
-    let mpath = bundle_dir.join(bundle::MANIFEST_FILE);
+    let mpath = bundle_dir.join(contract::MANIFEST_FILE);
     std::fs::write(&mpath, manifest.to_json()).map_err(io(&mpath))?;
     Ok((manifest, seccomp_instructions))
 }

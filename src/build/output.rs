@@ -28,7 +28,7 @@ pub(super) fn check_out_dir(out: &Path, force: bool) -> Result<(), BuildError> {
             // --force replaces a previous build, never a directory that happens to be named.
             let previous = out
                 .join("bundle")
-                .join(crate::bundle::MANIFEST_FILE)
+                .join(crate::contract::MANIFEST_FILE)
                 .is_file()
                 || out.join("image/oci-layout").is_file();
             if !previous {

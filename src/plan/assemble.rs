@@ -5,7 +5,7 @@
 use super::lang::{self, LanguagePlan};
 use super::pyc::{add_pycs, PycCache};
 use super::{closure, extras, ldcache, ldso, masked, EntryKind, Plan, PlanError, Source};
-use crate::bundle::LanguageInfo;
+use crate::contract::LanguageInfo;
 use crate::spec::{ImageSpec, Language};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

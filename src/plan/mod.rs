@@ -14,10 +14,6 @@ pub mod pyc;
 pub mod tree;
 
 pub use assemble::{plan_image, ImagePlan, PlanOptions, PlanningError};
-/// Shim: moved to `plan::lang::python`; remove once nothing imports the old path.
-pub use lang::python;
-/// Shim: moved to `plan::lang::python::requirements`; remove once nothing imports the old path.
-pub use lang::python::requirements;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,10 +44,6 @@ pub enum EntryKind {
         minor: u32,
     },
 }
-
-// Moved to the build/runtime contract (the unpacker reads SAFE_DEVICES too); re-exported for
-// the planner.
-pub use crate::contract::devices::{ROOTFS_DEVICES, SAFE_DEVICES};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

@@ -6,9 +6,6 @@
 //! alone (mtime = SOURCE_DATE_EPOCH, owner 0:0 without names, normalized modes, no
 //! atime/ctime/xattrs); and compressor settings are fixed (see [`TarOptions`]).
 
-/// Today's home of the hashing adapters is `crate::hashio`; this path stays for callers.
-pub use crate::hashio as hash;
-
 use crate::contract::RootfsInfo;
 use crate::fsutil::stage::StagedFile;
 use crate::hashio::HashWriter;

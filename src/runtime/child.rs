@@ -16,7 +16,8 @@
 //! tmpfs /tmp and a minimal /dev; or plain chroot) -> hostname -> rlimits -> drop groups, gid,
 //! uid -> parent-death signal -> no_new_privs -> seccomp -> execve.
 
-use crate::seccomp::install::{Programs, SockFilter};
+use crate::contract::bpf::SockFilter;
+use crate::seccomp::install::Programs;
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int, c_ulong};
 

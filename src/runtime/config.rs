@@ -25,7 +25,6 @@ use serde_yaml_ng::Value;
 use std::path::{Path, PathBuf};
 
 // The file's vocabulary is shared with the build's importer (`spec::dify`).
-pub use crate::dify_config::DEFAULT_CONFIG;
 use crate::dify_config::{env_list, env_name, lookup, BUILD_TIME_KEYS};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -19,7 +19,7 @@
 //! before the policy's, which refuses `seccomp()` itself; the kernel applies the most
 //! restrictive answer of all stacked programs, so this one can only narrow.
 
-use crate::seccomp::install::SockFilter;
+use crate::contract::bpf::SockFilter;
 
 /// Placeholder for the run's pid in comparisons (no pid is `u32::MAX`).
 pub const SELF_PID: u32 = u32::MAX;

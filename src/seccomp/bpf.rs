@@ -25,10 +25,10 @@ use seccompiler::{
     SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
 };
 
-use super::install::SockFilter;
 use super::policy::{CmpOp, When};
 use super::resolved::{merge, ResolvedPolicy, Variant};
 use super::{Arch, SeccompError};
+use crate::contract::bpf::SockFilter;
 use crate::spec::DefaultAction;
 
 /// The value of SECCOMP_RET_TRACE's data for calls the policy would deny (see [`super::dig`]).
@@ -65,7 +65,7 @@ pub fn compile(plan: &ResolvedPolicy) -> Result<Vec<Vec<SockFilter>>, SeccompErr
     };
     programs.push(filter(plan, &allowed, default, SeccompAction::Allow)?);
     for p in &programs {
-        if p.len() > super::install::MAX_INSNS {
+        if p.len() > crate::contract::bpf::MAX_INSNS {
             return Err(err(format!("a program has {} instructions", p.len())));
         }
     }

@@ -4,7 +4,7 @@
 //! Parsing happens before fork; [`Programs::install`] only makes syscalls, so it is safe to
 //! call between fork and exec in a child of a multi-threaded process.
 
-pub use crate::contract::bpf::{LoadError, SockFilter, MAX_INSNS};
+use crate::contract::bpf::{LoadError, SockFilter};
 
 /// Programs ready to install, in installation order.
 #[derive(Debug, Clone, PartialEq, Eq)]

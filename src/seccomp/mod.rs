@@ -27,9 +27,9 @@ use crate::spec::{DefaultAction, Language, SeccompSpec};
 pub use dig::{dig, DigReport};
 pub use show::show_table;
 
-/// The architecture is part of the build/runtime contract (the manifest names it); what
-/// seccomp knows about each one (syscall tables, audit arch, names) is added here.
-pub use crate::contract::Arch;
+// The architecture is part of the build/runtime contract (the manifest names it); what
+// seccomp knows about each one (syscall tables, audit arch, names) is added here.
+use crate::contract::Arch;
 
 impl Arch {
     /// Syscall name -> number, from the kernel headers (see `templates/seccomp/gen_tables.py`).
@@ -175,6 +175,6 @@ pub fn compile_for(
     })
 }
 
-fn count(programs: &[Vec<install::SockFilter>]) -> usize {
+fn count(programs: &[Vec<crate::contract::bpf::SockFilter>]) -> usize {
     programs.iter().map(Vec::len).sum()
 }

@@ -724,7 +724,7 @@ fn k8s_templates_and_containerfile_agree_with_the_image() {
         .iter()
         .map(|m| m["mountPath"].as_str().unwrap())
         .collect();
-    let sandbox_root = Path::new(prebake::bundle::DEFAULT_SANDBOX_ROOT);
+    let sandbox_root = Path::new(prebake::contract::DEFAULT_SANDBOX_ROOT);
     assert!(
         mounts.iter().any(|m| sandbox_root.starts_with(m)),
         "readOnlyRootFilesystem needs a writable volume over {}",
@@ -803,7 +803,7 @@ fn k8s_templates_and_containerfile_agree_with_the_image() {
     )));
     assert!(containerfile.contains(&format!("WORKDIR {}", oci::IMAGE_WORKDIR)));
     assert!(containerfile.contains(&format!("EXPOSE {port}/tcp")));
-    assert!(prebake::bundle::DEFAULT_BUNDLE_DIR.starts_with(oci::IMAGE_WORKDIR));
+    assert!(prebake::contract::DEFAULT_BUNDLE_DIR.starts_with(oci::IMAGE_WORKDIR));
     let dockerignore = fs::read_to_string(support::repo_root().join(".dockerignore")).unwrap();
     assert!(dockerignore.lines().any(|l| l == "target/"));
 }

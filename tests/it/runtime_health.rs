@@ -16,8 +16,8 @@ fn health_is_503_until_ready() {
     // server must not say it is healthy; release them and it becomes ready.
     let locks = tempfile::tempdir().unwrap();
     let mut held = Vec::new();
-    for uid in prebake::bundle::SANDBOX_UID_BASE
-        ..prebake::bundle::SANDBOX_UID_BASE + prebake::bundle::SANDBOX_UID_COUNT
+    for uid in prebake::contract::SANDBOX_UID_BASE
+        ..prebake::contract::SANDBOX_UID_BASE + prebake::contract::SANDBOX_UID_COUNT
     {
         use std::os::fd::AsRawFd;
         let f = std::fs::File::create(locks.path().join(format!("uid-{uid}.lock"))).unwrap();

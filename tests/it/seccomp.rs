@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use prebake::contract::Arch;
 use prebake::seccomp::install::Programs;
-use prebake::seccomp::{self, Arch, SeccompError};
+use prebake::seccomp::{self, SeccompError};
 use prebake::spec::{DefaultAction, Language, SeccompSpec, SyscallRef};
 
 const PY: &str = "/usr/bin/python3.11";

@@ -2,7 +2,7 @@
 //! well-behaved builders refuse bad names) and against real bundles made by the writer.
 
 use crate::support;
-use prebake::bundle::{BundleManifest, FORMAT_VERSION};
+use prebake::contract::{BundleManifest, FORMAT_VERSION};
 use prebake::plan::{Entry, EntryKind, Plan, Source};
 use prebake::rootfs::{file_name, rootfs_info, write_tar_file, TarOptions};
 use prebake::runtime::unpack::{
@@ -1085,7 +1085,7 @@ fn concurrent_runtime_unpack_processes_both_succeed() {
     let bundle = dir.path().join("bundle");
     let manifest = many_files_bundle(&bundle, N);
     fs::write(
-        bundle.join(prebake::bundle::MANIFEST_FILE),
+        bundle.join(prebake::contract::MANIFEST_FILE),
         manifest.to_json(),
     )
     .unwrap();

@@ -1,6 +1,6 @@
 //! Generated `/etc` files and the run-time mount points.
 
-use crate::bundle::{SANDBOX_UID_BASE, SANDBOX_UID_COUNT};
+use crate::contract::{SANDBOX_UID_BASE, SANDBOX_UID_COUNT};
 use crate::plan::{Entry, EntryKind, Plan, PlanError};
 
 /// `/etc/passwd` naming root, nobody and every uid of the sandbox pool, so `getpwuid()`
@@ -62,7 +62,7 @@ pub fn add_etc_stubs(plan: &mut Plan) -> Result<(), PlanError> {
 pub fn add_mount_points(plan: &mut Plan) -> Result<(), PlanError> {
     plan.add_dir("/tmp", 0o1777, "extra: tmp")?;
     plan.add_dir("/dev", 0o755, "extra: tmp")?;
-    for (path, major, minor) in crate::plan::ROOTFS_DEVICES {
+    for (path, major, minor) in crate::contract::devices::ROOTFS_DEVICES {
         plan.insert(
             (*path).to_owned(),
             Entry {

@@ -8,9 +8,7 @@ pub use etc::{add_etc_stubs, add_mount_points, group, passwd, HOSTS, NSSWITCH, R
 use super::closure::find_library;
 use super::lang::python::PythonInstall;
 use super::lang::LanguagePlan;
-/// Shim: moved to `plan::tree` (the language planners use them too); remove once nothing
-/// imports them from here.
-pub use super::tree::{add_if_exists, add_tree};
+use super::tree::{add_if_exists, add_tree};
 use super::{ldso, Plan, PlanningError};
 use crate::spec::{ImageSpec, Language};
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@ pub mod node;
 pub mod python;
 
 use super::{tree, Plan, PlanningError};
-use crate::bundle::LanguageInfo;
+use crate::contract::LanguageInfo;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! Node.js: the interpreter, its version, and the flags every sandboxed run gets.
 
 use super::{add_spec_paths, sandbox_env, which, LanguagePlan};
-use crate::bundle::LanguageInfo;
+use crate::contract::LanguageInfo;
 use crate::plan::{Plan, PlanningError};
 use crate::spec::LanguageSpec;
 use std::path::Path;

@@ -13,9 +13,6 @@ mod conf;
 mod loader;
 mod resolver;
 
-/// Shim: the sysroot path resolution moved to [`crate::fsutil::in_root`] (the runtime uses it
-/// too); remove once every caller imports it from there.
-pub use crate::fsutil::in_root::resolve_in_root;
 pub use cache::{
     cache_flags, libcmp, parse_cache, write_cache, CacheEntry, CacheError, LdCache, HWCAP_EXTENSION,
 };

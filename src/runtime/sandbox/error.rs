@@ -17,7 +17,7 @@ pub enum SandboxError {
     SeccompParse {
         path: PathBuf,
         #[source]
-        source: crate::seccomp::install::LoadError,
+        source: crate::contract::bpf::LoadError,
     },
     #[error("language {0}: the bundle has no seccomp programs and seccomp is required; rebuild the bundle or pass --insecure-no-sandbox")]
     NoSeccomp(String),

@@ -58,8 +58,9 @@ pub use tree::kill_uid;
 
 use super::cgroup::Cgroups;
 use super::uidpool::UidPool;
+use crate::contract::bpf::SockFilter;
 use crate::contract::BundleManifest;
-use crate::seccomp::install::{Programs, SockFilter};
+use crate::seccomp::install::Programs;
 use chroot_tmp::prepare_shared_tmp;
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -132,9 +133,10 @@ impl Sandbox {
                 path: PathBuf::from(&info.interpreter),
                 source,
             };
-            let real = crate::plan::ldso::resolve_in_root(rootfs, Path::new(&info.interpreter))
-                .map_err(|e| missing(std::io::Error::other(e.to_string())))?
-                .ok_or_else(|| missing(std::io::ErrorKind::NotFound.into()))?;
+            let real =
+                crate::fsutil::in_root::resolve_in_root(rootfs, Path::new(&info.interpreter))
+                    .map_err(|e| missing(std::io::Error::other(e.to_string())))?
+                    .ok_or_else(|| missing(std::io::ErrorKind::NotFound.into()))?;
             let rel = real.strip_prefix("/").unwrap_or(&real).to_owned();
             std::fs::metadata(rootfs.join(&rel)).map_err(missing)?;
             let (seccomp, seccomp_net) = match (&info.seccomp, isolation.seccomp) {

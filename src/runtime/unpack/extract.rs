@@ -7,7 +7,7 @@ use super::names::{escapes_root, split_name, Comps};
 use super::paths::{runtime_path_kind, RuntimePathKind};
 use super::CHUNK;
 use crate::contract::Compression;
-use crate::rootfs::hash::HashReader;
+use crate::hashio::HashReader;
 use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmod, futimens, mkdirat, Mode};

@@ -3,7 +3,7 @@
 //! `runtime serve` with an HTTP client.
 #![allow(dead_code)]
 
-use prebake::bundle::{BundleManifest, SANDBOX_UID_BASE, SANDBOX_UID_COUNT};
+use prebake::contract::{BundleManifest, SANDBOX_UID_BASE, SANDBOX_UID_COUNT};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -7,16 +7,12 @@ mod dists;
 mod excludes;
 pub mod requirements;
 
-/// Shim: `which` moved to `plan::lang` (node uses it too); remove once nothing imports it here.
-pub use super::which;
-/// Shim: moved to `plan::pyc`; remove once nothing imports it here.
-pub use crate::plan::pyc::compile_pycs;
 pub use discover::{discover, PythonInstall};
 pub use dists::{dists_in_plan, installed_dists, normalize_name, record_files, select_dists, Dist};
 pub use excludes::default_excludes;
 
 use super::{add_spec_paths, sandbox_env, LanguagePlan};
-use crate::bundle::{Distribution, LanguageInfo};
+use crate::contract::{Distribution, LanguageInfo};
 use crate::plan::pyc::PycCache;
 use crate::plan::{tree, Plan, PlanningError};
 use crate::spec::LanguageSpec;
