@@ -29,6 +29,9 @@ pub fn staging_prefix(dest: &Path, tag: &str) -> String {
 /// is atomic).
 pub struct StagedDir {
     tmp: tempfile::TempDir,
+    /// The name prefix: a replaced tree is moved aside under `<prefix>old-`, so a sweep of
+    /// the prefix finds it too.
+    prefix: String,
 }
 
 impl StagedDir {
@@ -38,7 +41,10 @@ impl StagedDir {
         let tmp = tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(parent_dir(dest))?;
-        Ok(StagedDir { tmp })
+        Ok(StagedDir {
+            tmp,
+            prefix: prefix.to_owned(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -55,7 +61,7 @@ impl StagedDir {
     }
 
     /// Put the tree at `dest`, replacing what is there. Returns the previous tree, now under
-    /// a hidden name beside `dest`, for the caller to remove in its own way (it may be large
+    /// a hidden name beside `dest` (this staging prefix), for the caller to remove in its own way (it may be large
     /// or hostile); `None` when there was none. `dest` is never missing or half-written:
     /// the two trees are exchanged atomically, or, where the filesystem cannot exchange, the
     /// old one is moved aside and put back if the new one cannot be moved in.
@@ -70,7 +76,7 @@ impl StagedDir {
             Ok(()) => Ok(Some(self.tmp.keep())),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
                 let aside = tempfile::Builder::new()
-                    .prefix(&staging_prefix(dest, "old"))
+                    .prefix(&format!("{}old-", self.prefix))
                     .tempdir_in(parent_dir(dest))?
                     .keep();
                 fs::rename(dest, &aside)?;

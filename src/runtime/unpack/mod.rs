@@ -56,6 +56,7 @@ pub use extract::{extract, ExtractStats};
 pub use paths::{check_runtime_paths, RuntimePathKind, RUNTIME_PATHS};
 
 use crate::contract::{stamp::stamp_line, BundleManifest, Compression};
+use crate::fsutil::stage::StagedDir;
 use error::io_at;
 use std::fs::File;
 use std::io;
@@ -126,10 +127,7 @@ pub fn unpack_bundle(
     swap::remove_stale_temps(parent, &prefix);
 
     // TempDir removes itself on every early return below: a failed unpack leaves nothing.
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!("{prefix}new-"))
-        .tempdir_in(parent)
-        .map_err(io_at(parent))?;
+    let tmp = StagedDir::new(root, &format!("{prefix}new-")).map_err(io_at(parent))?;
     let archive = File::open(&file).map_err(io_at(&file))?;
     let stats = extract(
         io::BufReader::with_capacity(CHUNK, archive),
@@ -161,11 +159,7 @@ pub fn unpack_bundle(
     // way the runtime will meet it, before anything vouches for it.
     check_runtime_paths(tmp.path())?;
     stamp::write_stamp(tmp.path(), &stamp_line)?;
-    // mkdtemp made it 0700; the sandbox's unprivileged uids must be able to traverse it.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
-        .map_err(io_at(tmp.path()))?;
-    swap::swap_into_place(tmp, root, parent, &prefix)?;
+    swap::swap_into_place(tmp, root)?;
     Ok(UnpackOutcome::Unpacked {
         files: stats.files + stats.hardlinks,
         bytes: stats.bytes,

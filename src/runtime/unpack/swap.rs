@@ -1,8 +1,8 @@
-//! Putting a complete tree in place of the root: atomically where the filesystem can
-//! exchange two directories, and sweeping the temp trees of killed unpacks.
+//! Putting a complete tree in place of the root (with [`crate::fsutil::stage`]), and sweeping
+//! the temp trees of killed unpacks.
 
 use super::error::UnpackError;
-use std::io;
+use crate::fsutil::stage::StagedDir;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -22,73 +22,22 @@ pub(super) fn remove_stale_temps(parent: &Path, prefix: &str) {
     }
 }
 
-fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
-    let ca = std::ffi::CString::new(a.as_os_str().as_bytes())?;
-    let cb = std::ffi::CString::new(b.as_os_str().as_bytes())?;
-    // The raw syscall rather than glibc's wrapper, which musl builds may lack.
-    // SAFETY: both paths are valid NUL-terminated strings for the duration of the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Put the complete tree at `root`: atomically exchange it with the old tree when there is
-/// one, then remove the old tree.
-pub(super) fn swap_into_place(
-    tmp: tempfile::TempDir,
-    root: &Path,
-    parent: &Path,
-    prefix: &str,
-) -> Result<(), UnpackError> {
-    let swap_err = |source| UnpackError::Swap {
-        path: root.to_path_buf(),
-        source,
-    };
-    let exists = root.symlink_metadata().is_ok();
-    if !exists {
-        // rename(2) refuses to replace a non-empty directory, so a racing creator is not
-        // clobbered; tmp is still removed on failure by its destructor.
-        std::fs::rename(tmp.path(), root).map_err(swap_err)?;
-        let _ = tmp.keep();
-        return Ok(());
-    }
-    let old = match rename_exchange(tmp.path(), root) {
-        Ok(()) => tmp.keep(),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
-            // The filesystem cannot exchange: move the old tree aside, then the new one in.
-            // The root is briefly absent, never half-written.
-            let aside = tempfile::Builder::new()
-                .prefix(&format!("{prefix}old-"))
-                .tempdir_in(parent)
-                .map_err(swap_err)?
-                .keep();
-            std::fs::rename(root, &aside).map_err(swap_err)?;
-            if let Err(e) = std::fs::rename(tmp.path(), root) {
-                // Put the old tree back so the root is never left missing.
-                let _ = std::fs::rename(&aside, root);
-                return Err(swap_err(e));
-            }
-            let _ = tmp.keep();
-            aside
+/// Put the complete tree at `root` (exchanged atomically with the old tree where the
+/// filesystem can), then remove the old tree. mkdtemp made the tree 0700; the sandbox's
+/// unprivileged uids must be able to traverse it, so it lands 0755.
+pub(super) fn swap_into_place(tmp: StagedDir, root: &Path) -> Result<(), UnpackError> {
+    let old = tmp
+        .commit_replace(root, 0o755)
+        .map_err(|source| UnpackError::Swap {
+            path: root.to_path_buf(),
+            source,
+        })?;
+    if let Some(old) = old {
+        if let Err(err) = crate::runtime::cleanup::remove_tree(&old) {
+            // The new tree is in place; a leftover old tree only costs disk and is removed by
+            // the next unpack's stale-temp sweep.
+            tracing::warn!(path = %old.display(), error = %err, "cannot remove the previous rootfs tree");
         }
-        Err(e) => return Err(swap_err(e)),
-    };
-    if let Err(err) = crate::runtime::cleanup::remove_tree(&old) {
-        // The new tree is in place; a leftover old tree only costs disk and is removed by
-        // the next unpack's stale-temp sweep.
-        tracing::warn!(path = %old.display(), error = %err, "cannot remove the previous rootfs tree");
     }
     Ok(())
 }
