@@ -38,6 +38,43 @@ fn build_ok(spec: &Path, out: &Path) -> serde_json::Value {
     serde_json::from_slice(&manifest).unwrap()
 }
 
+/// A successful build into `out/` of a fresh temp dir, with its manifest.
+struct Built {
+    tmp: tempfile::TempDir,
+    out: PathBuf,
+    m: serde_json::Value,
+}
+
+impl Built {
+    fn spec(spec: &Path) -> Built {
+        Self::with(tempfile::tempdir().unwrap(), spec)
+    }
+
+    /// Build from spec YAML `text` (written into the temp dir).
+    fn yaml(text: &str) -> Built {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = write_spec(tmp.path(), text);
+        Self::with(tmp, &spec)
+    }
+
+    fn with(tmp: tempfile::TempDir, spec: &Path) -> Built {
+        let out = tmp.path().join("out");
+        let m = build_ok(spec, &out);
+        Built { tmp, out, m }
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.out.join("bundle")
+    }
+
+    /// The rootfs unpacked by GNU tar into `root/` of the temp dir.
+    fn unpack(&self) -> PathBuf {
+        let root = self.tmp.path().join("root");
+        untar(&self.bundle(), &self.m, &root);
+        root
+    }
+}
+
 /// Unpack with GNU tar (an independent reader) into `dest`.
 fn untar(bundle: &Path, manifest: &serde_json::Value, dest: &Path) {
     let file = bundle.join(manifest["rootfs"]["file"].as_str().unwrap());
@@ -99,16 +136,14 @@ fn write_spec(dir: &Path, text: &str) -> PathBuf {
 #[cfg_attr(not(all(have_root, have_zstd)), ignore = "needs root and zstd")]
 fn default_image_runs_stdlib_smoke_in_chroot() {
     let _exclusive = support::exclusive();
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    let m = build_ok(&support::repo_root().join("images/python3.yaml"), &out);
+    let built = Built::spec(&support::repo_root().join("images/python3.yaml"));
+    let m = &built.m;
     assert_eq!(m["format_version"], 1);
     assert!(m["languages"]["python3"]["interpreter"]
         .as_str()
         .unwrap()
         .starts_with('/'));
-    let root = tmp.path().join("root");
-    untar(&out.join("bundle"), &m, &root);
+    let root = built.unpack();
     // The loader keeps its symlink path, and /tmp is world-writable and sticky.
     assert!(root.join("lib64/ld-linux-x86-64.so.2").exists() || !cfg!(target_arch = "x86_64"));
     use std::os::unix::fs::PermissionsExt;
@@ -126,7 +161,7 @@ fn default_image_runs_stdlib_smoke_in_chroot() {
         .keys()
         .any(|k| k.ends_with("/__pycache__/json.cpython-311.pyc")
             || k.contains("/json/__pycache__/__init__.")));
-    assert_runs(&root, &m, "smoke_stdlib.py", "smoke ok");
+    assert_runs(&root, m, "smoke_stdlib.py", "smoke ok");
 }
 
 #[test]
@@ -136,16 +171,9 @@ fn default_image_runs_stdlib_smoke_in_chroot() {
 )]
 fn debian_python_builds_and_runs() {
     let _exclusive = support::exclusive();
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = write_spec(
-        tmp.path(),
-        "name: debian\nlanguages:\n  python3:\n    interpreter: /usr/bin/python3.11\n",
-    );
-    let out = tmp.path().join("out");
-    let m = build_ok(&spec, &out);
-    let root = tmp.path().join("root");
-    untar(&out.join("bundle"), &m, &root);
-    assert_runs(&root, &m, "smoke_stdlib.py", "smoke ok");
+    let built =
+        Built::yaml("name: debian\nlanguages:\n  python3:\n    interpreter: /usr/bin/python3.11\n");
+    assert_runs(&built.unpack(), &built.m, "smoke_stdlib.py", "smoke ok");
 }
 
 #[test]
@@ -156,16 +184,11 @@ fn debian_python_builds_and_runs() {
 fn numpy_venv_image_imports_and_computes() {
     let _exclusive = support::exclusive();
     let py = support::fixture_venv_python();
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = write_spec(
-        tmp.path(),
-        &format!(
-            "name: numpy\nlanguages:\n  python3:\n    interpreter: {}\n    packages: [numpy, requests, httpx, jinja2]\n",
-            py.display()
-        ),
-    );
-    let out = tmp.path().join("out");
-    let m = build_ok(&spec, &out);
+    let built = Built::yaml(&format!(
+        "name: numpy\nlanguages:\n  python3:\n    interpreter: {}\n    packages: [numpy, requests, httpx, jinja2]\n",
+        py.display()
+    ));
+    let m = &built.m;
     let dists: Vec<String> = m["languages"]["python3"]["distributions"]
         .as_array()
         .unwrap()
@@ -185,10 +208,8 @@ fn numpy_venv_image_imports_and_computes() {
         "numpy.libs missing from the rootfs"
     );
     // The venv lives under /var/tmp (1777 on the host): that mode must not reach the rootfs.
-    assert_no_world_writable_but_tmp(&out.join("bundle"), &m);
-    let root = tmp.path().join("root");
-    untar(&out.join("bundle"), &m, &root);
-    assert_runs(&root, &m, "numpy_smoke.py", "numpy ok");
+    assert_no_world_writable_but_tmp(&built.bundle(), m);
+    assert_runs(&built.unpack(), m, "numpy_smoke.py", "numpy ok");
 }
 
 /// Issue 10: in chroot-only mode a world-writable or sticky directory of the rootfs is
@@ -371,40 +392,34 @@ fn bad_input_fails_clearly_and_writes_nothing() {
         p.to_str().unwrap().to_owned()
     };
 
-    let s = spec("unparsable.yaml", "languages: [python3\n  oops: {\n");
-    expect_failure(&["build", &s, "--out", o], &out, &["unparsable.yaml"]);
-
-    let s = spec(
-        "unknown.yaml",
-        "name: x\nlanguages:\n  python3:\n    interpreter: python3\n    pakages: [numpy]\n",
-    );
-    expect_failure(
-        &["build", &s, "--out", o],
-        &out,
-        &["unknown.yaml:5", "pakages"],
-    );
-
-    let s = spec(
-        "nointerp.yaml",
-        "name: x\nlanguages:\n  python3:\n    interpreter: /nonexistent/python9\n",
-    );
-    expect_failure(&["build", &s, "--out", o], &out, &["/nonexistent/python9"]);
-
-    let s = spec(
-        "nopath.yaml",
-        "name: x\nlanguages:\n  python3:\n    interpreter: python3\n    paths: [/nonexistent/lib]\n",
-    );
-    expect_failure(&["build", &s, "--out", o], &out, &["/nonexistent/lib"]);
-
-    let s = spec(
-        "nopkg.yaml",
-        "name: x\nlanguages:\n  python3:\n    interpreter: python3\n    packages: [surely-not-installed-pkg]\n",
-    );
-    expect_failure(
-        &["build", &s, "--out", o],
-        &out,
-        &["surely-not-installed-pkg", "not installed"],
-    );
+    // Each spec, and what its error must name.
+    let cases: [(&str, &str, &[&str]); 5] = [
+        ("unparsable.yaml", "languages: [python3\n  oops: {\n", &["unparsable.yaml"]),
+        (
+            "unknown.yaml",
+            "name: x\nlanguages:\n  python3:\n    interpreter: python3\n    pakages: [numpy]\n",
+            &["unknown.yaml:5", "pakages"],
+        ),
+        (
+            "nointerp.yaml",
+            "name: x\nlanguages:\n  python3:\n    interpreter: /nonexistent/python9\n",
+            &["/nonexistent/python9"],
+        ),
+        (
+            "nopath.yaml",
+            "name: x\nlanguages:\n  python3:\n    interpreter: python3\n    paths: [/nonexistent/lib]\n",
+            &["/nonexistent/lib"],
+        ),
+        (
+            "nopkg.yaml",
+            "name: x\nlanguages:\n  python3:\n    interpreter: python3\n    packages: [surely-not-installed-pkg]\n",
+            &["surely-not-installed-pkg", "not installed"],
+        ),
+    ];
+    for (name, text, needles) in cases {
+        let s = spec(name, text);
+        expect_failure(&["build", &s, "--out", o], &out, needles);
+    }
 
     // An interpreter the sandbox's own /tmp would hide at run time.
     let tmp_python =
