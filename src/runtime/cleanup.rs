@@ -126,10 +126,11 @@ fn list(dir: RawFd, max: usize, buf: &mut [u8]) -> io::Result<Vec<CString>> {
     loop {
         // SAFETY: getdents64 into a live buffer of the given length.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
-        if n < 0 {
+        // Negative: the failure.
+        let Ok(n) = usize::try_from(n) else {
             return Err(last_err());
-        }
-        let n = (n as usize).min(buf.len());
+        };
+        let n = n.min(buf.len());
         if n == 0 {
             return Ok(names);
         }
