@@ -400,10 +400,8 @@ mod tests {
         let mut fd = open_dir(&top).unwrap();
         for i in 0..20_000 {
             // SAFETY: mkdirat on a live descriptor.
-            assert_eq!(
-                unsafe { libc::mkdirat(fd.as_raw_fd(), c"d".as_ptr(), 0o700) },
-                0
-            );
+            let rc = unsafe { libc::mkdirat(fd.as_raw_fd(), c"d".as_ptr(), 0o700) };
+            assert_eq!(rc, 0);
             if i % 1000 == 0 {
                 let f = CString::new("f").unwrap();
                 // SAFETY: openat on a live descriptor.

@@ -90,6 +90,7 @@ fn shipped_configs_build_and_serve_unchanged() {
         let log_text = std::fs::read_to_string(work.path().join("server.log")).unwrap_or_default();
         // The build-time key is named once, as a warning that says where it belongs.
         assert!(log_text.contains("python_path"), "{version}: {log_text}");
+        // SAFETY: signalling our own child.
         unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) };
         let _ = child.wait();
     }

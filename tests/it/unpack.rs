@@ -329,6 +329,7 @@ fn long_names_from_pax_and_gnu_headers_are_honoured() {
     assert!(!arena.dest().join("ignored-too").exists());
     assert_eq!((stats.files, stats.dirs), (2, 1));
     // Archive uid 1000 is not reproduced: files belong to the extracting user.
+    // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     assert_eq!(fs::metadata(arena.dest().join(&long)).unwrap().uid(), uid);
     arena.assert_outside_untouched();
