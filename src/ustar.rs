@@ -50,8 +50,8 @@ pub struct Member<'a> {
 }
 
 /// Largest value an octal field of `width` bytes holds (width-1 digits plus a NUL).
-fn octal_max(width: usize) -> u64 {
-    (1u64 << (3 * (width as u32 - 1))) - 1
+fn octal_max(width: u32) -> u64 {
+    (1u64 << (3 * (width - 1))) - 1
 }
 
 fn put_octal(field: &mut [u8], value: u64) {
@@ -142,7 +142,7 @@ pub fn encode(m: &Member<'_>) -> Vec<u8> {
 
 /// Zero bytes needed after `len` bytes of data to reach a block boundary.
 pub fn padding(len: u64) -> usize {
-    let rem = (len % BLOCK as u64) as usize;
+    let rem = usize::try_from(len % BLOCK as u64).expect("a remainder below BLOCK");
     if rem == 0 {
         0
     } else {

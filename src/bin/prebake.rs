@@ -137,7 +137,7 @@ fn run() -> Result<()> {
         Command::Build(args) => cmd_build(args),
         Command::Seccomp {
             command: SeccompCommand::Show { spec, language },
-        } => cmd_seccomp_show(spec, language),
+        } => cmd_seccomp_show(spec, language.as_deref()),
         Command::Dig {
             bundle,
             language,
@@ -353,9 +353,9 @@ fn print_summary(r: &build::BuildReport) {
     }
 }
 
-fn cmd_seccomp_show(spec_path: Option<PathBuf>, language: Option<String>) -> Result<()> {
+fn cmd_seccomp_show(spec_path: Option<PathBuf>, language: Option<&str>) -> Result<()> {
     let spec = load_spec(spec_path)?;
-    let only = language.as_deref().map(parse_language).transpose()?;
+    let only = language.map(parse_language).transpose()?;
     // A language the spec does not name is shown with the baked policy alone.
     let languages: Vec<(Language, prebake::spec::SeccompSpec)> = match only {
         Some(lang) => vec![(

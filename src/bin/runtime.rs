@@ -264,13 +264,13 @@ fn real_main(cli: Cli) -> Result<i32> {
                 Exit::Signal(s) => 128 + s,
             })
         }
-        Cmd::Serve { common, config } => serve(common, config),
+        Cmd::Serve { common, config } => serve(common, config.as_deref()),
     }
 }
 
-fn serve(mut common: Common, config_path: Option<PathBuf>) -> Result<i32> {
-    let (path, required) = match &config_path {
-        Some(p) => (p.clone(), true),
+fn serve(mut common: Common, config_path: Option<&std::path::Path>) -> Result<i32> {
+    let (path, required) = match config_path {
+        Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
     };
     let env = |k: &str| std::env::var(k).ok();

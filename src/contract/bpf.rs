@@ -69,7 +69,8 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Vec<SockFilter>>, LoadError> {
 pub fn encode(programs: &[Vec<SockFilter>]) -> Vec<u8> {
     let mut out = Vec::new();
     for p in programs {
-        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        let count = u32::try_from(p.len()).expect("a program is far below 2^32 instructions");
+        out.extend_from_slice(&count.to_le_bytes());
         for i in p {
             out.extend_from_slice(&i.code.to_ne_bytes());
             out.push(i.jt);

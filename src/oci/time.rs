@@ -2,7 +2,7 @@
 
 /// `1970-01-01T00:00:00Z` style, always UTC, so TZ never leaks into the image.
 pub fn rfc3339_utc(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
+    let days = i64::try_from(epoch / 86_400).expect("u64::MAX / 86400 fits in an i64");
     let secs = epoch % 86_400;
     let (y, m, d) = civil_from_days(days);
     format!(
@@ -21,8 +21,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).expect("a day of the month");
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).expect("a month");
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m, d)
 }

@@ -133,7 +133,9 @@ impl Reader<'_> {
                 self.len
             )));
         }
-        let mut buf = vec![0u8; size as usize];
+        let len = usize::try_from(size)
+            .map_err(|_| self.bad(format!("{what} size {size:#x} does not fit in memory")))?;
+        let mut buf = vec![0u8; len];
         self.file
             .read_exact_at(&mut buf, offset)
             .map_err(|source| ElfError::Io {
@@ -197,7 +199,7 @@ impl Reader<'_> {
             )));
         }
         let phbytes = self.read_at(header.e_phoff, phnum * phentsize, "program headers")?;
-        let phdrs = ProgramHeader::parse(&phbytes, 0, phnum as usize, ctx)
+        let phdrs = ProgramHeader::parse(&phbytes, 0, usize::from(header.e_phnum), ctx)
             .map_err(|e| self.bad(format!("program headers: {e}")))?;
 
         if let Some(ph) = phdrs.iter().find(|p| p.p_type == PT_INTERP) {
@@ -336,11 +338,11 @@ mod tests {
             for _ in 0..(1 + next() % 8) {
                 // Mostly the ELF and program headers, sometimes anywhere.
                 let span = if next() % 4 == 0 { bytes.len() } else { 1024 };
-                let i = 4 + (next() as usize) % (span - 4);
-                bytes[i] = next() as u8;
+                let i = 4 + usize::try_from(next() % (span as u64 - 4)).unwrap();
+                bytes[i] = next().to_le_bytes()[0];
             }
             if next() % 5 == 0 {
-                bytes.truncate((next() as usize) % bytes.len());
+                bytes.truncate(usize::try_from(next() % bytes.len() as u64).unwrap());
             }
             std::fs::write(&p, &bytes).unwrap();
             let _ = read_elf(&p);

@@ -550,7 +550,8 @@ fn copy_exact<W: Write>(
     };
     let mut remaining = size;
     while remaining > 0 {
-        let want = remaining.min(buf.len() as u64) as usize;
+        // More than fits in a usize is more than the buffer.
+        let want = usize::try_from(remaining).map_or(buf.len(), |r| r.min(buf.len()));
         let n = match file.read(&mut buf[..want]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

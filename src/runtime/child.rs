@@ -180,6 +180,8 @@ fn fail(fd: c_int, step: Step, err: i32) -> ! {
     }
 }
 
+/// # Safety
+/// Every non-null pointer must point at a NUL-terminated string that outlives the call.
 unsafe fn mount(
     src: *const c_char,
     target: *const c_char,
@@ -187,7 +189,8 @@ unsafe fn mount(
     flags: c_ulong,
     data: *const c_char,
 ) -> bool {
-    libc::mount(src, target, fstype, flags, data.cast()) == 0
+    // SAFETY: the caller passes valid strings or null, as mount(2) accepts.
+    unsafe { libc::mount(src, target, fstype, flags, data.cast()) == 0 }
 }
 
 /// Clone the child with `plan.clone_flags` (namespaces) and run [`child_main`] in it.
@@ -197,27 +200,35 @@ unsafe fn mount(
 /// The caller must not rely on anything in the child: it runs [`child_main`], which never
 /// returns. All data in `plan` must stay valid (it is, the parent holds it until after clone).
 pub unsafe fn spawn(plan: &ChildPlan) -> Result<libc::pid_t, i32> {
-    // What posix_spawn does: every signal is blocked across the clone, so none of the
-    // server's handlers (tokio's SIGTERM/SIGINT handlers write to the server's own signal
-    // pipe) can run in the child; the child resets every disposition to the default and only
-    // then unblocks (see `reset_signals`). The parent restores its mask right after.
-    let mut all: libc::sigset_t = std::mem::zeroed();
-    let mut old: libc::sigset_t = std::mem::zeroed();
-    libc::sigfillset(&mut all);
-    libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    // Raw clone with a NULL stack behaves like fork (the child continues on a copy of the
-    // stack) but accepts namespace flags, so the child is pid 1 of a new pid namespace.
-    let flags = (plan.clone_flags | libc::SIGCHLD) as c_ulong;
-    let rc = libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize);
-    if rc == 0 {
-        child_entry(plan);
-    }
-    let err = errno();
-    libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-    if rc < 0 {
-        return Err(err);
-    }
-    Ok(rc as libc::pid_t)
+    // The CLONE_NEW* flags and SIGCHLD are all below bit 31: a negative value is no set of
+    // them, and would reach the kernel sign-extended.
+    let flags = c_ulong::try_from(plan.clone_flags | libc::SIGCHLD).map_err(|_| libc::EINVAL)?;
+    // SAFETY: the signal mask calls take live sigsets; the clone child runs `child_entry`,
+    // which never returns (see the function's contract).
+    let rc = unsafe {
+        // What posix_spawn does: every signal is blocked across the clone, so none of the
+        // server's handlers (tokio's SIGTERM/SIGINT handlers write to the server's own signal
+        // pipe) can run in the child; the child resets every disposition to the default and
+        // only then unblocks (see `reset_signals`). The parent restores its mask right after.
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        // Raw clone with a NULL stack behaves like fork (the child continues on a copy of the
+        // stack) but accepts namespace flags, so the child is pid 1 of a new pid namespace.
+        let rc = libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize);
+        if rc == 0 {
+            child_entry(plan);
+        }
+        let err = errno();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if rc < 0 {
+            return Err(err);
+        }
+        rc
+    };
+    // Cannot fail: the kernel's pids are ints (at most PID_MAX_LIMIT, 2^22).
+    libc::pid_t::try_from(rc).map_err(|_| libc::EOVERFLOW)
 }
 
 /// Reset every signal disposition to the default and unblock everything (the child, with all
@@ -242,24 +253,27 @@ unsafe fn reset_signals() {
         restorer: 0,
         mask: 0,
     };
-    // 1..=64; SIGKILL and SIGSTOP cannot be changed (EINVAL, ignored).
-    for sig in 1..=64 {
+    let none: u64 = 0;
+    // SAFETY: raw syscalls on live locals; the kernel only reads them.
+    unsafe {
+        // 1..=64; SIGKILL and SIGSTOP cannot be changed (EINVAL, ignored).
+        for sig in 1..=64 {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                std::ptr::addr_of!(dfl),
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
         libc::syscall(
-            libc::SYS_rt_sigaction,
-            sig,
-            &dfl as *const KernelSigaction,
-            std::ptr::null_mut::<KernelSigaction>(),
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            std::ptr::addr_of!(none),
+            std::ptr::null_mut::<u64>(),
             8usize,
         );
     }
-    let none: u64 = 0;
-    libc::syscall(
-        libc::SYS_rt_sigprocmask,
-        libc::SIG_SETMASK,
-        &none as *const u64,
-        std::ptr::null_mut::<u64>(),
-        8usize,
-    );
 }
 
 /// The child's entry: it never returns and never unwinds. The child is a copy of one tokio
@@ -474,17 +488,22 @@ fn child_main(p: &ChildPlan) -> ! {
                 jf: 0,
                 k: 0,
             }; super::runfilter::MAX_INSNS];
-            let me = libc::syscall(libc::SYS_getpid) as u32;
+            // getpid cannot fail and a pid is positive: the fallback is never taken.
+            let me = u32::try_from(libc::syscall(libc::SYS_getpid))
+                .unwrap_or_else(|_| fail(report, Step::Seccomp, libc::EOVERFLOW));
             let len = super::runfilter::patch_self(f, me, &mut copy);
+            // At most runfilter::MAX_INSNS (20): the fallback is never taken.
+            let len =
+                u16::try_from(len).unwrap_or_else(|_| fail(report, Step::Seccomp, libc::EINVAL));
             let prog = libc::sock_fprog {
-                len: len as u16,
+                len,
                 filter: copy.as_mut_ptr().cast::<libc::sock_filter>(),
             };
             if libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
                 0,
-                &prog as *const libc::sock_fprog,
+                std::ptr::addr_of!(prog),
             ) != 0
             {
                 fail(report, Step::Seccomp, errno());

@@ -126,10 +126,11 @@ fn list(dir: RawFd, max: usize, buf: &mut [u8]) -> io::Result<Vec<CString>> {
     loop {
         // SAFETY: getdents64 into a live buffer of the given length.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
-        if n < 0 {
+        // Negative: the failure.
+        let Ok(n) = usize::try_from(n) else {
             return Err(last_err());
-        }
-        let n = (n as usize).min(buf.len());
+        };
+        let n = n.min(buf.len());
         if n == 0 {
             return Ok(names);
         }
@@ -399,10 +400,8 @@ mod tests {
         let mut fd = open_dir(&top).unwrap();
         for i in 0..20_000 {
             // SAFETY: mkdirat on a live descriptor.
-            assert_eq!(
-                unsafe { libc::mkdirat(fd.as_raw_fd(), c"d".as_ptr(), 0o700) },
-                0
-            );
+            let rc = unsafe { libc::mkdirat(fd.as_raw_fd(), c"d".as_ptr(), 0o700) };
+            assert_eq!(rc, 0);
             if i % 1000 == 0 {
                 let f = CString::new("f").unwrap();
                 // SAFETY: openat on a live descriptor.

@@ -123,8 +123,8 @@ fn replace_at(dir: &OwnedFd, name: &CStr, content: &[u8]) -> std::io::Result<()>
             .map_err(std::io::Error::from)
     });
     drop(file);
-    // SAFETY: both names are NUL-terminated and relative to the same open directory.
     let renamed = written.and_then(|()| {
+        // SAFETY: both names are NUL-terminated and relative to the same open directory.
         let rc = unsafe {
             libc::renameat(
                 dir.as_raw_fd(),

@@ -125,7 +125,10 @@ fn spawn_holder() -> Result<libc::pid_t, NetError> {
             }
         }
     }
-    Ok(pid as libc::pid_t)
+    // The kernel's pids are ints (at most PID_MAX_LIMIT, 2^22): the error is never taken.
+    libc::pid_t::try_from(pid).map_err(|_| {
+        io("create the runs' network namespace")(std::io::Error::from_raw_os_error(libc::EOVERFLOW))
+    })
 }
 
 /// pasta's tap device comes from `/dev/net/tun`, which container engines allow (Docker's

@@ -109,11 +109,14 @@ fn pidfd_works() -> bool {
     // SAFETY: pidfd_open on our own pid; the descriptor is closed right away.
     unsafe {
         let fd = libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0);
-        if fd < 0 {
-            return false;
+        // A descriptor is an int (returned in a long); a negative one is the failure.
+        match libc::c_int::try_from(fd) {
+            Ok(fd) if fd >= 0 => {
+                libc::close(fd);
+                true
+            }
+            _ => false,
         }
-        libc::close(fd as i32);
-        true
     }
 }
 
@@ -132,12 +135,12 @@ fn probe_child() -> Option<u32> {
         }
         if pid == 0 {
             let bits = child_bits();
-            libc::write(fds[1], (&bits as *const u32).cast(), 4);
+            libc::write(fds[1], std::ptr::addr_of!(bits).cast(), 4);
             libc::_exit(0);
         }
         libc::close(fds[1]);
         let mut bits = 0u32;
-        let n = libc::read(fds[0], (&mut bits as *mut u32).cast(), 4);
+        let n = libc::read(fds[0], std::ptr::addr_of_mut!(bits).cast(), 4);
         libc::close(fds[0]);
         let mut status = 0;
         libc::waitpid(pid, &mut status, 0);
@@ -146,69 +149,76 @@ fn probe_child() -> Option<u32> {
 }
 
 /// In the probe child: try everything, keep what worked.
+///
+/// # Safety
+/// Only in a forked child that `_exit`s afterwards: it changes the process's namespaces,
+/// root, ids and seccomp filter for good.
 unsafe fn child_bits() -> u32 {
-    let mut bits = 0;
-    for (flag, bit) in [
-        (libc::CLONE_NEWPID, B_PID),
-        (libc::CLONE_NEWIPC, B_IPC),
-        (libc::CLONE_NEWUTS, B_UTS),
-        (libc::CLONE_NEWNET, B_NET),
-        (libc::CLONE_NEWNS, B_MNT),
-    ] {
-        if libc::unshare(flag) == 0 {
-            bits |= bit;
+    // SAFETY: raw syscalls (or libc's thin wrappers) on constants and live locals.
+    unsafe {
+        let mut bits = 0;
+        for (flag, bit) in [
+            (libc::CLONE_NEWPID, B_PID),
+            (libc::CLONE_NEWIPC, B_IPC),
+            (libc::CLONE_NEWUTS, B_UTS),
+            (libc::CLONE_NEWNET, B_NET),
+            (libc::CLONE_NEWNS, B_MNT),
+        ] {
+            if libc::unshare(flag) == 0 {
+                bits |= bit;
+            }
         }
-    }
-    if bits & B_MNT != 0 {
-        let null = std::ptr::null::<libc::c_char>();
-        if libc::mount(
-            c"none".as_ptr(),
-            c"/".as_ptr(),
-            null,
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        ) == 0
-            && libc::mount(
-                c"tmpfs".as_ptr(),
-                c"/tmp".as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                c"size=4k".as_ptr().cast(),
+        if bits & B_MNT != 0 {
+            let null = std::ptr::null::<libc::c_char>();
+            if libc::mount(
+                c"none".as_ptr(),
+                c"/".as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) == 0
+                && libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/tmp".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    c"size=4k".as_ptr().cast(),
+                ) == 0
+            {
+                bits |= B_TMPFS;
+            }
+        }
+        if libc::chroot(c"/".as_ptr()) == 0 {
+            bits |= B_CHROOT;
+        }
+        let uid = SANDBOX_UID_BASE;
+        if libc::syscall(libc::SYS_setgroups, 0usize, 0usize) == 0
+            && libc::syscall(libc::SYS_setresgid, uid, uid, uid) == 0
+            && libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0
+        {
+            bits |= B_SETUID;
+        }
+        // A one-instruction allow-all filter: proves the kernel accepts filters from us.
+        let allow = [libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        }];
+        let prog = libc::sock_fprog {
+            len: 1,
+            filter: allow.as_ptr() as *mut libc::sock_filter,
+        };
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                std::ptr::addr_of!(prog),
             ) == 0
         {
-            bits |= B_TMPFS;
+            bits |= B_SECCOMP;
         }
+        bits
     }
-    if libc::chroot(c"/".as_ptr()) == 0 {
-        bits |= B_CHROOT;
-    }
-    let uid = SANDBOX_UID_BASE;
-    if libc::syscall(libc::SYS_setgroups, 0usize, 0usize) == 0
-        && libc::syscall(libc::SYS_setresgid, uid, uid, uid) == 0
-        && libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0
-    {
-        bits |= B_SETUID;
-    }
-    // A one-instruction allow-all filter: proves the kernel accepts filters from us.
-    let allow = [libc::sock_filter {
-        code: 0x06,
-        jt: 0,
-        jf: 0,
-        k: libc::SECCOMP_RET_ALLOW,
-    }];
-    let prog = libc::sock_fprog {
-        len: 1,
-        filter: allow.as_ptr() as *mut libc::sock_filter,
-    };
-    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-        && libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            0,
-            &prog as *const libc::sock_fprog,
-        ) == 0
-    {
-        bits |= B_SECCOMP;
-    }
-    bits
 }

@@ -37,6 +37,11 @@ fn insn(code: u16, jt: u8, jf: u8, k: u32) -> SockFilter {
     SockFilter { code, jt, jf, k }
 }
 
+/// A syscall number as `seccomp_data.nr` holds it (`libc` has them as `c_long`).
+fn nr(sys: libc::c_long) -> u32 {
+    u32::try_from(sys).expect("syscall numbers are small and non-negative")
+}
+
 /// The program for a run, or an empty one when there is nothing to add.
 pub fn build(deny_memfd: bool, confine_pids: bool) -> Vec<SockFilter> {
     if !deny_memfd && !confine_pids {
@@ -70,24 +75,26 @@ pub fn build(deny_memfd: bool, confine_pids: bool) -> Vec<SockFilter> {
     };
     let allow2 = eperm + 1;
     let zero = allow2 + 1;
-    let off = |from: usize, to: usize| -> u8 { (to - from - 1) as u8 };
+    let off = |from: usize, to: usize| -> u8 {
+        u8::try_from(to - from - 1).expect("a jump within MAX_INSNS instructions")
+    };
 
     let mut p = vec![insn(LD_W_ABS, 0, 0, OFF_NR)];
     if deny_memfd {
         let i = p.len();
-        p.push(insn(JEQ_K, off(i, eperm), 0, libc::SYS_memfd_create as u32));
+        p.push(insn(JEQ_K, off(i, eperm), 0, nr(libc::SYS_memfd_create)));
     }
     if confine_pids {
         let i = p.len();
-        p.push(insn(JEQ_K, off(i, self_only), 0, libc::SYS_tgkill as u32));
-        for nr in sched {
+        p.push(insn(JEQ_K, off(i, self_only), 0, nr(libc::SYS_tgkill)));
+        for sys in sched {
             let i = p.len();
-            p.push(insn(JEQ_K, off(i, zero_or_self), 0, *nr as u32));
+            p.push(insn(JEQ_K, off(i, zero_or_self), 0, nr(*sys)));
         }
         let i = p.len();
-        p.push(insn(JEQ_K, off(i, eperm), 0, libc::SYS_capget as u32));
+        p.push(insn(JEQ_K, off(i, eperm), 0, nr(libc::SYS_capget)));
         let i = p.len();
-        p.push(insn(JEQ_K, off(i, zero), 0, libc::SYS_getppid as u32));
+        p.push(insn(JEQ_K, off(i, zero), 0, nr(libc::SYS_getppid)));
     }
     debug_assert_eq!(p.len(), ret_allow);
     p.push(insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
@@ -168,25 +175,25 @@ mod tests {
             }; MAX_INSNS];
             let n = patch_self(&build(memfd, pids), 4242, &mut buf);
             let p = &buf[..n];
-            let memfd_nr = libc::SYS_memfd_create as u32;
+            let memfd_nr = nr(libc::SYS_memfd_create);
             assert_eq!(eval(p, memfd_nr, 0), if memfd { EPERM } else { ALLOW });
-            assert_eq!(eval(p, libc::SYS_read as u32, 7), ALLOW);
-            let tgkill = libc::SYS_tgkill as u32;
+            assert_eq!(eval(p, nr(libc::SYS_read), 7), ALLOW);
+            let tgkill = nr(libc::SYS_tgkill);
             assert_eq!(eval(p, tgkill, 4242), ALLOW);
             assert_eq!(eval(p, tgkill, 1), if pids { EPERM } else { ALLOW });
             assert_eq!(eval(p, tgkill, 0), if pids { EPERM } else { ALLOW });
-            for nr in [
+            for sys in [
                 libc::SYS_sched_getaffinity,
                 libc::SYS_sched_getparam,
                 libc::SYS_sched_getscheduler,
             ] {
-                assert_eq!(eval(p, nr as u32, 0), ALLOW);
-                assert_eq!(eval(p, nr as u32, 4242), ALLOW);
-                assert_eq!(eval(p, nr as u32, 1), if pids { EPERM } else { ALLOW });
+                assert_eq!(eval(p, nr(sys), 0), ALLOW);
+                assert_eq!(eval(p, nr(sys), 4242), ALLOW);
+                assert_eq!(eval(p, nr(sys), 1), if pids { EPERM } else { ALLOW });
             }
-            let capget = libc::SYS_capget as u32;
+            let capget = nr(libc::SYS_capget);
             assert_eq!(eval(p, capget, 0), if pids { EPERM } else { ALLOW });
-            let getppid = libc::SYS_getppid as u32;
+            let getppid = nr(libc::SYS_getppid);
             let zero = libc::SECCOMP_RET_ERRNO;
             assert_eq!(eval(p, getppid, 0), if pids { zero } else { ALLOW });
         }

@@ -68,11 +68,10 @@ impl AppState {
 struct Outcome(String);
 
 fn envelope(http: StatusCode, code: i32, message: &str, data: Value, outcome: &str) -> Response {
-    let mut r = (
-        http,
-        Json(json!({"code": code, "message": message, "data": data})),
-    )
-        .into_response();
+    let mut body = json!({"code": code, "message": message});
+    // Moved in, not serialized again as `json!` would (it takes its values by reference).
+    body["data"] = data;
+    let mut r = (http, Json(body)).into_response();
     r.extensions_mut().insert(Outcome(outcome.to_string()));
     r
 }

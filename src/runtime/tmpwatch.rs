@@ -104,7 +104,10 @@ pub fn measure(path: &Path, max_bytes: u64) -> nix::Result<Usage> {
             Err(e) => return Err(e),
         };
         match st.st_mode & libc::S_IFMT {
-            libc::S_IFREG => usage.bytes += (st.st_blocks as u64).saturating_mul(512),
+            // st_blocks is never negative.
+            libc::S_IFREG => {
+                usage.bytes += u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512);
+            }
             libc::S_IFDIR if st.st_dev == dev => {
                 if depth >= MAX_DEPTH {
                     usage.too_deep = true;

@@ -50,8 +50,8 @@ pub fn compile(plan: &ResolvedPolicy) -> Result<Vec<Vec<SockFilter>>, SeccompErr
         programs.push(filter(
             plan,
             calls,
-            SeccompAction::Allow,
-            SeccompAction::Errno(errno),
+            &SeccompAction::Allow,
+            &SeccompAction::Errno(errno),
         )?);
         for (&nr, when) in calls {
             merge(&mut allowed, nr, when);
@@ -63,7 +63,7 @@ pub fn compile(plan: &ResolvedPolicy) -> Result<Vec<Vec<SockFilter>>, SeccompErr
         (_, DefaultAction::KillProcess) => SeccompAction::KillProcess,
         (_, DefaultAction::Log) => SeccompAction::Log,
     };
-    programs.push(filter(plan, &allowed, default, SeccompAction::Allow)?);
+    programs.push(filter(plan, &allowed, &default, &SeccompAction::Allow)?);
     for p in &programs {
         if p.len() > crate::contract::bpf::MAX_INSNS {
             return Err(err(format!("a program has {} instructions", p.len())));
@@ -82,8 +82,8 @@ const CHAIN: usize = 8;
 fn filter(
     plan: &ResolvedPolicy,
     calls: &BTreeMap<u32, When>,
-    mismatch: SeccompAction,
-    matched: SeccompAction,
+    mismatch: &SeccompAction,
+    matched: &SeccompAction,
 ) -> Result<Vec<SockFilter>, SeccompError> {
     let whole = chain(plan, calls, mismatch.clone(), matched.clone())?;
     if calls.len() <= CHAIN {
@@ -131,7 +131,8 @@ fn tree(leaves: &[(u32, Vec<SockFilter>)], out: &mut Vec<SockFilter>) {
         k: 0,
     });
     tree(left, out);
-    out[ja].k = (out.len() - ja - 1) as u32;
+    out[ja].k =
+        u32::try_from(out.len() - ja - 1).expect("a program is far below 2^32 instructions");
     tree(right, out);
 }
 
@@ -268,7 +269,7 @@ mod tests {
                     }
                     let (mm, m) = (SeccompAction::Errno(1), SeccompAction::Allow);
                     let linear = chain(&plan, &allowed, mm.clone(), m.clone()).unwrap();
-                    let fast = filter(&plan, &allowed, mm, m).unwrap();
+                    let fast = filter(&plan, &allowed, &mm, &m).unwrap();
                     assert!(fast.len() > linear.len() && fast.len() < linear.len() + 200);
                     let mut values: Vec<u64> = vec![0, 1, 2, 3, 10, 16, 0x5401, 0x5412, 0x10000];
                     values.extend((0..32).map(|b| 1u64 << b));

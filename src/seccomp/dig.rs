@@ -198,14 +198,20 @@ pub fn dig(
                 }
             };
             // A process group of its own, so the tracer can wait for exactly its tasks.
-            check(libc::setpgid(0, 0) as libc::c_long)?;
+            check(libc::c_long::from(libc::setpgid(0, 0)))?;
             // Stops with SIGTRAP after execve, before the interpreter's first instruction.
             check(libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0))?;
             if do_chroot {
-                check(libc::chroot(root_c.as_ptr()) as libc::c_long)?;
-                check(libc::chdir(c"/".as_ptr()) as libc::c_long)?;
+                check(libc::c_long::from(libc::chroot(root_c.as_ptr())))?;
+                check(libc::c_long::from(libc::chdir(c"/".as_ptr())))?;
             }
-            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long)?;
+            check(libc::c_long::from(libc::prctl(
+                libc::PR_SET_NO_NEW_PRIVS,
+                1,
+                0,
+                0,
+                0,
+            )))?;
             programs
                 .install()
                 .map_err(std::io::Error::from_raw_os_error)
@@ -216,7 +222,9 @@ pub fn dig(
         interpreter.display(),
         root.display()
     )))?;
-    let pid = Pid::from_raw(child.id() as i32);
+    let pid = Pid::from_raw(
+        libc::pid_t::try_from(child.id()).expect("std hands out a positive pid_t as a u32"),
+    );
     let guard = KillGroup(pid);
 
     let (counts, exit_code, signal) = trace(pid)?;
@@ -360,5 +368,12 @@ fn seccomp_nr(pid: Pid) -> Result<Option<u32>, Errno> {
         return Ok(None);
     }
     // SAFETY: op == SECCOMP says the `seccomp` member is the one filled in.
-    Ok(Some(unsafe { info.u.seccomp.nr } as u32))
+    let nr = unsafe { info.u.seccomp.nr };
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "the kernel widens seccomp_data.nr, an int, into this u64: its low 32 bits \
+                  are the number as a filter sees it (negative numbers included)"
+    )]
+    let nr = nr as u32;
+    Ok(Some(nr))
 }

@@ -39,8 +39,10 @@ impl Programs {
     /// Async-signal-safe: no allocation, only the seccomp syscall. Returns the errno on failure.
     pub fn install(&self) -> Result<(), i32> {
         for p in &self.programs {
+            // `decode` keeps programs at most `MAX_INSNS` (4096) long: never taken.
+            let len = u16::try_from(p.len()).map_err(|_| libc::EINVAL)?;
             let prog = libc::sock_fprog {
-                len: p.len() as u16,
+                len,
                 filter: p.as_ptr() as *mut libc::sock_filter,
             };
             // SAFETY: `prog` points at `p`, which outlives the call; the kernel copies it.
@@ -49,7 +51,7 @@ impl Programs {
                     libc::SYS_seccomp,
                     libc::SECCOMP_SET_MODE_FILTER,
                     0,
-                    &prog as *const libc::sock_fprog,
+                    std::ptr::addr_of!(prog),
                 )
             };
             if rc != 0 {

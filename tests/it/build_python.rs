@@ -298,6 +298,7 @@ fn builds_are_byte_identical_across_umask_tz_locale_order_and_path() {
     // Second build: the input tree recreated (new inodes, new mtimes, reverse order), another
     // umask, TZ, locale and output path.
     std::fs::remove_dir_all(&tree).unwrap();
+    // SAFETY: umask only sets the process's creation mask.
     unsafe { libc::umask(0o077) };
     copy_reversed(&seed, &tree);
     let out2 = tmp.path().join("elsewhere/deeper/out");
@@ -314,6 +315,7 @@ fn builds_are_byte_identical_across_umask_tz_locale_order_and_path() {
             ("LANG", "de_DE.UTF-8"),
         ],
     );
+    // SAFETY: umask only sets the process's creation mask.
     unsafe { libc::umask(0o022) };
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let a = out1.join("bundle/rootfs.tar.zst");

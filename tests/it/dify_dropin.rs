@@ -90,7 +90,8 @@ fn shipped_configs_build_and_serve_unchanged() {
         let log_text = std::fs::read_to_string(work.path().join("server.log")).unwrap_or_default();
         // The build-time key is named once, as a warning that says where it belongs.
         assert!(log_text.contains("python_path"), "{version}: {log_text}");
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) };
         let _ = child.wait();
     }
 }
@@ -277,7 +278,7 @@ print(result)
     );
     assert_eq!(d["stdout"], "ok\n");
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) };
     let _ = child.wait();
 }
 

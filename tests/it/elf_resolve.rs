@@ -111,7 +111,8 @@ fn soname_to_runpath(path: &Path) {
         .iter()
         .find(|p| p.p_type == goblin::elf::program_header::PT_DYNAMIC)
         .unwrap();
-    let (off, size) = (dynph.p_offset as usize, dynph.p_filesz as usize);
+    let off = usize::try_from(dynph.p_offset).unwrap();
+    let size = usize::try_from(dynph.p_filesz).unwrap();
     drop(elf);
     let mut patched = false;
     for e in (off..off + size).step_by(16) {
@@ -545,7 +546,7 @@ fn missing_corrupt_and_looping_files() {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            bytes.push(state as u8);
+            bytes.push(state.to_le_bytes()[0]);
         }
         std::fs::write(&trunc, &bytes).unwrap();
         let _ = read_elf(&trunc); // Err or (rarely) Ok, never a panic
@@ -556,7 +557,7 @@ fn missing_corrupt_and_looping_files() {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        *b = state as u8;
+        *b = state.to_le_bytes()[0];
     }
     std::fs::write(&trunc, &mangled).unwrap();
     let _ = read_elf(&trunc);

@@ -41,7 +41,7 @@ enum Node {
 
 fn tree_nodes() -> Vec<(String, Node)> {
     let big: Vec<u8> = (0..3_000_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13).to_le_bytes()[0])
         .collect();
     vec![
         ("usr".into(), Node::Dir(0o755)),
@@ -311,7 +311,7 @@ fn header_offsets(tar: &[u8]) -> Vec<usize> {
     while pos + 512 <= tar.len() && tar[pos..pos + 512].iter().any(|&b| b != 0) {
         out.push(pos);
         let size_field = std::str::from_utf8(&tar[pos + 124..pos + 135]).unwrap();
-        let size = u64::from_str_radix(size_field.trim_end_matches('\0'), 8).unwrap() as usize;
+        let size = usize::from_str_radix(size_field.trim_end_matches('\0'), 8).unwrap();
         pos += 512 + size.div_ceil(512) * 512;
     }
     out

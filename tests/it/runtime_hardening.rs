@@ -153,7 +153,7 @@ fn shutdown_is_bounded() {
     assert!(!run.is_empty(), "the run never started; log:\n{}", s.log());
 
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap(), libc::SIGTERM) };
     let t = Instant::now();
     let status = loop {
         if let Some(st) = s.child.try_wait().unwrap() {

@@ -387,7 +387,7 @@ fn a_signal_to_the_servers_process_group_does_not_reach_runs() {
             v
         });
         std::thread::sleep(Duration::from_millis(400));
-        let pgid = s.child.id() as i32;
+        let pgid = libc::pid_t::try_from(s.child.id()).unwrap();
         // SAFETY: signalling the server's own process group (the test is not in it).
         assert_eq!(unsafe { libc::kill(-pgid, libc::SIGINT) }, 0);
         let v = run.join().unwrap();

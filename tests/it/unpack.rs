@@ -148,9 +148,9 @@ impl Arena {
     }
 }
 
-fn assert_refused(what: &str, archive: Vec<u8>, entry: &str) {
+fn assert_refused(what: &str, archive: &[u8], entry: &str) {
     let arena = Arena::new();
-    let err = extract(&archive[..], "none", &arena.dest()).expect_err(what);
+    let err = extract(archive, "none", &arena.dest()).expect_err(what);
     match &err {
         UnpackError::Refused { entry: e, .. } => assert_eq!(e, entry, "{what}: {err}"),
         other => panic!("{what}: expected a refusal naming {entry:?}, got {other}"),
@@ -305,7 +305,7 @@ fn hostile_archives_are_refused_and_write_nothing_outside() {
     ];
     drop(a);
     for (what, archive, entry) in cases {
-        assert_refused(what, archive, &entry);
+        assert_refused(what, &archive, &entry);
     }
 }
 
@@ -329,6 +329,7 @@ fn long_names_from_pax_and_gnu_headers_are_honoured() {
     assert!(!arena.dest().join("ignored-too").exists());
     assert_eq!((stats.files, stats.dirs), (2, 1));
     // Archive uid 1000 is not reproduced: files belong to the extracting user.
+    // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     assert_eq!(fs::metadata(arena.dest().join(&long)).unwrap().uid(), uid);
     arena.assert_outside_untouched();
@@ -439,12 +440,12 @@ fn check_sample_tree(root: &Path, flavour: &str) {
     for p in ["usr", "usr/lib", "usr/bin/python3", "tmp", "etc/flavour"] {
         assert_eq!(
             fs::metadata(root.join(p)).unwrap().mtime(),
-            EPOCH as i64,
+            i64::try_from(EPOCH).unwrap(),
             "{p}"
         );
     }
     let link = fs::symlink_metadata(root.join("usr/bin/python")).unwrap();
-    assert_eq!(link.mtime(), EPOCH as i64);
+    assert_eq!(link.mtime(), i64::try_from(EPOCH).unwrap());
 }
 
 #[test]
@@ -852,7 +853,7 @@ fn symlinks_and_wrong_types_at_runtime_paths_are_refused() {
         ),
     ];
     for (what, archive, entry) in cases {
-        assert_refused(what, archive, entry);
+        assert_refused(what, &archive, entry);
     }
     // The message says what is wrong and what to do.
     let arena = Arena::new();

@@ -148,6 +148,11 @@ impl Bytes<'_> {
             u32::from_le_bytes(arr)
         })
     }
+    /// An `int32_t` field (the entry flags): the same four bytes, read as signed.
+    fn i32(&self, at: usize, what: &str) -> Result<i32, CacheError> {
+        self.u32(at, what)
+            .map(|v| i32::from_ne_bytes(v.to_ne_bytes()))
+    }
     fn u64(&self, at: usize, what: &str) -> Result<u64, CacheError> {
         let lo = u64::from(self.u32(at, what)?);
         let hi = u64::from(self.u32(at + 4, what)?);
@@ -206,7 +211,7 @@ pub fn parse_cache(bytes: &[u8]) -> Result<LdCache, CacheError> {
     let mut entries = Vec::with_capacity(nlibs);
     for i in 0..nlibs {
         let at = OLD_HEADER + i * OLD_ENTRY;
-        let flags = le.u32(at, "entry flags")? as i32;
+        let flags = le.i32(at, "entry flags")?;
         let key = le.u32(at + 4, "entry key")?;
         let value = le.u32(at + 8, "entry value")?;
         entries.push(CacheEntry {
@@ -239,7 +244,7 @@ fn parse_new(bytes: &[u8], base: usize) -> Result<LdCache, CacheError> {
     let mut entries = Vec::with_capacity(nlibs);
     for i in 0..nlibs {
         let at = base + NEW_HEADER + i * NEW_ENTRY;
-        let flags = r.u32(at, "entry flags")? as i32;
+        let flags = r.i32(at, "entry flags")?;
         let key = r.u32(at + 4, "entry key")?;
         let value = r.u32(at + 8, "entry value")?;
         let hwcap = r.u64(at + 16, "entry hwcap")?;
@@ -268,6 +273,8 @@ pub fn write_cache<'a>(entries: &'a [(String, String)], class: ElfClass, machine
             v.to_le_bytes()
         }
     };
+    // Offsets and counts of the format are 32-bit; a cache of a rootfs is far below 4 GiB.
+    let u32_of = |n: usize| u32::try_from(n).expect("ld.so.cache is far below 4 GiB");
     let flags = cache_flags(class, machine);
 
     let mut order: Vec<&'a (String, String)> = entries.iter().collect();
@@ -280,7 +287,7 @@ pub fn write_cache<'a>(entries: &'a [(String, String)], class: ElfClass, machine
     for &(key, value) in &order {
         let mut intern = |s: &'a str| -> u32 {
             *offsets.entry(s).or_insert_with(|| {
-                let o = (strings_base + strings.len()) as u32;
+                let o = u32_of(strings_base + strings.len());
                 strings.extend_from_slice(s.as_bytes());
                 strings.push(0);
                 o
@@ -288,7 +295,7 @@ pub fn write_cache<'a>(entries: &'a [(String, String)], class: ElfClass, machine
         };
         let k = intern(key.as_str());
         let v = intern(value.as_str());
-        table.extend_from_slice(&u32b(flags as u32));
+        table.extend_from_slice(&u32b(u32::from_ne_bytes(flags.to_ne_bytes())));
         table.extend_from_slice(&u32b(k));
         table.extend_from_slice(&u32b(v));
         table.extend_from_slice(&u32b(0)); // osversion (unused)
@@ -297,8 +304,8 @@ pub fn write_cache<'a>(entries: &'a [(String, String)], class: ElfClass, machine
 
     let mut out = Vec::with_capacity(strings_base + strings.len());
     out.extend_from_slice(NEW_MAGIC);
-    out.extend_from_slice(&u32b(order.len() as u32));
-    out.extend_from_slice(&u32b(strings.len() as u32));
+    out.extend_from_slice(&u32b(u32_of(order.len())));
+    out.extend_from_slice(&u32b(u32_of(strings.len())));
     out.push(if big { ENDIAN_BIG } else { ENDIAN_LITTLE });
     out.extend_from_slice(&[0u8; 3]); // padding
     out.extend_from_slice(&u32b(0)); // extension_offset: none

@@ -83,10 +83,8 @@ pub(super) fn supervise(
                 Some(_) => deadline.min(next_tmp_check),
                 None => deadline,
             };
-            until
-                .saturating_duration_since(now)
-                .as_millis()
-                .clamp(1, i32::MAX as u128) as i32
+            let ms = until.saturating_duration_since(now).as_millis().max(1);
+            i32::try_from(ms).unwrap_or(i32::MAX)
         };
         // SAFETY: poll on a live array.
         let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait_ms) };
@@ -114,22 +112,25 @@ pub(super) fn supervise(
             let i = if p.fd == fds[0] { 0 } else { 1 };
             // SAFETY: reading into a live buffer.
             let n = unsafe { libc::read(p.fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n <= 0 {
-                if n < 0
-                    && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
-                {
+            // Negative: the failure; 0: end of file.
+            let n = match usize::try_from(n) {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    if n < 0
+                        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+                    {
+                        continue;
+                    }
+                    open[i] = false;
                     continue;
                 }
-                open[i] = false;
-                continue;
-            }
+            };
             let target = if i == 0 {
                 &mut res.stdout
             } else {
                 &mut res.stderr
             };
             let room = cap.saturating_sub(target.len());
-            let n = n as usize;
             target.extend_from_slice(&buf[..n.min(room)]);
             if n > room && res.truncated.is_none() {
                 res.truncated = Some(if i == 0 {
@@ -144,5 +145,9 @@ pub(super) fn supervise(
             }
         }
     }
+    // Owned: the read ends close here, before the caller reaps (a leftover writing to them
+    // gets SIGPIPE rather than blocking on a pipe nobody reads).
+    drop(out);
+    drop(err);
     res
 }

@@ -64,10 +64,11 @@ pub(super) fn code_fd(code: &[u8]) -> Result<OwnedFd, SandboxError> {
                 code.len() - off,
             )
         };
-        if n <= 0 {
-            return Err(os("write the code memfd")(std::io::Error::last_os_error()));
+        // Negative: the failure.
+        match usize::try_from(n) {
+            Ok(n) if n > 0 => off += n,
+            _ => return Err(os("write the code memfd")(std::io::Error::last_os_error())),
         }
-        off += n as usize;
     }
     // SAFETY: lseek on our descriptor.
     unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_SET) };
@@ -80,8 +81,8 @@ pub(super) fn read_full(fd: RawFd, buf: &mut [u8], deadline: Instant) -> Option<
     while off < buf.len() {
         let wait_ms = deadline
             .saturating_duration_since(Instant::now())
-            .as_millis()
-            .min(i32::MAX as u128) as i32;
+            .as_millis();
+        let wait_ms = i32::try_from(wait_ms).unwrap_or(i32::MAX);
         let mut pfd = libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -97,13 +98,15 @@ pub(super) fn read_full(fd: RawFd, buf: &mut [u8], deadline: Instant) -> Option<
         }
         // SAFETY: reading into a live buffer.
         let n = unsafe { libc::read(fd, buf[off..].as_mut_ptr().cast(), buf.len() - off) };
-        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
+        // Negative: the failure; 0: end of file.
+        match usize::try_from(n) {
+            Ok(0) => break,
+            Ok(n) => off += n,
+            Err(_) if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            Err(_) => break,
         }
-        if n <= 0 {
-            break;
-        }
-        off += n as usize;
     }
     Some(off)
 }

@@ -29,9 +29,10 @@ pub fn kill_uid(uid: u32) {
             }
             libc::_exit(0);
         }
-        if pid > 0 {
+        // A pid is an int (returned in a long); a negative one is the failure.
+        if let Ok(pid @ 1..) = libc::pid_t::try_from(pid) {
             let mut st = 0;
-            libc::waitpid(pid as libc::pid_t, &mut st, 0);
+            libc::waitpid(pid, &mut st, 0);
         }
     }
 }
@@ -52,7 +53,9 @@ impl Child {
         iso: Isolation,
     ) -> Result<Child, SandboxError> {
         // SAFETY: pidfd_open on our own unreaped child (its pid cannot be reused yet).
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        // A descriptor is an int (returned in a long); a negative one is the failure.
+        let fd = RawFd::try_from(rc).unwrap_or(-1);
         if fd < 0 {
             let err = std::io::Error::last_os_error();
             // SAFETY: we still own the child; kill and reap it.
@@ -65,7 +68,7 @@ impl Child {
         Ok(Child {
             pid,
             // SAFETY: a fresh descriptor we own.
-            pidfd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
+            pidfd: unsafe { OwnedFd::from_raw_fd(fd) },
             uid: iso.setuid.then_some(lease.uid),
             pid_ns: iso.pid_ns,
             reaped: std::cell::Cell::new(None),
@@ -111,18 +114,15 @@ impl Child {
             return e;
         }
         // Wait without reaping first, so the leftovers can be killed while the zombie still
-        // holds the pid (see `kill_rest`), then reap.
-        // SAFETY: waiting for our own child into a zeroed siginfo.
-        unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            while libc::waitid(
-                libc::P_PID,
-                self.pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            ) < 0
-                && errno_is_eintr()
-            {}
+        // holds the pid (see `kill_rest`), then reap. (`pid` is positive, from `clone`.)
+        if let Ok(id) = libc::id_t::try_from(self.pid) {
+            // SAFETY: waiting for our own child into a zeroed siginfo.
+            unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                while libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT) < 0
+                    && errno_is_eintr()
+                {}
+            }
         }
         // Leftovers outside a pid namespace (daemonized grandchildren) die with the run.
         self.kill_rest();

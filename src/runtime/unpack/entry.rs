@@ -33,7 +33,9 @@ impl ArchiveEntry {
         let mode = h
             .mode()
             .map_err(|e| refuse(format!("unreadable mode: {e}")))?;
-        let mut mtime = h.mtime().unwrap_or(0) as i64;
+        let mtime = h.mtime().unwrap_or(0);
+        let mut mtime =
+            i64::try_from(mtime).map_err(|_| refuse(format!("mtime {mtime} is out of range")))?;
         let kind = h.entry_type();
         let device = (
             h.device_major().ok().flatten().unwrap_or(0),

@@ -161,6 +161,11 @@ pub fn sha256_file(p: &Path) -> String {
 }
 
 /// The `p` quantile (0 to 1) of `v`, in milliseconds.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "p is in 0..=1: the rounded index is in 0..v.len()"
+)]
 pub fn percentile_ms(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;

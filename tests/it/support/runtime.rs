@@ -292,7 +292,12 @@ impl Server {
     /// SIGTERM, then wait; returns the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        unsafe {
+            libc::kill(
+                libc::pid_t::try_from(self.child.id()).unwrap(),
+                libc::SIGTERM,
+            )
+        };
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -391,9 +396,9 @@ pub mod b64 {
         const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut s = String::new();
         for c in b.chunks(3) {
-            let n = (c[0] as u32) << 16
-                | (*c.get(1).unwrap_or(&0) as u32) << 8
-                | *c.get(2).unwrap_or(&0) as u32;
+            let n = u32::from(c[0]) << 16
+                | u32::from(*c.get(1).unwrap_or(&0)) << 8
+                | u32::from(*c.get(2).unwrap_or(&0));
             for i in 0..4 {
                 if i <= c.len() {
                     s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
