@@ -10,6 +10,7 @@
 pub mod build;
 pub mod contract;
 pub mod dify_config;
+pub mod error;
 pub mod fsutil;
 pub mod hashio;
 pub mod oci;
