@@ -126,7 +126,7 @@ enum SeccompCommand {
 
 fn main() {
     if let Err(e) = run() {
-        eprintln!("error: {}", prebake::format_error_chain(e.chain()));
+        eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }

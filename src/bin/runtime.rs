@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use prebake::contract::{BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT};
 use prebake::dify_config::DEFAULT_CONFIG;
+use prebake::error::Chain;
 use prebake::runtime::config::Config;
 use prebake::runtime::listen;
 use prebake::runtime::locate::{load_manifest, rootfs_dir};
@@ -174,7 +175,7 @@ fn main() {
     let code = match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("runtime: error: {}", prebake::format_error_chain(e.chain()));
+            eprintln!("runtime: error: {e:#}");
             1
         }
     };
@@ -412,7 +413,7 @@ fn attach_network(sandbox: &mut Sandbox) {
             );
             sandbox.attach_network(net);
         }
-        Err(e) => tracing::warn!("{e:#}: {SHARED}"),
+        Err(e) => tracing::warn!("{}: {SHARED}", Chain(&e)),
     }
 }
 

@@ -104,7 +104,7 @@ pub enum ImageError {
     Resolve(#[from] ldso::ResolveError),
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
