@@ -17,6 +17,7 @@ use prebake::runtime::server::{router, AppState};
 use prebake::runtime::uidpool::{PoolError, DEFAULT_LOCK_DIR};
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -170,16 +171,17 @@ fn open_sandbox(
     Ok((sandbox, manifest))
 }
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match real_main(cli) {
-        Ok(code) => code,
+    match real_main(cli) {
+        // The low byte, all of `exit(code)` that a parent sees (a script's code is 0..=255,
+        // a signal's 128 + its number).
+        Ok(code) => ExitCode::from(code.to_le_bytes()[0]),
         Err(e) => {
             eprintln!("runtime: error: {e:#}");
-            1
+            ExitCode::FAILURE
         }
-    };
-    std::process::exit(code);
+    }
 }
 
 fn real_main(cli: Cli) -> Result<i32> {
