@@ -10,6 +10,7 @@
 pub mod build;
 pub mod contract;
 pub mod dify_config;
+pub mod error;
 pub mod fsutil;
 pub mod hashio;
 pub mod oci;
@@ -19,23 +20,3 @@ pub mod runtime;
 pub mod seccomp;
 pub mod spec;
 pub mod ustar;
-
-/// One line from an error and its causes, skipping a cause whose text its parent already
-/// shows (our error types print their source inline, e.g. "path: No such file"; anyhow's
-/// `{:#}` would repeat it).
-pub fn format_error_chain<'a>(
-    chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
-) -> String {
-    let mut out = String::new();
-    for cause in chain {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
-}

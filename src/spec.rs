@@ -133,7 +133,7 @@ pub struct ImageSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

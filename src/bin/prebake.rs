@@ -8,6 +8,7 @@ use prebake::oci::{ImageOptions, LayerMedia};
 use prebake::spec::{ImageSpec, Language};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// Build reproducible sandbox rootfs, seccomp profiles and OCI images for dify-sandbox
 /// compatible code execution.
@@ -124,10 +125,13 @@ enum SeccompCommand {
     },
 }
 
-fn main() {
-    if let Err(e) = run() {
-        eprintln!("error: {}", prebake::format_error_chain(e.chain()));
-        std::process::exit(1);
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

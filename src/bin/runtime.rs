@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use prebake::contract::{BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT};
 use prebake::dify_config::DEFAULT_CONFIG;
+use prebake::error::Chain;
 use prebake::runtime::config::Config;
 use prebake::runtime::listen;
 use prebake::runtime::locate::{load_manifest, rootfs_dir};
@@ -16,6 +17,7 @@ use prebake::runtime::server::{router, AppState};
 use prebake::runtime::uidpool::{PoolError, DEFAULT_LOCK_DIR};
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,16 +171,17 @@ fn open_sandbox(
     Ok((sandbox, manifest))
 }
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let code = match real_main(cli) {
-        Ok(code) => code,
+    match real_main(cli) {
+        // The low byte, all of `exit(code)` that a parent sees (a script's code is 0..=255,
+        // a signal's 128 + its number).
+        Ok(code) => ExitCode::from(code.to_le_bytes()[0]),
         Err(e) => {
-            eprintln!("runtime: error: {}", prebake::format_error_chain(e.chain()));
-            1
+            eprintln!("runtime: error: {e:#}");
+            ExitCode::FAILURE
         }
-    };
-    std::process::exit(code);
+    }
 }
 
 fn real_main(cli: Cli) -> Result<i32> {
@@ -412,7 +415,7 @@ fn attach_network(sandbox: &mut Sandbox) {
             );
             sandbox.attach_network(net);
         }
-        Err(e) => tracing::warn!("{e:#}: {SHARED}"),
+        Err(e) => tracing::warn!("{}: {SHARED}", Chain(&e)),
     }
 }
 

@@ -64,7 +64,7 @@ pub enum BuildError {
     NotPreviousOutput { path: PathBuf },
     #[error("{path}: output directory exists and is not empty; pass --force to replace it or choose another --out")]
     OutExists { path: PathBuf },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

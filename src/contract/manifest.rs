@@ -88,7 +88,6 @@ pub struct SeccompFiles {
 pub enum BundleError {
     #[error("{path} does not exist: no bundle there. Pass --bundle DIR, the bundle/ directory of a `prebake build` output (in the image it is /opt/prebake/bundle)")]
     Missing { path: std::path::PathBuf },
-    // The cause is the `#[source]`: `format_error_chain` prints "path: cause" as before.
     #[error("{path}")]
     Io {
         path: std::path::PathBuf,

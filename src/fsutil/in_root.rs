@@ -10,7 +10,7 @@ pub const MAX_SYMLINK_HOPS: usize = 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InRootError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -104,7 +104,7 @@ pub enum ImageError {
     Resolve(#[from] ldso::ResolveError),
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -300,9 +300,9 @@ pub fn bundle_plan(bundle_dir: &Path) -> Result<Plan, ImageError> {
             plan.add_dir(&path, 0o755, "image: the bundle")?;
         } else if ft.is_file() {
             use std::os::unix::fs::PermissionsExt;
-            let meta = entry.metadata().map_err(|e| ImageError::Io {
-                path: entry.path().to_path_buf(),
-                source: e.into(),
+            let meta = entry.metadata().map_err(|e| {
+                let (path, source) = crate::plan::walk_error(e, entry.path());
+                ImageError::Io { path, source }
             })?;
             plan.add_parents(&path, "image: the bundle")?;
             plan.insert(

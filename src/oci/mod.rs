@@ -135,7 +135,7 @@ pub enum OciError {
     InvalidTag { tag: String, reason: String },
     #[error("{path}: already exists; remove it or choose another output path")]
     OutputExists { path: PathBuf },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

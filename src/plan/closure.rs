@@ -3,6 +3,7 @@
 use super::elf::{is_elf, read_elf, ElfInfo};
 use super::lang::LanguagePlan;
 use super::{ldso, EntryKind, Plan, PlanningError, Source};
+use crate::error::Chain;
 use crate::spec::Language;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,7 +60,7 @@ pub fn main_elf(main: &Path) -> Result<ElfInfo, PlanningError> {
         message,
     };
     read_elf(main)
-        .map_err(|e| bad(e.to_string()))?
+        .map_err(|e| bad(Chain(&e).to_string()))?
         .ok_or_else(|| bad("not an ELF file".into()))
 }
 

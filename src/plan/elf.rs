@@ -63,7 +63,7 @@ pub struct ElfInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]

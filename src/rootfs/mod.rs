@@ -62,7 +62,7 @@ pub struct TarStats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    #[error("{path}: cannot read the source of rootfs entry {entry}: {source}")]
+    #[error("{path}: cannot read the source of rootfs entry {entry}")]
     Read {
         entry: String,
         path: PathBuf,
@@ -81,9 +81,9 @@ pub enum RootfsError {
     NotRegular { entry: String, path: PathBuf },
     #[error("rootfs entry {entry:?}: {reason}")]
     BadEntry { entry: String, reason: String },
-    #[error("writing the rootfs tarball: {0}")]
+    #[error("writing the rootfs tarball")]
     Write(#[source] io::Error),
-    #[error("{path}: cannot write the rootfs tarball: {source}")]
+    #[error("{path}: cannot write the rootfs tarball")]
     WriteFile {
         path: PathBuf,
         #[source]

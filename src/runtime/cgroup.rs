@@ -31,6 +31,7 @@
 //! run. The child joins by writing "0" to the cgroup's `cgroup.procs` through a descriptor
 //! the parent opened before `clone` (no path lookup in the child).
 
+use crate::error::Chain;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -39,7 +40,7 @@ use std::sync::Mutex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
-    #[error("{path}: {what}: {source}")]
+    #[error("{path}: {what}")]
     Io {
         path: PathBuf,
         what: &'static str,
@@ -211,13 +212,13 @@ impl Cgroups {
                 &std::process::id().to_string(),
                 "move the server into its leaf",
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Chain(&e).to_string())?;
             write_file(
                 &dir.join("cgroup.subtree_control"),
                 "+memory +pids",
                 "enable memory and pids for children (other processes share the cgroup?)",
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Chain(&e).to_string())?;
         }
         Ok(dir.to_path_buf())
     }

@@ -90,13 +90,13 @@ impl Default for Config {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not valid YAML: {source}")]
+    #[error("{path}: not valid YAML")]
     Yaml {
         path: PathBuf,
         #[source]

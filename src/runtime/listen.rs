@@ -9,6 +9,7 @@
 //! make room, rather than waiting behind them: the newest client is the one most likely to
 //! be a real request.
 
+use crate::error::Chain;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -243,7 +244,7 @@ pub async fn serve(
                         match r {
                             Ok(()) => break true,
                             Err(e) => {
-                                tracing::debug!(error = %e, "connection ended with an error");
+                                tracing::debug!(error = %Chain(&e), "connection ended with an error");
                                 break false;
                             }
                         }

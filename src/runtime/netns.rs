@@ -51,7 +51,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("cannot {what}: {source}")]
+    #[error("cannot {what}")]
     Io {
         what: &'static str,
         #[source]

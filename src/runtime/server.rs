@@ -7,6 +7,7 @@
 use super::config::Config;
 use super::sandbox::{RunOutcome, RunRequest, Sandbox};
 use crate::contract::Distribution;
+use crate::error::Chain;
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -294,9 +295,9 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
 /// A -500 answer. The detail (a [`super::sandbox::SandboxError`] names host paths: the
 /// rootfs, run directories, lock files) goes to the server log under a fresh id; the client
 /// gets a generic message with that id, which is all an operator needs to find the line.
-fn internal(what: &str, e: &dyn std::fmt::Display) -> Response {
+fn internal(what: &str, e: &(dyn std::error::Error + 'static)) -> Response {
     let id = request_id();
-    tracing::error!(request_id = %id, error = %e, "{what}");
+    tracing::error!(request_id = %id, error = %Chain(e), "{what}");
     envelope(
         StatusCode::OK,
         -500,

@@ -17,7 +17,7 @@ pub const DEFAULT_LOCK_DIR: &str = "/run/prebake-runtime";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    #[error("{path}: cannot create the uid lock directory: {source}")]
+    #[error("{path}: cannot create the uid lock directory")]
     LockDir {
         path: PathBuf,
         #[source]

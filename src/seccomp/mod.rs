@@ -114,7 +114,7 @@ pub enum SeccompError {
         arch: &'static str,
         message: String,
     },
-    #[error("dig: {what}: {source}")]
+    #[error("dig: {what}")]
     Io {
         what: String,
         #[source]

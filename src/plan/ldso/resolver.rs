@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -22,7 +22,7 @@ pub enum ResolveError {
     SymlinkLoop { path: PathBuf },
     #[error(transparent)]
     Elf(#[from] ElfError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Cache {
         path: PathBuf,
         #[source]

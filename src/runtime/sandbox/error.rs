@@ -7,13 +7,13 @@ use std::path::PathBuf;
 pub enum SandboxError {
     #[error("unsupported language")]
     UnsupportedLanguage,
-    #[error("{path}: cannot read the seccomp program: {source}")]
+    #[error("{path}: cannot read the seccomp program")]
     SeccompRead {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     SeccompParse {
         path: PathBuf,
         #[source]
@@ -21,14 +21,14 @@ pub enum SandboxError {
     },
     #[error("language {0}: the bundle has no seccomp programs and seccomp is required; rebuild the bundle or pass --insecure-no-sandbox")]
     NoSeccomp(String),
-    #[error("language {language}: interpreter {path} is not in the rootfs: {source}")]
+    #[error("language {language}: interpreter {path} is not in the rootfs")]
     Interpreter {
         language: String,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {what}: {source}")]
+    #[error("{path}: {what}")]
     Prepare {
         path: PathBuf,
         what: &'static str,
@@ -39,7 +39,7 @@ pub enum SandboxError {
     Pool(#[from] crate::runtime::uidpool::PoolError),
     #[error("the code or an environment value contains a NUL byte")]
     Nul,
-    #[error("cannot {what}: {source}")]
+    #[error("cannot {what}")]
     Os {
         what: &'static str,
         #[source]

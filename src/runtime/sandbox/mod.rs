@@ -135,7 +135,7 @@ impl Sandbox {
             };
             let real =
                 crate::fsutil::in_root::resolve_in_root(rootfs, Path::new(&info.interpreter))
-                    .map_err(|e| missing(std::io::Error::other(e.to_string())))?
+                    .map_err(|e| missing(std::io::Error::other(e)))?
                     .ok_or_else(|| missing(std::io::ErrorKind::NotFound.into()))?;
             let rel = real.strip_prefix("/").unwrap_or(&real).to_owned();
             std::fs::metadata(rootfs.join(&rel)).map_err(missing)?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -14,13 +14,13 @@ pub enum UnpackError {
     },
     #[error("rootfs archive entry {entry:?} refused: {reason}")]
     Refused { entry: String, reason: String },
-    #[error("rootfs archive entry {entry:?}: {source}")]
+    #[error("rootfs archive entry {entry:?}")]
     Entry {
         entry: String,
         #[source]
         source: io::Error,
     },
-    #[error("rootfs archive is corrupt or truncated: {0}")]
+    #[error("rootfs archive is corrupt or truncated")]
     Corrupt(#[source] io::Error),
     #[error("unknown rootfs compression {0:?} (expected \"zstd\", \"gzip\" or \"none\"); the bundle was made by an incompatible prebake")]
     Compression(String),
@@ -38,7 +38,7 @@ pub enum UnpackError {
         found: &'static str,
         expected: &'static str,
     },
-    #[error("{path}: cannot put the unpacked rootfs in place: {source}")]
+    #[error("{path}: cannot put the unpacked rootfs in place")]
     Swap {
         path: PathBuf,
         #[source]

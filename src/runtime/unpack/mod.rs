@@ -56,6 +56,7 @@ pub use extract::{extract, ExtractStats};
 pub use paths::{check_runtime_paths, RuntimePathKind, RUNTIME_PATHS};
 
 use crate::contract::{stamp::stamp_line, BundleManifest, Compression};
+use crate::error::Chain;
 use crate::fsutil::stage::StagedDir;
 use error::io_at;
 use std::fs::File;
@@ -177,7 +178,7 @@ fn present_and_sound(root: &Path, stamp_line: &str) -> bool {
     match check_runtime_paths(root) {
         Ok(()) => true,
         Err(err) => {
-            tracing::warn!(error = %err, "the unpacked rootfs fails the runtime's path checks; unpacking it again");
+            tracing::warn!(error = %Chain(&err), "the unpacked rootfs fails the runtime's path checks; unpacking it again");
             false
         }
     }

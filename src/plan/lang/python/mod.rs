@@ -24,7 +24,7 @@ pub enum PythonError {
     NotOnPath(#[from] super::NotOnPath),
     #[error("interpreter {path}: does not exist or is not executable")]
     NotExecutable { path: PathBuf },
-    #[error("interpreter {path}: could not run it: {source}")]
+    #[error("interpreter {path}: could not run it")]
     Spawn {
         path: PathBuf,
         #[source]
@@ -36,7 +36,7 @@ pub enum PythonError {
         status: String,
         stderr: String,
     },
-    #[error("interpreter {path}: unexpected discovery output: {source}")]
+    #[error("interpreter {path}: unexpected discovery output")]
     BadOutput {
         path: PathBuf,
         #[source]
@@ -46,7 +46,7 @@ pub enum PythonError {
     NotInstalled { name: String, searched: String },
     #[error("{path}: {message}")]
     BadDistInfo { path: PathBuf, message: String },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
