@@ -349,6 +349,25 @@ fn finish<W: Write>(
     Ok(stats)
 }
 
+/// One member's header fields; every member of the archive has the one `mtime`.
+fn member<'a>(
+    name: &'a [u8],
+    link: &'a [u8],
+    flag: TypeFlag,
+    mode: u32,
+    size: u64,
+    mtime: u64,
+) -> Member<'a> {
+    Member {
+        name,
+        link,
+        flag,
+        mode,
+        size,
+        mtime,
+    }
+}
+
 fn write_entries<W: Write>(
     plan: &Plan,
     tar: &mut W,
@@ -373,31 +392,31 @@ fn write_entries<W: Write>(
                 let dname = format!("{name}/");
                 w(
                     tar,
-                    &header::encode(&Member {
-                        name: dname.as_bytes(),
-                        link: b"",
-                        flag: TypeFlag::Dir,
-                        mode: dir_mode(name, entry.mode),
-                        size: 0,
+                    &header::encode(&member(
+                        dname.as_bytes(),
+                        b"",
+                        TypeFlag::Dir,
+                        dir_mode(name, entry.mode),
+                        0,
                         mtime,
-                    }),
+                    )),
                 )?;
                 stats.dirs += 1;
             }
             EntryKind::CharDevice { major, minor } => {
                 w(
                     tar,
-                    &header::encode(&Member {
-                        name: name.as_bytes(),
-                        link: b"",
-                        flag: TypeFlag::Char {
+                    &header::encode(&member(
+                        name.as_bytes(),
+                        b"",
+                        TypeFlag::Char {
                             major: *major,
                             minor: *minor,
                         },
-                        mode: 0o666,
-                        size: 0,
+                        0o666,
+                        0,
                         mtime,
-                    }),
+                    )),
                 )?;
             }
             EntryKind::Symlink { target } => {
@@ -410,14 +429,14 @@ fn write_entries<W: Write>(
                 }
                 w(
                     tar,
-                    &header::encode(&Member {
-                        name: name.as_bytes(),
+                    &header::encode(&member(
+                        name.as_bytes(),
                         link,
-                        flag: TypeFlag::Symlink,
-                        mode: 0o777,
-                        size: 0,
+                        TypeFlag::Symlink,
+                        0o777,
+                        0,
                         mtime,
-                    }),
+                    )),
                 )?;
                 stats.symlinks += 1;
             }
@@ -426,14 +445,14 @@ fn write_entries<W: Write>(
             } => {
                 w(
                     tar,
-                    &header::encode(&Member {
-                        name: name.as_bytes(),
-                        link: b"",
-                        flag: TypeFlag::Regular,
-                        mode: file_mode(entry.mode),
-                        size: bytes.len() as u64,
+                    &header::encode(&member(
+                        name.as_bytes(),
+                        b"",
+                        TypeFlag::Regular,
+                        file_mode(entry.mode),
+                        bytes.len() as u64,
                         mtime,
-                    }),
+                    )),
                 )?;
                 w(tar, bytes)?;
                 w(tar, &[0u8; BLOCK][..header::padding(bytes.len() as u64)])?;
@@ -467,14 +486,14 @@ fn write_entries<W: Write>(
                 if let Some(first) = inodes.get(&key) {
                     w(
                         tar,
-                        &header::encode(&Member {
-                            name: name.as_bytes(),
-                            link: first.as_bytes(),
-                            flag: TypeFlag::HardLink,
-                            mode: file_mode(entry.mode),
-                            size: 0,
+                        &header::encode(&member(
+                            name.as_bytes(),
+                            first.as_bytes(),
+                            TypeFlag::HardLink,
+                            file_mode(entry.mode),
+                            0,
                             mtime,
-                        }),
+                        )),
                     )?;
                     stats.hardlinks += 1;
                     continue;
@@ -483,14 +502,14 @@ fn write_entries<W: Write>(
                 let size = before.len();
                 w(
                     tar,
-                    &header::encode(&Member {
-                        name: name.as_bytes(),
-                        link: b"",
-                        flag: TypeFlag::Regular,
-                        mode: file_mode(entry.mode),
+                    &header::encode(&member(
+                        name.as_bytes(),
+                        b"",
+                        TypeFlag::Regular,
+                        file_mode(entry.mode),
                         size,
                         mtime,
-                    }),
+                    )),
                 )?;
                 copy_exact(
                     &mut file,

@@ -21,101 +21,65 @@ use crate::seccomp::install::Programs;
 use std::ffi::CString;
 use std::os::raw::{c_char, c_int, c_ulong};
 
-/// Steps reported by a failing child; the parent turns them into text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Step {
-    Fds = 1,
-    MountPrivate,
-    BindRoot,
-    MountTmp,
-    MountDev,
-    DevNode,
-    BindDev,
-    RemountDev,
-    RemountRoot,
-    PivotRoot,
-    Chroot,
-    Chdir,
-    Hostname,
-    Rlimit,
-    Setgroups,
-    Setgid,
-    Setuid,
-    Prctl,
-    NoNewPrivs,
-    Seccomp,
-    Exec,
-    Setsid,
-    UnmountOldRoot,
-    Panic,
-    Cgroup,
-    Netns,
+/// Defines [`Step`] from one table, so the variants, the wire numbers (1, 2, … in table
+/// order) and the texts cannot drift apart.
+macro_rules! steps {
+    ($first:ident => $first_text:literal, $($name:ident => $text:literal,)*) => {
+        /// Steps reported by a failing child; the parent turns them into text.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u32)]
+        pub enum Step {
+            $first = 1,
+            $($name,)*
+        }
+
+        impl Step {
+            const ALL: &'static [Step] = &[Step::$first, $(Step::$name,)*];
+
+            /// What the child failed to do, for the run's error.
+            pub fn describe(self) -> &'static str {
+                match self {
+                    Step::$first => $first_text,
+                    $(Step::$name => $text,)*
+                }
+            }
+        }
+    };
+}
+
+steps! {
+    Fds => "set up the standard descriptors",
+    MountPrivate => "make the mount namespace private",
+    BindRoot => "bind-mount the rootfs",
+    MountTmp => "mount the private /tmp (does the rootfs have /tmp?)",
+    MountDev => "mount /dev (does the rootfs have /dev?)",
+    DevNode => "create a device node mount point in /dev",
+    BindDev => "bind-mount a host device into /dev",
+    RemountDev => "remount /dev read-only",
+    RemountRoot => "remount the rootfs read-only",
+    PivotRoot => "pivot_root into the rootfs",
+    Chroot => "chroot into the rootfs",
+    Chdir => "change to the working directory",
+    Hostname => "set the hostname",
+    Rlimit => "set resource limits",
+    Setgroups => "drop supplementary groups",
+    Setgid => "switch to the sandbox gid",
+    Setuid => "switch to the sandbox uid",
+    Prctl => "set the parent-death signal",
+    NoNewPrivs => "set no_new_privs",
+    Seccomp => "install the seccomp filter",
+    Exec => "execute the interpreter",
+    Setsid => "start a new session",
+    UnmountOldRoot => "detach the old root after pivot_root",
+    Panic => "finish the sandbox setup (internal error in the child)",
+    Cgroup => "join the run's cgroup",
+    Netns => "join the network namespace of runs with network",
 }
 
 impl Step {
+    /// The step a child reported on its error pipe; `None` for a number no step has.
     pub fn from_u32(v: u32) -> Option<Step> {
-        use Step::*;
-        const ALL: [Step; 26] = [
-            Fds,
-            MountPrivate,
-            BindRoot,
-            MountTmp,
-            MountDev,
-            DevNode,
-            BindDev,
-            RemountDev,
-            RemountRoot,
-            PivotRoot,
-            Chroot,
-            Chdir,
-            Hostname,
-            Rlimit,
-            Setgroups,
-            Setgid,
-            Setuid,
-            Prctl,
-            NoNewPrivs,
-            Seccomp,
-            Exec,
-            Setsid,
-            UnmountOldRoot,
-            Panic,
-            Cgroup,
-            Netns,
-        ];
-        ALL.into_iter().find(|s| *s as u32 == v)
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            Step::Fds => "set up the standard descriptors",
-            Step::MountPrivate => "make the mount namespace private",
-            Step::BindRoot => "bind-mount the rootfs",
-            Step::MountTmp => "mount the private /tmp (does the rootfs have /tmp?)",
-            Step::MountDev => "mount /dev (does the rootfs have /dev?)",
-            Step::DevNode => "create a device node mount point in /dev",
-            Step::BindDev => "bind-mount a host device into /dev",
-            Step::RemountDev => "remount /dev read-only",
-            Step::RemountRoot => "remount the rootfs read-only",
-            Step::PivotRoot => "pivot_root into the rootfs",
-            Step::Chroot => "chroot into the rootfs",
-            Step::Chdir => "change to the working directory",
-            Step::Hostname => "set the hostname",
-            Step::Rlimit => "set resource limits",
-            Step::Setgroups => "drop supplementary groups",
-            Step::Setgid => "switch to the sandbox gid",
-            Step::Setuid => "switch to the sandbox uid",
-            Step::Prctl => "set the parent-death signal",
-            Step::NoNewPrivs => "set no_new_privs",
-            Step::Seccomp => "install the seccomp filter",
-            Step::Exec => "execute the interpreter",
-            Step::Setsid => "start a new session",
-            Step::UnmountOldRoot => "detach the old root after pivot_root",
-            Step::Panic => "finish the sandbox setup (internal error in the child)",
-            Step::Cgroup => "join the run's cgroup",
-            Step::Netns => "join the network namespace of runs with network",
-        }
+        Step::ALL.iter().copied().find(|s| *s as u32 == v)
     }
 }
 
@@ -517,5 +481,23 @@ fn child_main(p: &ChildPlan) -> ! {
         }
         libc::execve(p.exe.as_ptr(), p.argv.as_ptr(), p.envp.as_ptr());
         fail(report, Step::Exec, errno());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Step;
+
+    #[test]
+    fn every_step_survives_the_error_pipe() {
+        for (i, step) in Step::ALL.iter().enumerate() {
+            let wire = *step as u32;
+            assert_eq!(usize::try_from(wire).unwrap(), i + 1, "{step:?}");
+            assert_eq!(Step::from_u32(wire), Some(*step));
+            assert!(!step.describe().is_empty());
+        }
+        assert_eq!(Step::from_u32(0), None);
+        let past_the_end = u32::try_from(Step::ALL.len() + 1).unwrap();
+        assert_eq!(Step::from_u32(past_the_end), None);
     }
 }

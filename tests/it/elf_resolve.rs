@@ -3,6 +3,7 @@
 //! checked against `ldd`.
 
 use crate::support;
+use prebake::fsutil::in_root::InRootError;
 use prebake::plan::elf::{is_elf, read_elf, ElfClass};
 use prebake::plan::ldso::{parse_cache, write_cache, Closure, ResolveError, Resolver};
 use std::collections::BTreeSet;
@@ -527,7 +528,10 @@ fn missing_corrupt_and_looping_files() {
         .resolver()
         .closure(Some(Path::new("/bin/needs-loop")), &[])
         .unwrap_err();
-    assert!(matches!(err, ResolveError::SymlinkLoop { .. }), "{err}");
+    assert!(
+        matches!(err, ResolveError::InRoot(InRootError::SymlinkLoop { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("libloop.so.1"), "{err}");
 
     // Truncated ELF and random bytes after the magic: Err naming the file, no panic.

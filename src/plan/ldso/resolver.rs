@@ -4,7 +4,7 @@
 use super::arch::{multiarch_triplet, platform_name, EM_X86_64};
 use super::cache::{parse_cache, CacheError, LdCache};
 use super::conf::read_conf;
-use crate::fsutil::in_root::{host_path_in, InRootError, MAX_SYMLINK_HOPS};
+use crate::fsutil::in_root::{host_path_in, InRootError};
 use crate::plan::elf::{read_elf, ElfClass, ElfError, ElfInfo};
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
@@ -18,8 +18,9 @@ pub enum ResolveError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: symlink loop or chain longer than {MAX_SYMLINK_HOPS} links; fix the link")]
-    SymlinkLoop { path: PathBuf },
+    /// A path of the sysroot that cannot be resolved (a symlink loop, an unreadable link).
+    #[error(transparent)]
+    InRoot(#[from] InRootError),
     #[error(transparent)]
     Elf(#[from] ElfError),
     #[error("{path}")]
@@ -32,17 +33,6 @@ pub enum ResolveError {
     Conf { path: PathBuf, reason: String },
     #[error("{path}: does not exist in the sysroot {sysroot}; check the path")]
     NotFound { path: PathBuf, sysroot: PathBuf },
-}
-
-/// The in-root path errors keep the variants (and messages) they had when the path
-/// resolution lived here.
-impl From<InRootError> for ResolveError {
-    fn from(e: InRootError) -> Self {
-        match e {
-            InRootError::Io { path, source } => ResolveError::Io { path, source },
-            InRootError::SymlinkLoop { path } => ResolveError::SymlinkLoop { path },
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
