@@ -17,16 +17,20 @@ fn prebake(args: &[&str], envs: &[(&str, &str)]) -> Output {
     c.output().expect("run prebake")
 }
 
+/// `prebake build SPEC --out OUT EXTRA...`.
+fn build(spec: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "build",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    prebake(&args, &[])
+}
+
 fn build_ok(spec: &Path, out: &Path) -> serde_json::Value {
-    let o = prebake(
-        &[
-            "build",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let o = build(spec, out, &[]);
     assert!(
         o.status.success(),
         "prebake build {} failed:\n{}{}",
@@ -580,15 +584,7 @@ fn missing_library_fails_the_build_unless_allowed() {
         ),
     );
     let out = tmp.path().join("out");
-    let o = prebake(
-        &[
-            "build",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let o = build(&spec, &out, &[]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     for needle in [
@@ -603,16 +599,7 @@ fn missing_library_fails_the_build_unless_allowed() {
         );
     }
     assert!(!out.exists());
-    let o = prebake(
-        &[
-            "build",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--allow-missing",
-        ],
-        &[],
-    );
+    let o = build(&spec, &out, &["--allow-missing"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(
