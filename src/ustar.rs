@@ -222,4 +222,28 @@ mod tests {
         assert_eq!(h[156], b'x');
         assert_eq!(h[2 * BLOCK + 156], b'0');
     }
+
+    #[test]
+    fn append_pads_and_refuses_short_data() {
+        let m = Member {
+            name: b"a",
+            link: b"",
+            flag: TypeFlag::Regular,
+            mode: 0o644,
+            size: 3,
+            mtime: 0,
+        };
+        let mut out = Vec::new();
+        append(&mut out, &m, &mut &b"abc"[..]).unwrap();
+        assert_eq!(out.len(), 2 * BLOCK);
+        assert_eq!(&out[BLOCK..BLOCK + 3], b"abc");
+        assert!(out[BLOCK + 3..].iter().all(|&b| b == 0));
+        // Data that ends before the header's size is an error, not a short member.
+        let err = append(&mut Vec::new(), &m, &mut &b"ab"[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        // Data that goes on past it is cut at the size (the caller's hashing reader sees the rest).
+        let mut out = Vec::new();
+        append(&mut out, &m, &mut &b"abcdef"[..]).unwrap();
+        assert_eq!(out.len(), 2 * BLOCK);
+    }
 }
