@@ -107,7 +107,7 @@ pub enum BundleError {
     },
     /// The runtime is not the architecture the bundle's interpreters and seccomp programs were
     /// built for: the interpreters would not exec, and the BPF programs check the audit arch.
-    #[error("the bundle was built for {bundle}, but this machine runs {host}: build the image on (or for) {host}, or run this one on a {bundle} machine")]
+    #[error("the bundle was built for {bundle}, but this machine runs {host}: build the image on (or for) {host}, or run this one on {bundle} hardware")]
     Arch { bundle: Arch, host: String },
 }
 

@@ -200,3 +200,52 @@ fn probe_prints_one_line() {
     assert!(s.starts_with("root=yes mount_ns=yes"), "{s}");
     assert!(s.contains("chroot=yes") && s.contains("seccomp=yes"), "{s}");
 }
+
+#[test]
+#[cfg_attr(
+    not(all(have_root, have_pyenv_python)),
+    ignore = "needs root and pyenv's python 3.11 (the fixture bundle)"
+)]
+fn a_bundle_for_another_architecture_is_refused_naming_both() {
+    let _exclusive = support::exclusive();
+    // A copy of the fixture bundle whose manifest says aarch64 (the files stay as they are:
+    // the runtime must refuse before it touches them).
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("bundle");
+    support::run(Command::new("cp").arg("-a").arg(bundle()).arg(&copy));
+    let manifest_path = copy.join("bundle.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let mut changed = 0;
+    for lang in manifest["languages"].as_object_mut().unwrap().values_mut() {
+        if let Some(seccomp) = lang["seccomp"].as_object_mut() {
+            seccomp.insert("arch".into(), "aarch64".into());
+            changed += 1;
+        }
+    }
+    assert!(changed > 0, "the fixture bundle names no arch: {manifest}");
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+
+    let root = dir.path().join("root");
+    for command in ["unpack", "exec"] {
+        let mut cmd = Command::new(support::bin("runtime"));
+        cmd.arg(command)
+            .arg("--bundle")
+            .arg(&copy)
+            .arg("--root")
+            .arg(&root);
+        let o = cmd.stdin(Stdio::null()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{command}: {stderr}");
+        let host = std::env::consts::ARCH;
+        assert!(
+            stderr.contains("built for aarch64") && stderr.contains(host),
+            "{command}: {stderr}"
+        );
+        assert!(!root.exists(), "{command} unpacked a foreign bundle");
+    }
+}
