@@ -574,18 +574,10 @@ fn a_killed_server_leaves_no_network_namespace_behind() {
         "pasta and the namespace holder are the server's children: {helpers:?}\n{}",
         s.log()
     );
-    // Nothing of this server's namespace is in /run once it serves (a server that dies
-    // without cleaning up would leave it there for good).
-    let mine = format!("-{server}-");
-    let in_run = || -> Vec<String> {
-        std::fs::read_dir("/run")
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("prebake-") && n.contains(&mine))
-            .collect()
-    };
-    assert_eq!(in_run(), Vec::<String>::new());
+    // Nothing of this server's namespace is in /run (or mounted) once it serves: a server
+    // that dies without cleaning up would leave it there for good.
+    let left_behind = || leftover_mounts_and_run_files(python_fixture().root, server);
+    assert_eq!(left_behind(), Vec::<String>::new());
     s.child.kill().unwrap();
     s.child.wait().unwrap();
     let start = Instant::now();
@@ -597,5 +589,5 @@ fn a_killed_server_leaves_no_network_namespace_behind() {
         left.is_empty(),
         "still running after the server died: {left:?}"
     );
-    assert_eq!(in_run(), Vec::<String>::new());
+    assert_eq!(left_behind(), Vec::<String>::new());
 }
