@@ -110,10 +110,6 @@ impl StagedFile {
         self.tmp.as_file_mut()
     }
 
-    pub fn path(&self) -> &Path {
-        self.tmp.path()
-    }
-
     /// Flush to disk, set `mode` (the temp file's is 0600) and rename to `dest`, replacing a
     /// file there unless `replace` is false (then an existing `dest` is `AlreadyExists`).
     pub fn commit(self, dest: &Path, mode: u32, replace: bool) -> io::Result<()> {
@@ -131,7 +127,7 @@ impl StagedFile {
 
 /// rename(2) that never replaces: rename(2) alone would silently replace an empty directory
 /// (or any file) that appeared meanwhile; `RENAME_NOREPLACE` makes "must not exist" atomic.
-pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     match renameat2(from, to, libc::RENAME_NOREPLACE) {
         // Filesystems without RENAME_NOREPLACE (some network and overlay setups): check, then
         // rename; the window is tiny.
@@ -150,7 +146,7 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Atomically swap two entries (`RENAME_EXCHANGE`); `EINVAL`/`ENOSYS` where the filesystem
 /// cannot.
-pub fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
+fn rename_exchange(a: &Path, b: &Path) -> io::Result<()> {
     renameat2(a, b, libc::RENAME_EXCHANGE)
 }
 
