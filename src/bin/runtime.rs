@@ -119,6 +119,9 @@ Settings (config file key / environment variable, which wins / default):
   uid_lock_dir             SANDBOX_UID_LOCK_DIR      /run/prebake-runtime (uid-pool locks;
                                                      share it between all servers of a node)
   namespaces               SANDBOX_NAMESPACES        true (where the platform allows them)
+  warm_pool                SANDBOX_WARM_POOL         true (fork Python runs from a zygote)
+  warm_pool_preload        SANDBOX_WARM_POOL_PRELOAD json, base64, jinja2, requests, httpx
+  warm_pool_max_forks      SANDBOX_WARM_POOL_MAX_FORKS  1000 runs, then a new zygote
 Build-time keys (python_path, python_lib_path, nodejs_path, allowed_syscalls, ...) are accepted
 and ignored with a warning: they belong to `prebake build --dify-config`.";
 
@@ -387,6 +390,9 @@ fn get_ready(common: &Common, caps: &Capabilities, state: &AppState) -> Result<(
             probe_run(&sandbox, state, language, code)?;
         }
     }
+    // After the probe runs, which therefore start cold: a broken interpreter fails the
+    // start, and a zygote that cannot start only costs speed.
+    sandbox.start_warm_pool(&state.config.warm)?;
     let _ = state.sandbox.set(Arc::new(sandbox));
     Ok(())
 }

@@ -71,12 +71,19 @@ pub fn encode(programs: &[Vec<SockFilter>]) -> Vec<u8> {
     for p in programs {
         let count = u32::try_from(p.len()).expect("a program is far below 2^32 instructions");
         out.extend_from_slice(&count.to_le_bytes());
-        for i in p {
-            out.extend_from_slice(&i.code.to_ne_bytes());
-            out.push(i.jt);
-            out.push(i.jf);
-            out.extend_from_slice(&i.k.to_ne_bytes());
-        }
+        out.extend_from_slice(&program_bytes(p));
+    }
+    out
+}
+
+/// A program as the `struct sock_filter` array seccomp(2) takes (native byte order).
+pub fn program_bytes(program: &[SockFilter]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(program.len() * 8);
+    for i in program {
+        out.extend_from_slice(&i.code.to_ne_bytes());
+        out.push(i.jt);
+        out.push(i.jf);
+        out.extend_from_slice(&i.k.to_ne_bytes());
     }
     out
 }

@@ -34,7 +34,7 @@ macro_rules! steps {
         }
 
         impl Step {
-            const ALL: &'static [Step] = &[Step::$first, $(Step::$name,)*];
+            pub(crate) const ALL: &'static [Step] = &[Step::$first, $(Step::$name,)*];
 
             /// What the child failed to do, for the run's error.
             pub fn describe(self) -> &'static str {
@@ -125,6 +125,9 @@ pub struct ChildPlan<'a> {
     pub stdout: c_int,
     pub stderr: c_int,
     pub report: c_int,
+    /// A descriptor kept open across `execve` at fd 4 (the warm pool's control socket for
+    /// its zygote), or -1.
+    pub keep: c_int,
 }
 
 fn errno() -> i32 {
@@ -278,19 +281,23 @@ fn child_main(p: &ChildPlan) -> ! {
         }
 
         // 1. Descriptors: code on 0, output pipes on 1 and 2, the report pipe on 3
-        //    (close-on-exec), everything else closed. The parent put all of them at >= 10.
+        //    (close-on-exec), `keep` on 4, everything else closed. The parent put all of them
+        //    at >= 10.
         let r = p.report;
         if libc::dup2(p.stdin, 0) < 0
             || libc::dup2(p.stdout, 1) < 0
             || libc::dup2(p.stderr, 2) < 0
             || libc::dup3(r, 3, libc::O_CLOEXEC) < 0
+            || (p.keep >= 0 && libc::dup2(p.keep, 4) < 0)
         {
             fail(r, Step::Fds, errno());
         }
         let report = 3;
-        if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) != 0 {
+        let first_closed: c_int = if p.keep >= 0 { 5 } else { 4 };
+        // close_range takes unsigned ints; 4 and 5 are the same bits either way.
+        if libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, 0u32) != 0 {
             // Kernels before 5.9: close one by one up to a generous bound.
-            for fd in 4..65536 {
+            for fd in first_closed..65536 {
                 libc::close(fd);
             }
         }

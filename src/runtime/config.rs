@@ -15,12 +15,15 @@
 //! | `shutdown_timeout` | `SANDBOX_SHUTDOWN_TIMEOUT` | seconds SIGTERM waits for in-flight runs before the server exits anyway | `worker_timeout` + 5 |
 //! | `uid_lock_dir` | `SANDBOX_UID_LOCK_DIR` | directory of the uid-pool lock files; every server of a node must share it (see the README), because RLIMIT_NPROC counts per uid node-wide. The older `PREBAKE_LOCK_DIR` is read when neither is set | /run/prebake-runtime |
 //! | `namespaces` | `SANDBOX_NAMESPACES` | use namespaces where the platform allows them | true |
+//! | `warm_pool` | `SANDBOX_WARM_POOL` | fork Python runs from a zygote with the preload list imported (see `sandbox::warm`) | true |
+//! | `warm_pool_preload` | `SANDBOX_WARM_POOL_PRELOAD` | modules the zygote imports (a YAML list; comma-separated in the environment); absent ones are skipped | json, base64, jinja2, requests, httpx |
+//! | `warm_pool_max_forks` | `SANDBOX_WARM_POOL_MAX_FORKS` | runs one zygote serves before it is replaced (bounds how long runs share its address-space layout and hash secret) | 1000 |
 //!
 //! `allowed_syscalls` is accepted and ignored with a warning: a stacked seccomp filter can only
 //! narrow the baked policy, never widen it, and compiling a new one at run time is what
 //! prebake avoids; extra syscalls belong in the image spec, baked at build time.
 
-use super::sandbox::Limits;
+use super::sandbox::{Limits, WarmConfig};
 use serde_yaml_ng::Value;
 use std::path::{Path, PathBuf};
 
@@ -55,6 +58,8 @@ pub struct Config {
     pub uid_lock_dir: Option<PathBuf>,
     /// Use namespaces when the platform allows them (false mimics Docker's default profile).
     pub namespaces: bool,
+    /// The warm pool (zygotes for Python runs).
+    pub warm: WarmConfig,
     /// Things to warn about once logging is up.
     pub warnings: Vec<String>,
 }
@@ -83,6 +88,7 @@ impl Default for Config {
             shutdown_timeout: 5 + 5,
             uid_lock_dir: None,
             namespaces: true,
+            warm: WarmConfig::default(),
             warnings: Vec::new(),
         }
     }
@@ -260,6 +266,31 @@ impl Source<'_> {
         Ok(out)
     }
 
+    fn strings(&self, key: &str, env: &str, out: &mut Vec<String>) -> Result<(), ConfigError> {
+        if let Some((path, root)) = self.file {
+            if let Some(v) = lookup(root, key) {
+                let wrong = |v: &Value| {
+                    Self::type_err(
+                        path.display().to_string(),
+                        key,
+                        "a list of names",
+                        describe(v),
+                    )
+                };
+                *out = v
+                    .as_sequence()
+                    .ok_or_else(|| wrong(v))?
+                    .iter()
+                    .map(|n| n.as_str().map(str::to_owned).ok_or_else(|| wrong(n)))
+                    .collect::<Result<_, _>>()?;
+            }
+        }
+        if let Some(v) = (self.env)(env) {
+            *out = env_list(&v).map(str::to_owned).collect();
+        }
+        Ok(())
+    }
+
     fn syscalls(&self, out: &mut Vec<i64>) -> Result<(), ConfigError> {
         let key = "allowed_syscalls";
         if let Some((path, root)) = self.file {
@@ -406,6 +437,15 @@ impl Config {
             c.uid_lock_dir = Some(PathBuf::from(lock_dir));
         }
         src.bool("namespaces", "SANDBOX_NAMESPACES", &mut c.namespaces)?;
+        src.bool("warm_pool", "SANDBOX_WARM_POOL", &mut c.warm.enabled)?;
+        src.strings(
+            "warm_pool_preload",
+            "SANDBOX_WARM_POOL_PRELOAD",
+            &mut c.warm.preload,
+        )?;
+        if let Some(v) = src.u64("warm_pool_max_forks", "SANDBOX_WARM_POOL_MAX_FORKS")? {
+            c.warm.max_forks = v;
+        }
 
         if c.key.is_empty() {
             return Err(ConfigError::EmptyKey);
@@ -416,6 +456,7 @@ impl Config {
             ("worker_timeout", c.worker_timeout),
             ("limits.header_timeout", c.header_timeout),
             ("limits.connections", c.max_connections as u64),
+            ("warm_pool_max_forks", c.warm.max_forks),
         ] {
             if v == 0 {
                 return Err(ConfigError::Zero(name));
@@ -597,5 +638,51 @@ mod tests {
             let e = Config::load(None, false, &env).unwrap_err().to_string();
             assert!(e.contains("at least 1"), "{zero}: {e}");
         }
+    }
+
+    #[test]
+    fn warm_pool_keys_file_then_env() {
+        let key = |k: &str| (k == "API_KEY").then(|| "k".to_string());
+        let c = Config::load(None, false, &key).unwrap();
+        assert!(c.warm.enabled);
+        assert_eq!(
+            c.warm.preload,
+            ["json", "base64", "jinja2", "requests", "httpx"]
+        );
+        assert_eq!(c.warm.max_forks, 1000);
+
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.yaml");
+        std::fs::write(
+            &p,
+            "app:\n  key: k\nwarm_pool: false\nwarm_pool_preload: [json, numpy]\nwarm_pool_max_forks: 50\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&p), true, &|_: &str| None).unwrap();
+        assert!(!c.warm.enabled);
+        assert_eq!(c.warm.preload, ["json", "numpy"]);
+        assert_eq!(c.warm.max_forks, 50);
+        let env = |k: &str| match k {
+            "SANDBOX_WARM_POOL" => Some("on".to_string()),
+            "SANDBOX_WARM_POOL_PRELOAD" => Some(" yaml , ,csv".to_string()),
+            _ => None,
+        };
+        let c = Config::load(Some(&p), true, &env).unwrap();
+        assert!(c.warm.enabled);
+        assert_eq!(c.warm.preload, ["yaml", "csv"]);
+
+        std::fs::write(&p, "app:\n  key: k\nwarm_pool_preload: json\n").unwrap();
+        let e = Config::load(Some(&p), true, &|_: &str| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("warm_pool_preload") && e.contains("a list of names"),
+            "{e}"
+        );
+        std::fs::write(&p, "app:\n  key: k\nwarm_pool_max_forks: 0\n").unwrap();
+        let e = Config::load(Some(&p), true, &|_: &str| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("warm_pool_max_forks must be at least 1"), "{e}");
     }
 }

@@ -138,6 +138,16 @@ pub fn patch_self(prog: &[SockFilter], pid: u32, out: &mut [SockFilter; MAX_INSN
     n
 }
 
+/// The instructions [`patch_self`] patches: where a program that cannot call it (the warm
+/// pool's Python zygote) writes the pid.
+pub fn self_pid_slots(prog: &[SockFilter]) -> Vec<usize> {
+    prog.iter()
+        .enumerate()
+        .filter(|(_, ins)| ins.code == JEQ_K && ins.k == SELF_PID)
+        .map(|(i, _)| i)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,3 +29,4 @@ mod runtime_serve;
 mod seccomp;
 mod spec;
 mod unpack;
+mod warm_pool;

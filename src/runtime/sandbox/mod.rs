@@ -48,6 +48,7 @@ mod run;
 mod supervise;
 mod sys;
 mod tree;
+mod warm;
 
 pub use error::SandboxError;
 pub use isolation::Isolation;
@@ -55,6 +56,7 @@ pub use limits::{Limits, NODEJS_MEMORY_BYTES};
 pub use outcome::{Exit, RunOutcome, Stream};
 pub use run::RunRequest;
 pub use tree::kill_uid;
+pub use warm::{WarmConfig, ZygoteError, DEFAULT_MAX_FORKS, DEFAULT_PRELOAD};
 
 use super::cgroup::Cgroups;
 use super::uidpool::UidPool;
@@ -90,6 +92,8 @@ pub struct Sandbox {
     run_filter: Vec<SockFilter>,
     /// The namespace runs with network join, where the server set one up (`serve`).
     net: Option<super::netns::SandboxNet>,
+    /// Zygotes that fork Python runs (see [`warm`]), once started.
+    warm: Option<std::sync::Arc<warm::WarmPool>>,
 }
 
 fn load_programs(bundle: &Path, rel: &str) -> Result<Programs, SandboxError> {
@@ -212,6 +216,7 @@ impl Sandbox {
             cgroups,
             run_filter,
             net: None,
+            warm: None,
         })
     }
 

@@ -170,13 +170,24 @@ impl Sandbox {
             stdout: out_w.as_raw_fd(),
             stderr: err_w.as_raw_fd(),
             report: rep_w.as_raw_fd(),
+            keep: -1,
         };
 
         let start = Instant::now();
-        // SAFETY: the plan and everything it points to live until after spawn returns in the
-        // parent; the child never returns from spawn.
-        let pid = unsafe { child::spawn(&plan) }
-            .map_err(|e| os("clone the sandbox process")(std::io::Error::from_raw_os_error(e)))?;
+        // A fork of the language's zygote where there is one ready (see `super::warm`),
+        // else a fresh interpreter.
+        let warm = self
+            .warm
+            .as_ref()
+            .and_then(|pool| pool.fork(&req.language, &plan, &env, req.network));
+        let pid = match warm {
+            Some(pid) => pid,
+            // SAFETY: the plan and everything it points to live until after spawn returns in
+            // the parent; the child never returns from spawn.
+            None => unsafe { child::spawn(&plan) }.map_err(|e| {
+                os("clone the sandbox process")(std::io::Error::from_raw_os_error(e))
+            })?,
+        };
         drop(plan);
         drop((code, out_w, err_w, rep_w));
         let child = Child::new(pid, &lease, iso)?;

@@ -37,6 +37,20 @@ pub(super) fn high_fd(fd: RawFd) -> Result<OwnedFd, SandboxError> {
     }
 }
 
+/// SIGKILL through a pidfd (it cannot hit a recycled pid).
+pub(super) fn pidfd_kill(pidfd: &OwnedFd) {
+    // SAFETY: pidfd_send_signal on a descriptor we own, with no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
 pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors we then own.

@@ -1,10 +1,10 @@
 //! Control of a run's process tree: the child behind a pidfd, killing the whole tree
 //! (pid namespace, process group, then every process of the run's uid), reaping.
 
-use super::sys::os;
+use super::sys::{os, pidfd_kill};
 use super::{Exit, Isolation, SandboxError};
 use crate::runtime::uidpool::Lease;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// Kill every process of `uid`: a helper switches to that uid and sends SIGKILL to -1, which
 /// reaches exactly the processes it may signal (those of the same uid) except itself. The
@@ -78,16 +78,7 @@ impl Child {
     /// Kill the whole tree: pid 1 of its pid namespace takes everything with it; without a
     /// pid namespace the process group and then every process of the run's uid.
     pub(super) fn kill(&self) {
-        // SAFETY: signalling through the pidfd cannot hit a recycled pid.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                libc::SIGKILL,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            );
-        }
+        pidfd_kill(&self.pidfd);
         self.kill_rest();
     }
 

@@ -65,6 +65,32 @@ pub fn python_fixture() -> Fixture {
     fixture("runtime-fixture", &F, build_bundle)
 }
 
+/// A bundle of the fixture venv's interpreter with what Dify's runners import (jinja2,
+/// requests, httpx): the warm pool's preload list finds them.
+pub fn dify_fixture() -> Fixture {
+    static F: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    fixture("runtime-dify-fixture", &F, |work| {
+        std::fs::create_dir_all(work).unwrap();
+        let spec = work.join("spec.yaml");
+        std::fs::write(
+            &spec,
+            format!(
+                "name: runtime-dify-test\nlanguages:\n  python3:\n    interpreter: {}\n    packages: [jinja2, requests, httpx]\n",
+                super::fixture_venv_python().display()
+            ),
+        )
+        .unwrap();
+        super::run(
+            Command::new(super::bin("prebake"))
+                .arg("build")
+                .arg(&spec)
+                .arg("--no-image")
+                .arg("--out")
+                .arg(work.join("out")),
+        );
+    })
+}
+
 /// The Python fixture's bundle.
 pub fn bundle() -> &'static Path {
     python_fixture().bundle
@@ -125,6 +151,16 @@ pub fn build_bundle(work: &Path) {
     let _ = std::fs::remove_dir_all(&venv);
 }
 
+/// The runtime's log line when a zygote is ready.
+pub const WARM_POOL_READY: &str = "warm pool: zygote ready";
+/// The runtime's log lines that settle whether runs fork from a zygote.
+const WARM_POOL_DECIDED: &[&str] = &[
+    WARM_POOL_READY,
+    "warm pool off",
+    "warm pool: cannot start a zygote",
+    "warm pool: no Python language",
+];
+
 /// A `runtime serve` child process with its own config and sandbox root.
 pub struct Server {
     pub child: Child,
@@ -152,7 +188,42 @@ impl Server {
     pub fn start_over(fixture: Fixture, config: &str, env: &[(&str, &str)]) -> Server {
         let s = Self::spawn_over(fixture, config, env);
         s.wait_healthy();
+        s.wait_warm_pool();
         s
+    }
+
+    /// Wait until the warm pool has decided: its zygote is ready (so runs fork from it), it
+    /// is off, or it could not start. Tests then know which path their runs take.
+    pub fn wait_warm_pool(&self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            let log = self.log();
+            if WARM_POOL_DECIDED.iter().any(|l| log.contains(l)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "the warm pool never said whether it is on; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// How many zygotes became ready so far (a replaced one counts again).
+    pub fn zygotes_started(&self) -> usize {
+        self.log().matches(WARM_POOL_READY).count()
+    }
+
+    /// The pid of the newest ready zygote.
+    pub fn zygote_pid(&self) -> Option<u32> {
+        let log = self.log();
+        let line = log.lines().rev().find(|l| l.contains(WARM_POOL_READY))?;
+        let at = line.find(" pid=")? + 5;
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
     }
 
     /// Start over the Python fixture without waiting for /health.
@@ -201,6 +272,11 @@ impl Server {
             .stderr(Stdio::from(
                 std::fs::File::create(dir.path().join("server.log")).unwrap(),
             ));
+        // A whole run of the suite with the warm pool on or off (the runtime's default when
+        // unset); a test that sets SANDBOX_WARM_POOL itself keeps its own choice.
+        if let Ok(v) = std::env::var("PREBAKE_TEST_WARM_POOL") {
+            cmd.env("SANDBOX_WARM_POOL", v);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -1,0 +1,367 @@
+//! The warm pool: per Python language, a zygote (an interpreter started once inside the
+//! sandbox root, its start-up done and the preload list imported) that forks each run.
+//!
+//! # What a run gets
+//! The zygote never runs user code. For each run the runtime prepares exactly what it
+//! prepares for a cold run (uid lease, private /tmp directory or tmpfs options, pipes, code
+//! memfd, rlimits, environment, cgroup and network-namespace descriptors) and sends the
+//! zygote the plan and descriptors. The zygote clones itself with `CLONE_PARENT` and the run's
+//! namespace flags (so the run is pid 1 of its own pid namespace and this process's child,
+//! as a cold run is), and the child applies the cold run's steps in the cold run's order
+//! ([`crate::runtime::child`]): cgroup, network namespace, descriptors (all closed but its
+//! pipes), own session, its tmpfs `/tmp`, working directory, hostname, rlimits, groups, gid,
+//! uid, parent-death signal, `no_new_privs`, a clean environment, the run filter and the
+//! policy's seccomp filter last. Then it runs the script as `python -` runs its standard
+//! input (`zygote.py`). The runtime keeps the deadline, the process-tree kill, the output
+//! caps and the reaping, unchanged.
+//!
+//! # What the zygote shares between runs
+//! Every run forked from one zygote starts from the same memory image, as Android's and
+//! Chromium's zygotes do: the same address-space layout (ASLR is randomised once per zygote,
+//! not per run), the same `str` hash secret, and the same already-imported modules. No run
+//! can change what the next one sees: each is a copy-on-write fork of the untouched zygote.
+//! A run can learn the layout and the hash secret its successors will have, which matters to
+//! an exploit that needs both a memory-corruption bug and a leaked address in another run. The
+//! respawn policy bounds that: a zygote serves at most `warm_pool_max_forks` runs (it is
+//! replaced in the background, without a run waiting), and is replaced whenever it
+//! misbehaves. `random` is reseeded in every run (CPython's after-fork hook).
+//!
+//! # Differences a script can see
+//! `sys.modules` already holds the preload list and what the zygote needs (`ctypes`,
+//! `socket`, `json`, `struct`); the stack below the script's `<module>` frame has the
+//! zygote's frames (`traceback.print_stack()` shows them; tracebacks of exceptions do not);
+//! the interpreter's final module teardown is skipped after the script's globals are
+//! cleared and collected, `atexit` ran and the streams were flushed.
+//!
+//! # Failure
+//! A zygote that cannot be started, dies, or answers wrongly costs a run only its latency:
+//! the run starts cold, the zygote is killed, and a new one is started in the background (at
+//! most one attempt per [`RETRY_AFTER`] when starting keeps failing).
+
+mod zygote;
+
+pub use zygote::ZygoteError;
+
+use super::{Sandbox, SandboxError};
+use crate::contract::bpf::program_bytes;
+use crate::runtime::child::{ChildPlan, RootMode, Step};
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use zygote::{Recipe, Zygote};
+
+/// What Dify's runners import (its Python runner: json, base64; its Jinja2 runner: jinja2)
+/// and the HTTP clients scripts use most; absent ones are skipped.
+pub const DEFAULT_PRELOAD: &[&str] = &["json", "base64", "jinja2", "requests", "httpx"];
+/// Runs one zygote serves before it is replaced.
+pub const DEFAULT_MAX_FORKS: u64 = 1000;
+/// How long a zygote may take to import its preload list.
+const READY_WITHIN: Duration = Duration::from_secs(30);
+/// The longest a fork may take before the zygote counts as stuck.
+const FORK_WITHIN: Duration = Duration::from_secs(2);
+/// After a failed start, the next attempt waits this long.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The operator's choice (config keys `warm_pool`, `warm_pool_preload`,
+/// `warm_pool_max_forks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmConfig {
+    pub enabled: bool,
+    pub preload: Vec<String>,
+    pub max_forks: u64,
+}
+
+impl Default for WarmConfig {
+    fn default() -> Self {
+        WarmConfig {
+            enabled: true,
+            preload: DEFAULT_PRELOAD.iter().map(|s| (*s).to_owned()).collect(),
+            max_forks: DEFAULT_MAX_FORKS,
+        }
+    }
+}
+
+struct Slot {
+    recipe: Recipe,
+    zygote: Mutex<Option<Zygote>>,
+    /// A start is queued or under way.
+    starting: AtomicBool,
+    /// No start before this (after a failed one).
+    retry_at: Mutex<Option<Instant>>,
+}
+
+pub(super) struct WarmPool {
+    slots: BTreeMap<String, Slot>,
+    starts: Mutex<mpsc::Sender<String>>,
+    max_forks: u64,
+}
+
+/// A language served by an interpreter that can be a zygote: CPython.
+fn is_python(language: &str, interpreter: &str) -> bool {
+    language.starts_with("python")
+        || std::path::Path::new(interpreter)
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+}
+
+fn hex_programs(progs: Option<&crate::seccomp::install::Programs>) -> Vec<String> {
+    progs.map_or_else(Vec::new, |p| {
+        p.programs()
+            .iter()
+            .map(|prog| hex::encode(program_bytes(prog)))
+            .collect()
+    })
+}
+
+fn to_str(c: &CString) -> &str {
+    // Every string here came from UTF-8 (paths and options the runtime formatted).
+    c.to_str().unwrap_or_default()
+}
+
+impl Sandbox {
+    /// Start the warm pool (in the background) for the bundle's Python languages. Runs start
+    /// cold until their zygote is ready.
+    pub fn start_warm_pool(&mut self, config: &WarmConfig) -> Result<(), SandboxError> {
+        if !config.enabled {
+            tracing::info!("warm pool off: every run starts a fresh interpreter");
+            return Ok(());
+        }
+        if !self.isolation.chroot {
+            tracing::warn!("warm pool off: it needs the sandbox root (chroot) to confine runs");
+            return Ok(());
+        }
+        let steps: BTreeMap<String, u32> = Step::ALL
+            .iter()
+            .map(|s| (format!("{s:?}"), *s as u32))
+            .collect();
+        let self_pid_slots = crate::runtime::runfilter::self_pid_slots(&self.run_filter);
+        let mut slots = BTreeMap::new();
+        for (name, lang) in &self.languages {
+            if !is_python(name, to_str(&lang.interpreter)) {
+                continue;
+            }
+            let mut argv = vec![lang.interpreter.clone()];
+            argv.extend(lang.args.iter().cloned());
+            let mut cold_argv: Vec<&str> = argv.iter().map(to_str).collect();
+            cold_argv.push("-");
+            let setup = serde_json::json!({
+                "steps": steps,
+                "sys_clone": libc::SYS_clone,
+                "sys_seccomp": libc::SYS_seccomp,
+                "argv": cold_argv,
+                "policies": {
+                    "plain": hex_programs(lang.seccomp.as_ref()),
+                    "net": hex_programs(lang.seccomp_net.as_ref()),
+                },
+                "run_filter": hex::encode(program_bytes(&self.run_filter)),
+                "self_pid_slots": self_pid_slots,
+                "preload": config.preload,
+            });
+            let dev = self.rootfs.join("dev");
+            let devs = ["null", "zero", "urandom"]
+                .iter()
+                .map(|d| {
+                    Ok((
+                        super::sys::path_c(&std::path::Path::new("/dev").join(d))?,
+                        super::sys::path_c(&dev.join(d))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, SandboxError>>()?;
+            let recipe = Recipe {
+                language: name.clone(),
+                clone_flags: if self.isolation.mount_ns {
+                    libc::CLONE_NEWNS
+                } else {
+                    0
+                },
+                root_mode: if self.isolation.mount_ns {
+                    RootMode::MountNs
+                } else {
+                    RootMode::Chroot
+                },
+                rootfs: super::sys::path_c(&self.rootfs)?,
+                tmp_target: super::sys::path_c(&self.rootfs.join("tmp"))?,
+                dev_target: super::sys::path_c(&dev)?,
+                devs,
+                exe: lang.interpreter.clone(),
+                argv,
+                env: lang.env.clone(),
+                setup: setup.to_string().into_bytes(),
+            };
+            slots.insert(
+                name.clone(),
+                Slot {
+                    recipe,
+                    zygote: Mutex::new(None),
+                    starting: AtomicBool::new(false),
+                    retry_at: Mutex::new(None),
+                },
+            );
+        }
+        if slots.is_empty() {
+            tracing::info!("warm pool: no Python language in this bundle, nothing to warm");
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::channel();
+        let pool = Arc::new(WarmPool {
+            slots,
+            starts: Mutex::new(tx),
+            max_forks: config.max_forks.max(1),
+        });
+        let manager = pool.clone();
+        // A thread of its own that lives as long as the process: zygotes (and, through
+        // CLONE_PARENT, every warm run) have it as their parent thread, and their
+        // parent-death signal fires when that thread ends.
+        std::thread::Builder::new()
+            .name("warm-pool".into())
+            .spawn(move || manager.manage(&rx))
+            .map_err(|source| SandboxError::Os {
+                what: "start the warm pool's thread",
+                source,
+            })?;
+        for name in pool.slots.keys() {
+            pool.request_start(name);
+        }
+        self.warm = Some(pool);
+        Ok(())
+    }
+
+    /// Whether `language` has a zygote ready now.
+    pub fn warm_ready(&self, language: &str) -> bool {
+        self.warm.as_ref().is_some_and(|p| {
+            p.slots
+                .get(language)
+                .is_some_and(|s| s.zygote.lock().is_ok_and(|z| z.is_some()))
+        })
+    }
+}
+
+impl WarmPool {
+    fn request_start(&self, language: &str) {
+        let Some(slot) = self.slots.get(language) else {
+            return;
+        };
+        if let Ok(at) = slot.retry_at.lock() {
+            if at.is_some_and(|t| Instant::now() < t) {
+                return;
+            }
+        }
+        if slot.starting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Ok(tx) = self.starts.lock() {
+            let _ = tx.send(language.to_owned());
+        }
+    }
+
+    /// The manager thread: starts (and replaces) zygotes on request, one at a time.
+    fn manage(&self, requests: &mpsc::Receiver<String>) {
+        for language in requests {
+            let Some(slot) = self.slots.get(&language) else {
+                continue;
+            };
+            let start = Instant::now();
+            match Zygote::spawn(&slot.recipe, READY_WITHIN) {
+                Ok((zygote, ready)) => {
+                    tracing::info!(
+                        language = %language,
+                        pid = zygote.pid(),
+                        preloaded = ?ready.imported,
+                        absent = ?ready.missing,
+                        "warm pool: zygote ready in {:.1} ms",
+                        start.elapsed().as_secs_f64() * 1000.0
+                    );
+                    let old = slot.zygote.lock().ok().and_then(|mut z| z.replace(zygote));
+                    if let Ok(mut at) = slot.retry_at.lock() {
+                        *at = None;
+                    }
+                    slot.starting.store(false, Ordering::Release);
+                    // Killed and reaped outside the lock; its runs are not its children.
+                    drop(old);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        language = %language,
+                        "warm pool: cannot start a zygote ({}); runs start cold, next attempt in {}s",
+                        crate::error::Chain(&e),
+                        RETRY_AFTER.as_secs()
+                    );
+                    if let Ok(mut at) = slot.retry_at.lock() {
+                        *at = Some(Instant::now() + RETRY_AFTER);
+                    }
+                    slot.starting.store(false, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Fork a run from `language`'s zygote; `None` when there is none ready or it failed (the
+    /// caller starts the run cold).
+    pub(super) fn fork(
+        &self,
+        language: &str,
+        plan: &ChildPlan,
+        env: &[CString],
+        network: bool,
+    ) -> Option<libc::pid_t> {
+        let slot = self.slots.get(language)?;
+        let message = run_message(plan, env, network);
+        let mut fds: Vec<RawFd> = vec![plan.stdin, plan.stdout, plan.stderr, plan.report];
+        if plan.netns >= 0 {
+            fds.push(plan.netns);
+        }
+        fds.extend(plan.cgroup_procs.iter().copied().filter(|fd| *fd >= 0));
+        let mut guard = slot.zygote.lock().ok()?;
+        let zygote = guard.as_mut()?;
+        match zygote.fork(&message, &fds, FORK_WITHIN) {
+            Ok(pid) => {
+                let worn = zygote.forks >= self.max_forks;
+                drop(guard);
+                if worn {
+                    self.request_start(language);
+                }
+                Some(pid)
+            }
+            Err(e) => {
+                let broken = guard.take();
+                drop(guard);
+                tracing::warn!(
+                    language = %language,
+                    "warm pool: {}; this run starts cold and the zygote is replaced",
+                    crate::error::Chain(&e)
+                );
+                drop(broken);
+                self.request_start(language);
+                None
+            }
+        }
+    }
+}
+
+/// The per-run message: what the child does after the fork, taken from the cold run's plan
+/// so the two cannot differ.
+fn run_message(plan: &ChildPlan, env: &[CString], network: bool) -> Vec<u8> {
+    let rlimits: Vec<[u64; 3]> = plan
+        .rlimits
+        .iter()
+        .map(|(res, l)| [u64::from(*res), l.rlim_cur, l.rlim_max])
+        .collect();
+    serde_json::json!({
+        "flags": plan.clone_flags,
+        "tmp_opts": (plan.root_mode == RootMode::MountNs).then(|| to_str(&plan.tmp_opts)),
+        "cwd": to_str(&plan.cwd),
+        "hostname": plan.hostname.as_ref().map(to_str),
+        "rlimits": rlimits,
+        "ids": plan.ids,
+        "policy": plan.seccomp.map(|_| if network { "net" } else { "plain" }),
+        "run_filter": plan.extra_filter.is_some(),
+        "env": env.iter().map(to_str).collect::<Vec<_>>(),
+        "netns": plan.netns >= 0,
+    })
+    .to_string()
+    .into_bytes()
+}

@@ -1,0 +1,417 @@
+# prebake's Python zygote: see src/runtime/sandbox/warm/mod.rs for the design.
+#
+# Started by the runtime inside the sandbox root, as root, with no seccomp filter. It never
+# runs user code: it imports the preload list once, then waits on its control socket (fd 4,
+# AF_UNIX SOCK_SEQPACKET; fd 0 is an empty file, as a cold run's stdin is a file). Each run
+# is one message, a JSON plan with the run's descriptors. The zygote clones itself with
+# CLONE_PARENT plus the run's namespace flags, so the runtime, not the zygote, is the run's
+# parent: it waits for it, kills its tree and keeps its deadline, as for a cold run. The
+# zygote answers the child's pid and closes its copies of the descriptors. The child applies
+# the cold run's confinement in the cold run's order (child.rs) and reports a failed step on
+# the report pipe as child.rs does; it closes the report pipe when it is done (the runtime
+# reads that end of file as a cold run's execve), then runs the code the way `python -`
+# would: a fresh `__main__`, "<stdin>" as the file name, the same exit codes and the same
+# end-of-interpreter steps a script can observe (non-daemon threads joined, atexit, flushed
+# streams, exit code 120 when stdout cannot be flushed).
+#
+# Everything the child needs is prepared before the fork; the runtime sends the step numbers,
+# syscall numbers and BPF programs, so nothing here is specific to an architecture or can
+# drift from the Rust side.
+
+import ctypes
+import gc
+import json
+import os
+import socket
+import struct
+import sys
+
+# MAIN_TEMPLATE is given by the bootstrap (`-c`): this interpreter's fresh `__main__`
+# dictionary, taken before the bootstrap defined anything. A run's `__main__` starts as it.
+CONTROL_FD = 4
+
+CLONE_PARENT = 0x00008000
+SIGCHLD = 17
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+SIGKILL = 9
+SECCOMP_SET_MODE_FILTER = 1
+CLONE_NEWNET = 0x40000000
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class Rlimit(ctypes.Structure):
+    _fields_ = [("cur", ctypes.c_ulong), ("max", ctypes.c_ulong)]
+
+
+# PyDLL: the GIL stays held across the clone, as os.fork holds it.
+LIBC = ctypes.PyDLL(None, use_errno=True)
+API = ctypes.pythonapi
+for _name in ("syscall", "mount", "setns", "sethostname", "setrlimit", "prctl"):
+    getattr(LIBC, _name).restype = ctypes.c_long
+
+
+class StepFailed(Exception):
+    def __init__(self, step, errno):
+        self.step = step
+        self.errno = errno
+
+
+def check(rc, step):
+    if rc != 0:
+        raise StepFailed(step, ctypes.get_errno())
+
+
+def program(hex_text):
+    """A BPF program ready for seccomp(2): (fprog, buffer kept alive)."""
+    raw = bytes.fromhex(hex_text)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    return SockFprog(len(raw) // 8, ctypes.addressof(buf)), buf
+
+
+class Zygote:
+    def __init__(self, setup):
+        self.steps = setup["steps"]
+        self.sys_clone = setup["sys_clone"]
+        self.sys_seccomp = setup["sys_seccomp"]
+        self.orig_argv = setup["argv"]
+        self.policies = {
+            name: [program(p) for p in progs] for name, progs in setup["policies"].items()
+        }
+        self.run_filter = bytes.fromhex(setup["run_filter"])
+        self.self_pid_slots = setup["self_pid_slots"]
+
+    # The parent side.
+
+    def serve(self, sock):
+        self.sock = sock
+        while True:
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 16)
+            except InterruptedError:
+                continue
+            if not msg:
+                # The runtime closed its end: this zygote is retired.
+                os._exit(0)
+            plan = json.loads(msg)
+            try:
+                reply = self.clone(plan["flags"])
+            except OSError as e:
+                reply = -(e.errno or 1)
+            if reply == 0:
+                # The run: confined, it returns all the way up and runs the script at the
+                # top of the stack (see the end of this file).
+                self.child(plan, fds)
+                return
+            for fd in fds:
+                os.close(fd)
+            sock.send(struct.pack("<i", reply))
+
+    def clone(self, flags):
+        API.PyOS_BeforeFork()
+        # A raw clone with no stack behaves like fork, and it takes CLONE_PARENT and the
+        # namespace flags in one step: the run is pid 1 of its namespace, as a cold run is.
+        pid = LIBC.syscall(
+            ctypes.c_long(self.sys_clone),
+            ctypes.c_ulong(flags | CLONE_PARENT | SIGCHLD),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+        )
+        if pid == 0:
+            API.PyOS_AfterFork_Child()
+            return 0
+        err = ctypes.get_errno()
+        API.PyOS_AfterFork_Parent()
+        if pid < 0:
+            raise OSError(err, os.strerror(err))
+        return pid
+
+    # The child side: confinement, in child.rs's order.
+
+    def child(self, plan, fds):
+        report = fds[3]
+        step = "Panic"
+        # The control socket is closed with the other descriptors below; the object must not
+        # close whatever a script opens under its number later.
+        self.sock.detach()
+        try:
+            cgroup_fds = fds[4 + (1 if plan["netns"] else 0):]
+            step = "Cgroup"
+            for fd in cgroup_fds:
+                os.write(fd, b"0")
+            if plan["netns"]:
+                check(LIBC.setns(fds[4], CLONE_NEWNET), "Netns")
+            step = "Fds"
+            os.dup2(fds[0], 0)
+            os.dup2(fds[1], 1)
+            os.dup2(fds[2], 2)
+            os.dup2(report, 3)
+            report = 3
+            os.closerange(4, 1 << 20)
+            step = "Setsid"
+            os.setsid()
+            if plan["tmp_opts"] is not None:
+                check(
+                    LIBC.mount(
+                        b"tmpfs",
+                        b"/tmp",
+                        b"tmpfs",
+                        ctypes.c_ulong(MS_NOSUID | MS_NODEV | MS_NOEXEC),
+                        plan["tmp_opts"].encode(),
+                    ),
+                    "MountTmp",
+                )
+            step = "Chdir"
+            os.chdir(plan["cwd"])
+            if plan["hostname"] is not None:
+                name = plan["hostname"].encode()
+                check(LIBC.sethostname(name, ctypes.c_size_t(len(name))), "Hostname")
+            for res, soft, hard in plan["rlimits"]:
+                check(LIBC.setrlimit(ctypes.c_int(res), ctypes.byref(Rlimit(soft, hard))), "Rlimit")
+            if plan["ids"] is not None:
+                uid, gid = plan["ids"]
+                step = "Setgroups"
+                os.setgroups([])
+                step = "Setgid"
+                os.setresgid(gid, gid, gid)
+                step = "Setuid"
+                os.setresuid(uid, uid, uid)
+            check(LIBC.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(SIGKILL), 0, 0, 0), "Prctl")
+            check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0), "NoNewPrivs")
+            # Python-level state before the filter: nothing below makes a syscall the policy
+            # may refuse.
+            self.reset_python_state(plan["env"])
+            if plan["run_filter"]:
+                self.install(self.patched_run_filter(os.getpid()))
+            if plan["policy"] is not None:
+                for fprog, _buf in self.policies[plan["policy"]]:
+                    self.install_prog(fprog)
+            step = "Panic"
+        except StepFailed as e:
+            self.fail(report, e.step, e.errno)
+        except OSError as e:
+            self.fail(report, step, e.errno or 0)
+        except BaseException:
+            self.fail(report, "Panic", 0)
+        # The runtime takes the end of file as "setup done", like a cold run's execve.
+        os.close(3)
+
+    def patched_run_filter(self, pid):
+        buf = bytearray(self.run_filter)
+        for slot in self.self_pid_slots:
+            struct.pack_into("<I", buf, slot * 8 + 4, pid)
+        return bytes(buf)
+
+    def install(self, raw):
+        buf = ctypes.create_string_buffer(raw, len(raw))
+        self.install_prog(SockFprog(len(raw) // 8, ctypes.addressof(buf)))
+
+    def install_prog(self, fprog):
+        rc = LIBC.syscall(
+            ctypes.c_long(self.sys_seccomp),
+            ctypes.c_long(SECCOMP_SET_MODE_FILTER),
+            ctypes.c_long(0),
+            ctypes.byref(fprog),
+        )
+        check(rc, "Seccomp")
+
+    def reset_python_state(self, env):
+        os.environ.clear()
+        for item in env:
+            key, _, value = item.partition("=")
+            os.environ[key] = value
+        tempfile = sys.modules.get("tempfile")
+        if tempfile is not None:
+            tempfile.tempdir = None
+
+    def fail(self, fd, step, errno):
+        try:
+            os.write(fd, struct.pack("<Ii", self.steps[step], errno))
+        finally:
+            os._exit(127)
+
+
+def system_exit_code(e):
+    """The interpreter's handling of an uncaught SystemExit (handle_system_exit)."""
+    code = e.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(str(code))
+        sys.stderr.write("\n")
+    except BaseException:
+        pass
+    return 1
+
+
+def unraisable(exc, obj):
+    """PyErr_WriteUnraisable(obj) for `exc`: the hook a script may have set, else the default."""
+    # Raised in C, where the interpreter meets it: no traceback.
+    exc.__traceback__ = None
+    args = UNRAISABLE_ARGS((type(exc), exc, None, None, obj))
+    try:
+        sys.unraisablehook(args)
+    except BaseException:
+        sys.__unraisablehook__(args)
+
+
+def flush_std_files(report=True):
+    """As the interpreter flushes at exit: a failure on stdout is reported, on stderr not."""
+    ok = True
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None or getattr(stream, "closed", True):
+            continue
+        try:
+            stream.flush()
+        except BaseException as e:
+            if report and stream is sys.stdout:
+                unraisable(e, stream)
+            ok = False
+    return ok
+
+
+def finish(main, exitcode, interrupted):
+    """Py_FinalizeEx as far as a script can observe it, then the exit."""
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        try:
+            threading._shutdown()
+        except BaseException as e:
+            unraisable(e, threading)
+    import atexit
+
+    atexit._run_exitfuncs()
+    if not flush_std_files():
+        exitcode = 120
+    # Module teardown, as far as the script's own objects go: what only its globals hold is
+    # finalized (a __del__ may print).
+    main.__dict__.clear()
+    gc.collect()
+    # The interpreter's second flush comes after teardown has cleared `sys`: what its
+    # finalizers printed is written, and a failure is neither reported nor counted.
+    flush_std_files(report=False)
+    if interrupted:
+        import signal
+
+        # exit_sigint(): die of SIGINT with the default action, else exit 128 + SIGINT.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except OSError:
+            pass
+        exitcode = 128 + signal.SIGINT
+    os._exit(exitcode)
+
+
+def unraisable_args_type():
+    """sys.UnraisableHookArgs, which Python does not export: caught from one unraisable."""
+    seen = []
+    hook, sys.unraisablehook = sys.unraisablehook, seen.append
+
+    class Probe:
+        def __del__(self):
+            raise RuntimeError
+
+    Probe()
+    sys.unraisablehook = hook
+    return type(seen[0])
+
+
+def preload(names):
+    imported, missing = [], []
+    for name in names:
+        try:
+            __import__(name)
+            imported.append(name)
+        except Exception as e:  # an image without the module: nothing to warm
+            missing.append("%s (%s)" % (name, type(e).__name__))
+    return imported, missing
+
+
+def main():
+    """The zygote; returns only in a run's child, confined and ready to run the script."""
+    sock = socket.socket(fileno=CONTROL_FD)
+    setup = json.loads(sock.recv(1 << 20))
+    imported, missing = preload(setup["preload"])
+    import threading
+
+    if threading.active_count() != 1:
+        raise SystemExit("a preloaded module started a thread: cannot fork safely")
+    zygote = Zygote(setup)
+    global UNRAISABLE_ARGS
+    UNRAISABLE_ARGS = unraisable_args_type()
+    LIBC.fdopen.restype = ctypes.c_void_p
+    API.PyRun_FileExFlags.restype = ctypes.py_object
+    API.PyRun_FileExFlags.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.py_object,
+        ctypes.py_object,
+        ctypes.c_int,
+        ctypes.c_void_p,
+    ]
+    # Nothing of the zygote's own start-up is collected again in the runs: a collection in
+    # a run would write to every object's header and copy every page.
+    gc.collect()
+    gc.freeze()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sock.send(json.dumps({"imported": imported, "missing": missing}).encode())
+    zygote.serve(sock)
+    return zygote.orig_argv
+
+
+# Only a run's child gets past main(). From here on this is `python -` running its standard
+# input, at the top of the stack (the fewest frames below the script's: tracebacks and the
+# recursion limit are as close to a cold run's as they can be). CPython's own file runner
+# reads and compiles the script from fd 0 as it does for `python -`, so encoding and syntax
+# errors read the same; exceptions are printed as PyErr_Print prints them, without the frames
+# below; the end is the interpreter's end as a script can observe it: threads joined, atexit,
+# the streams flushed (exit code 120 and the same message when stdout cannot be), the
+# script's globals finalized, SIGINT for an unhandled KeyboardInterrupt. The interpreter's
+# module teardown is skipped: with the preload list imported it costs more than the run.
+_orig_argv = main()
+_main = type(sys)("__main__")
+_main.__dict__.update(MAIN_TEMPLATE)
+_main.__dict__["__file__"] = "<stdin>"
+_main.__dict__["__cached__"] = None
+sys.modules["__main__"] = _main
+sys.argv[:] = ["-"]
+sys.orig_argv[:] = _orig_argv
+del _orig_argv, MAIN_TEMPLATE
+_exitcode = 0
+_interrupted = False
+try:
+    API.PyRun_FileExFlags(LIBC.fdopen(0, b"r"), b"<stdin>", 257, _main.__dict__, _main.__dict__, 0, None)
+except SystemExit as _e:
+    _exitcode = system_exit_code(_e)
+    del _e
+except BaseException as _e:
+    # As PyErr_Print prints it, without this frame.
+    _tb = _e.__traceback__.tb_next if _e.__traceback__ is not None else None
+    _e.__traceback__ = _tb
+    sys.last_type, sys.last_value, sys.last_traceback = type(_e), _e, _tb
+    try:
+        sys.excepthook(type(_e), _e, _tb)
+    except BaseException:
+        sys.__excepthook__(type(_e), _e, _tb)
+    _interrupted = type(_e) is KeyboardInterrupt
+    _exitcode = 1
+    del _e, _tb
+    _main.__dict__.pop("__file__", None)
+    _main.__dict__.pop("__cached__", None)
+else:
+    _main.__dict__.pop("__file__", None)
+    _main.__dict__.pop("__cached__", None)
+finish(_main, _exitcode, _interrupted)

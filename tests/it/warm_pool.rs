@@ -1,0 +1,307 @@
+//! The warm pool (issue 12): Python runs forked from a zygote must be indistinguishable from
+//! cold runs, in both isolation modes, share nothing with each other, and survive a zygote
+//! that dies or wears out.
+
+use crate::support;
+use crate::support::runtime::{b64, dify_fixture, python_fixture, Fixture, Server};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// Scripts whose every observable (stdout, stderr, `error`, exit code) is deterministic, so a
+/// cold and a warm run must agree byte for byte. Each names what it pins down.
+const CASES: &[(&str, &str)] = &[
+    ("print", "print(1)"),
+    (
+        "main module and interpreter state",
+        "import sys\nprint(sorted(globals()))\nprint(__name__, __file__, __doc__, __package__, __spec__, __loader__)\nprint(sys.argv, sys.orig_argv[1:], sys.path, sys.flags)\nprint(repr(sys.stdin.read()), sys.stdin.seekable(), sys.stdout.line_buffering, sys.stderr.line_buffering)\nprint(sys.stdout.encoding, sys.stdout.errors, sys.stderr.errors, sys.getrecursionlimit())\n",
+    ),
+    (
+        "process state",
+        "import os, resource\nprint(sorted(os.environ.items()))\nprint(os.getcwd(), os.getppid(), os.getuid() >= 65536, os.getuid() == os.getgid(), os.getgroups(), oct(os.umask(0o22)))\nprint([resource.getrlimit(r) for r in (resource.RLIMIT_AS, resource.RLIMIT_CPU, resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC, resource.RLIMIT_CORE)])\ndef is_open(fd):\n    try:\n        os.fstat(fd)\n        return True\n    except OSError:\n        return False\nprint([fd for fd in range(1024) if is_open(fd)])\nimport socket\nprint(socket.gethostname())\n",
+    ),
+    (
+        "traceback through functions",
+        "def f(x):\n    return g(x)\n\ndef g(x):\n    return 1 / x\n\nf(0)\n",
+    ),
+    (
+        "chained exceptions",
+        "try:\n    {}['k']\nexcept KeyError as e:\n    raise ValueError('v') from e\n",
+    ),
+    ("syntax error", "x = (\n"),
+    ("indentation error", "if True:\nprint(1)\n"),
+    ("bad encoding cookie", "# -*- coding: nope -*-\nprint(1)\n"),
+    ("sys.exit()", "import sys\nsys.exit()\n"),
+    ("sys.exit(3)", "import sys\nprint('out')\nsys.exit(3)\n"),
+    ("sys.exit(text)", "import sys\nsys.exit('bye')\n"),
+    ("SystemExit(300)", "raise SystemExit(300)\n"),
+    ("os._exit", "import os\nprint('lost in the buffer')\nos._exit(7)\n"),
+    ("unicode", "import sys\nprint('Zoë ☃')\nsys.stderr.write('é\\n')\n"),
+    ("unencodable output", "print('\\udcff')\n"),
+    ("input at end of file", "input()\n"),
+    (
+        "non-daemon thread finishes before exit",
+        "import threading, time\ndef w():\n    time.sleep(0.05)\n    print('thread done')\nthreading.Thread(target=w).start()\nprint('main done')\n",
+    ),
+    (
+        "atexit and __del__ at exit",
+        "import atexit\natexit.register(print, 'at exit')\nclass A:\n    def __del__(self):\n        print('del A')\na = A()\nprint('body')\n",
+    ),
+    (
+        "stdout closed: exit code 120",
+        "import os\nos.close(1)\nprint('x')\n",
+    ),
+    ("KeyboardInterrupt", "raise KeyboardInterrupt\n"),
+    ("warning", "import warnings\nwarnings.warn('careful')\n"),
+    ("large output", "print('x' * 200000)\n"),
+    ("recursion", "def r():\n    r()\nr()\n"),
+    ("seccomp denial", "import os\nos.mknod('node')\n"),
+];
+
+/// Dify's Python runner around main(**inputs), and its Jinja2 template runner.
+fn dify_cases() -> Vec<(&'static str, String)> {
+    let inputs = br#"{"name": "Zo\u00eb", "items": [{"k": "a", "v": 1}, {"k": "b", "v": 2}]}"#;
+    let b64 = b64::encode(inputs);
+    let template = b64::encode(
+        b"Hi {{ name | upper }}!{% for i in items %} {{ loop.index }}:{{ i.k }}={{ i.v * 10 }}{% endfor %}",
+    );
+    vec![
+        (
+            "Dify's Python runner",
+            format!(
+                "def main(name: str, items: list) -> dict:\n    return {{'hello': name, 'total': sum(i['v'] for i in items)}}\nimport json\nfrom base64 import b64decode\ninputs_obj = json.loads(b64decode('{b64}').decode('utf-8'))\noutput_obj = main(**inputs_obj)\noutput_json = json.dumps(output_obj, indent=4)\nresult = f'''<<RESULT>>{{output_json}}<<RESULT>>'''\nprint(result)\n"
+            ),
+        ),
+        (
+            "Dify's Python runner, failing main",
+            format!(
+                "def main(name: str, items: list) -> dict:\n    return {{'x': items[5]}}\nimport json\nfrom base64 import b64decode\ninputs_obj = json.loads(b64decode('{b64}').decode('utf-8'))\noutput_obj = main(**inputs_obj)\nprint(output_obj)\n"
+            ),
+        ),
+        (
+            "Dify's Jinja2 runner",
+            format!(
+                "def main(**inputs):\n    import jinja2\n    from base64 import b64decode\n    template = jinja2.Template(b64decode('{template}').decode('utf-8'))\n    return template.render(**inputs)\nimport json\nfrom base64 import b64decode\ninputs_obj = json.loads(b64decode('{b64}').decode('utf-8'))\noutput = main(**inputs_obj)\nresult = f'''<<RESULT>>{{output}}<<RESULT>>'''\nprint(result)\n"
+            ),
+        ),
+        (
+            "Jinja2 template error",
+            "import jinja2\nprint(jinja2.Template('{{ x.y.z }}', undefined=jinja2.StrictUndefined).render())\n"
+                .to_owned(),
+        ),
+    ]
+}
+
+fn start(fixture: Fixture, ns: bool, warm: bool, extra: &str) -> Server {
+    let s = Server::start_over(
+        fixture,
+        &format!("worker_timeout: 5\nnamespaces: {ns}\n{extra}"),
+        &[("SANDBOX_WARM_POOL", if warm { "true" } else { "false" })],
+    );
+    if warm {
+        assert_eq!(s.zygotes_started(), 1, "no zygote; log:\n{}", s.log());
+    }
+    s
+}
+
+fn run(s: &Server, code: &str) -> Value {
+    let (status, body) = s.post(
+        "/v1/sandbox/run",
+        &json!({"language": "python3", "code": code, "preload": "", "enable_network": true}),
+    );
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Whether a run came from the zygote: its preload list is already imported.
+fn forked(s: &Server) -> bool {
+    let out = run(s, "import sys\nprint('base64' in sys.modules)\n");
+    match out["data"]["stdout"].as_str() {
+        Some("True\n") => true,
+        Some("False\n") => false,
+        _ => panic!("{out}"),
+    }
+}
+
+/// Python frames below a warm run's `<module>` that a cold run does not have: the `-c`
+/// bootstrap, `exec`, the zygote's module and the call into CPython's file runner. They count
+/// against the recursion limit (the README documents it); everything else must be equal.
+const ZYGOTE_FRAMES: u64 = 4;
+
+/// A warm run's result as a cold run would have printed it, for the one documented
+/// difference: a RecursionError's traceback repeats `ZYGOTE_FRAMES` fewer lines.
+fn undo_known_differences(mut body: Value) -> Value {
+    const REPEATED: &str = "[Previous line repeated ";
+    for key in ["stderr", "error"] {
+        let Some(text) = body["data"][key].as_str() else {
+            continue;
+        };
+        if !text.contains("RecursionError") {
+            continue;
+        }
+        let Some(at) = text.find(REPEATED) else {
+            continue;
+        };
+        let from = at + REPEATED.len();
+        let digits = text[from..].find(' ').unwrap() + from;
+        let n: u64 = text[from..digits].parse().unwrap();
+        let fixed = format!("{}{}{}", &text[..from], n + ZYGOTE_FRAMES, &text[digits..]);
+        body["data"][key] = Value::String(fixed);
+    }
+    body
+}
+
+fn compare(fixture: Fixture, cases: &[(&str, String)]) {
+    for ns in [true, false] {
+        let cold = start(fixture, ns, false, "");
+        let warm = start(fixture, ns, true, "");
+        assert!(forked(&warm) && !forked(&cold), "ns={ns}");
+        let mut differ = Vec::new();
+        for (name, code) in cases {
+            let c = run(&cold, code);
+            let w = undo_known_differences(run(&warm, code));
+            if c != w {
+                differ.push(format!("{name} (ns={ns}):\n  cold: {c}\n  warm: {w}"));
+            }
+        }
+        assert!(forked(&warm), "ns={ns}: the runs above were not warm");
+        assert!(differ.is_empty(), "{}", differ.join("\n"));
+    }
+}
+
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn warm_runs_are_indistinguishable_from_cold_runs() {
+    let _exclusive = support::exclusive();
+    let cases: Vec<(&str, String)> = CASES
+        .iter()
+        .map(|(name, code)| (*name, (*code).to_owned()))
+        .collect();
+    compare(python_fixture(), &cases);
+}
+
+#[test]
+#[cfg_attr(
+    not(all(have_root, have_fixture_venv)),
+    ignore = "needs root and the fixture venv"
+)]
+fn difys_runners_are_indistinguishable_warm_and_cold() {
+    let _exclusive = support::exclusive();
+    let cases = dify_cases();
+    compare(dify_fixture(), &cases);
+    // And the zygote preloaded what the runners import.
+    let s = start(dify_fixture(), true, true, "");
+    let out = run(
+        &s,
+        "import sys\nprint(all(m in sys.modules for m in ('jinja2', 'requests', 'httpx')))\n",
+    );
+    assert_eq!(out["data"]["stdout"], "True\n", "{out}");
+}
+
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn no_state_of_one_warm_run_reaches_the_next() {
+    let _exclusive = support::exclusive();
+    for ns in [true, false] {
+        let s = start(python_fixture(), ns, true, "");
+        let first = run(
+            &s,
+            "import json, os, random, sys\njson.leak = 1\nos.environ['LEAK'] = '1'\nsys.path.append('/leak')\nopen('leak', 'w').write('x')\nimport builtins\nbuiltins.leak = 1\nprint(random.random())\n",
+        );
+        assert_eq!(first["data"]["exit_code"], 0, "{first}");
+        let second = run(
+            &s,
+            "import json, os, random, sys, builtins\nprint(hasattr(json, 'leak'), 'LEAK' in os.environ, '/leak' in sys.path, os.path.exists('leak'), hasattr(builtins, 'leak'))\nprint(random.random())\n",
+        );
+        let out = second["data"]["stdout"].as_str().unwrap();
+        let mut lines = out.lines();
+        assert_eq!(
+            lines.next(),
+            Some("False False False False False"),
+            "ns={ns}: {second}"
+        );
+        // `random` is reseeded in every fork: two runs do not draw the same numbers.
+        assert_ne!(
+            lines.next(),
+            first["data"]["stdout"].as_str().unwrap().lines().next(),
+            "ns={ns}"
+        );
+        assert!(forked(&s), "ns={ns}");
+    }
+}
+
+fn wait_for(what: &str, s: &Server, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what}; log:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn a_dead_zygote_costs_one_run_its_latency_never_the_run() {
+    let _exclusive = support::exclusive();
+    for ns in [true, false] {
+        let s = start(python_fixture(), ns, true, "");
+        let pid = s.zygote_pid().expect("the zygote's pid in the log");
+        // SAFETY: signalling the server's zygote, a process this test does not own; it
+        // is the point of the test.
+        unsafe { libc::kill(libc::pid_t::try_from(pid).unwrap(), libc::SIGKILL) };
+        // The next run finds it dead, starts cold and succeeds.
+        let out = run(&s, "print('served')\n");
+        assert_eq!(out["data"]["stdout"], "served\n", "ns={ns}: {out}");
+        wait_for("no new zygote", &s, || s.zygotes_started() == 2);
+        assert_ne!(s.zygote_pid(), Some(pid));
+        assert!(forked(&s), "ns={ns}");
+    }
+}
+
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn a_zygote_is_replaced_after_its_forks() {
+    let _exclusive = support::exclusive();
+    let s = start(python_fixture(), true, true, "warm_pool_max_forks: 3\n");
+    let first = s.zygote_pid();
+    for _ in 0..3 {
+        assert_eq!(run(&s, "print(1)")["data"]["stdout"], "1\n");
+    }
+    wait_for("the worn zygote was not replaced", &s, || {
+        s.zygotes_started() == 2
+    });
+    assert_ne!(s.zygote_pid(), first);
+    // The old one is gone (killed and reaped), the new one serves.
+    let old = first.unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{old}")).exists(),
+        "the replaced zygote {old} is still there"
+    );
+    assert!(forked(&s));
+}
+
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn runs_cannot_reach_the_zygote() {
+    let _exclusive = support::exclusive();
+    for ns in [true, false] {
+        let s = start(python_fixture(), ns, true, "");
+        let pid = s.zygote_pid().unwrap();
+        let out = run(
+            &s,
+            &format!(
+                "import os, signal\nfor sig in (signal.SIGKILL, signal.SIGSTOP, 0):\n    try:\n        os.kill({pid}, sig)\n        print('reached')\n    except OSError as e:\n        print(type(e).__name__)\n"
+            ),
+        );
+        let stdout = out["data"]["stdout"].as_str().unwrap_or_default();
+        assert!(!stdout.contains("reached"), "ns={ns}: {out}");
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "ns={ns}: the zygote died"
+        );
+        assert_eq!(s.zygote_pid(), Some(pid));
+        assert!(forked(&s), "ns={ns}");
+    }
+}
