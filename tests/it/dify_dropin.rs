@@ -209,8 +209,36 @@ fn default_image_runs_difys_three_runners() {
         "default build failed:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let key = "a-secret-key";
-    let (mut child, port) = serve(work.path(), &out.join("bundle"), &[], &[("API_KEY", key)]);
+    // Cold runs, then runs forked from the warm pool's zygote (the default).
+    for warm in ["false", "true"] {
+        let dir = work.path().join(format!("warm-{warm}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = "a-secret-key";
+        let (mut child, port) = serve(
+            &dir,
+            &out.join("bundle"),
+            &[],
+            &[("API_KEY", key), ("SANDBOX_WARM_POOL", warm)],
+        );
+        if warm == "true" {
+            let log = dir.join("server.log");
+            let start = Instant::now();
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(support::runtime::WARM_POOL_READY)
+            {
+                assert!(start.elapsed() < Duration::from_secs(60), "no zygote");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        runs_difys_three_runners(port, key, warm == "true");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) };
+        let _ = child.wait();
+    }
+}
+
+fn runs_difys_three_runners(port: u16, key: &str, warm: bool) {
     let inputs =
         r#"{"name": "Zo\u00eb \u2603", "items": [{"k": "a", "v": 1}, {"k": "b", "v": 2}]}"#;
     let b64 = support::runtime::b64::encode(inputs.as_bytes());
@@ -277,9 +305,14 @@ print(result)
         "import jinja2, requests, httpx, socks, socksio\nprint('ok')\n",
     );
     assert_eq!(d["stdout"], "ok\n");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(libc::pid_t::try_from(child.id()).unwrap(), libc::SIGTERM) };
-    let _ = child.wait();
+    // And the runs above took the path asked for: a fork of the zygote has its preload list.
+    let d = dify_run(
+        port,
+        key,
+        "python3",
+        "import sys\nprint('jinja2' in sys.modules)\n",
+    );
+    assert_eq!(d["stdout"], if warm { "True\n" } else { "False\n" });
 }
 
 /// A spec naming `requirements` (written beside it) fails to build with a message containing

@@ -1,12 +1,52 @@
 //! Benchmark (ignored by default; run with
 //! `cargo test --release --test it -- --ignored --nocapture runtime_bench`):
 //! latency of `print(1)` through POST /v1/sandbox/run against the same interpreter run
-//! directly on the host with `-I -c`, and throughput at concurrency 2 and 8.
+//! directly on the host with `-I -c`, and throughput at concurrency 2 and 8 (cold runs);
+//! the warm pool against cold runs on Dify's workloads; the network namespace's cost.
 
 use crate::support;
 use crate::support::runtime::{Server, KEY, PYTHON};
 use serde_json::json;
 use std::time::Instant;
+
+/// Successful and failed `print(1)` runs per second at concurrency `conc` for `secs` seconds.
+fn sustained(s: &Server, conc: usize, secs: u64) -> (f64, u64) {
+    let url = s.url("/v1/sandbox/run");
+    let stop = Instant::now() + std::time::Duration::from_secs(secs);
+    let start = Instant::now();
+    let hs: Vec<_> = (0..conc)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let ag = support::runtime::agent();
+                let (mut ok, mut failed) = (0u64, 0u64);
+                while Instant::now() < stop {
+                    let r = ag.post(&url).header("X-Api-Key", KEY).send_json(
+                        json!({"language": "python3", "code": "print(1)", "enable_network": true}),
+                    );
+                    let good = r.is_ok_and(|mut r| {
+                        r.body_mut()
+                            .read_to_string()
+                            .is_ok_and(|b| b.contains("\"stdout\":\"1\\n\""))
+                    });
+                    if good {
+                        ok += 1;
+                    } else {
+                        failed += 1;
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for h in hs {
+        let (o, f) = h.join().unwrap();
+        ok += o;
+        failed += f;
+    }
+    (ok as f64 / start.elapsed().as_secs_f64(), failed)
+}
 
 fn throughput(s: &Server, conc: usize, total: usize) -> f64 {
     let url = s.url("/v1/sandbox/run");
@@ -44,8 +84,10 @@ fn bench_print1() {
     support::bench_needs(cfg!(have_root), "root");
     let n = 200;
     let ns = std::env::var("BENCH_NAMESPACES").unwrap_or_else(|_| "true".into());
+    // Cold runs: this measures the API's overhead over starting the interpreter; the warm
+    // pool has its own benchmark below.
     let s = Server::start(
-        &format!("max_workers: 8\nmax_requests: 100\nnamespaces: {ns}\n"),
+        &format!("max_workers: 8\nmax_requests: 100\nnamespaces: {ns}\nwarm_pool: false\n"),
         &[],
     );
     let ag = support::runtime::agent();
@@ -158,4 +200,78 @@ fn bench_network_namespace() {
         a50 - b50,
         a50 / b50
     );
+}
+
+/// The warm pool against cold runs, same image (the fixture venv with jinja2, requests and
+/// httpx), same run, interleaved: `print(1)`, Dify's Python runner and Dify's Jinja2 runner
+/// with `enable_network: true` as Dify sends them (200 each), then sustained `print(1)`
+/// throughput at concurrency 8 (`BENCH_SECONDS`, default 10; the figure is 60).
+/// `BENCH_NAMESPACES=false` for chroot-only mode.
+#[test]
+#[ignore = "benchmark: cargo test --release --test it -- --ignored --nocapture runtime_bench"]
+fn bench_warm_pool() {
+    let _exclusive = support::exclusive();
+    support::bench_needs(cfg!(have_root), "root");
+    support::bench_needs(cfg!(have_fixture_venv), "the fixture venv");
+    let n = 200;
+    let ns = std::env::var("BENCH_NAMESPACES").unwrap_or_else(|_| "true".into());
+    let secs: u64 = std::env::var("BENCH_SECONDS").map_or(10, |v| v.parse().unwrap());
+    let cfg = format!("max_workers: 8\nmax_requests: 100\nnamespaces: {ns}\n");
+    let fixture = support::runtime::dify_fixture();
+    let cold = Server::start_over(fixture, &format!("{cfg}warm_pool: false\n"), &[]);
+    let warm = Server::start_over(fixture, &format!("{cfg}warm_pool: true\n"), &[]);
+    assert_eq!(warm.zygotes_started(), 1, "{}", warm.log());
+    let ag = support::runtime::agent();
+    let time = |s: &Server, code: &str| {
+        let body =
+            json!({"language": "python3", "code": code, "preload": "", "enable_network": true});
+        let t = Instant::now();
+        let mut r = ag
+            .post(&s.url("/v1/sandbox/run"))
+            .header("X-Api-Key", KEY)
+            .send_json(&body)
+            .unwrap();
+        let out = r.body_mut().read_to_string().unwrap();
+        let took = t.elapsed();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["data"]["exit_code"], 0, "{out}");
+        took
+    };
+    let mut workloads = vec![("print(1)", "print(1)".to_owned())];
+    for (name, code) in crate::warm_pool::dify_cases() {
+        if name == "Dify's Python runner" || name == "Dify's Jinja2 runner" {
+            workloads.push((name, code));
+        }
+    }
+    println!("warm pool against cold runs, namespaces={ns}, n={n} each, interleaved");
+    for (name, code) in &workloads {
+        for _ in 0..10 {
+            time(&cold, code);
+            time(&warm, code);
+        }
+        let (mut c, mut w) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            c.push(time(&cold, code));
+            w.push(time(&warm, code));
+        }
+        let (c50, c99) = (
+            support::percentile_ms(&mut c, 0.5),
+            support::percentile_ms(&mut c, 0.99),
+        );
+        let (w50, w99) = (
+            support::percentile_ms(&mut w, 0.5),
+            support::percentile_ms(&mut w, 0.99),
+        );
+        println!(
+            "{name:<22} cold p50 {c50:6.2} ms p99 {c99:6.2} ms | warm p50 {w50:6.2} ms p99 {w99:6.2} ms | cold/warm p50 {:.2}x",
+            c50 / w50
+        );
+    }
+    let (cr, cf) = sustained(&cold, 8, secs);
+    let (wr, wf) = sustained(&warm, 8, secs);
+    println!(
+        "print(1) at concurrency 8 for {secs} s: cold {cr:.0} runs/s ({cf} failed) | warm {wr:.0} runs/s ({wf} failed) | warm/cold {:.2}x",
+        wr / cr
+    );
+    assert_eq!((cf, wf), (0, 0), "failed runs");
 }

@@ -20,9 +20,10 @@ fn mounts_under(dir: &std::path::Path) -> Vec<String> {
 fn two_hundred_requests_twenty_clients() {
     let _exclusive = support::exclusive();
     let rootfs = support::runtime::root().to_path_buf();
-    for ns in [true, false] {
+    // Each isolation mode, with runs forked from the warm pool (the default) and cold.
+    for (ns, warm) in [(true, true), (false, true), (true, false), (false, false)] {
         let s = Server::start(
-            &format!("max_workers: 4\nmax_requests: 100\nworker_timeout: 20\nnamespaces: {ns}\n"),
+            &format!("max_workers: 4\nmax_requests: 100\nworker_timeout: 20\nnamespaces: {ns}\nwarm_pool: {warm}\n"),
             &[],
         );
         let url = s.url("/v1/sandbox/run");
@@ -47,9 +48,9 @@ fn two_hundred_requests_twenty_clients() {
                         assert_eq!(
                             v["data"]["stdout"],
                             format!("{} ['f']\n", n * 2),
-                            "ns={ns}: {v}"
+                            "ns={ns} warm={warm}: {v}"
                         );
-                        assert_eq!(v["data"]["error"], "", "ns={ns}: {v}");
+                        assert_eq!(v["data"]["error"], "", "ns={ns} warm={warm}: {v}");
                     }
                 })
             })
@@ -61,7 +62,7 @@ fn two_hundred_requests_twenty_clients() {
         assert_eq!(log.matches("path=/v1/sandbox/run status=200").count(), 200);
         assert_eq!(s.stop().code(), Some(0));
         let left = leftover_pool_processes();
-        assert!(left.is_empty(), "ns={ns}: {left:?}");
+        assert!(left.is_empty(), "ns={ns} warm={warm}: {left:?}");
         assert!(
             mounts_under(&rootfs).is_empty(),
             "ns={ns}: {:?}",

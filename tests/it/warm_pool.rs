@@ -57,8 +57,9 @@ const CASES: &[(&str, &str)] = &[
     ("seccomp denial", "import os\nos.mknod('node')\n"),
 ];
 
-/// Dify's Python runner around main(**inputs), and its Jinja2 template runner.
-fn dify_cases() -> Vec<(&'static str, String)> {
+/// Dify's Python runner around main(**inputs), and its Jinja2 template runner (also the
+/// warm pool benchmark's workload, `runtime_bench::bench_warm_pool`).
+pub(crate) fn dify_cases() -> Vec<(&'static str, String)> {
     let inputs = br#"{"name": "Zo\u00eb", "items": [{"k": "a", "v": 1}, {"k": "b", "v": 2}]}"#;
     let b64 = b64::encode(inputs);
     let template = b64::encode(

@@ -343,9 +343,8 @@ def main():
     sock = socket.socket(fileno=CONTROL_FD)
     setup = json.loads(sock.recv(1 << 20))
     imported, missing = preload(setup["preload"])
-    import threading
-
-    if threading.active_count() != 1:
+    # Without importing threading (its after-fork hook would then run in every run).
+    if len(sys._current_frames()) != 1:
         raise SystemExit("a preloaded module started a thread: cannot fork safely")
     zygote = Zygote(setup)
     global UNRAISABLE_ARGS
