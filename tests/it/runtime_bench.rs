@@ -126,14 +126,8 @@ fn bench_print1() {
         sandbox.push(t.elapsed());
         assert!(body.contains("\"stdout\":\"1\\n\""));
     }
-    let (d50, d99) = (
-        support::percentile_ms(&mut direct, 0.5),
-        support::percentile_ms(&mut direct, 0.99),
-    );
-    let (s50, s99) = (
-        support::percentile_ms(&mut sandbox, 0.5),
-        support::percentile_ms(&mut sandbox, 0.99),
-    );
+    let (d50, d99) = support::p50_p99_ms(&mut direct);
+    let (s50, s99) = support::p50_p99_ms(&mut sandbox);
     println!("namespaces={ns} n={n}");
     println!("direct  venv python -I -B -c: p50 {d50:.2} ms  p99 {d99:.2} ms");
     println!(
@@ -184,14 +178,8 @@ fn bench_network_namespace() {
         a.push(time(&behind));
         b.push(time(&shared));
     }
-    let (a50, a99) = (
-        support::percentile_ms(&mut a, 0.5),
-        support::percentile_ms(&mut a, 0.99),
-    );
-    let (b50, b99) = (
-        support::percentile_ms(&mut b, 0.5),
-        support::percentile_ms(&mut b, 0.99),
-    );
+    let (a50, a99) = support::p50_p99_ms(&mut a);
+    let (b50, b99) = support::p50_p99_ms(&mut b);
     println!("runs with network, n={n}");
     println!("own namespace behind pasta : p50 {a50:.2} ms  p99 {a99:.2} ms");
     println!("server's namespace (shared): p50 {b50:.2} ms  p99 {b99:.2} ms");
@@ -254,14 +242,8 @@ fn bench_warm_pool() {
             c.push(time(&cold, code));
             w.push(time(&warm, code));
         }
-        let (c50, c99) = (
-            support::percentile_ms(&mut c, 0.5),
-            support::percentile_ms(&mut c, 0.99),
-        );
-        let (w50, w99) = (
-            support::percentile_ms(&mut w, 0.5),
-            support::percentile_ms(&mut w, 0.99),
-        );
+        let (c50, c99) = support::p50_p99_ms(&mut c);
+        let (w50, w99) = support::p50_p99_ms(&mut w);
         println!(
             "{name:<22} cold p50 {c50:6.2} ms p99 {c99:6.2} ms | warm p50 {w50:6.2} ms p99 {w99:6.2} ms | cold/warm p50 {:.2}x",
             c50 / w50

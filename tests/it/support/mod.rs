@@ -160,6 +160,11 @@ pub fn sha256_file(p: &Path) -> String {
     sha256(&std::fs::read(p).unwrap())
 }
 
+/// The p50 and p99 of `v`, in milliseconds.
+pub fn p50_p99_ms(v: &mut [Duration]) -> (f64, f64) {
+    (percentile_ms(v, 0.5), percentile_ms(v, 0.99))
+}
+
 /// The `p` quantile (0 to 1) of `v`, in milliseconds.
 #[allow(
     clippy::cast_possible_truncation,
