@@ -1,8 +1,9 @@
 //! The child side of a run: everything between `clone` and `execve`.
 //!
 //! # Fork safety (the choice, written down)
-//! `runtime serve` is a multi-threaded tokio process. We do NOT use a zygote; instead the child
-//! of `clone` runs only async-signal-safe code: raw syscalls through `libc::syscall` or thin
+//! `runtime serve` is a multi-threaded tokio process. It does not fork itself into a zygote
+//! (the warm pool's zygote is a Python process started through this same path, see
+//! `sandbox::warm`); instead the child of `clone` runs only async-signal-safe code: raw syscalls through `libc::syscall` or thin
 //! libc syscall wrappers, no allocation, no locks, no `std` I/O, no glibc functions that keep
 //! process-wide state (glibc's `setresuid` would try to broadcast to threads that do not exist
 //! in the child, so we issue the raw syscalls). Every path, argv/envp array, BPF program and
