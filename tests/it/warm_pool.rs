@@ -306,3 +306,27 @@ fn runs_cannot_reach_the_zygote() {
         assert!(forked(&s), "ns={ns}");
     }
 }
+
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn the_api_key_is_nowhere_in_a_warm_run() {
+    let _exclusive = support::exclusive();
+    // Every string the interpreter holds that a script can reach: environment, argv, the
+    // objects the collector tracks and what they refer to, every module's namespace. The
+    // script's own copies of the key are found too: a cold run finds exactly those.
+    let code = format!(
+        "import gc, os, sys\nkey = {:?}[::-1]\nfound = []\ndef look(o, where):\n    if isinstance(o, (str, bytes)):\n        t = o if isinstance(o, str) else o.decode('latin-1')\n        if key in t:\n            found.append(where)\nfor o in gc.get_objects():\n    look(o, 'object')\n    for r in gc.get_referents(o):\n        look(r, 'referent of a ' + type(o).__name__)\nfor name, m in list(sys.modules.items()):\n    for k, v in list(vars(m).items()):\n        look(v, name + '.' + k)\nfor v in list(os.environ.values()) + sys.argv + sys.orig_argv:\n    look(v, 'environment or argv')\nprint(sorted(found))\n",
+        support::runtime::KEY.chars().rev().collect::<String>()
+    );
+    for ns in [true, false] {
+        let cold = start(python_fixture(), ns, false, "");
+        let warm = start(python_fixture(), ns, true, "");
+        let (c, w) = (run(&cold, &code), run(&warm, &code));
+        assert_eq!(c["data"]["exit_code"], 0, "{c}");
+        assert_eq!(
+            w["data"]["stdout"], c["data"]["stdout"],
+            "ns={ns}: warm {w} cold {c}"
+        );
+        assert!(forked(&warm));
+    }
+}
