@@ -281,6 +281,81 @@ fn a_zygote_is_replaced_after_its_forks() {
         "the replaced zygote {old} is still there"
     );
     assert!(forked(&s));
+    // The server's children that came from zygotes: the new zygote and the one spare it
+    // cloned for the next run, both alive; the old zygote's spare was killed and reaped.
+    // (The others are pasta and the network namespace's holder.) No zombie anywhere.
+    let kids = children(s.child.id());
+    assert!(kids.iter().all(|(_, state)| *state != 'Z'), "{kids:?}");
+    let from_zygotes: Vec<u32> = kids
+        .iter()
+        .map(|(pid, _)| *pid)
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains("\0-c\0_t=dict(globals())")
+        })
+        .collect();
+    assert_eq!(from_zygotes.len(), 2, "{kids:?}");
+    assert!(from_zygotes.contains(&s.zygote_pid().unwrap()));
+}
+
+/// The children of `parent` and their states (`R`, `S`, `Z`, ...), from /proc.
+fn children(parent: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let mut fields = rest.split(' ');
+        let state = fields.next().unwrap().chars().next().unwrap();
+        let ppid: u32 = fields.next().unwrap().parse().unwrap();
+        if ppid == parent {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn a_run_without_network_finds_no_proxy_secret_of_runs_with_network() {
+    let _exclusive = support::exclusive();
+    let secret = "s3cr3t-proxy-pass";
+    let s = start(
+        python_fixture(),
+        true,
+        true,
+        &format!("proxy:\n  http: http://user:{secret}@proxy.invalid:3128\n"),
+    );
+    let with = |network: bool, code: &str| {
+        let (status, body) = s.post(
+            "/v1/sandbox/run",
+            &json!({"language": "python3", "code": code, "enable_network": network}),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["data"]["stdout"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // Runs with network get it, as cold ones do.
+    assert!(with(true, "import os\nprint(os.environ.get('HTTP_PROXY'))\n").contains(secret));
+    // A run without network finds it nowhere the interpreter can reach, though a run with
+    // network came first from the same zygote.
+    let scan = format!(
+        "import gc, os, sys\nneedle = {:?}[::-1]\nfound = []\ndef look(o, where):\n    if isinstance(o, (str, bytes)):\n        t = o if isinstance(o, str) else o.decode('latin-1')\n        if needle in t:\n            found.append(where)\nfor o in gc.get_objects():\n    look(o, 'object')\n    for r in gc.get_referents(o):\n        look(r, 'referent of a ' + type(o).__name__)\nfor name, m in list(sys.modules.items()):\n    for k, v in list(vars(m).items()):\n        look(v, name + '.' + k)\nframe = sys._getframe()\nwhile frame is not None:\n    for v in list(frame.f_locals.values()):\n        look(v, 'frame ' + frame.f_code.co_name)\n    frame = frame.f_back\nfor v in list(os.environ.values()):\n    look(v, 'environment')\nprint(sorted(set(found)))\n",
+        secret.chars().rev().collect::<String>()
+    );
+    // The script's own copy of the needle is found once, in its globals.
+    assert_eq!(
+        with(false, &scan),
+        "['__main__.needle', 'frame <module>', 'referent of a dict']\n"
+    );
+    assert!(forked(&s));
 }
 
 #[test]

@@ -15,6 +15,18 @@
 //! input (`zygote.py`). The runtime keeps the deadline, the process-tree kill, the output
 //! caps and the reaping, unchanged.
 //!
+//! After each run the zygote clones the next run's process ahead (a *spare*, waiting in its
+//! new mount, pid, ipc and uts namespaces for a plan), so the clone and the interpreter's
+//! after-fork work are off the next run's path; a run without network enters its empty
+//! network namespace first thing, as the clone flag would have. The spare is this process's
+//! child too: the zygote announces its pid, and a spare no run took is killed and reaped
+//! with its zygote.
+//!
+//! Whatever a zygote holds, every later run of it can read (ctypes reads memory). So the
+//! per-run plan it sees names only flags, limits, ids and paths; the environment (with the
+//! proxy settings only runs with network may have) travels in a file of its own that only
+//! the run reads, like the code.
+//!
 //! # What the zygote shares between runs
 //! Every run forked from one zygote starts from the same memory image, as Android's and
 //! Chromium's zygotes do: the same address-space layout (ASLR is randomised once per zygote,
@@ -47,7 +59,7 @@ use crate::contract::bpf::program_bytes;
 use crate::runtime::child::{ChildPlan, RootMode, Step};
 use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -309,8 +321,31 @@ impl WarmPool {
         network: bool,
     ) -> Option<libc::pid_t> {
         let slot = self.slots.get(language)?;
-        let message = run_message(plan, env, network);
-        let mut fds: Vec<RawFd> = vec![plan.stdin, plan.stdout, plan.stderr, plan.report];
+        let message = run_message(plan, network);
+        // The environment never passes through the zygote (see `zygote.py`): a file only the
+        // run reads.
+        let mut joined = Vec::new();
+        for e in env {
+            joined.extend_from_slice(e.as_bytes());
+            joined.push(0);
+        }
+        let env_fd = match super::sys::code_fd(&joined) {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(
+                    "warm pool: {}; this run starts cold",
+                    crate::error::Chain(&e)
+                );
+                return None;
+            }
+        };
+        let mut fds: Vec<RawFd> = vec![
+            plan.stdin,
+            plan.stdout,
+            plan.stderr,
+            plan.report,
+            env_fd.as_raw_fd(),
+        ];
         if plan.netns >= 0 {
             fds.push(plan.netns);
         }
@@ -344,7 +379,7 @@ impl WarmPool {
 
 /// The per-run message: what the child does after the fork, taken from the cold run's plan
 /// so the two cannot differ.
-fn run_message(plan: &ChildPlan, env: &[CString], network: bool) -> Vec<u8> {
+fn run_message(plan: &ChildPlan, network: bool) -> Vec<u8> {
     let rlimits: Vec<[u64; 3]> = plan
         .rlimits
         .iter()
@@ -359,7 +394,6 @@ fn run_message(plan: &ChildPlan, env: &[CString], network: bool) -> Vec<u8> {
         "ids": plan.ids,
         "policy": plan.seccomp.map(|_| if network { "net" } else { "plain" }),
         "run_filter": plan.extra_filter.is_some(),
-        "env": env.iter().map(to_str).collect::<Vec<_>>(),
         "netns": plan.netns >= 0,
     })
     .to_string()

@@ -14,6 +14,10 @@
 # end-of-interpreter steps a script can observe (non-daemon threads joined, atexit, flushed
 # streams, exit code 120 when stdout cannot be flushed).
 #
+# After each run the zygote clones the next run's process ahead (a spare), which waits for
+# its plan. The environment reaches a run on a file of its own, never through the zygote:
+# what the zygote holds, later runs could read.
+#
 # Everything the child needs is prepared before the fork; the runtime sends the step numbers,
 # syscall numbers and BPF programs, so nothing here is specific to an architecture or can
 # drift from the Rust side.
@@ -53,7 +57,7 @@ class Rlimit(ctypes.Structure):
 # PyDLL: the GIL stays held across the clone, as os.fork holds it.
 LIBC = ctypes.PyDLL(None, use_errno=True)
 API = ctypes.pythonapi
-for _name in ("syscall", "mount", "setns", "sethostname", "setrlimit", "prctl"):
+for _name in ("syscall", "mount", "setns", "unshare", "sethostname", "setrlimit", "prctl"):
     getattr(LIBC, _name).restype = ctypes.c_long
 
 
@@ -90,28 +94,79 @@ class Zygote:
     # The parent side.
 
     def serve(self, sock):
+        """Fork runs until retired; returns only in a run's process."""
         self.sock = sock
+        # The next run's process, cloned ahead while the zygote waits: (pid, its socket, the
+        # clone flags it has). Its pid is announced to the runtime, which must reap it.
+        spare = None
         while True:
             try:
                 msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 16)
             except InterruptedError:
                 continue
             if not msg:
-                # The runtime closed its end: this zygote is retired.
+                # The runtime closed its end: this zygote is retired (a spare sees its own
+                # socket close and exits).
                 os._exit(0)
             plan = json.loads(msg)
-            try:
-                reply = self.clone(plan["flags"])
-            except OSError as e:
-                reply = -(e.errno or 1)
+            flags = plan["flags"] & ~CLONE_NEWNET
+            reply = 0
+            if spare is not None and spare[2] == flags:
+                pid, to_spare, _ = spare
+                spare = None
+                try:
+                    socket.send_fds(to_spare, [msg], fds)
+                    reply = pid
+                except OSError:
+                    pass  # it died: clone one now
+                to_spare.close()
             if reply == 0:
-                # The run: confined, it returns all the way up and runs the script at the
-                # top of the stack (see the end of this file).
-                self.child(plan, fds)
-                return
+                try:
+                    reply = self.clone(plan["flags"])
+                except OSError as e:
+                    reply = -(e.errno or 1)
+                if reply == 0:
+                    # The run: confined, it returns all the way up and runs the script at
+                    # the top of the stack (see the end of this file).
+                    self.child(plan, fds)
+                    return
             for fd in fds:
                 os.close(fd)
             sock.send(struct.pack("<i", reply))
+            if spare is None:
+                spare = self.make_spare(flags)
+                if spare == "run":
+                    return
+
+    def make_spare(self, flags):
+        """Clone the next run's process now, off the next run's path: it waits in its
+        namespaces for a plan, then confines itself as any run does."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = self.clone(flags)
+        except OSError:
+            mine.close()
+            theirs.close()
+            return None
+        if pid == 0:
+            mine.close()
+            # Not a holder of the zygote's control socket: the runtime must see it close
+            # when the zygote dies.
+            self.sock.detach()
+            os.close(CONTROL_FD)
+            LIBC.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(SIGKILL), 0, 0, 0)
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(theirs, 1 << 16, 16)
+            except OSError:
+                os._exit(0)
+            if not msg:
+                os._exit(0)
+            theirs.detach()  # closed with the others by child()
+            self.child(json.loads(msg), fds, spare=True)
+            return "run"
+        theirs.close()
+        self.sock.send(b"S" + struct.pack("<i", pid))
+        return (pid, mine, flags)
 
     def clone(self, flags):
         API.PyOS_BeforeFork()
@@ -136,19 +191,26 @@ class Zygote:
 
     # The child side: confinement, in child.rs's order.
 
-    def child(self, plan, fds):
+    def child(self, plan, fds, spare=False):
         report = fds[3]
         step = "Panic"
         # The control socket is closed with the other descriptors below; the object must not
         # close whatever a script opens under its number later.
         self.sock.detach()
         try:
-            cgroup_fds = fds[4 + (1 if plan["netns"] else 0):]
+            if spare and plan["flags"] & CLONE_NEWNET:
+                # A spare is cloned before its run is known: the one namespace that depends
+                # on the run (network off) is entered now, first, as clone would have.
+                check(LIBC.unshare(ctypes.c_int(CLONE_NEWNET)), "Netns")
+            # The environment comes on a file of its own, read here only: what a zygote
+            # holds, every later run could read, and proxy settings are for runs with network.
+            env = read_to_end(fds[4]).split(b"\0")
+            cgroup_fds = fds[5 + (1 if plan["netns"] else 0):]
             step = "Cgroup"
             for fd in cgroup_fds:
                 os.write(fd, b"0")
             if plan["netns"]:
-                check(LIBC.setns(fds[4], CLONE_NEWNET), "Netns")
+                check(LIBC.setns(fds[5], CLONE_NEWNET), "Netns")
             step = "Fds"
             os.dup2(fds[0], 0)
             os.dup2(fds[1], 1)
@@ -188,7 +250,7 @@ class Zygote:
             check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0), "NoNewPrivs")
             # Python-level state before the filter: nothing below makes a syscall the policy
             # may refuse.
-            self.reset_python_state(plan["env"])
+            self.reset_python_state(env)
             if plan["run_filter"]:
                 self.install(self.patched_run_filter(os.getpid()))
             if plan["policy"] is not None:
@@ -226,8 +288,9 @@ class Zygote:
     def reset_python_state(self, env):
         os.environ.clear()
         for item in env:
-            key, _, value = item.partition("=")
-            os.environ[key] = value
+            if item:
+                key, _, value = os.fsdecode(item).partition("=")
+                os.environ[key] = value
         tempfile = sys.modules.get("tempfile")
         if tempfile is not None:
             tempfile.tempdir = None
@@ -237,6 +300,15 @@ class Zygote:
             os.write(fd, struct.pack("<Ii", self.steps[step], errno))
         finally:
             os._exit(127)
+
+
+def read_to_end(fd):
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def system_exit_code(e):

@@ -72,7 +72,13 @@ pub(super) struct Zygote {
     pidfd: OwnedFd,
     ctl: OwnedFd,
     pub forks: u64,
+    /// The process the zygote cloned ahead for the next run (announced, not yet used): our
+    /// child (CLONE_PARENT), so ours to reap if no run takes it.
+    spare: Option<libc::pid_t>,
 }
+
+/// The zygote's announcement of a spare: `S` and its pid.
+const SPARE_TAG: u8 = b'S';
 
 fn socket_err(what: &'static str) -> impl FnOnce(nix::Error) -> ZygoteError {
     move |source| ZygoteError::Socket { what, source }
@@ -182,6 +188,7 @@ impl Zygote {
             pidfd,
             ctl: ours,
             forks: 0,
+            spare: None,
         };
         log_lines(&r.language, log_r);
 
@@ -231,19 +238,55 @@ impl Zygote {
         if !readable(self.ctl.as_raw_fd(), timeout) {
             return Err(ZygoteError::Timeout(timeout));
         }
+        self.receive_now(max, MsgFlags::empty())?
+            .ok_or(ZygoteError::Timeout(timeout))
+    }
+
+    /// One message, `None` when there is none and `flags` says not to wait.
+    fn receive_now(&self, max: usize, flags: MsgFlags) -> Result<Option<Vec<u8>>, ZygoteError> {
         let mut buf = vec![0u8; max];
         loop {
-            match socket::recv(self.ctl.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            match socket::recv(self.ctl.as_raw_fd(), &mut buf, flags) {
                 Ok(0) => return Err(ZygoteError::Closed),
                 Ok(n) => {
                     buf.truncate(n);
-                    return Ok(buf);
+                    return Ok(Some(buf));
                 }
                 Err(nix::Error::EINTR) => continue,
+                Err(nix::Error::EAGAIN) => return Ok(None),
                 Err(nix::Error::ECONNRESET) => return Err(ZygoteError::Closed),
                 Err(e) => return Err(socket_err("read from the zygote")(e)),
             }
         }
+    }
+
+    /// Take in a spare's announcement; false for any other message.
+    fn note_spare(&mut self, msg: &[u8]) -> bool {
+        match msg {
+            [SPARE_TAG, pid @ ..] if pid.len() == 4 => {
+                let pid = i32::from_le_bytes(pid.try_into().expect("4 bytes"));
+                // The zygote announces a spare only when it has none; one announced before
+                // and never used is gone (its socket closed): reap it.
+                if let Some(old) = self.spare.replace(pid) {
+                    reap_spare(old);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Announcements that arrived since the last run.
+    fn take_announcements(&mut self) -> Result<(), ZygoteError> {
+        while let Some(msg) = self.receive_now(16, MsgFlags::MSG_DONTWAIT)? {
+            if !self.note_spare(&msg) {
+                return Err(ZygoteError::Protocol(format!(
+                    "{} unexpected bytes between runs",
+                    msg.len()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Hand the zygote one run: its plan (JSON) and descriptors. Returns the run's pid; the
@@ -254,15 +297,27 @@ impl Zygote {
         fds: &[RawFd],
         timeout: Duration,
     ) -> Result<libc::pid_t, ZygoteError> {
+        self.take_announcements()?;
         self.send(plan, fds)?;
-        let answer = self.receive(timeout, 16)?;
+        let deadline = Instant::now() + timeout;
+        let answer = loop {
+            let msg = self.receive(deadline.saturating_duration_since(Instant::now()), 16)?;
+            if !self.note_spare(&msg) {
+                break msg;
+            }
+        };
         let bytes: [u8; 4] = answer
             .as_slice()
             .try_into()
             .map_err(|_| ZygoteError::Protocol(format!("{} bytes for a pid", answer.len())))?;
         self.forks += 1;
         match i32::from_le_bytes(bytes) {
-            pid @ 1.. => Ok(pid),
+            pid @ 1.. => {
+                if self.spare == Some(pid) {
+                    self.spare = None;
+                }
+                Ok(pid)
+            }
             0 => Err(ZygoteError::Protocol("pid 0".into())),
             errno => Err(ZygoteError::Fork(std::io::Error::from_raw_os_error(
                 errno.saturating_neg(),
@@ -277,10 +332,25 @@ impl Zygote {
 
 impl Drop for Zygote {
     fn drop(&mut self) {
-        // Runs it forked are not its children (CLONE_PARENT) and live on.
+        // Runs it forked are not its children (CLONE_PARENT) and live on; its unused spare
+        // is ours to end.
+        let _ = self.take_announcements();
         pidfd_kill(&self.pidfd);
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        if let Some(spare) = self.spare.take() {
+            reap_spare(spare);
+        }
+    }
+}
+
+/// Kill and reap a spare no run took. It is our child and unreaped, so its pid cannot have
+/// been reused.
+fn reap_spare(pid: libc::pid_t) {
+    // SAFETY: signalling and reaping our own unreaped child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
 }
 
