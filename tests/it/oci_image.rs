@@ -616,7 +616,14 @@ fn serve_under_runc(what: &str, extra_caps: &[&str], pid_one: &str) -> String {
     // The Entrypoint as the image has it; only env, capabilities and the network namespace
     // change.
     let (bundle, spec) = runc_bundle(tmp.path(), &["/usr/local/bin/runtime", "serve"]);
-    let (caps_line, log) = serve_bundle(tmp.path(), &bundle, spec, what, extra_caps, pid_one);
+    let served = serve_bundle(tmp.path(), &bundle, spec, what, extra_caps, pid_one);
+    let (caps_line, log) = (served.caps, served.log);
+    // The runtime refreshed the tree's resolver file from the container's.
+    assert!(
+        served.resolv_seen.contains(RESOLV_MARK),
+        "{}",
+        served.resolv_seen
+    );
     // The image's rootfs tree was used where the engine unpacked it: nothing was unpacked
     // into the sandbox root at start.
     assert!(
@@ -630,8 +637,8 @@ fn serve_under_runc(what: &str, extra_caps: &[&str], pid_one: &str) -> String {
     caps_line
 }
 
-/// [`serve_under_runc`] on a prepared runc bundle: run it, wait for /health, POST a script,
-/// stop it; returns the capabilities log line and the whole log.
+/// [`serve_under_runc`] on a prepared runc bundle with the container's own resolv.conf: run it,
+/// wait for /health, POST a script without and one with network, stop it.
 fn serve_bundle(
     tmp: &Path,
     bundle: &Path,
@@ -639,12 +646,21 @@ fn serve_bundle(
     what: &str,
     extra_caps: &[&str],
     pid_one: &str,
-) -> (String, String) {
+) -> Served {
     let port = support::free_port();
     for set in ["bounding", "effective", "permitted"] {
         let list = spec["process"]["capabilities"][set].as_array_mut().unwrap();
         list.extend(extra_caps.iter().map(|c| json!(c)));
     }
+    // The container's own resolver file, as Docker and Kubernetes mount one.
+    let resolv = tmp.join("resolv.conf");
+    fs::write(&resolv, format!("nameserver 192.0.2.53\n{RESOLV_MARK}\n")).unwrap();
+    spec["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/etc/resolv.conf",
+        "type": "bind",
+        "source": resolv,
+        "options": ["rbind", "ro"],
+    }));
     let env = spec["process"]["env"].as_array_mut().unwrap();
     env.push(json!(format!("API_KEY={KEY}")));
     env.push(json!(format!("SANDBOX_PORT={port}")));
@@ -706,6 +722,21 @@ fn serve_bundle(
         "{body}"
     );
     assert_eq!(body["data"]["error"], "", "{body}");
+    // A run with network sees the resolver file the runtime copied into the rootfs tree.
+    let mut r = agent
+        .post(&url("/v1/sandbox/run"))
+        .header("X-Api-Key", KEY)
+        .send_json(json!({
+            "language": "python3",
+            "code": "print(open('/etc/resolv.conf').read())\n",
+            "preload": "",
+            "enable_network": true,
+        }))
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.body_mut().read_json().unwrap();
+    assert_eq!(body["code"], 0, "{body}\nlog:\n{}", log_text());
+    let resolv_seen = body["data"]["stdout"].as_str().unwrap().to_owned();
 
     let _ = Command::new("runc").args(["kill", &c.0, "TERM"]).output();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -720,7 +751,22 @@ fn serve_bundle(
         .find(|l| l.contains("capabilities:"))
         .unwrap_or_else(|| panic!("no capabilities line in the log:\n{text}"))
         .to_owned();
-    (caps, text)
+    Served {
+        caps,
+        log: text,
+        resolv_seen,
+    }
+}
+
+/// A line of the container's resolv.conf that survives pasta's rewrite of the nameservers.
+const RESOLV_MARK: &str = "search prebake-oci.test";
+
+/// What [`serve_bundle`] saw: the capabilities log line, the whole log, and the resolv.conf a
+/// run with network read.
+struct Served {
+    caps: String,
+    log: String,
+    resolv_seen: String,
 }
 
 /// A read-only container root filesystem, as `readOnlyRootFilesystem: true` gives (and
@@ -760,9 +806,22 @@ fn serve_with_a_read_only_root_filesystem_in_both_modes() {
         let (bundle, mut spec) = runc_bundle(tmp.path(), &["/usr/local/bin/runtime", "serve"]);
         // Namespace mode mounts a tmpfs over the tree's tmp: it needs no writable path there.
         read_only_root(tmp.path(), &mut spec, mount_ns == "mount_ns=no");
-        let (caps_line, log) = serve_bundle(tmp.path(), &bundle, spec, what, caps, pid_one);
-        assert!(caps_line.contains(mount_ns), "{caps_line}");
-        assert!(log.contains("rootfs in place"), "{log}");
+        let served = serve_bundle(tmp.path(), &bundle, spec, what, caps, pid_one);
+        assert!(served.caps.contains(mount_ns), "{}", served.caps);
+        assert!(served.log.contains("rootfs in place"), "{}", served.log);
+        // What the README says: the tree's resolver files cannot be refreshed, so a run with
+        // network keeps the build-time stub, and the runtime says why.
+        assert!(
+            !served.resolv_seen.contains(RESOLV_MARK)
+                && served.resolv_seen.contains("written by prebake"),
+            "{}",
+            served.resolv_seen
+        );
+        assert!(
+            served.log.contains("cannot copy /etc/resolv.conf"),
+            "{}",
+            served.log
+        );
     }
 }
 
