@@ -703,39 +703,35 @@ fn serve_bundle(
     let log_text = || fs::read_to_string(&log).unwrap_or_default();
     assert!(healthy, "never healthy; log:\n{}", log_text());
 
-    let mut r = agent
-        .post(&url("/v1/sandbox/run"))
-        .header("X-Api-Key", KEY)
-        .send_json(json!({
-            "language": "python3",
-            "code": "import os\nprint('sum', sum(range(101)), os.getuid() >= 65537, os.getpid() == 1)\n",
-            "preload": "",
-            "enable_network": false,
-        }))
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.body_mut().read_json().unwrap();
-    assert_eq!(body["code"], 0, "{body}\nlog:\n{}", log_text());
+    // A Python run through the API; its answer, checked for success.
+    let run = |code: &str, network: bool| -> Value {
+        let mut r = agent
+            .post(&url("/v1/sandbox/run"))
+            .header("X-Api-Key", KEY)
+            .send_json(json!({
+                "language": "python3",
+                "code": code,
+                "preload": "",
+                "enable_network": network,
+            }))
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.body_mut().read_json().unwrap();
+        assert_eq!(body["code"], 0, "{body}\nlog:\n{}", log_text());
+        assert_eq!(body["data"]["error"], "", "{body}");
+        body
+    };
+    let body = run(
+        "import os\nprint('sum', sum(range(101)), os.getuid() >= 65537, os.getpid() == 1)\n",
+        false,
+    );
     assert_eq!(
         body["data"]["stdout"],
         format!("sum 5050 True {pid_one}\n"),
         "{body}"
     );
-    assert_eq!(body["data"]["error"], "", "{body}");
     // A run with network sees the resolver file the runtime copied into the rootfs tree.
-    let mut r = agent
-        .post(&url("/v1/sandbox/run"))
-        .header("X-Api-Key", KEY)
-        .send_json(json!({
-            "language": "python3",
-            "code": "print(open('/etc/resolv.conf').read())\n",
-            "preload": "",
-            "enable_network": true,
-        }))
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.body_mut().read_json().unwrap();
-    assert_eq!(body["code"], 0, "{body}\nlog:\n{}", log_text());
+    let body = run("print(open('/etc/resolv.conf').read())\n", true);
     let resolv_seen = body["data"]["stdout"].as_str().unwrap().to_owned();
 
     let _ = Command::new("runc").args(["kill", &c.0, "TERM"]).output();
