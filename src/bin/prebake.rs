@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use prebake::build::{self, BuildOptions, Progress};
-use prebake::oci::{ImageOptions, LayerMedia};
+use prebake::oci::{ImageOptions, ImageRootfs, LayerMedia};
 use prebake::spec::{ImageSpec, Language};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -54,6 +54,12 @@ enum LayerCompression {
     Zstd,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImageRootfsArg {
+    Tree,
+    Tarball,
+}
+
 #[derive(clap::Args)]
 struct BuildArgs {
     /// Image spec (YAML). Default: images/dify.yaml (python3 with jinja2, requests, httpx; nodejs).
@@ -95,6 +101,11 @@ struct ImageArgs {
     /// containerd >= 1.5, podman).
     #[arg(long, value_enum, default_value = "gzip")]
     layer_compression: LayerCompression,
+    /// How the image carries the rootfs: tree (unpacked by the engine at pull time and used
+    /// in place: nothing to unpack when a container starts) or tarball (rootfs.tar.zst,
+    /// unpacked into the sandbox root at every fresh start; a smaller pull).
+    #[arg(long, value_enum, default_value = "tree")]
+    image_rootfs: ImageRootfsArg,
     /// The `runtime` binary to put in the image. Default: `runtime` next to this
     /// `prebake` executable.
     #[arg(long, value_name = "PATH")]
@@ -285,6 +296,10 @@ fn image_options(args: &ImageArgs, spec_name: &str) -> Result<Option<ImageOption
             LayerCompression::Zstd => LayerMedia::Zstd,
         },
         archive: args.archive.clone(),
+        rootfs: match args.image_rootfs {
+            ImageRootfsArg::Tree => ImageRootfs::Tree,
+            ImageRootfsArg::Tarball => ImageRootfs::Tarball,
+        },
         pasta: if args.no_pasta {
             None
         } else {

@@ -115,22 +115,24 @@ pub fn build(
     let (manifest, seccomp_instructions) =
         write_bundle(spec, opts.mtime, &planned, &bundle_dir, progress)?;
 
-    // 3. The staging pyc dir goes away; the image is staged in tmp too, so it lands
-    // atomically with the bundle.
-    if pyc_dir.exists() {
-        std::fs::remove_dir_all(&pyc_dir).map_err(io(&pyc_dir))?;
-    }
+    // 3. The image is staged in tmp too, so it lands atomically with the bundle. Its tree
+    // form reads the plan's sources again, freshly compiled .pyc files included: the staging
+    // pyc dir goes away only after it.
     let mut image = match &opts.image {
         Some(image_opts) => Some(write_image(
             spec,
             opts.mtime,
             image_opts,
             &manifest,
+            &planned.plan,
             tmp.path(),
             progress,
         )?),
         None => None,
     };
+    if pyc_dir.exists() {
+        std::fs::remove_dir_all(&pyc_dir).map_err(io(&pyc_dir))?;
+    }
 
     // 4. Into place.
     if let Err(e) = output::commit_out_dir(tmp, &opts.out) {
@@ -183,6 +185,7 @@ fn write_bundle(
         compression: Some(spec.compression),
         mtime,
         precompressed: false,
+        rootfs_at: "",
     };
     let stats = crate::rootfs::write_tar_file(
         &planned.plan,
@@ -246,6 +249,7 @@ fn write_image(
     mtime: u64,
     image_opts: &crate::oci::ImageOptions,
     manifest: &BundleManifest,
+    rootfs: &crate::plan::Plan,
     staging: &Path,
     progress: &dyn Progress,
 ) -> Result<crate::oci::ImageReport, BuildError> {
@@ -254,6 +258,7 @@ fn write_image(
     std::fs::create_dir(&work).map_err(io(&work))?;
     let report = crate::oci::write_image(
         &staging.join("bundle"),
+        rootfs,
         &staging.join("image"),
         &work,
         manifest,

@@ -11,6 +11,9 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "bundle.json";
 /// Where the bundle lives inside the OCI image, and `runtime`'s default `--bundle`.
 pub const DEFAULT_BUNDLE_DIR: &str = "/opt/prebake/bundle";
+/// The rootfs as a tree inside the image's bundle (`DEFAULT_BUNDLE_DIR/rootfs`): the
+/// bundle.json beside it names it with compression "none", and the runtime uses it in place.
+pub const TREE_ROOTFS_DIR: &str = "rootfs";
 /// `runtime`'s default sandbox root, the same as dify-sandbox's.
 pub const DEFAULT_SANDBOX_ROOT: &str = "/var/sandbox/sandbox-python";
 
@@ -109,6 +112,22 @@ pub enum BundleError {
     /// built for: the interpreters would not exec, and the BPF programs check the audit arch.
     #[error("the bundle was built for {bundle}, but this machine runs {host}: build the image on (or for) {host}, or run this one on {bundle} hardware")]
     Arch { bundle: Arch, host: String },
+}
+
+impl RootfsInfo {
+    /// The same rootfs carried as a directory `dir` (relative to the bundle) instead of an
+    /// archive: compression "none", and the digests and size of the plain tar the tree was
+    /// written from (the archive's uncompressed stream), which stay a faithful description
+    /// of its content. The runtime uses such a tree in place and unpacks nothing.
+    pub fn as_tree(&self, dir: &str) -> RootfsInfo {
+        RootfsInfo {
+            file: dir.to_owned(),
+            compression: Compression::None,
+            sha256_compressed: self.sha256_uncompressed.clone(),
+            size_compressed: self.size_uncompressed,
+            ..self.clone()
+        }
+    }
 }
 
 impl BundleManifest {
@@ -229,6 +248,23 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("build the image on (or for) x86_64"), "{err}");
+    }
+
+    #[test]
+    fn a_tree_rootfs_is_described_by_its_plain_tar() {
+        let mut m = manifest_for(Arch::X86_64);
+        m.rootfs.sha256_uncompressed = "u".repeat(64);
+        m.rootfs.sha256_compressed = "c".repeat(64);
+        m.rootfs.size_uncompressed = 300;
+        m.rootfs.size_compressed = 100;
+        m.rootfs.files = 7;
+        let tree = m.rootfs.as_tree(TREE_ROOTFS_DIR);
+        assert_eq!(tree.file, "rootfs");
+        assert_eq!(tree.compression, Compression::None);
+        assert_eq!(tree.sha256_compressed, tree.sha256_uncompressed);
+        assert_eq!(tree.sha256_uncompressed, m.rootfs.sha256_uncompressed);
+        assert_eq!((tree.size_compressed, tree.size_uncompressed), (300, 300));
+        assert_eq!(tree.files, 7);
     }
 
     #[test]

@@ -18,6 +18,6 @@ pub use arch::Arch;
 pub use compression::Compression;
 pub use manifest::{
     BundleError, BundleManifest, Distribution, LanguageInfo, RootfsInfo, SeccompFiles,
-    DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT, FORMAT_VERSION, MANIFEST_FILE,
+    DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT, FORMAT_VERSION, MANIFEST_FILE, TREE_ROOTFS_DIR,
 };
 pub use uids::{SANDBOX_UID_BASE, SANDBOX_UID_COUNT};

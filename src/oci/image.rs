@@ -7,7 +7,13 @@
 //!    minimal `/etc` glibc reads for it, and the directories it writes (`/tmp`, `/run`,
 //!    `/var/sandbox`).
 //! 2. **bundle**: the finished bundle directory at [`DEFAULT_BUNDLE_DIR`], `runtime`'s default
-//!    `--bundle`, as plain files.
+//!    `--bundle`, as plain files. With [`ImageRootfs::Tree`] (the default) the rootfs goes in
+//!    as a tree, `DEFAULT_BUNDLE_DIR/rootfs`, written from the same plan by the same tar writer
+//!    as `rootfs.tar.zst` (same owners, modes, device nodes and mtimes), and the image's
+//!    bundle.json names that directory with compression "none": the engine unpacks it when it
+//!    pulls the image, and the runtime uses it in place, so a container starts with nothing to
+//!    unpack. With [`ImageRootfs::Tarball`] the layer holds `rootfs.tar.zst` and the runtime
+//!    unpacks it into the sandbox root at start.
 //!
 //! The runtime layer comes first because it changes less often than the bundle (a new
 //! package rebuilds only the bundle layer), so registries and nodes keep it cached.
@@ -22,7 +28,9 @@ use super::{
     write_archive, write_layout, ImageConfig, ImageDigests, Layer, LayerMedia, OciError,
     IMAGE_PORT, IMAGE_RUNTIME_PATH, IMAGE_WORKDIR,
 };
-use crate::contract::{BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT};
+use crate::contract::{
+    BundleManifest, DEFAULT_BUNDLE_DIR, DEFAULT_SANDBOX_ROOT, MANIFEST_FILE, TREE_ROOTFS_DIR,
+};
 use crate::plan::{ldso, Entry, EntryKind, Plan, PlanError, Source};
 use crate::rootfs::{RootfsError, TarOptions};
 use crate::spec::Compression;
@@ -53,7 +61,26 @@ pub struct ImageOptions {
     /// network namespace of runs with network (`runtime::netns`). `None`: runs with network
     /// share the container's namespace.
     pub pasta: Option<PathBuf>,
+    /// How the bundle layer carries the rootfs.
+    pub rootfs: ImageRootfs,
 }
+
+/// How the image's bundle layer carries the rootfs (`prebake build --image-rootfs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageRootfs {
+    /// A tree at `DEFAULT_BUNDLE_DIR/rootfs`, used in place: nothing to unpack at start
+    /// (README, "Image rootfs": 0.1 s against 2.2 s from `runc run` to a healthy server on
+    /// the same loaded machine, for a pull 2–5 % larger).
+    #[default]
+    Tree,
+    /// `rootfs.tar.zst`, unpacked into the sandbox root when the container starts.
+    Tarball,
+}
+
+/// The tar path of the tree rootfs in the bundle layer (no leading slash):
+/// `DEFAULT_BUNDLE_DIR/TREE_ROOTFS_DIR`, spelled out because [`TarOptions::rootfs_at`] wants a
+/// `&'static str` (a unit test keeps them in step).
+pub const TREE_ROOTFS_TAR_PATH: &str = "opt/prebake/bundle/rootfs";
 
 /// Where the image carries pasta (the runtime looks there first).
 pub const IMAGE_PASTA_PATH: &str = "/usr/bin/pasta";
@@ -271,11 +298,30 @@ fn add_executable(
 }
 
 /// Plan of layer 2: every file of `bundle_dir` under [`DEFAULT_BUNDLE_DIR`], and the working
-/// directory.
-pub fn bundle_plan(bundle_dir: &Path) -> Result<Plan, ImageError> {
+/// directory. With `tree` (the rootfs plan and the bundle's manifest), the rootfs goes in as a
+/// tree at `DEFAULT_BUNDLE_DIR/rootfs` instead of the archive, and bundle.json says so.
+pub fn bundle_plan(
+    bundle_dir: &Path,
+    tree: Option<(&Plan, &BundleManifest)>,
+) -> Result<Plan, ImageError> {
     let mut plan = Plan::new();
     plan.add_dir(IMAGE_WORKDIR, 0o755, "image: working directory")?;
     plan.add_dir(DEFAULT_BUNDLE_DIR, 0o755, "image: the bundle")?;
+    // In the tree form, the archive and the bundle.json that names it stay out.
+    let mut skip: Vec<String> = Vec::new();
+    if let Some((rootfs, manifest)) = tree {
+        skip.push(MANIFEST_FILE.to_owned());
+        skip.push(manifest.rootfs.file.clone());
+        let mut in_image = manifest.clone();
+        in_image.rootfs = manifest.rootfs.as_tree(TREE_ROOTFS_DIR);
+        plan.add_inline(
+            &format!("{DEFAULT_BUNDLE_DIR}/{MANIFEST_FILE}"),
+            in_image.to_json(),
+            0o644,
+            "image: the bundle's manifest, naming the rootfs tree",
+        )?;
+        add_rerooted(&mut plan, rootfs, &format!("/{TREE_ROOTFS_TAR_PATH}"))?;
+    }
     let walker = walkdir::WalkDir::new(bundle_dir)
         .follow_links(false)
         .sort_by_file_name();
@@ -294,6 +340,9 @@ pub fn bundle_plan(bundle_dir: &Path) -> Result<Plan, ImageError> {
         let rel = rel.to_str().ok_or_else(|| PlanError::NonUtf8 {
             path: entry.path().to_path_buf(),
         })?;
+        if skip.iter().any(|s| s == rel) {
+            continue;
+        }
         let path = format!("{DEFAULT_BUNDLE_DIR}/{rel}");
         let ft = entry.file_type();
         if ft.is_dir() {
@@ -329,6 +378,19 @@ pub fn bundle_plan(bundle_dir: &Path) -> Result<Plan, ImageError> {
     Ok(plan)
 }
 
+/// Every entry of `rootfs` (a rootfs plan) into `plan` under `at`, unchanged but for the path:
+/// the tar writer then gives each the header it has in the rootfs archive.
+fn add_rerooted(plan: &mut Plan, rootfs: &Plan, at: &str) -> Result<(), ImageError> {
+    plan.add_dir(at, 0o755, "image: the rootfs tree")?;
+    for (path, entry) in &rootfs.entries {
+        if path == "/" {
+            continue;
+        }
+        plan.insert(format!("{at}{path}"), entry.clone())?;
+    }
+    Ok(())
+}
+
 /// The image configuration for a bundle.
 pub fn image_config(
     manifest: &BundleManifest,
@@ -352,22 +414,32 @@ pub fn image_config(
     })
 }
 
+/// How one layer is written: its media type and the tar options that are not the media's.
+struct LayerSpec {
+    media: LayerMedia,
+    mtime: u64,
+    /// See [`TarOptions::precompressed`].
+    precompressed: bool,
+    /// See [`TarOptions::rootfs_at`].
+    rootfs_at: &'static str,
+}
+
 fn write_layer(
     plan: &Plan,
     blob: &Path,
-    media: LayerMedia,
-    mtime: u64,
-    precompressed: bool,
+    spec: &LayerSpec,
     created_by: String,
 ) -> Result<(Layer, LayerReport), ImageError> {
+    let media = spec.media;
     let compression = match media {
         LayerMedia::Gzip => Compression::Gzip,
         LayerMedia::Zstd => Compression::Zstd,
     };
     let opts = TarOptions {
         compression: Some(compression),
-        mtime,
-        precompressed,
+        mtime: spec.mtime,
+        precompressed: spec.precompressed,
+        rootfs_at: spec.rootfs_at,
     };
     let stats = crate::rootfs::write_tar_file(plan, blob, &opts, &mut |_| {})?;
     let report = LayerReport {
@@ -392,9 +464,13 @@ fn write_layer(
 
 /// Write the image for the finished bundle at `bundle_dir` into `image_dir` (which must not
 /// exist), using `work` (an existing scratch directory) for the layer blobs before they are
-/// copied into the layout. With `opts.archive`, also write the archive.
+/// copied into the layout. With `opts.archive`, also write the archive. `rootfs` is the plan
+/// the bundle's rootfs archive was written from (the tree form writes it again, as a tree;
+/// its host sources must still be there).
+#[allow(clippy::too_many_arguments)]
 pub fn write_image(
     bundle_dir: &Path,
+    rootfs: &Plan,
     image_dir: &Path,
     work: &Path,
     manifest: &BundleManifest,
@@ -412,24 +488,38 @@ pub fn write_image(
 
     let resolver = ldso::Resolver::new(Path::new("/"))?;
     let runtime = runtime_plan(&opts.runtime, opts.pasta.as_deref(), &resolver)?;
-    let bundle = bundle_plan(bundle_dir)?;
+    let tree = opts.rootfs == ImageRootfs::Tree;
+    let bundle = bundle_plan(bundle_dir, tree.then_some((rootfs, manifest)))?;
+    let layer = |precompressed, rootfs_at| LayerSpec {
+        media: opts.compression,
+        mtime,
+        precompressed,
+        rootfs_at,
+    };
     let (l1, r1) = write_layer(
         &runtime,
         &work.join(format!("runtime.{ext}")),
-        opts.compression,
-        mtime,
-        false,
+        &layer(false, ""),
         format!("prebake {version}: {IMAGE_RUNTIME_PATH} and its shared libraries"),
     )?;
-    let (l2, r2) = write_layer(
-        &bundle,
-        &work.join(format!("bundle.{ext}")),
-        opts.compression,
-        mtime,
-        // Almost all of it is the already-compressed rootfs archive.
-        true,
-        format!("prebake {version}: bundle of spec {spec_name} at {DEFAULT_BUNDLE_DIR}"),
-    )?;
+    let (l2, r2) = if tree {
+        write_layer(
+            &bundle,
+            &work.join(format!("bundle.{ext}")),
+            &layer(false, TREE_ROOTFS_TAR_PATH),
+            format!(
+                "prebake {version}: bundle of spec {spec_name} at {DEFAULT_BUNDLE_DIR}, rootfs as a tree"
+            ),
+        )?
+    } else {
+        write_layer(
+            &bundle,
+            &work.join(format!("bundle.{ext}")),
+            // Almost all of it is the already-compressed rootfs archive.
+            &layer(true, ""),
+            format!("prebake {version}: bundle of spec {spec_name} at {DEFAULT_BUNDLE_DIR}"),
+        )?
+    };
     let config = image_config(manifest, spec_name, mtime)?;
     let digests = write_layout(image_dir, &[l1.clone(), l2.clone()], &config, &opts.tag)?;
     // The blobs are in the layout now; the scratch copies would only double the disk use.
@@ -447,4 +537,17 @@ pub fn write_image(
         archive: opts.archive.clone(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tree_lies_where_the_image_bundle_json_says() {
+        assert_eq!(
+            format!("/{TREE_ROOTFS_TAR_PATH}"),
+            format!("{DEFAULT_BUNDLE_DIR}/{TREE_ROOTFS_DIR}")
+        );
+    }
 }

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use archive::write_archive;
-pub use image::{write_image, ImageError, ImageOptions, ImageReport};
+pub use image::{write_image, ImageError, ImageOptions, ImageReport, ImageRootfs};
 pub use layout::write_layout;
 pub use reference::{validate_tag, Reference};
 

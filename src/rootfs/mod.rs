@@ -45,6 +45,12 @@ pub struct TarOptions {
     /// there: about the same size in a fraction of the time. zstd is unaffected (it stores
     /// incompressible blocks raw by itself).
     pub precompressed: bool,
+    /// Where the rootfs's `/` lies in the archive, as a tar path without leading or trailing
+    /// slash: "" for the rootfs tarball, `opt/prebake/bundle/rootfs` for an image layer that
+    /// carries the rootfs as a tree among other files (the plan's paths are then already
+    /// under it). Only the rootfs's own top-level `tmp` keeps its sticky bit, wherever that
+    /// lies; every other header field is the same as in the tarball.
+    pub rootfs_at: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -169,8 +175,14 @@ const SHARED_TMP: &str = "tmp";
 /// `var/tmp` 1777), and in chroot-only mode it would be writable by every run and shared
 /// across runs: it loses those bits here. Decided by the tar name alone, so it stays
 /// deterministic.
-fn dir_mode(name: &str, mode: u32) -> u32 {
-    if name == SHARED_TMP && mode & 0o1000 != 0 {
+fn dir_mode(name: &str, mode: u32, rootfs_at: &str) -> u32 {
+    let in_rootfs = if rootfs_at.is_empty() {
+        Some(name)
+    } else {
+        name.strip_prefix(rootfs_at)
+            .and_then(|rest| rest.strip_prefix('/'))
+    };
+    if in_rootfs == Some(SHARED_TMP) && mode & 0o1000 != 0 {
         0o1777
     } else {
         0o755
@@ -210,7 +222,7 @@ pub fn write_tar<W: Write + Send>(
     match opts.compression {
         None => {
             let mut tar = compressed;
-            let mut stats = write_entries(plan, &mut tar, opts.mtime, progress)?;
+            let mut stats = write_entries(plan, &mut tar, opts, progress)?;
             let (mut buf, digest, size) = tar.finish();
             buf.flush().map_err(RootfsError::Write)?;
             stats.sha256_uncompressed = digest.clone();
@@ -222,7 +234,7 @@ pub fn write_tar<W: Write + Send>(
         Some(Compression::Zstd) => {
             let enc = zstd_encoder(compressed).map_err(RootfsError::Write)?;
             let ((stats, digest, size), enc) =
-                pipelined(enc, |tx| tar_into(plan, tx, opts.mtime, progress))?;
+                pipelined(enc, |tx| tar_into(plan, tx, opts, progress))?;
             let compressed = enc.finish().map_err(RootfsError::Write)?;
             finish(stats, digest, size, compressed)
         }
@@ -235,7 +247,7 @@ pub fn write_tar<W: Write + Send>(
                     flate2::Compression::new(if opts.precompressed { 0 } else { GZIP_LEVEL }),
                 );
             let ((stats, digest, size), enc) =
-                pipelined(enc, |tx| tar_into(plan, tx, opts.mtime, progress))?;
+                pipelined(enc, |tx| tar_into(plan, tx, opts, progress))?;
             let compressed = enc.finish().map_err(RootfsError::Write)?;
             finish(stats, digest, size, compressed)
         }
@@ -246,11 +258,11 @@ pub fn write_tar<W: Write + Send>(
 fn tar_into(
     plan: &Plan,
     out: &mut ChunkSender,
-    mtime: u64,
+    opts: &TarOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(TarStats, String, u64), RootfsError> {
     let mut tar = HashWriter::new(out);
-    let stats = write_entries(plan, &mut tar, mtime, progress)?;
+    let stats = write_entries(plan, &mut tar, opts, progress)?;
     let (_, digest, size) = tar.finish();
     Ok((stats, digest, size))
 }
@@ -371,9 +383,10 @@ fn member<'a>(
 fn write_entries<W: Write>(
     plan: &Plan,
     tar: &mut W,
-    mtime: u64,
+    opts: &TarOptions,
     progress: &mut dyn FnMut(u64),
 ) -> Result<TarStats, RootfsError> {
+    let (mtime, rootfs_at) = (opts.mtime, opts.rootfs_at);
     let mut stats = TarStats::default();
     let mut buf = vec![0u8; CHUNK];
     let mut data_written = 0u64;
@@ -396,7 +409,7 @@ fn write_entries<W: Write>(
                         dname.as_bytes(),
                         b"",
                         TypeFlag::Dir,
-                        dir_mode(name, entry.mode),
+                        dir_mode(name, entry.mode, rootfs_at),
                         0,
                         mtime,
                     )),
@@ -634,14 +647,18 @@ mod tests {
         assert_eq!(file_mode(0o2700), 0o755);
         assert_eq!(file_mode(0o600), 0o644);
         assert_eq!(file_mode(0o4600), 0o644);
-        assert_eq!(dir_mode("usr", 0o700), 0o755);
-        assert_eq!(dir_mode("tmp", 0o1777), 0o1777);
-        assert_eq!(dir_mode("tmp", 0o3775), 0o1777);
+        assert_eq!(dir_mode("usr", 0o700, ""), 0o755);
+        assert_eq!(dir_mode("tmp", 0o1777, ""), 0o1777);
+        assert_eq!(dir_mode("tmp", 0o3775, ""), 0o1777);
+        // A rootfs carried as a tree inside an image layer: its own tmp, and nothing else.
+        assert_eq!(dir_mode("opt/r/tmp", 0o1777, "opt/r"), 0o1777);
+        assert_eq!(dir_mode("tmp", 0o1777, "opt/r"), 0o755);
+        assert_eq!(dir_mode("opt/rx/tmp", 0o1777, "opt/r"), 0o755);
         // Only the top-level tmp keeps its sticky, world-writable mode.
-        assert_eq!(dir_mode("var/tmp", 0o1777), 0o755);
-        assert_eq!(dir_mode("usr/tmp", 0o1777), 0o755);
-        assert_eq!(dir_mode("srv", 0o777), 0o755);
-        assert_eq!(dir_mode("tmp", 0o777), 0o755);
+        assert_eq!(dir_mode("var/tmp", 0o1777, ""), 0o755);
+        assert_eq!(dir_mode("usr/tmp", 0o1777, ""), 0o755);
+        assert_eq!(dir_mode("srv", 0o777, ""), 0o755);
+        assert_eq!(dir_mode("tmp", 0o777, ""), 0o755);
     }
 
     #[test]

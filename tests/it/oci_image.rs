@@ -113,6 +113,94 @@ fn shared() -> &'static Shared {
     })
 }
 
+/// The same spec built with `--image-rootfs tarball`, shared like [`shared`].
+fn shared_tarball() -> &'static Shared {
+    static S: OnceLock<Shared> = OnceLock::new();
+    S.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let summary = build(
+            &out,
+            &["--tag", TAG, "--image-rootfs", "tarball"],
+            "022",
+            &[],
+        );
+        Shared {
+            archive: tmp.path().join("no-archive"),
+            _tmp: tmp,
+            out,
+            summary,
+        }
+    })
+}
+
+/// `tar -tv` of the bundle layer (the second) of the image in `layout`.
+fn bundle_layer_listing(layout: &Path) -> String {
+    let (_, manifest, _) = image(layout);
+    let b = blob(layout, manifest["layers"][1]["digest"].as_str().unwrap());
+    let o = Command::new("tar").arg("-tvzf").arg(&b).output().unwrap();
+    ok(&o, "tar -tvzf")
+}
+
+/// The tree in the default image is the rootfs archive entry for entry (owners, modes, device
+/// nodes, sizes, mtimes, link targets), read back by GNU tar; the tarball form carries the
+/// archive itself; the bundle beside the image is the same for both.
+#[test]
+fn the_image_tree_is_the_rootfs_archive_and_the_tarball_form_keeps_it() {
+    let _exclusive = support::exclusive();
+    let (tree, tarball) = (shared(), shared_tarball());
+    let archive = tree.out.join("bundle/rootfs.tar.zst");
+    assert_eq!(
+        support::sha256_file(&archive),
+        support::sha256_file(&tarball.out.join("bundle/rootfs.tar.zst")),
+        "the image form changed the bundle"
+    );
+    let o = Command::new("tar")
+        .args(["--zstd", "-tvf"])
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let want = ok(&o, "tar --zstd -tvf");
+    let prefix = "opt/prebake/bundle/rootfs/";
+    let listing = bundle_layer_listing(&tree.out.join("image"));
+    let got: Vec<String> = listing
+        .lines()
+        .filter(|l| l.contains(&format!(" {prefix}")) && !l.ends_with(&format!(" {prefix}")))
+        .map(|l| l.replacen(&format!(" {prefix}"), " ", 1))
+        // GNU tar shows hardlink targets as names in the archive.
+        .map(|l| l.replace(&format!(" link to {prefix}"), " link to "))
+        .collect();
+    let want: Vec<&str> = want.lines().collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w);
+    }
+    // The rootfs's own tmp keeps its mode where the tree lies (the runtime's tmp elsewhere).
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("drwxrwxrwt") && l.ends_with(" opt/prebake/bundle/rootfs/tmp/")),
+        "{listing}"
+    );
+    assert!(!listing.contains("rootfs.tar.zst"), "{listing}");
+    assert!(
+        tree.summary.contains("rootfs as a tree"),
+        "{}",
+        tree.summary
+    );
+
+    let listing = bundle_layer_listing(&tarball.out.join("image"));
+    assert!(
+        listing.contains(" opt/prebake/bundle/rootfs.tar.zst"),
+        "{listing}"
+    );
+    assert!(!listing.contains(prefix), "{listing}");
+    assert_ne!(
+        image(&tree.out.join("image")).0,
+        image(&tarball.out.join("image")).0
+    );
+}
+
 #[test]
 fn image_config_layers_and_summary() {
     let _exclusive = support::exclusive();
@@ -196,7 +284,7 @@ fn image_config_layers_and_summary() {
         "/tmp is not 1777:\n{runtime_layer}"
     );
     let bundle_layer = list(1);
-    for f in ["bundle.json", "rootfs.tar.zst", "seccomp/python3.bpf"] {
+    for f in ["bundle.json", "rootfs/usr/", "seccomp/python3.bpf"] {
         assert!(
             bundle_layer.contains(&format!("opt/prebake/bundle/{f}")),
             "{f} missing:\n{bundle_layer}"
@@ -357,19 +445,39 @@ fn zstd_layers_are_written_and_read() {
 /// capabilities, no terminal and `args`.
 fn runc_bundle(dir: &Path, args: &[&str]) -> (PathBuf, Value) {
     let s = shared();
+    let (bundle, spec) = runc_bundle_of(&s.out.join("image"), "1.0", dir, args);
+    // The default image carries the rootfs as a tree, and its bundle.json says so; the rest
+    // of the manifest is the bundle's.
+    let rootfs = bundle.join("rootfs");
+    let mut in_image = read_json(&rootfs.join("opt/prebake/bundle/bundle.json"));
+    let mut outside = read_json(&s.out.join("bundle/bundle.json"));
+    assert_eq!(in_image["rootfs"]["file"], "rootfs");
+    assert_eq!(in_image["rootfs"]["compression"], "none");
+    assert_eq!(
+        in_image["rootfs"]["sha256_compressed"],
+        outside["rootfs"]["sha256_uncompressed"]
+    );
+    in_image["rootfs"] = Value::Null;
+    outside["rootfs"] = Value::Null;
+    assert_eq!(in_image, outside);
+    assert!(rootfs
+        .join("opt/prebake/bundle/rootfs/etc/passwd")
+        .is_file());
+    assert!(!rootfs.join("opt/prebake/bundle/rootfs.tar.zst").exists());
+    (bundle, spec)
+}
+
+/// `umoci unpack` the image `layout:tag` into `dir/bundle` with Docker's default capabilities,
+/// no terminal and `args`.
+fn runc_bundle_of(layout: &Path, tag: &str, dir: &Path, args: &[&str]) -> (PathBuf, Value) {
     let bundle = dir.join("bundle");
     let o = Command::new("umoci")
         .args(["unpack", "--image"])
-        .arg(format!("{}:1.0", s.out.join("image").display()))
+        .arg(format!("{}:{tag}", layout.display()))
         .arg(&bundle)
         .output()
         .unwrap();
     ok(&o, "umoci unpack");
-    let rootfs = bundle.join("rootfs");
-    assert_eq!(
-        fs::read(rootfs.join("opt/prebake/bundle/bundle.json")).unwrap(),
-        fs::read(s.out.join("bundle/bundle.json")).unwrap()
-    );
     let mut spec = read_json(&bundle.join("config.json"));
     let caps = json!(DOCKER_DEFAULT_CAPS);
     let p = &mut spec["process"];
@@ -403,6 +511,27 @@ fn container_id(what: &str) -> String {
     format!("prebake-oci-image-{what}-{}", std::process::id())
 }
 
+/// `runtime exec` of the host file `script` (bound read-only at /work/script.py) in the runc
+/// bundle, to completion.
+fn runc_exec(bundle: &Path, mut spec: Value, script: &Path, what: &str) -> Output {
+    spec["process"]["args"] = json!(["/usr/local/bin/runtime", "exec", "/work/script.py"]);
+    spec["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/work/script.py",
+        "type": "bind",
+        "source": script,
+        "options": ["rbind", "ro"],
+    }));
+    write_spec(bundle, &spec);
+    let c = Container(container_id(what));
+    Command::new("runc")
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(&c.0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 #[test]
 #[cfg_attr(
     not(all(have_root, have_umoci, have_runc)),
@@ -417,27 +546,35 @@ fn runc_runs_runtime_exec_with_docker_default_caps() {
         "import os, sys\nprint('hello from', sys.version_info[:2], 'uid', os.getuid() != 0)\nprint(sum(range(10)))\n",
     )
     .unwrap();
-    let (bundle, mut spec) = runc_bundle(
-        tmp.path(),
-        &["/usr/local/bin/runtime", "exec", "/work/script.py"],
-    );
-    spec["mounts"].as_array_mut().unwrap().push(json!({
-        "destination": "/work/script.py",
-        "type": "bind",
-        "source": script,
-        "options": ["rbind", "ro"],
-    }));
-    write_spec(&bundle, &spec);
-    let c = Container(container_id("exec"));
-    let o = Command::new("runc")
-        .args(["run", "--bundle"])
-        .arg(&bundle)
-        .arg(&c.0)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (bundle, spec) = runc_bundle(tmp.path(), &[]);
+    let o = runc_exec(&bundle, spec, &script, "exec");
     let stdout = ok(&o, "runc run (runtime exec)");
     assert_eq!(stdout, "hello from (3, 11) uid True\n45\n");
+}
+
+/// The tarball form still runs: the runtime unpacks rootfs.tar.zst into the sandbox root.
+#[test]
+#[cfg_attr(
+    not(all(have_root, have_umoci, have_runc)),
+    ignore = "needs root, umoci and runc"
+)]
+fn runc_runs_the_tarball_form_unpacking_at_start() {
+    let _exclusive = support::exclusive();
+    let s = shared_tarball();
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, spec) = runc_bundle_of(&s.out.join("image"), "1.0", tmp.path(), &[]);
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        fs::read(rootfs.join("opt/prebake/bundle/bundle.json")).unwrap(),
+        fs::read(s.out.join("bundle/bundle.json")).unwrap()
+    );
+    let script = tmp.path().join("script.py");
+    fs::write(&script, "print(sum(range(10)))\n").unwrap();
+    let o = runc_exec(&bundle, spec, &script, "tarball");
+    assert_eq!(ok(&o, "runc run (tarball form)"), "45\n");
+    assert!(rootfs
+        .join("var/sandbox/sandbox-python/.prebake-rootfs")
+        .is_file());
 }
 
 #[test]
@@ -476,14 +613,54 @@ fn runtime_serve_under_runc_with_sys_admin_uses_namespaces() {
 /// `os.getpid() == 1` inside the sandbox) and return the runtime's capabilities log line.
 fn serve_under_runc(what: &str, extra_caps: &[&str], pid_one: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    let port = support::free_port();
     // The Entrypoint as the image has it; only env, capabilities and the network namespace
     // change.
-    let (bundle, mut spec) = runc_bundle(tmp.path(), &["/usr/local/bin/runtime", "serve"]);
+    let (bundle, spec) = runc_bundle(tmp.path(), &["/usr/local/bin/runtime", "serve"]);
+    let served = serve_bundle(tmp.path(), &bundle, spec, what, extra_caps, pid_one);
+    let (caps_line, log) = (served.caps, served.log);
+    // The runtime refreshed the tree's resolver file from the container's.
+    assert!(
+        served.resolv_seen.contains(RESOLV_MARK),
+        "{}",
+        served.resolv_seen
+    );
+    // The image's rootfs tree was used where the engine unpacked it: nothing was unpacked
+    // into the sandbox root at start.
+    assert!(
+        log.contains("rootfs in place") && log.contains("opt/prebake/bundle/rootfs"),
+        "{log}"
+    );
+    assert!(
+        !bundle.join("rootfs/var/sandbox/sandbox-python").exists(),
+        "the runtime unpacked a rootfs:\n{log}"
+    );
+    caps_line
+}
+
+/// [`serve_under_runc`] on a prepared runc bundle with the container's own resolv.conf: run it,
+/// wait for /health, POST a script without and one with network, stop it.
+fn serve_bundle(
+    tmp: &Path,
+    bundle: &Path,
+    mut spec: Value,
+    what: &str,
+    extra_caps: &[&str],
+    pid_one: &str,
+) -> Served {
+    let port = support::free_port();
     for set in ["bounding", "effective", "permitted"] {
         let list = spec["process"]["capabilities"][set].as_array_mut().unwrap();
         list.extend(extra_caps.iter().map(|c| json!(c)));
     }
+    // The container's own resolver file, as Docker and Kubernetes mount one.
+    let resolv = tmp.join("resolv.conf");
+    fs::write(&resolv, format!("nameserver 192.0.2.53\n{RESOLV_MARK}\n")).unwrap();
+    spec["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/etc/resolv.conf",
+        "type": "bind",
+        "source": resolv,
+        "options": ["rbind", "ro"],
+    }));
     let env = spec["process"]["env"].as_array_mut().unwrap();
     env.push(json!(format!("API_KEY={KEY}")));
     env.push(json!(format!("SANDBOX_PORT={port}")));
@@ -492,13 +669,13 @@ fn serve_under_runc(what: &str, extra_caps: &[&str], pid_one: &str) -> String {
         .as_array_mut()
         .unwrap()
         .retain(|n| n["type"] != "network");
-    write_spec(&bundle, &spec);
+    write_spec(bundle, &spec);
 
-    let log = tmp.path().join("serve.log");
+    let log = tmp.join("serve.log");
     let c = Container(container_id(what));
     let mut child = Command::new("runc")
         .args(["run", "--bundle"])
-        .arg(&bundle)
+        .arg(bundle)
         .arg(&c.0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -526,25 +703,36 @@ fn serve_under_runc(what: &str, extra_caps: &[&str], pid_one: &str) -> String {
     let log_text = || fs::read_to_string(&log).unwrap_or_default();
     assert!(healthy, "never healthy; log:\n{}", log_text());
 
-    let mut r = agent
-        .post(&url("/v1/sandbox/run"))
-        .header("X-Api-Key", KEY)
-        .send_json(json!({
-            "language": "python3",
-            "code": "import os\nprint('sum', sum(range(101)), os.getuid() >= 65537, os.getpid() == 1)\n",
-            "preload": "",
-            "enable_network": false,
-        }))
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.body_mut().read_json().unwrap();
-    assert_eq!(body["code"], 0, "{body}\nlog:\n{}", log_text());
+    // A Python run through the API; its answer, checked for success.
+    let run = |code: &str, network: bool| -> Value {
+        let mut r = agent
+            .post(&url("/v1/sandbox/run"))
+            .header("X-Api-Key", KEY)
+            .send_json(json!({
+                "language": "python3",
+                "code": code,
+                "preload": "",
+                "enable_network": network,
+            }))
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.body_mut().read_json().unwrap();
+        assert_eq!(body["code"], 0, "{body}\nlog:\n{}", log_text());
+        assert_eq!(body["data"]["error"], "", "{body}");
+        body
+    };
+    let body = run(
+        "import os\nprint('sum', sum(range(101)), os.getuid() >= 65537, os.getpid() == 1)\n",
+        false,
+    );
     assert_eq!(
         body["data"]["stdout"],
         format!("sum 5050 True {pid_one}\n"),
         "{body}"
     );
-    assert_eq!(body["data"]["error"], "", "{body}");
+    // A run with network sees the resolver file the runtime copied into the rootfs tree.
+    let body = run("print(open('/etc/resolv.conf').read())\n", true);
+    let resolv_seen = body["data"]["stdout"].as_str().unwrap().to_owned();
 
     let _ = Command::new("runc").args(["kill", &c.0, "TERM"]).output();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -554,10 +742,104 @@ fn serve_under_runc(what: &str, extra_caps: &[&str], pid_one: &str) -> String {
     let _ = child.kill();
     let _ = child.wait();
     let text = log_text();
-    text.lines()
+    let caps = text
+        .lines()
         .find(|l| l.contains("capabilities:"))
         .unwrap_or_else(|| panic!("no capabilities line in the log:\n{text}"))
-        .to_owned()
+        .to_owned();
+    Served {
+        caps,
+        log: text,
+        resolv_seen,
+    }
+}
+
+/// A line of the container's resolv.conf that survives pasta's rewrite of the nameservers.
+const RESOLV_MARK: &str = "search prebake-oci.test";
+
+/// What [`serve_bundle`] saw: the capabilities log line, the whole log, and the resolv.conf a
+/// run with network read.
+struct Served {
+    caps: String,
+    log: String,
+    resolv_seen: String,
+}
+
+/// A read-only container root filesystem, as `readOnlyRootFilesystem: true` gives (and
+/// templates/k8s/deployment.yaml sets), with only the writable paths the README lists:
+/// `/tmp`, `/run` (the uid-pool locks) and, in chroot-only mode, the rootfs tree's `tmp`
+/// (each run's `/tmp/run-<uid>`). Here they are host directories bound in, as an emptyDir is.
+fn read_only_root(tmp: &Path, spec: &mut Value, rootfs_tmp: bool) {
+    spec["root"]["readonly"] = json!(true);
+    let mut writable = vec!["/tmp", "/run"];
+    if rootfs_tmp {
+        writable.push("/opt/prebake/bundle/rootfs/tmp");
+    }
+    for (i, dest) in writable.into_iter().enumerate() {
+        let host = tmp.join(format!("writable-{i}"));
+        fs::create_dir(&host).unwrap();
+        spec["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": dest,
+            "type": "bind",
+            "source": host,
+            "options": ["rbind", "rw"],
+        }));
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(all(have_root, have_umoci, have_runc)),
+    ignore = "needs root, umoci and runc"
+)]
+fn serve_with_a_read_only_root_filesystem_in_both_modes() {
+    let _exclusive = support::exclusive();
+    for (what, caps, pid_one, mount_ns) in [
+        ("ro-chroot", &[][..], "False", "mount_ns=no"),
+        ("ro-ns", &["CAP_SYS_ADMIN"][..], "True", "mount_ns=yes"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (bundle, mut spec) = runc_bundle(tmp.path(), &["/usr/local/bin/runtime", "serve"]);
+        // Namespace mode mounts a tmpfs over the tree's tmp: it needs no writable path there.
+        read_only_root(tmp.path(), &mut spec, mount_ns == "mount_ns=no");
+        let served = serve_bundle(tmp.path(), &bundle, spec, what, caps, pid_one);
+        assert!(served.caps.contains(mount_ns), "{}", served.caps);
+        assert!(served.log.contains("rootfs in place"), "{}", served.log);
+        // What the README says: the tree's resolver files cannot be refreshed, so a run with
+        // network keeps the build-time stub, and the runtime says why.
+        assert!(
+            !served.resolv_seen.contains(RESOLV_MARK)
+                && served.resolv_seen.contains("written by prebake"),
+            "{}",
+            served.resolv_seen
+        );
+        assert!(
+            served.log.contains("cannot copy /etc/resolv.conf"),
+            "{}",
+            served.log
+        );
+    }
+}
+
+#[test]
+#[cfg_attr(
+    not(all(have_root, have_umoci, have_runc)),
+    ignore = "needs root, umoci and runc"
+)]
+fn read_only_root_without_the_rootfs_tmp_fails_in_chroot_mode_naming_it() {
+    let _exclusive = support::exclusive();
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle, mut spec) = runc_bundle(tmp.path(), &[]);
+    read_only_root(tmp.path(), &mut spec, false);
+    let script = tmp.path().join("script.py");
+    fs::write(&script, "print(1)\n").unwrap();
+    let o = runc_exec(&bundle, spec, &script, "ro-no-tmp");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("/opt/prebake/bundle/rootfs/tmp"),
+        "the error does not name the path:\n{stderr}"
+    );
 }
 
 /// A build that must fail before writing anything, with every needle in its stderr.

@@ -729,6 +729,16 @@ fn k8s_templates_and_containerfile_agree_with_the_image() {
         "readOnlyRootFilesystem needs a writable volume over {}",
         sandbox_root.display()
     );
+    // The default image's rootfs tree: chroot-only mode makes each run's directory in its tmp.
+    let tree_tmp = format!(
+        "{}/{}/tmp",
+        prebake::contract::DEFAULT_BUNDLE_DIR,
+        prebake::contract::TREE_ROOTFS_DIR
+    );
+    assert!(
+        mounts.contains(&tree_tmp.as_str()),
+        "no volume over the rootfs tree's {tree_tmp}"
+    );
 
     // The uid-pool locks are node-wide: every replica on a node mounts the same hostPath
     // where the runtime looks for them (sandbox uids and RLIMIT_NPROC are per node).

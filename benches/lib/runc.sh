@@ -1,0 +1,69 @@
+# Shared by benches/image.sh and benches/image_rootfs.sh (source it from the repository root;
+# bash). Sourcing it builds the release binaries, sets $PREBAKE, a scratch directory $work and
+# the array ids (containers to delete), removed on exit, and SOURCE_DATE_EPOCH (default 0).
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+now() { date +%s.%N; }
+
+cleanup() {
+  for id in "${ids[@]}"; do runc delete --force "$id" >/dev/null 2>&1 || true; done
+  rm -rf "$work"
+}
+
+# Whether this machine can run the start measurements.
+can_run_containers() {
+  [ "$(id -u)" = 0 ] && command -v umoci >/dev/null && command -v runc >/dev/null \
+    && command -v curl >/dev/null
+}
+
+# A free port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# runc_config CONFIG_JSON PORT: the runc bundle's config as Docker would run the image's
+# Entrypoint, with its default capabilities only, no terminal, API_KEY and SANDBOX_PORT set,
+# and the host's network namespace (so the port is reachable on 127.0.0.1).
+runc_config() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+path, port = sys.argv[1], sys.argv[2]
+c = json.load(open(path))
+caps = ["CAP_" + x for x in ("CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP "
+        "NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP").split()]
+p = c["process"]
+p["terminal"] = False
+p["noNewPrivileges"] = False
+p["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted")}
+p["env"] += ["API_KEY=bench", "SANDBOX_PORT=" + port]
+c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "network"]
+json.dump(c, open(path, "w"))
+PY
+}
+
+# one_start BUNDLE ID PORT: prints the seconds from `runc run` to GET /health answering 200,
+# then stops and deletes the container. A container that stops first fails the run, with its
+# log.
+one_start() {
+  local bundle=$1 id=$2 port=$3 t0 t1
+  t0=$(now)
+  runc run --detach --bundle "$bundle" "$id" </dev/null >"$work/$id.log" 2>&1
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ]; do
+    if ! runc state "$id" 2>/dev/null | grep -q '"running"'; then
+      echo "container $id died:" >&2; cat "$work/$id.log" >&2; exit 1
+    fi
+    sleep 0.002
+  done
+  t1=$(now)
+  runc kill "$id" TERM >/dev/null 2>&1 || true
+  for _ in $(seq 200); do [ "$(runc state "$id" 2>/dev/null | grep -c '"stopped"')" = 1 ] && break; sleep 0.05; done
+  runc delete --force "$id" >/dev/null 2>&1 || true
+  echo "$t1 - $t0" | bc
+}
+
+cargo build --release --quiet --bins
+PREBAKE=$PWD/target/release/prebake
+work=$(mktemp -d)
+ids=()
+trap cleanup EXIT
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0}
