@@ -56,7 +56,7 @@ pub use limits::{Limits, NODEJS_MEMORY_BYTES};
 pub use outcome::{Exit, RunOutcome, Stream};
 pub use run::RunRequest;
 pub use tree::kill_uid;
-pub use warm::{WarmConfig, ZygoteError, DEFAULT_MAX_FORKS, DEFAULT_PRELOAD};
+pub use warm::WarmConfig;
 
 use super::cgroup::Cgroups;
 use super::uidpool::UidPool;
@@ -241,6 +241,18 @@ impl Sandbox {
     /// Whether runs with network are behind pasta (see [`super::netns`]).
     pub fn behind_pasta(&self) -> bool {
         self.net.is_some()
+    }
+
+    /// The host device nodes a run's private `/dev` binds (host path, mount point): the ones
+    /// the build puts into every rootfs.
+    fn dev_binds(&self) -> Result<Vec<(CString, CString)>, SandboxError> {
+        crate::contract::devices::ROOTFS_DEVICES
+            .iter()
+            .map(|(path, _, _)| {
+                let inside = path.trim_start_matches('/');
+                Ok((cstr(path.as_bytes())?, path_c(&self.rootfs.join(inside))?))
+            })
+            .collect()
     }
 
     /// Whether runs get a memory cgroup (else memfd_create is refused).

@@ -9,7 +9,6 @@ use super::{RunOutcome, Sandbox, SandboxError};
 use crate::runtime::child::{self, ChildPlan, RootMode, Step};
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// One run's input.
@@ -124,10 +123,7 @@ impl Sandbox {
         };
         let rootfs_c = path_c(&self.rootfs)?;
         let dev = self.rootfs.join("dev");
-        let devs = ["null", "zero", "urandom"]
-            .iter()
-            .map(|d| Ok((path_c(&Path::new("/dev").join(d))?, path_c(&dev.join(d))?)))
-            .collect::<Result<Vec<_>, SandboxError>>()?;
+        let devs = self.dev_binds()?;
         let seccomp = if req.network {
             lang.seccomp_net.as_ref()
         } else {

@@ -52,8 +52,6 @@
 
 mod zygote;
 
-pub use zygote::ZygoteError;
-
 use super::{Sandbox, SandboxError};
 use crate::contract::bpf::program_bytes;
 use crate::runtime::child::{ChildPlan, RootMode, Step};
@@ -174,15 +172,7 @@ impl Sandbox {
                 "preload": config.preload,
             });
             let dev = self.rootfs.join("dev");
-            let devs = ["null", "zero", "urandom"]
-                .iter()
-                .map(|d| {
-                    Ok((
-                        super::sys::path_c(&std::path::Path::new("/dev").join(d))?,
-                        super::sys::path_c(&dev.join(d))?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, SandboxError>>()?;
+            let devs = self.dev_binds()?;
             let recipe = Recipe {
                 language: name.clone(),
                 clone_flags: if self.isolation.mount_ns {
@@ -240,15 +230,6 @@ impl Sandbox {
         }
         self.warm = Some(pool);
         Ok(())
-    }
-
-    /// Whether `language` has a zygote ready now.
-    pub fn warm_ready(&self, language: &str) -> bool {
-        self.warm.as_ref().is_some_and(|p| {
-            p.slots
-                .get(language)
-                .is_some_and(|s| s.zygote.lock().is_ok_and(|z| z.is_some()))
-        })
     }
 }
 
