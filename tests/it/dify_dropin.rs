@@ -221,15 +221,11 @@ fn default_image_runs_difys_three_runners() {
             &[("API_KEY", key), ("SANDBOX_WARM_POOL", warm)],
         );
         if warm == "true" {
-            let log = dir.join("server.log");
-            let start = Instant::now();
-            while !std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains(support::runtime::WARM_POOL_READY)
-            {
-                assert!(start.elapsed() < Duration::from_secs(60), "no zygote");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            support::runtime::wait_until_logged(
+                &dir.join("server.log"),
+                &[support::runtime::WARM_POOL_READY],
+                "no zygote",
+            );
         }
         runs_difys_three_runners(port, key, warm == "true");
         // SAFETY: signalling our own child.

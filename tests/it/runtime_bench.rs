@@ -7,12 +7,25 @@
 use crate::support;
 use crate::support::runtime::{Server, KEY, PYTHON};
 use serde_json::json;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// One POST /v1/sandbox/run of `body`, timed from the request to the whole answer read;
+/// returns the time and the answer.
+fn timed_run(ag: &ureq::Agent, s: &Server, body: &serde_json::Value) -> (Duration, String) {
+    let t = Instant::now();
+    let mut r = ag
+        .post(&s.url("/v1/sandbox/run"))
+        .header("X-Api-Key", KEY)
+        .send_json(body)
+        .unwrap();
+    let out = r.body_mut().read_to_string().unwrap();
+    (t.elapsed(), out)
+}
 
 /// Successful and failed `print(1)` runs per second at concurrency `conc` for `secs` seconds.
 fn sustained(s: &Server, conc: usize, secs: u64) -> (f64, u64) {
     let url = s.url("/v1/sandbox/run");
-    let stop = Instant::now() + std::time::Duration::from_secs(secs);
+    let stop = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let hs: Vec<_> = (0..conc)
         .map(|_| {
@@ -116,14 +129,8 @@ fn bench_print1() {
             .unwrap();
         direct.push(t.elapsed());
         assert_eq!(out.stdout, b"1\n");
-        let t = Instant::now();
-        let mut r = ag
-            .post(&s.url("/v1/sandbox/run"))
-            .header("X-Api-Key", KEY)
-            .send_json(json!({"language": "python3", "code": "print(1)"}))
-            .unwrap();
-        let body = r.body_mut().read_to_string().unwrap();
-        sandbox.push(t.elapsed());
+        let (took, body) = timed_run(&ag, &s, &json!({"language": "python3", "code": "print(1)"}));
+        sandbox.push(took);
         assert!(body.contains("\"stdout\":\"1\\n\""));
     }
     let (d50, d99) = support::p50_p99_ms(&mut direct);
@@ -159,15 +166,9 @@ fn bench_network_namespace() {
     let ag = support::runtime::agent();
     let body = json!({"language": "python3", "code": "print(1)", "enable_network": true});
     let time = |s: &Server| {
-        let t = Instant::now();
-        let mut r = ag
-            .post(&s.url("/v1/sandbox/run"))
-            .header("X-Api-Key", KEY)
-            .send_json(&body)
-            .unwrap();
-        let out = r.body_mut().read_to_string().unwrap();
+        let (took, out) = timed_run(&ag, s, &body);
         assert!(out.contains("\"stdout\":\"1\\n\""), "{out}");
-        t.elapsed()
+        took
     };
     for _ in 0..10 {
         time(&behind);
@@ -213,14 +214,7 @@ fn bench_warm_pool() {
     let time = |s: &Server, code: &str| {
         let body =
             json!({"language": "python3", "code": code, "preload": "", "enable_network": true});
-        let t = Instant::now();
-        let mut r = ag
-            .post(&s.url("/v1/sandbox/run"))
-            .header("X-Api-Key", KEY)
-            .send_json(&body)
-            .unwrap();
-        let out = r.body_mut().read_to_string().unwrap();
-        let took = t.elapsed();
+        let (took, out) = timed_run(&ag, s, &body);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["data"]["exit_code"], 0, "{out}");
         took

@@ -540,25 +540,6 @@ fn runs_cannot_tell_which_processes_exist() {
     });
 }
 
-/// Children of `pid`, from /proc.
-fn children_of(pid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // The fields after the command name (which may hold spaces) start at the last ')'.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        if rest.split(' ').nth(1) == Some(pid.to_string().as_str()) {
-            found.push(child);
-        }
-    }
-    found
-}
-
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         let rest = &s[s.rfind(')').unwrap() + 2..];
@@ -575,7 +556,10 @@ fn a_killed_server_leaves_no_network_namespace_behind() {
     let d = s.run_lang("python3", "print('up')", true);
     assert_eq!(d["stdout"], "up\n", "{d}");
     let server = s.child.id();
-    let helpers = children_of(server);
+    let helpers: Vec<u32> = support::runtime::children(server)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect();
     assert!(
         helpers.len() >= 2,
         "pasta and the namespace holder are the server's children: {helpers:?}\n{}",

@@ -3,7 +3,7 @@
 //! that dies or wears out.
 
 use crate::support;
-use crate::support::runtime::{b64, dify_fixture, python_fixture, Fixture, Server};
+use crate::support::runtime::{b64, children, dify_fixture, python_fixture, Fixture, Server};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -316,28 +316,6 @@ fn a_zygote_is_replaced_after_its_forks() {
         .collect();
     assert_eq!(from_zygotes.len(), 2, "{kids:?}");
     assert!(from_zygotes.contains(&s.zygote_pid().unwrap()));
-}
-
-/// The children of `parent` and their states (`R`, `S`, `Z`, ...), from /proc.
-fn children(parent: u32) -> Vec<(u32, char)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let mut fields = rest.split(' ');
-        let state = fields.next().unwrap().chars().next().unwrap();
-        let ppid: u32 = fields.next().unwrap().parse().unwrap();
-        if ppid == parent {
-            out.push((pid, state));
-        }
-    }
-    out
 }
 
 #[test]

@@ -151,6 +151,44 @@ pub fn build_bundle(work: &Path) {
     let _ = std::fs::remove_dir_all(&venv);
 }
 
+/// Wait (up to a minute) until the log file at `log` holds one of `lines`; panics with `what`
+/// and the log otherwise.
+pub fn wait_until_logged(log: &Path, lines: &[&str], what: &str) {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if lines.iter().any(|l| text.contains(l)) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what}; log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The children of `parent` with their states (`R`, `S`, `Z`, ...), from /proc.
+pub fn children(parent: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after its last ')'.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let mut fields = rest.split(' ');
+        let state = fields.next().unwrap().chars().next().unwrap();
+        if fields.next() == Some(parent.to_string().as_str()) {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
 /// The runtime's log line when a zygote is ready.
 pub const WARM_POOL_READY: &str = "warm pool: zygote ready";
 /// The runtime's log lines that settle whether runs fork from a zygote.
@@ -195,17 +233,10 @@ impl Server {
     /// Wait until the warm pool has decided: its zygote is ready (so runs fork from it), it
     /// is off, or it could not start. Tests then know which path their runs take.
     pub fn wait_warm_pool(&self) {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(60) {
-            let log = self.log();
-            if WARM_POOL_DECIDED.iter().any(|l| log.contains(l)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "the warm pool never said whether it is on; log:\n{}",
-            self.log()
+        wait_until_logged(
+            &self.dir.path().join("server.log"),
+            WARM_POOL_DECIDED,
+            "the warm pool never said whether it is on",
         );
     }
 
