@@ -89,10 +89,10 @@ pub(super) fn code_fd(code: &[u8]) -> Result<OwnedFd, SandboxError> {
     Ok(fd)
 }
 
-/// Read until `buf` is full or EOF; None when `deadline` passes first.
-pub(super) fn read_full(fd: RawFd, buf: &mut [u8], deadline: Instant) -> Option<usize> {
-    let mut off = 0;
-    while off < buf.len() {
+/// Wait until `fd` is readable (or in error, which the read that follows reports); false
+/// when `deadline` passes first.
+pub(super) fn wait_readable(fd: RawFd, deadline: Instant) -> bool {
+    loop {
         let wait_ms = deadline
             .saturating_duration_since(Instant::now())
             .as_millis();
@@ -107,7 +107,15 @@ pub(super) fn read_full(fd: RawFd, buf: &mut [u8], deadline: Instant) -> Option<
         if rc < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
             continue;
         }
-        if rc == 0 {
+        return rc != 0;
+    }
+}
+
+/// Read until `buf` is full or EOF; None when `deadline` passes first.
+pub(super) fn read_full(fd: RawFd, buf: &mut [u8], deadline: Instant) -> Option<usize> {
+    let mut off = 0;
+    while off < buf.len() {
+        if !wait_readable(fd, deadline) {
             return None;
         }
         // SAFETY: reading into a live buffer.

@@ -106,7 +106,7 @@ struct Slot {
 
 pub(super) struct WarmPool {
     slots: BTreeMap<String, Slot>,
-    starts: Mutex<mpsc::Sender<String>>,
+    starts: mpsc::Sender<String>,
     max_forks: u64,
 }
 
@@ -211,7 +211,7 @@ impl Sandbox {
         let (tx, rx) = mpsc::channel();
         let pool = Arc::new(WarmPool {
             slots,
-            starts: Mutex::new(tx),
+            starts: tx,
             max_forks: config.max_forks.max(1),
         });
         let manager = pool.clone();
@@ -246,9 +246,7 @@ impl WarmPool {
         if slot.starting.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Ok(tx) = self.starts.lock() {
-            let _ = tx.send(language.to_owned());
-        }
+        let _ = self.starts.send(language.to_owned());
     }
 
     /// The manager thread: starts (and replaces) zygotes on request, one at a time.

@@ -72,9 +72,9 @@ def check(rc, step):
         raise StepFailed(step, ctypes.get_errno())
 
 
-def program(hex_text):
-    """A BPF program ready for seccomp(2): (fprog, buffer kept alive)."""
-    raw = bytes.fromhex(hex_text)
+def program(raw):
+    """A BPF program (`struct sock_filter` bytes) ready for seccomp(2): the fprog and the
+    buffer it points into, which must be kept alive with it."""
     buf = ctypes.create_string_buffer(raw, len(raw))
     return SockFprog(len(raw) // 8, ctypes.addressof(buf)), buf
 
@@ -86,7 +86,7 @@ class Zygote:
         self.sys_seccomp = setup["sys_seccomp"]
         self.orig_argv = setup["argv"]
         self.policies = {
-            name: [program(p) for p in progs] for name, progs in setup["policies"].items()
+            name: [program(bytes.fromhex(p)) for p in progs] for name, progs in setup["policies"].items()
         }
         self.run_filter = bytes.fromhex(setup["run_filter"])
         self.self_pid_slots = setup["self_pid_slots"]
@@ -273,8 +273,8 @@ class Zygote:
         return bytes(buf)
 
     def install(self, raw):
-        buf = ctypes.create_string_buffer(raw, len(raw))
-        self.install_prog(SockFprog(len(raw) // 8, ctypes.addressof(buf)))
+        fprog, _buf = program(raw)
+        self.install_prog(fprog)
 
     def install_prog(self, fprog):
         rc = LIBC.syscall(

@@ -2,7 +2,7 @@
 //! identity change and no filter), handed runs over its control socket, retired by closing
 //! that socket and killing it.
 
-use super::super::sys::{code_fd, high_fd, os, pidfd_kill, pipe, read_full};
+use super::super::sys::{code_fd, high_fd, os, pidfd_kill, pipe, read_full, wait_readable};
 use super::super::SandboxError;
 use crate::runtime::child::{self, ChildPlan, RootMode, Step};
 use nix::sys::socket::{self, ControlMessage, MsgFlags};
@@ -82,27 +82,6 @@ const SPARE_TAG: u8 = b'S';
 
 fn socket_err(what: &'static str) -> impl FnOnce(nix::Error) -> ZygoteError {
     move |source| ZygoteError::Socket { what, source }
-}
-
-/// Wait until `fd` is readable; false when `timeout` passes first.
-fn readable(fd: RawFd, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .as_millis();
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: poll on one live pollfd.
-        let rc = unsafe { libc::poll(&mut pfd, 1, i32::try_from(left).unwrap_or(i32::MAX)) };
-        if rc < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        return rc > 0;
-    }
 }
 
 impl Zygote {
@@ -235,7 +214,7 @@ impl Zygote {
     }
 
     fn receive(&self, timeout: Duration, max: usize) -> Result<Vec<u8>, ZygoteError> {
-        if !readable(self.ctl.as_raw_fd(), timeout) {
+        if !wait_readable(self.ctl.as_raw_fd(), Instant::now() + timeout) {
             return Err(ZygoteError::Timeout(timeout));
         }
         self.receive_now(max, MsgFlags::empty())?
