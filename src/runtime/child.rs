@@ -265,6 +265,25 @@ extern "C" fn child_entry(p: &ChildPlan) -> ! {
     }
 }
 
+/// Close every descriptor from `first` on: what a child forked from the multi-threaded server
+/// must do before it lives on without exec, or it keeps whatever another thread had open at
+/// the fork (a run's pipe held open means that run's output never ends).
+///
+/// # Safety
+/// Raw syscalls only (async-signal-safe); the caller must own no descriptor from `first` on.
+pub(crate) unsafe fn close_from(first: c_int) {
+    // SAFETY: close_range and close on descriptors the caller gives up.
+    unsafe {
+        // close_range takes unsigned ints; `first` is small and non-negative.
+        if libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) != 0 {
+            // Kernels before 5.9: close one by one up to a generous bound.
+            for fd in first..65536 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
 /// The child: async-signal-safe only, see the module docs. Every path ends in `execve` or
 /// `_exit` (through [`fail`]).
 fn child_main(p: &ChildPlan) -> ! {
@@ -294,14 +313,7 @@ fn child_main(p: &ChildPlan) -> ! {
             fail(r, Step::Fds, errno());
         }
         let report = 3;
-        let first_closed: c_int = if p.keep >= 0 { 5 } else { 4 };
-        // close_range takes unsigned ints; 4 and 5 are the same bits either way.
-        if libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, 0u32) != 0 {
-            // Kernels before 5.9: close one by one up to a generous bound.
-            for fd in first_closed..65536 {
-                libc::close(fd);
-            }
-        }
+        close_from(if p.keep >= 0 { 5 } else { 4 });
         // Its own session and process group in every mode: in a pid namespace too, the
         // child would otherwise stay in the server's group (a terminal's ^C or a kill of the
         // server's group would reach it), and without one the group is how leftovers are

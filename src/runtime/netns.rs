@@ -93,8 +93,8 @@ pub struct SandboxNet {
 /// Fork the holder: a child in a new network namespace that waits until killed, or dies
 /// with the server (parent-death signal).
 fn spawn_holder() -> Result<libc::pid_t, NetError> {
-    // SAFETY: the child makes raw syscalls only (prctl, pause, _exit): async-signal-safe in a
-    // copy of a multi-threaded process.
+    // SAFETY: the child makes raw syscalls only (close_range, prctl, pause): async-signal-safe
+    // in a copy of a multi-threaded process.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -113,6 +113,9 @@ fn spawn_holder() -> Result<libc::pid_t, NetError> {
     if pid == 0 {
         // SAFETY: see above.
         unsafe {
+            // It lives on without exec: keep nothing of the server's. Runs start while pasta
+            // comes up, and a run's pipe held open here would never reach end of file.
+            super::child::close_from(3);
             libc::prctl(
                 libc::PR_SET_PDEATHSIG,
                 libc::SIGKILL as libc::c_ulong,
