@@ -12,6 +12,7 @@ use prebake::runtime::config::Config;
 use prebake::runtime::listen;
 use prebake::runtime::locate::{load_manifest, rootfs_dir};
 use prebake::runtime::probe::Capabilities;
+use prebake::runtime::ready_record::{self, ReadyRecord};
 use prebake::runtime::sandbox::{Exit, Isolation, Limits, RunRequest, Sandbox, SandboxError};
 use prebake::runtime::server::{router, AppState};
 use prebake::runtime::uidpool::{PoolError, DEFAULT_LOCK_DIR};
@@ -155,23 +156,23 @@ fn check_platform(insecure: bool) -> Result<Capabilities> {
 
 fn open_sandbox(
     common: &Common,
+    manifest: &BundleManifest,
     caps: &Capabilities,
     namespaces: bool,
     limits: Limits,
-) -> Result<(Sandbox, BundleManifest)> {
-    let manifest = load_manifest(&common.bundle)?;
-    let rootfs = rootfs_dir(&common.bundle, &manifest, &common.root)?;
+) -> Result<Sandbox> {
+    let rootfs = rootfs_dir(&common.bundle, manifest, &common.root)?;
     tracing::info!(rootfs = %rootfs.dir.display(), "rootfs {}", rootfs.how);
     let iso = Isolation::from_caps(caps, namespaces);
     let sandbox = Sandbox::new(
         &common.bundle,
-        &manifest,
+        manifest,
         &rootfs.dir,
         iso,
         limits,
         &common.lock_dir,
     )?;
-    Ok((sandbox, manifest))
+    Ok(sandbox)
 }
 
 fn main() -> ExitCode {
@@ -229,7 +230,10 @@ fn real_main(cli: Cli) -> Result<i32> {
                 limits.memory_bytes = bytes;
                 limits.memory_by_language.insert(language.clone(), bytes);
             }
-            let (sandbox, _) = open_sandbox(&common, &caps, !no_namespaces, limits)?;
+            let manifest = load_manifest(&common.bundle)?;
+            let sandbox = open_sandbox(&common, &manifest, &caps, !no_namespaces, limits)?;
+            // One script, no pasta: with network it shares this process's namespace.
+            sandbox.attach_network(None);
             let code = match &file {
                 Some(f) => std::fs::read_to_string(f)
                     .with_context(|| format!("{}: cannot read the script", f.display()))?,
@@ -319,7 +323,10 @@ fn serve(mut common: Common, config_path: Option<&std::path::Path>) -> Result<i3
         let setup_state = state.clone();
         tokio::spawn(async move {
             let res =
-                tokio::task::spawn_blocking(move || get_ready(&common, &caps, &setup_state)).await;
+                tokio::task::spawn_blocking(move || {
+                get_ready(&common, &manifest, &caps, &setup_state)
+            })
+            .await;
             match res {
                 Ok(Ok(())) => tracing::info!("sandbox ready"),
                 Ok(Err(e)) => {
@@ -366,17 +373,43 @@ fn serve(mut common: Common, config_path: Option<&std::path::Path>) -> Result<i3
     Ok(if drained { 0 } else { 1 })
 }
 
-/// Unpack, open the sandbox, run one probe script; only then is the server healthy.
-fn get_ready(common: &Common, caps: &Capabilities, state: &AppState) -> Result<()> {
+/// Unpack, open the sandbox, run one probe script per language; only then is the server
+/// healthy. A re-start whose every input matches an earlier start that passed its probes (see
+/// `prebake::runtime::ready_record`) is healthy at once and probes in the background.
+fn get_ready(
+    common: &Common,
+    manifest: &BundleManifest,
+    caps: &Capabilities,
+    state: &Arc<AppState>,
+) -> Result<()> {
     let start = std::time::Instant::now();
-    let (mut sandbox, _) = open_sandbox(
+    let sandbox = open_sandbox(
         common,
+        manifest,
         caps,
         state.config.namespaces,
         state.config.limits.clone(),
     )?;
+    let sandbox = Arc::new(sandbox);
     if state.config.enable_network {
-        attach_network(&mut sandbox);
+        // pasta takes 10-20 ms to come up: runs with network wait for it, nothing else does.
+        let net = sandbox.clone();
+        std::thread::Builder::new()
+            .name("pasta-start".into())
+            .spawn(move || {
+                // Whatever happens in there, runs with network must not wait forever.
+                struct Decided(Arc<Sandbox>);
+                impl Drop for Decided {
+                    fn drop(&mut self) {
+                        self.0.attach_network(None);
+                    }
+                }
+                let net = Decided(net);
+                attach_network(&net.0);
+            })
+            .context("cannot start the thread that starts pasta")?;
+    } else {
+        sandbox.attach_network(None);
     }
     tracing::info!(
         rootfs = %sandbox.rootfs().display(),
@@ -384,31 +417,79 @@ fn get_ready(common: &Common, caps: &Capabilities, state: &AppState) -> Result<(
         "rootfs ready in {:.1} ms",
         start.elapsed().as_secs_f64() * 1000.0
     );
-    // Every language of the bundle: a broken interpreter fails the start, not a request.
-    for (language, code) in [("python3", "print('ok')"), ("nodejs", "console.log('ok')")] {
-        if sandbox.has_language(language) {
-            probe_run(&sandbox, state, language, code)?;
+    let platform = vec![
+        ("capabilities".to_owned(), format!("{caps:?}")),
+        ("isolation".to_owned(), format!("{:?}", sandbox.isolation)),
+        ("limits".to_owned(), format!("{:?}", sandbox.limits)),
+        // SAFETY: geteuid has no preconditions.
+        ("euid".to_owned(), unsafe { libc::geteuid() }.to_string()),
+    ];
+    let facts = ready_record::start_facts(&common.bundle, manifest, sandbox.rootfs(), platform);
+    let record = ReadyRecord::new(&common.lock_dir, &facts);
+    if let Some(record) = record.filter(ReadyRecord::present) {
+        let _ = state.sandbox.set(sandbox.clone());
+        tracing::info!(
+            record = %record.path().display(),
+            "an earlier start with this runtime build, bundle, rootfs, platform and limits passed its probes: ready now, probing in the background"
+        );
+        let state = state.clone();
+        std::thread::Builder::new()
+            .name("probe".into())
+            .spawn(move || {
+                if let Err(e) = probe_all(&sandbox, &state) {
+                    record.remove();
+                    tracing::error!("{e:#}: stopping (the record of the earlier start is removed, so the next start probes before it is ready)");
+                    std::process::exit(1);
+                }
+                if let Err(e) = sandbox.start_warm_pool(&state.config.warm) {
+                    tracing::warn!("warm pool not started: {}", Chain(&e));
+                }
+            })
+            .context("cannot start the background probe's thread")?;
+        return Ok(());
+    }
+    probe_all(&sandbox, state)?;
+    if let Some(record) = ReadyRecord::new(&common.lock_dir, &facts) {
+        match record.write() {
+            Ok(()) => {
+                tracing::info!(record = %record.path().display(), "probes passed: a re-start with the same runtime build, bundle, rootfs, platform and limits will be ready at once")
+            }
+            Err(e) => {
+                tracing::warn!(record = %record.path().display(), "cannot keep the record of this start's probes (the next start probes again): {e}")
+            }
         }
     }
     // After the probe runs, which therefore start cold: a broken interpreter fails the
     // start, and a zygote that cannot start only costs speed.
     sandbox.start_warm_pool(&state.config.warm)?;
-    let _ = state.sandbox.set(Arc::new(sandbox));
+    let _ = state.sandbox.set(sandbox);
+    Ok(())
+}
+
+/// Every language of the bundle: a broken interpreter fails the start, not a request.
+fn probe_all(sandbox: &Sandbox, state: &AppState) -> Result<()> {
+    for (language, code) in [("python3", "print('ok')"), ("nodejs", "console.log('ok')")] {
+        if sandbox.has_language(language) {
+            probe_run(sandbox, state, language, code)?;
+        }
+    }
     Ok(())
 }
 
 /// Runs with network get their own namespace behind pasta where the platform allows
 /// namespaces and pasta is there (see `prebake::runtime::netns`); otherwise they share the
 /// server's, and the log says what that exposes.
-fn attach_network(sandbox: &mut Sandbox) {
+fn attach_network(sandbox: &Sandbox) {
     use prebake::runtime::netns::{find_pasta, SandboxNet};
     const SHARED: &str = "runs with network share the server's network namespace: they can connect to the pod's loopback and addresses (bind, listen and unix sockets stay refused)";
     if !sandbox.isolation.net_ns {
         tracing::warn!("no network namespaces on this platform: {SHARED}");
+        sandbox.attach_network(None);
         return;
     }
     let Some(pasta) = find_pasta() else {
         tracing::warn!("pasta not found (install Debian's passt package, or set SANDBOX_PASTA to its path): {SHARED}");
+        sandbox.attach_network(None);
         return;
     };
     let start = std::time::Instant::now();
@@ -419,9 +500,12 @@ fn attach_network(sandbox: &mut Sandbox) {
                 "runs with network: their own network namespace behind pasta (no pod loopback), ready in {:.1} ms",
                 start.elapsed().as_secs_f64() * 1000.0
             );
-            sandbox.attach_network(net);
+            sandbox.attach_network(Some(net));
         }
-        Err(e) => tracing::warn!("{}: {SHARED}", Chain(&e)),
+        Err(e) => {
+            tracing::warn!("{}: {SHARED}", Chain(&e));
+            sandbox.attach_network(None);
+        }
     }
 }
 

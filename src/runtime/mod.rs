@@ -11,6 +11,7 @@ pub mod locate;
 pub mod netfiles;
 pub mod netns;
 pub mod probe;
+pub mod ready_record;
 pub mod runfilter;
 pub mod sandbox;
 pub mod server;

@@ -25,6 +25,7 @@ mod runtime_exec;
 mod runtime_hardening;
 mod runtime_health;
 mod runtime_hostile;
+mod runtime_restart;
 mod runtime_serve;
 mod seccomp;
 mod spec;

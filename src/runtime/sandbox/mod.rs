@@ -67,6 +67,7 @@ use chroot_tmp::prepare_shared_tmp;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use sys::{cstr, path_c};
 
 /// One language's prepared interpreter.
@@ -90,10 +91,56 @@ pub struct Sandbox {
     /// Stacked on the policy's filter (see [`super::runfilter`]): memfd_create without
     /// cgroups, other processes' pids without a pid namespace.
     run_filter: Vec<SockFilter>,
-    /// The namespace runs with network join, where the server set one up (`serve`).
-    net: Option<super::netns::SandboxNet>,
+    /// The namespace runs with network join (`serve` sets one up behind pasta, in the
+    /// background), or None: they share the server's. Runs with network wait until it is
+    /// decided (see [`Sandbox::attach_network`]); runs without never look.
+    net: Decided<Option<super::netns::SandboxNet>>,
     /// Zygotes that fork Python runs (see [`warm`]), once started.
-    warm: Option<std::sync::Arc<warm::WarmPool>>,
+    warm: OnceLock<std::sync::Arc<warm::WarmPool>>,
+}
+
+/// A value set once, possibly after the sandbox is shared between threads; readers wait for
+/// it. (`OnceLock::wait` does this from Rust 1.86; this crate supports 1.81.)
+struct Decided<T> {
+    value: OnceLock<T>,
+    lock: std::sync::Mutex<()>,
+    set: std::sync::Condvar,
+}
+
+impl<T> Default for Decided<T> {
+    fn default() -> Self {
+        Decided {
+            value: OnceLock::new(),
+            lock: std::sync::Mutex::new(()),
+            set: std::sync::Condvar::new(),
+        }
+    }
+}
+
+impl<T> Decided<T> {
+    /// Set the value; a second call is ignored.
+    fn set(&self, value: T) {
+        if self.value.set(value).is_ok() {
+            // Under the lock: a reader between its check and its wait holds it, so the
+            // notification cannot fall in between.
+            let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.set.notify_all();
+        }
+    }
+
+    /// The value, once set.
+    fn wait(&self) -> &T {
+        if let Some(v) = self.value.get() {
+            return v;
+        }
+        let mut held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(v) = self.value.get() {
+                return v;
+            }
+            held = self.set.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 fn load_programs(bundle: &Path, rel: &str) -> Result<Programs, SandboxError> {
@@ -215,8 +262,8 @@ impl Sandbox {
             pool: UidPool::new(lock_dir)?,
             cgroups,
             run_filter,
-            net: None,
-            warm: None,
+            net: Decided::default(),
+            warm: OnceLock::new(),
         })
     }
 
@@ -233,14 +280,22 @@ impl Sandbox {
         &self.rootfs
     }
 
-    /// From now on runs with network join `net`'s namespace instead of the server's.
-    pub fn attach_network(&mut self, net: super::netns::SandboxNet) {
-        self.net = Some(net);
+    /// Decide where runs with network go: `net`'s namespace, or the server's with None. Call
+    /// it exactly once, before or after runs start: until then a run with network waits.
+    /// Later calls are ignored.
+    pub fn attach_network(&self, net: Option<super::netns::SandboxNet>) {
+        self.net.set(net);
     }
 
-    /// Whether runs with network are behind pasta (see [`super::netns`]).
+    /// The namespace of runs with network, once [`Sandbox::attach_network`] decided it.
+    fn network(&self) -> Option<&super::netns::SandboxNet> {
+        self.net.wait().as_ref()
+    }
+
+    /// Whether runs with network are behind pasta (see [`super::netns`]); waits like a run
+    /// with network does.
     pub fn behind_pasta(&self) -> bool {
-        self.net.is_some()
+        self.network().is_some()
     }
 
     /// The host device nodes a run's private `/dev` binds (host path, mount point): the ones

@@ -158,9 +158,9 @@ impl Sandbox {
             extra_filter: (!self.run_filter.is_empty() && seccomp.is_some())
                 .then_some(self.run_filter.as_slice()),
             cgroup_procs: cgroup.as_ref().map_or([-1, -1], |c| c.procs_fds()),
-            netns: match (&self.net, req.network) {
-                (Some(net), true) => net.fd(),
-                _ => -1,
+            netns: match req.network.then(|| self.network()).flatten() {
+                Some(net) => net.fd(),
+                None => -1,
             },
             stdin: code.as_raw_fd(),
             stdout: out_w.as_raw_fd(),
@@ -174,7 +174,7 @@ impl Sandbox {
         // else a fresh interpreter.
         let warm = self
             .warm
-            .as_ref()
+            .get()
             .and_then(|pool| pool.fork(&req.language, &plan, &env, req.network));
         let pid = match warm {
             Some(pid) => pid,

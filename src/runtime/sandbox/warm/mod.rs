@@ -135,7 +135,7 @@ fn to_str(c: &CString) -> &str {
 impl Sandbox {
     /// Start the warm pool (in the background) for the bundle's Python languages. Runs start
     /// cold until their zygote is ready.
-    pub fn start_warm_pool(&mut self, config: &WarmConfig) -> Result<(), SandboxError> {
+    pub fn start_warm_pool(&self, config: &WarmConfig) -> Result<(), SandboxError> {
         if !config.enabled {
             tracing::info!("warm pool off: every run starts a fresh interpreter");
             return Ok(());
@@ -228,7 +228,7 @@ impl Sandbox {
         for name in pool.slots.keys() {
             pool.request_start(name);
         }
-        self.warm = Some(pool);
+        let _ = self.warm.set(pool);
         Ok(())
     }
 }

@@ -1,0 +1,277 @@
+//! The record of a start-up probe that passed, so that a re-start can be healthy at once.
+//!
+//! `runtime serve` proves each interpreter works before `/health` turns 200: one isolated probe
+//! run per language, 25 ms for Python and 55 ms for Node on the default image. On a re-start
+//! (a crashed or rescheduled container on the same node, the rootfs already there) nothing
+//! that decides that run's outcome has changed: the same runtime build, the same bundle files,
+//! the same rootfs, the same platform and limits. This record names all of those; when a start
+//! finds its record, the server is ready before probing and the probes run right after, in the
+//! background. A probe that then fails removes the record and stops the server, as a failed
+//! probe at start does: a broken interpreter still takes the pod down, only some milliseconds
+//! later.
+//!
+//! The record is a claim about health, not about security: every run gets its confinement
+//! whatever the record says, so a forged record can at worst delay the discovery of a broken
+//! interpreter until the background probe. It lives in the uid-pool lock directory, the
+//! runtime's own root-owned state that outlives the container (a `hostPath` on Kubernetes) and
+//! is cleared at boot (a tmpfs), which is also why the boot id is part of what it names.
+//!
+//! What it names is compared as text, so a record is readable by whoever wonders why a start
+//! probed: the runtime's ELF build id, the identity (device, inode, size, mtime and ctime) of
+//! `bundle.json`, of each seccomp program file, of the rootfs and its stamp and of each
+//! interpreter; the rootfs digest; the platform's capabilities and the isolation and limits in
+//! force; the kernel release, boot id and effective uid. Any difference means a fresh probe
+//! before ready. A runtime without a build id never skips a probe.
+
+use crate::contract::stamp::STAMP;
+use crate::contract::BundleManifest;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The facts a start's probes depend on, as `name = value` lines.
+pub struct ReadyRecord {
+    path: PathBuf,
+    text: String,
+}
+
+impl ReadyRecord {
+    /// The record for this start in `dir` (created when written), from `facts`. None when this
+    /// build of the runtime has no ELF build id: two builds could not be told apart.
+    pub fn new(dir: &Path, facts: &[(String, String)]) -> Option<ReadyRecord> {
+        let id = own_build_id()?;
+        let mut text = format!("runtime build id = {}\n", hex::encode(id));
+        for (name, value) in facts {
+            let _ = writeln!(text, "{name} = {value}");
+        }
+        let name = {
+            use sha2::{Digest, Sha256};
+            hex::encode(&Sha256::digest(text.as_bytes())[..16])
+        };
+        Some(ReadyRecord {
+            path: dir.join("ready").join(name),
+            text,
+        })
+    }
+
+    /// Where the record is (or would be) kept.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether an earlier start with exactly these facts passed its probes.
+    pub fn present(&self) -> bool {
+        std::fs::read(&self.path).is_ok_and(|have| have == self.text.as_bytes())
+    }
+
+    /// Keep the record for later starts: written to a temporary file and renamed, so a crash
+    /// never leaves half a record (which would not match anyway, and be rewritten).
+    pub fn write(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        let dir = self
+            .path
+            .parent()
+            .expect("the record's path has a directory");
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        tmp.write_all(self.text.as_bytes())?;
+        tmp.persist(&self.path).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    /// Forget the record (its probe failed after all).
+    pub fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The identity of the file at `path` as one value: a rewritten, replaced or touched file
+/// changes it (ctime moves on every change to the inode), "absent" when there is none.
+pub fn file_identity(path: &Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(m) => format!(
+            "dev {} ino {} size {} mtime {}.{:09} ctime {}.{:09}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        ),
+        Err(e) => format!("absent ({})", e.kind()),
+    }
+}
+
+/// What a start's probes depend on, besides the runtime build: the bundle's files, the rootfs
+/// in `rootfs`, the kernel, and `platform` (capabilities, isolation, limits, uid: the caller's
+/// to say, as `Debug` text).
+pub fn start_facts(
+    bundle_dir: &Path,
+    manifest: &BundleManifest,
+    rootfs: &Path,
+    platform: Vec<(String, String)>,
+) -> Vec<(String, String)> {
+    let mut facts = vec![
+        (
+            "bundle.json".to_owned(),
+            file_identity(&bundle_dir.join("bundle.json")),
+        ),
+        (
+            "rootfs digest".to_owned(),
+            manifest.rootfs.sha256_uncompressed.clone(),
+        ),
+        ("rootfs".to_owned(), rootfs.display().to_string()),
+        ("rootfs directory".to_owned(), file_identity(rootfs)),
+        (
+            "rootfs stamp".to_owned(),
+            file_identity(&rootfs.join(STAMP)),
+        ),
+    ];
+    for (name, lang) in &manifest.languages {
+        let inside = lang.interpreter.trim_start_matches('/');
+        facts.push((
+            format!("{name} interpreter {}", lang.interpreter),
+            file_identity(&rootfs.join(inside)),
+        ));
+        for file in lang.seccomp.iter().flat_map(|s| [&s.bpf, &s.bpf_net]) {
+            facts.push((
+                format!("{name} seccomp {file}"),
+                file_identity(&bundle_dir.join(file)),
+            ));
+        }
+    }
+    let read = |p: &str| {
+        std::fs::read_to_string(p).map_or_else(
+            |e| format!("unknown ({})", e.kind()),
+            |s| s.trim().to_owned(),
+        )
+    };
+    facts.push(("kernel release".into(), read("/proc/sys/kernel/osrelease")));
+    facts.push(("boot id".into(), read("/proc/sys/kernel/random/boot_id")));
+    facts.extend(platform);
+    facts
+}
+
+/// The GNU build id of the running executable (`ld --build-id`, on by default in Debian's
+/// toolchain): a different build of the runtime has a different one.
+fn own_build_id() -> Option<Vec<u8>> {
+    // The notes sit right after the program headers, in the file's first pages.
+    let mut head = Vec::with_capacity(16 << 10);
+    std::fs::File::open("/proc/self/exe")
+        .ok()?
+        .take(16 << 10)
+        .read_to_end(&mut head)
+        .ok()?;
+    gnu_build_id(&head)
+}
+
+const PT_NOTE: u32 = 4;
+const NT_GNU_BUILD_ID: u32 = 3;
+
+/// The build id note of a little-endian ELF64 file whose first bytes are `elf`.
+fn gnu_build_id(elf: &[u8]) -> Option<Vec<u8>> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(elf.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| {
+        let v = u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?);
+        usize::try_from(v).ok()
+    };
+    // Magic, ELFCLASS64, ELFDATA2LSB.
+    if elf.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let (phoff, phentsize, phnum) = (u64_at(0x20)?, usize::from(u16_at(0x36)?), u16_at(0x38)?);
+    for i in 0..usize::from(phnum) {
+        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        if u32_at(ph)? != PT_NOTE {
+            continue;
+        }
+        let (start, size) = (u64_at(ph + 8)?, u64_at(ph + 32)?);
+        let notes = elf.get(start..start.checked_add(size)?)?;
+        let mut at = 0;
+        while at + 12 <= notes.len() {
+            let word = |o: usize| u32::from_le_bytes(notes[o..o + 4].try_into().unwrap());
+            let (namesz, descsz, kind) = (word(at), word(at + 4), word(at + 8));
+            let name_at = at + 12;
+            let desc_at = name_at + usize::try_from(namesz).ok()?.next_multiple_of(4);
+            let desc_end = desc_at + usize::try_from(descsz).ok()?;
+            if kind == NT_GNU_BUILD_ID && notes.get(name_at..name_at + 4) == Some(b"GNU\0") {
+                return notes.get(desc_at..desc_end).map(<[u8]>::to_vec);
+            }
+            at = desc_end.next_multiple_of(4);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_build_id_readelf_shows() {
+        // The test binary is linked like the runtime; readelf is binutils', on every machine
+        // with a C toolchain (the ELF fixtures need one anyway).
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("readelf")
+            .arg("-n")
+            .arg(&exe)
+            .output()
+            .expect("readelf (binutils) runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let want = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Build ID: "))
+            .expect("the test binary has a build id");
+        let head = std::fs::read(&exe).unwrap();
+        assert_eq!(hex::encode(gnu_build_id(&head).unwrap()), want);
+        assert_eq!(hex::encode(own_build_id().unwrap()), want);
+    }
+
+    #[test]
+    fn no_build_id_in_other_bytes() {
+        assert_eq!(gnu_build_id(b"#!/bin/sh\n"), None);
+        assert_eq!(gnu_build_id(b"\x7fELF\x02\x01"), None);
+        let mut truncated = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        truncated.truncate(0x40);
+        assert_eq!(gnu_build_id(&truncated), None);
+    }
+
+    #[test]
+    fn a_record_matches_only_the_same_facts() {
+        let dir = tempfile::tempdir().unwrap();
+        let facts = |v: &str| vec![("rootfs".to_owned(), v.to_owned())];
+        let a = ReadyRecord::new(dir.path(), &facts("one")).unwrap();
+        assert!(!a.present());
+        a.write().unwrap();
+        assert!(a.present());
+        assert!(ReadyRecord::new(dir.path(), &facts("one"))
+            .unwrap()
+            .present());
+        let b = ReadyRecord::new(dir.path(), &facts("two")).unwrap();
+        assert_ne!(a.path(), b.path());
+        assert!(!b.present());
+        // A record whose text differs under the same name (a hash collision, or an edit) is
+        // not a match.
+        std::fs::write(a.path(), "runtime build id = 00\n").unwrap();
+        assert!(!a.present());
+        a.write().unwrap();
+        a.remove();
+        assert!(!a.present());
+    }
+
+    #[test]
+    fn a_changed_file_has_another_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("bundle.json");
+        std::fs::write(&f, "{}").unwrap();
+        let before = file_identity(&f);
+        assert_eq!(before, file_identity(&f));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::write(&f, "{}").unwrap();
+        assert_ne!(before, file_identity(&f));
+        assert!(file_identity(&dir.path().join("none")).starts_with("absent"));
+    }
+}

@@ -1,0 +1,162 @@
+//! Re-starts (issue 12, item 4): a start whose every input matches an earlier start that
+//! passed its probes is healthy before probing, and probes right after; any changed input
+//! means probing first; a probe that fails after all stops the server and forgets the record.
+//!
+//! Over a private copy of the Python fixture's root (the tests change it), with the shared
+//! uid lock directory, where the records are kept.
+
+use crate::support;
+use crate::support::runtime::{python_fixture, Fixture, Server};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const READY: &str = "sandbox ready";
+const PROBED: &str = "probe run of python3 ok";
+const AT_ONCE: &str = "ready now, probing in the background";
+
+/// The position of `line` in the server's log, with the log for the message.
+fn at(log: &str, line: &str) -> usize {
+    log.find(line)
+        .unwrap_or_else(|| panic!("no {line:?} in the log:\n{log}"))
+}
+
+/// The record a start named in its log (`record=PATH`).
+fn record_named(log: &str) -> PathBuf {
+    let i = at(log, "record=");
+    let rest = &log[i + "record=".len()..];
+    PathBuf::from(rest.split_whitespace().next().unwrap())
+}
+
+/// A fresh unpacked copy of the Python fixture's rootfs, and the fixture pointing at it.
+fn private_fixture(dir: &Path) -> Fixture {
+    let bundle = python_fixture().bundle;
+    let root = dir.join("root");
+    let manifest = prebake::contract::BundleManifest::load(bundle).unwrap();
+    prebake::runtime::unpack::unpack_bundle(bundle, &manifest, &root).unwrap();
+    Fixture {
+        bundle,
+        root: Box::leak(root.into_boxed_path()),
+    }
+}
+
+/// Wait until the server process has ended; its exit status.
+fn wait_exit(s: &mut Server, within: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(start.elapsed() < within, "still running; log:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn a_restart_with_the_same_inputs_is_ready_before_its_probes() {
+    let _exclusive = support::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = private_fixture(dir.path());
+
+    // First start: probes, then ready, and a record kept.
+    let s = Server::start_over(fixture, "", &[]);
+    let log = s.log();
+    assert!(at(&log, PROBED) < at(&log, READY), "{log}");
+    assert!(!log.contains(AT_ONCE), "{log}");
+    let record = record_named(&log);
+    assert!(record.exists(), "{log}");
+    s.stop();
+
+    // Same inputs: ready before the probe, which still runs (and the warm pool after it).
+    let s = Server::start_over(fixture, "", &[]);
+    let log = s.log();
+    assert!(at(&log, AT_ONCE) < at(&log, READY), "{log}");
+    assert!(at(&log, READY) < at(&log, PROBED), "{log}");
+    assert_eq!(record_named(&log), record);
+    assert_eq!(s.run_py("print(6 * 7)")["stdout"], "42\n");
+    s.stop();
+
+    // Other limits: a record of its own, probed first.
+    let s = Server::start_over(fixture, "", &[("SANDBOX_TMP_MB", "33")]);
+    let log = s.log();
+    assert!(at(&log, PROBED) < at(&log, READY), "{log}");
+    assert_ne!(record_named(&log), record, "{log}");
+    let _ = std::fs::remove_file(record_named(&log));
+    s.stop();
+
+    // The interpreter's file touched (its ctime moves): probed first again.
+    let manifest = prebake::contract::BundleManifest::load(fixture.bundle).unwrap();
+    let interp = fixture.root.join(
+        manifest.languages["python3"]
+            .interpreter
+            .trim_start_matches('/'),
+    );
+    let mode = std::fs::metadata(&interp).unwrap().permissions();
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::set_permissions(&interp, mode).unwrap();
+    let s = Server::start_over(fixture, "", &[]);
+    let log = s.log();
+    assert!(at(&log, PROBED) < at(&log, READY), "{log}");
+    let record = record_named(&log);
+    s.stop();
+
+    // A broken standard library behind an unchanged interpreter file: the record matches, the
+    // server is ready at once, and its background probe then fails: the server stops and
+    // forgets the record, so the next start probes first and never becomes healthy.
+    let encodings = walkdir::WalkDir::new(fixture.root)
+        .into_iter()
+        .flatten()
+        .find(|e| e.file_name() == "encodings" && e.path().join("__init__.py").exists())
+        .expect("the rootfs has the encodings package")
+        .into_path();
+    std::fs::rename(&encodings, encodings.with_file_name("encodings-gone")).unwrap();
+    let mut s = Server::spawn_over(fixture, "", &[]);
+    let st = wait_exit(&mut s, Duration::from_secs(60));
+    let log = s.log();
+    assert!(!st.success(), "{log}");
+    assert!(
+        at(&log, AT_ONCE) < at(&log, "the probe run of python3 failed"),
+        "{log}"
+    );
+    assert!(
+        !record.exists(),
+        "the record outlived its failed probe: {log}"
+    );
+    let mut s = Server::spawn_over(fixture, "", &[]);
+    let st = wait_exit(&mut s, Duration::from_secs(60));
+    let log = s.log();
+    assert!(!st.success(), "{log}");
+    assert!(!log.contains(AT_ONCE), "{log}");
+    assert!(!log.contains(READY), "{log}");
+    assert!(log.contains("the probe run of python3 failed"), "{log}");
+}
+
+/// The runs' network namespace holder is forked from the multi-threaded server and lives on
+/// without exec: it must hold none of the server's descriptors. It once kept whatever was
+/// open at its fork, and since pasta comes up while the first runs start, a run's output pipe
+/// held there never ended (the run hung until its deadline).
+#[test]
+#[cfg_attr(not(all(have_root, have_pasta)), ignore = "needs root and pasta")]
+fn the_network_namespace_holder_keeps_no_descriptor() {
+    let _exclusive = support::exclusive();
+    let s = Server::start("", &[]);
+    let server = s.child.id();
+    let own_net = std::fs::read_link(format!("/proc/{server}/ns/net")).unwrap();
+    let exe = std::fs::read_link(format!("/proc/{server}/exe")).unwrap();
+    let holder = support::runtime::children(server)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .find(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe)
+                && std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|n| n != own_net)
+        })
+        .unwrap_or_else(|| panic!("no holder among the server's children; log:\n{}", s.log()));
+    let fds: Vec<u32> = std::fs::read_dir(format!("/proc/{holder}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    assert!(fds.is_empty(), "the holder keeps descriptors {fds:?}");
+    assert_eq!(s.run_lang("python3", "print('up')", true)["stdout"], "up\n");
+}
