@@ -140,8 +140,8 @@ fn init_logs(level: &str) {
 }
 
 /// Probe, log in one line, refuse unless the opt-out is given.
-fn check_platform(insecure: bool) -> Result<Capabilities> {
-    let caps = Capabilities::probe();
+/// The probed capabilities, if they suffice (or the operator accepted the risk).
+fn check_platform(caps: Capabilities, insecure: bool) -> Result<Capabilities> {
     tracing::info!("capabilities: {caps}");
     if let Some(why) = caps.refusal() {
         if !insecure {
@@ -222,7 +222,7 @@ fn real_main(cli: Cli) -> Result<i32> {
         } => {
             // Quiet by default: stderr carries the script's own stderr.
             init_logs("warn");
-            let caps = check_platform(common.insecure_no_sandbox)?;
+            let caps = check_platform(Capabilities::probe(), common.insecure_no_sandbox)?;
             let mut limits = Limits::default();
             if let Some(m) = memory_mb {
                 // For the language this run uses, whatever its default.
@@ -298,8 +298,9 @@ fn serve(mut common: Common, config_path: Option<&std::path::Path>) -> Result<i3
     if let Some(w) = lowered {
         tracing::warn!("{w}");
     }
-    let caps = check_platform(common.insecure_no_sandbox)?;
-    let manifest = load_manifest(&common.bundle)?;
+    let (caps, manifest) = Capabilities::probe_while(|| load_manifest(&common.bundle));
+    let caps = check_platform(caps, common.insecure_no_sandbox)?;
+    let manifest = manifest?;
     let deps = manifest
         .languages
         .iter()

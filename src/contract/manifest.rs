@@ -144,20 +144,29 @@ impl BundleManifest {
                 }
             }
         })?;
-        // Check the version before the full parse so an old runtime says the useful thing.
-        #[derive(Deserialize)]
-        struct Probe {
-            format_version: u32,
-        }
-        if let Ok(p) = serde_json::from_slice::<Probe>(&bytes) {
-            if p.format_version != FORMAT_VERSION {
+        let source = match serde_json::from_slice::<Self>(&bytes) {
+            Ok(m) if m.format_version == FORMAT_VERSION => return Ok(m),
+            Ok(m) => {
                 return Err(BundleError::Version {
                     path,
-                    found: p.format_version,
-                });
+                    found: m.format_version,
+                })
             }
+            Err(e) => e,
+        };
+        // Another format version fails the parse above in other places first: an old
+        // runtime should say the useful thing, the version, rather than a field it lacks.
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            format_version: u32,
         }
-        serde_json::from_slice(&bytes).map_err(|source| BundleError::Parse { path, source })
+        match serde_json::from_slice::<VersionOnly>(&bytes) {
+            Ok(v) if v.format_version != FORMAT_VERSION => Err(BundleError::Version {
+                path,
+                found: v.format_version,
+            }),
+            _ => Err(BundleError::Parse { path, source }),
+        }
     }
 
     /// The architecture the bundle was built for: the one its seccomp programs were compiled

@@ -36,11 +36,19 @@ const B_SECCOMP: u32 = 256;
 impl Capabilities {
     /// Run the probe. Call before starting threads (it forks).
     pub fn probe() -> Capabilities {
+        Self::probe_while(|| ()).0
+    }
+
+    /// [`Capabilities::probe`], doing `work` meanwhile: the probe child takes a millisecond
+    /// or more (it makes and drops five namespaces), which a start spends reading its bundle.
+    /// Call before starting threads (it forks); `work` may start none either.
+    pub fn probe_while<T>(work: impl FnOnce() -> T) -> (Capabilities, T) {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
-        let bits = probe_child().unwrap_or(0);
+        let (bits, done) = probe_child(work);
+        let bits = bits.unwrap_or(0);
         let pidfd = pidfd_works();
-        Capabilities {
+        let caps = Capabilities {
             root,
             mount_ns: bits & B_MNT != 0,
             pid_ns: bits & B_PID != 0,
@@ -52,7 +60,8 @@ impl Capabilities {
             setuid: bits & B_SETUID != 0,
             seccomp: bits & B_SECCOMP != 0,
             pidfd,
-        }
+        };
+        (caps, done)
     }
 
     /// Why code must not run here, or None when the platform gives the minimum the security
@@ -120,24 +129,31 @@ fn pidfd_works() -> bool {
     }
 }
 
-fn probe_child() -> Option<u32> {
+/// The probe child's bits (None when it could not run), and `work`'s result, done while the
+/// child probes.
+fn probe_child<T>(work: impl FnOnce() -> T) -> (Option<u32>, T) {
     let mut fds = [0i32; 2];
     // SAFETY: plain pipe/fork/wait; the child only makes syscalls and _exits.
-    unsafe {
+    let pid = unsafe {
         if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-            return None;
+            return (None, work());
         }
         let pid = libc::fork();
         if pid < 0 {
             libc::close(fds[0]);
             libc::close(fds[1]);
-            return None;
+            return (None, work());
         }
         if pid == 0 {
             let bits = child_bits();
             libc::write(fds[1], std::ptr::addr_of!(bits).cast(), 4);
             libc::_exit(0);
         }
+        pid
+    };
+    let done = work();
+    // SAFETY: our own pipe and child.
+    let bits = unsafe {
         libc::close(fds[1]);
         let mut bits = 0u32;
         let n = libc::read(fds[0], std::ptr::addr_of_mut!(bits).cast(), 4);
@@ -145,7 +161,8 @@ fn probe_child() -> Option<u32> {
         let mut status = 0;
         libc::waitpid(pid, &mut status, 0);
         (n == 4).then_some(bits)
-    }
+    };
+    (bits, done)
 }
 
 /// In the probe child: try everything, keep what worked.
