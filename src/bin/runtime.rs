@@ -246,7 +246,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 }
             };
             if network {
-                prebake::runtime::netfiles::sync_from_container(sandbox.rootfs(), false);
+                sandbox.sync_resolver_files();
             }
             let out = sandbox.run(&RunRequest {
                 language,

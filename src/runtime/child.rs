@@ -75,6 +75,7 @@ steps! {
     Panic => "finish the sandbox setup (internal error in the child)",
     Cgroup => "join the run's cgroup",
     Netns => "join the network namespace of runs with network",
+    MountResolver => "mount the resolver files over /etc/resolv.conf and /etc/hosts",
 }
 
 impl Step {
@@ -129,7 +130,14 @@ pub struct ChildPlan<'a> {
     /// A descriptor kept open across `execve` at fd 4 (the warm pool's control socket for
     /// its zygote), or -1.
     pub keep: c_int,
+    /// Detached read-only bind mounts of the container's resolver files and where each goes
+    /// (`ROOTFS/etc/resolv.conf`...), moved into place in the run's mount namespace (see
+    /// [`super::netfiles::ResolverCopies`]). Empty without a mount namespace.
+    pub resolver: Vec<(c_int, CString)>,
 }
+
+/// move_mount(2): the source is the descriptor itself (a detached mount).
+const MOVE_MOUNT_F_EMPTY_PATH: c_ulong = 0x4;
 
 fn errno() -> i32 {
     // SAFETY: reading errno is async-signal-safe.
@@ -313,7 +321,17 @@ fn child_main(p: &ChildPlan) -> ! {
             fail(r, Step::Fds, errno());
         }
         let report = 3;
-        close_from(if p.keep >= 0 { 5 } else { 4 });
+        // The resolver mounts follow on the next descriptors, kept until they are moved into
+        // place below. (At most two, and the parent put them at >= 10 too.)
+        let resolver_fd0: c_int = if p.keep >= 0 { 5 } else { 4 };
+        let mut next = resolver_fd0;
+        for (fd, _) in &p.resolver {
+            if libc::dup2(*fd, next) < 0 {
+                fail(report, Step::Fds, errno());
+            }
+            next += 1;
+        }
+        close_from(next);
         // Its own session and process group in every mode: in a pid namespace too, the
         // child would otherwise stay in the server's group (a terminal's ^C or a kill of the
         // server's group would reach it), and without one the group is how leftovers are
@@ -344,6 +362,22 @@ fn child_main(p: &ChildPlan) -> ! {
                     null,
                 ) {
                     fail(report, Step::BindRoot, errno());
+                }
+                // Over the stubs, on the fresh bind (whose read-only remount below leaves
+                // these mounts their own read-only flag); pivot_root takes them along.
+                for (fd, (_, target)) in (resolver_fd0..).zip(p.resolver.iter()) {
+                    if libc::syscall(
+                        libc::SYS_move_mount,
+                        fd,
+                        c"".as_ptr(),
+                        libc::AT_FDCWD,
+                        target.as_ptr(),
+                        MOVE_MOUNT_F_EMPTY_PATH,
+                    ) != 0
+                    {
+                        fail(report, Step::MountResolver, errno());
+                    }
+                    libc::close(fd);
                 }
                 if !mount(
                     c"tmpfs".as_ptr(),
@@ -423,6 +457,10 @@ fn child_main(p: &ChildPlan) -> ! {
                 }
             }
             RootMode::None => {}
+        }
+        // Moved into place above, or never used (no mount namespace): not for the script.
+        for fd in resolver_fd0..next {
+            libc::close(fd);
         }
         if libc::chdir(c"/".as_ptr()) != 0 || libc::chdir(p.cwd.as_ptr()) != 0 {
             fail(report, Step::Chdir, errno());

@@ -3,10 +3,18 @@
 //! The rootfs carries stub `/etc/resolv.conf` and `/etc/hosts` written at build time; the real
 //! ones belong to the container and are only known at run time (Kubernetes and Docker write
 //! them at pod start and may rewrite them later). Before each run with network, the runtime
-//! copies the container's current two files over the stubs, and nothing else of the host's
-//! `/etc`. The rootfs is read-only to every run (a read-only bind in namespace mode, root-owned
-//! in chroot-only mode), so the files are read-only to scripts too; the same copy serves both
-//! isolation modes.
+//! copies the container's current two files, and nothing else of the host's `/etc`:
+//!
+//! - in namespaces mode into a private directory of its own ([`ResolverCopies`]), and each run
+//!   with network gets them mounted over the stubs in its own mount namespace (a read-only
+//!   detached bind made with `open_tree`, which the run's process moves into place). The
+//!   rootfs is never written, so this works with the image's rootfs tree on a read-only
+//!   container root filesystem;
+//! - in chroot-only mode, which has no mount namespace, over the stubs in the rootfs itself,
+//!   which must then be writable to the runtime.
+//!
+//! Either way the files are read-only to scripts (a read-only mount, or root-owned files in a
+//! root-owned tree).
 //!
 //! The rootfs's `etc` directory is opened without following symlinks and the files are replaced
 //! by an atomic rename anchored at that directory, so a tree whose `etc` or `resolv.conf` is a
@@ -51,6 +59,104 @@ pub fn sync_from_container(rootfs: &Path, behind_pasta: bool) {
     if let Err(e) = sync(Path::new("/etc"), rootfs, behind_pasta) {
         tracing::warn!(error = %e, rootfs = %rootfs.display(), "cannot copy /etc/resolv.conf and /etc/hosts into the rootfs; name resolution may fail in runs with network");
     }
+}
+
+/// The runtime's private copies of the container's resolver files (namespaces mode): a
+/// directory of its own, `DIR/etc/{resolv.conf,hosts}`, removed when dropped.
+pub struct ResolverCopies {
+    dir: tempfile::TempDir,
+}
+
+impl ResolverCopies {
+    /// A fresh private directory under the runtime's temporary directory (`/tmp`, writable
+    /// even with a read-only container root: see the README).
+    pub fn new() -> std::io::Result<ResolverCopies> {
+        let dir = tempfile::Builder::new()
+            .prefix("prebake-resolver-")
+            .tempdir()?;
+        std::fs::create_dir(dir.path().join("etc"))?;
+        Ok(ResolverCopies { dir })
+    }
+
+    /// [`sync`] from the container's `/etc` into the copies, before a run with network. A
+    /// failure is logged and the run goes on with the copies of the previous sync (or none:
+    /// the build-time stubs).
+    pub fn sync_from_container(&self, behind_pasta: bool) {
+        if let Err(e) = sync(Path::new("/etc"), self.dir.path(), behind_pasta) {
+            tracing::warn!(error = %e, copies = %self.dir.path().display(), "cannot copy /etc/resolv.conf and /etc/hosts; name resolution may fail in runs with network");
+        }
+    }
+
+    /// One detached read-only bind mount of each copy there is, for one run to move over the
+    /// stub of the same name in its `/etc` (a mount moved into place is used up, so each run
+    /// gets its own). A file the container lacks has no copy: the stub stays.
+    pub fn detached_mounts(&self) -> std::io::Result<Vec<(&'static str, OwnedFd)>> {
+        let mut out = Vec::new();
+        for name in RESOLVER_FILES {
+            let path = self.dir.path().join("etc").join(name);
+            if !path.exists() {
+                continue;
+            }
+            out.push((name, detached_read_only_bind(&path)?));
+        }
+        Ok(out)
+    }
+}
+
+/// `open_tree(OPEN_TREE_CLONE)` of `path`: a bind mount of it attached nowhere yet, made
+/// read-only, nosuid, nodev and noexec.
+fn detached_read_only_bind(path: &Path) -> std::io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NOSUID: u64 = 0x2;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: a valid NUL-terminated path; the returned descriptor is owned below.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    let fd = libc::c_int::try_from(fd).unwrap_or(-1);
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: the detached mount's descriptor, an empty path with AT_EMPTY_PATH, and a live
+    // struct of the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            std::ptr::addr_of!(attr),
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 fn open_dir_nofollow(path: &Path) -> std::io::Result<OwnedFd> {

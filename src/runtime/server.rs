@@ -280,7 +280,7 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     let result = tokio::task::spawn_blocking(move || {
         let _slot = (permit, counted);
         if run_req.network {
-            super::netfiles::sync_from_container(sandbox.rootfs(), sandbox.behind_pasta());
+            sandbox.sync_resolver_files();
         }
         sandbox.run(&run_req)
     })

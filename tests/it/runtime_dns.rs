@@ -95,13 +95,13 @@ fn world() -> World {
 }
 
 /// `runtime serve` in a mount namespace whose /etc/resolv.conf and /etc/hosts are the world's.
-fn serve_in(world: &World, fixture: Fixture, namespaces: bool) -> Server {
+fn serve_in(world: &World, fixture: Fixture, namespaces: bool, warm: bool) -> Server {
     let hosts = world.files.path().join("hosts");
     let resolv = world.files.path().join("resolv.conf");
     let s = Server::spawn_wrapped(
         fixture,
         &format!("namespaces: {namespaces}\n"),
-        &[],
+        &[("SANDBOX_WARM_POOL", if warm { "true" } else { "false" })],
         &[
             "unshare",
             "--mount",
@@ -116,6 +116,7 @@ fn serve_in(world: &World, fixture: Fixture, namespaces: bool) -> Server {
         ],
     );
     s.wait_healthy();
+    s.wait_warm_pool();
     s
 }
 
@@ -134,13 +135,36 @@ fn dify_fixture() -> Fixture {
 }
 
 /// Run `check(server, web_port, namespaces)` in both isolation modes, each over a server in the
-/// test's world (the tests need root, `unshare` and `node`).
+/// test's world, with the warm pool off and on (the tests need root, `unshare` and `node`).
+///
+/// Namespaces mode mounts the resolver files in each run's own mount namespace: the rootfs's
+/// files stay as they were.
 fn in_both_modes(check: impl Fn(&Server, u16, bool)) {
     let w = world();
+    let rootfs_etc = |name: &str| {
+        let p = dify_fixture().root.join("etc").join(name);
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        (std::fs::read(&p).unwrap(), m.modified().unwrap(), m.len())
+    };
     for ns in [true, false] {
-        let s = serve_in(&w, dify_fixture(), ns);
-        check(&s, w.port, ns);
-        assert_eq!(s.stop().code(), Some(0));
+        for warm in [false, true] {
+            let before = (rootfs_etc("resolv.conf"), rootfs_etc("hosts"));
+            let s = serve_in(&w, dify_fixture(), ns, warm);
+            check(&s, w.port, ns);
+            if ns {
+                let after = (rootfs_etc("resolv.conf"), rootfs_etc("hosts"));
+                assert!(
+                    before == after,
+                    "namespaces mode wrote the rootfs's resolver files"
+                );
+                // The mounts were the runs' own: none is left in the server's namespace.
+                let mounts =
+                    std::fs::read_to_string(format!("/proc/{}/mountinfo", s.child.id())).unwrap();
+                let root = dify_fixture().root.to_str().unwrap();
+                assert!(!mounts.lines().any(|l| l.contains(root)), "{mounts}");
+            }
+            assert_eq!(s.stop().code(), Some(0), "namespaces={ns} warm={warm}");
+        }
     }
 }
 

@@ -97,6 +97,9 @@ pub struct Sandbox {
     net: Decided<Option<super::netns::SandboxNet>>,
     /// Zygotes that fork Python runs (see [`warm`]), once started.
     warm: OnceLock<std::sync::Arc<warm::WarmPool>>,
+    /// The private copies of the container's resolver files that runs with network get
+    /// mounted (namespaces mode); None: they are copied into the rootfs instead.
+    resolver: Option<super::netfiles::ResolverCopies>,
 }
 
 /// A value set once, possibly after the sandbox is shared between threads; readers wait for
@@ -254,6 +257,17 @@ impl Sandbox {
         } else {
             Vec::new()
         };
+        let resolver = if isolation.mount_ns {
+            match super::netfiles::ResolverCopies::new() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot make a private directory for the resolver files; runs with network get them copied into the rootfs, which must then be writable");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(Sandbox {
             rootfs: rootfs.to_path_buf(),
             languages,
@@ -264,6 +278,7 @@ impl Sandbox {
             run_filter,
             net: Decided::default(),
             warm: OnceLock::new(),
+            resolver,
         })
     }
 
@@ -290,6 +305,15 @@ impl Sandbox {
     /// The namespace of runs with network, once [`Sandbox::attach_network`] decided it.
     fn network(&self) -> Option<&super::netns::SandboxNet> {
         self.net.wait().as_ref()
+    }
+
+    /// Bring the resolver files runs with network see up to date with the container's (see
+    /// [`super::netfiles`]); call before each run with network.
+    pub fn sync_resolver_files(&self) {
+        match &self.resolver {
+            Some(copies) => copies.sync_from_container(self.behind_pasta()),
+            None => super::netfiles::sync_from_container(&self.rootfs, self.behind_pasta()),
+        }
     }
 
     /// Whether runs with network are behind pasta (see [`super::netns`]); waits like a run

@@ -3,12 +3,12 @@
 
 use super::chroot_tmp::RunTmp;
 use super::supervise::supervise;
-use super::sys::{code_fd, cstr, os, path_c, pipe, read_full};
+use super::sys::{code_fd, cstr, high_fd, os, path_c, pipe, read_full};
 use super::tree::{kill_uid, Child};
 use super::{RunOutcome, Sandbox, SandboxError};
 use crate::runtime::child::{self, ChildPlan, RootMode, Step};
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::time::{Duration, Instant};
 
 /// One run's input.
@@ -121,6 +121,26 @@ impl Sandbox {
             }
             None => None,
         };
+        // Runs with network see the container's resolver files, mounted in their own mount
+        // namespace (see `netfiles`); the descriptors live until the child has them.
+        let resolver_mounts = match (&self.resolver, req.network && iso.mount_ns) {
+            (Some(copies), true) => match copies.detached_mounts() {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot make the resolver files' mounts; this run with network sees the build-time stubs and may not resolve names");
+                    Vec::new()
+                }
+            },
+            _ => Vec::new(),
+        };
+        let mut resolver_fds = Vec::with_capacity(resolver_mounts.len());
+        let mut resolver = Vec::with_capacity(resolver_mounts.len());
+        for (name, fd) in resolver_mounts {
+            // high_fd closes the descriptor it is given: hand over the ownership.
+            let fd = high_fd(fd.into_raw_fd())?;
+            resolver.push((fd.as_raw_fd(), path_c(&self.rootfs.join("etc").join(name))?));
+            resolver_fds.push(fd);
+        }
         let rootfs_c = path_c(&self.rootfs)?;
         let dev = self.rootfs.join("dev");
         let devs = self.dev_binds()?;
@@ -167,6 +187,7 @@ impl Sandbox {
             stderr: err_w.as_raw_fd(),
             report: rep_w.as_raw_fd(),
             keep: -1,
+            resolver,
         };
 
         let start = Instant::now();
@@ -185,7 +206,7 @@ impl Sandbox {
             })?,
         };
         drop(plan);
-        drop((code, out_w, err_w, rep_w));
+        drop((code, out_w, err_w, rep_w, resolver_fds));
         let child = Child::new(pid, &lease, iso)?;
 
         // Did the exec happen? EOF on the report pipe means yes.

@@ -162,6 +162,7 @@ impl Sandbox {
                 "steps": steps,
                 "sys_clone": libc::SYS_clone,
                 "sys_seccomp": libc::SYS_seccomp,
+                "sys_move_mount": libc::SYS_move_mount,
                 "argv": cold_argv,
                 "policies": {
                     "plain": hex_programs(lang.seccomp.as_ref()),
@@ -328,6 +329,7 @@ impl WarmPool {
         if plan.netns >= 0 {
             fds.push(plan.netns);
         }
+        fds.extend(plan.resolver.iter().map(|(fd, _)| *fd));
         fds.extend(plan.cgroup_procs.iter().copied().filter(|fd| *fd >= 0));
         let mut guard = slot.zygote.lock().ok()?;
         let zygote = guard.as_mut()?;
@@ -374,6 +376,17 @@ fn run_message(plan: &ChildPlan, network: bool) -> Vec<u8> {
         "policy": plan.seccomp.map(|_| if network { "net" } else { "plain" }),
         "run_filter": plan.extra_filter.is_some(),
         "netns": plan.netns >= 0,
+        // Where each resolver mount goes, seen from inside the root (the zygote's `/`).
+        "resolver": plan
+            .resolver
+            .iter()
+            .map(|(_, target)| {
+                let inside = std::path::Path::new(to_str(target))
+                    .strip_prefix(to_str(&plan.rootfs))
+                    .unwrap_or(std::path::Path::new(""));
+                format!("/{}", inside.display())
+            })
+            .collect::<Vec<_>>(),
     })
     .to_string()
     .into_bytes()

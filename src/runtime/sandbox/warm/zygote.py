@@ -44,6 +44,8 @@ PR_SET_NO_NEW_PRIVS = 38
 SIGKILL = 9
 SECCOMP_SET_MODE_FILTER = 1
 CLONE_NEWNET = 0x40000000
+AT_FDCWD = -100
+MOVE_MOUNT_F_EMPTY_PATH = 4
 
 
 class SockFprog(ctypes.Structure):
@@ -83,6 +85,7 @@ class Zygote:
     def __init__(self, setup):
         self.steps = setup["steps"]
         self.sys_clone = setup["sys_clone"]
+        self.sys_move_mount = setup["sys_move_mount"]
         self.sys_seccomp = setup["sys_seccomp"]
         self.orig_argv = setup["argv"]
         self.policies = {
@@ -205,12 +208,28 @@ class Zygote:
             # The environment comes on a file of its own, read here only: what a zygote
             # holds, every later run could read, and proxy settings are for runs with network.
             env = read_to_end(fds[4]).split(b"\0")
-            cgroup_fds = fds[5 + (1 if plan["netns"] else 0):]
+            first_resolver = 5 + (1 if plan["netns"] else 0)
+            resolver = list(zip(fds[first_resolver:], plan["resolver"]))
+            cgroup_fds = fds[first_resolver + len(resolver):]
             step = "Cgroup"
             for fd in cgroup_fds:
                 os.write(fd, b"0")
             if plan["netns"]:
                 check(LIBC.setns(fds[5], CLONE_NEWNET), "Netns")
+            # The container's resolver files over the stubs, in this run's own mount
+            # namespace (the zygote's root is the rootfs: the targets are /etc/...).
+            for fd, target in resolver:
+                check(
+                    LIBC.syscall(
+                        ctypes.c_long(self.sys_move_mount),
+                        ctypes.c_int(fd),
+                        b"",
+                        ctypes.c_int(AT_FDCWD),
+                        target.encode(),
+                        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
+                    ),
+                    "MountResolver",
+                )
             step = "Fds"
             os.dup2(fds[0], 0)
             os.dup2(fds[1], 1)

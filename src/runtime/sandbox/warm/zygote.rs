@@ -139,6 +139,7 @@ impl Zygote {
             stderr: log_w.as_raw_fd(),
             report: rep_w.as_raw_fd(),
             keep: theirs.as_raw_fd(),
+            resolver: Vec::new(),
         };
         // SAFETY: the plan and everything it points to live until after spawn returns in
         // the parent; the child never returns from spawn.
