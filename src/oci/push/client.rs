@@ -109,7 +109,23 @@ impl Client {
             200..=299 => Ok(()),
             401 => {
                 let challenge = challenge_of(&response);
-                self.authenticate(challenge, "GET /v2/")
+                self.authenticate(challenge, "GET /v2/")?;
+                // Try the credentials (or token) at once: wrong ones fail here, clearly,
+                // instead of at the first blob.
+                let url = format!("{}/v2/", self.base);
+                let what = "GET /v2/ with credentials";
+                let mut again = self.send(what, &mut |agent, auth| {
+                    let mut r = agent.get(&url);
+                    if let Some(a) = auth {
+                        r = r.header("Authorization", a);
+                    }
+                    r.call()
+                })?;
+                if again.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(self.status_error(what.into(), &mut again))
+                }
             }
             _ => {
                 Err(self.status_error("GET /v2/ (is this an OCI registry?)".into(), &mut response))
