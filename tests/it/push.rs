@@ -1,0 +1,511 @@
+//! Issue 13 item 4: `prebake push` to a real registry (Debian's `docker-registry`, the
+//! distribution project's registry 2.8, started by each test on a free localhost port with its
+//! own storage and killed at the end), read back with skopeo: the same manifest bytes and
+//! digest, the same blobs; a second push uploads nothing; htpasswd Basic auth with docker's
+//! config.json; an image index walked down to its image; an SBOM-like referrer pushed after its
+//! subject and listed under the referrers tag (registry 2.8 has no referrers API).
+
+use crate::support;
+use serde_json::{json, Value};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const EPOCH: &str = "1700000000";
+const REPO: &str = "team/prebake-python";
+
+/// A `docker-registry serve` of this test, on 127.0.0.1:`port`.
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts a registry; with `htpasswd` (user, password) it asks for Basic auth.
+    fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = support::free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: prebake-push-test\n",
+            dir.path().join("storage").display()
+        );
+        if let Some((user, password)) = htpasswd {
+            // bcrypt, the only hash registry 2.8 accepts, from apache2-utils' htpasswd.
+            let line = support::run_stdout(Command::new("htpasswd").args(["-Bbn", user, password]));
+            let file = dir.path().join("htpasswd");
+            fs::write(&file, line.trim()).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: prebake-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        fs::write(&config_path, config).unwrap();
+        let log = fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let registry = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        registry.wait_ready();
+        registry
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "docker-registry did not listen on {} in 20 s:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self._dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn reference(&self, tag: &str) -> String {
+        format!("{}/{REPO}:{tag}", self.host())
+    }
+
+    /// GET of a registry API path, anonymous: (status, body).
+    fn get(&self, path: &str, accept: &str) -> (u16, Vec<u8>) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .get(&format!("http://{}{path}", self.host()))
+            .header("Accept", accept)
+            .call()
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_vec().unwrap())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One image built by `prebake build` (python3 spec), shared by the tests.
+fn built_layout() -> &'static Path {
+    static S: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &S.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let spec = support::repo_root().join("images/python3.yaml");
+        let mut c = support::prebake(&[
+            "build",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--tag",
+            "prebake-push-test:1",
+        ]);
+        support::run(c.env("SOURCE_DATE_EPOCH", EPOCH));
+        let layout = out.join("image");
+        (tmp, layout)
+    })
+    .1
+}
+
+/// `prebake push ARGS` with `env` and no credentials unless `env` gives some (HOME and
+/// DOCKER_CONFIG point at an empty directory).
+fn push(args: &[&str], env: &[(&str, &str)]) -> Output {
+    static EMPTY: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let empty = EMPTY.get_or_init(|| tempfile::tempdir().unwrap()).path();
+    let mut c = support::prebake(&["push"]);
+    c.args(args)
+        .env("HOME", empty)
+        .env("DOCKER_CONFIG", empty)
+        .env_remove("PREBAKE_REGISTRY_USER")
+        .env_remove("PREBAKE_REGISTRY_PASSWORD");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run prebake push")
+}
+
+fn push_ok(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let out = push(args, env);
+    support::assert_success(&out, &format!("prebake push {args:?}"));
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+}
+
+fn blob_path(layout: &Path, digest: &str) -> PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
+}
+
+/// The digests of the blobs in a layout's `blobs/sha256`, sorted.
+fn blob_names(layout: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The digest of the layout's only `index.json` entry.
+fn top_digest(layout: &Path) -> String {
+    let index = read_json(&layout.join("index.json"));
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
+    index["manifests"][0]["digest"].as_str().unwrap().to_owned()
+}
+
+/// A copy of `layout` at `dir` without its `index.json` (blobs hard-linked: they are large).
+fn copy_layout(layout: &Path, dir: &Path) {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    for e in fs::read_dir(layout.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        fs::hard_link(e.path(), blobs.join(e.file_name())).unwrap();
+    }
+    fs::copy(layout.join("oci-layout"), dir.join("oci-layout")).unwrap();
+}
+
+/// Adds `bytes` as a blob of the layout at `dir`; returns its digest.
+fn add_blob(dir: &Path, bytes: &[u8]) -> String {
+    let hex = support::sha256(bytes);
+    fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+    format!("sha256:{hex}")
+}
+
+fn descriptor(media_type: &str, digest: &str, size: usize) -> Value {
+    json!({"mediaType": media_type, "digest": digest, "size": size})
+}
+
+/// The raw manifest at `reference` (`docker://…`), as skopeo sees it.
+fn skopeo_raw(reference: &str, extra: &[&str]) -> Vec<u8> {
+    let mut c = Command::new("skopeo");
+    c.args(["inspect", "--raw", "--tls-verify=false"])
+        .args(extra)
+        .arg(format!("docker://{reference}"));
+    support::run(&mut c).stdout
+}
+
+/// The last stdout line of a push: `HOST/REPO@sha256:…`.
+fn pushed_digest(stdout: &str) -> String {
+    let last = stdout.lines().last().unwrap_or_default();
+    let (_, digest) = last
+        .rsplit_once('@')
+        .unwrap_or_else(|| panic!("no NAME@DIGEST line in {stdout:?}"));
+    digest.to_owned()
+}
+
+#[test]
+#[cfg_attr(
+    not(all(have_docker_registry, have_skopeo)),
+    ignore = "needs docker-registry and skopeo"
+)]
+fn push_keeps_the_digests_and_a_second_push_uploads_nothing() {
+    let _x = support::exclusive();
+    let layout = built_layout();
+    let registry = Registry::start(None);
+    let digest = top_digest(layout);
+
+    let reference = registry.reference("1.0");
+    let (stdout, stderr) = push_ok(
+        &[layout.to_str().unwrap(), &reference, "--tag", "latest"],
+        &[],
+    );
+    assert_eq!(pushed_digest(&stdout), digest, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("{}/{REPO}:latest", registry.host())),
+        "{stdout}"
+    );
+    assert!(stderr.contains("uploaded"), "{stderr}");
+    assert!(
+        !stderr.contains("already there, skipped"),
+        "a fresh registry had a blob:\n{stderr}"
+    );
+
+    let manifest_bytes = fs::read(blob_path(layout, &digest)).unwrap();
+    for tag in ["1.0", "latest"] {
+        let raw = skopeo_raw(&registry.reference(tag), &[]);
+        assert_eq!(
+            raw, manifest_bytes,
+            "the registry's {tag} is not our manifest"
+        );
+        let pulled = tempfile::tempdir().unwrap();
+        let dest = format!("oci:{}:{tag}", pulled.path().display());
+        support::run(Command::new("skopeo").args([
+            "--insecure-policy",
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            &format!("docker://{}", registry.reference(tag)),
+            &dest,
+        ]));
+        assert_eq!(top_digest(pulled.path()), digest, "skopeo's pull of {tag}");
+        assert_eq!(
+            blob_names(pulled.path()),
+            blob_names(layout),
+            "blobs of {tag}"
+        );
+        for name in blob_names(layout) {
+            assert_eq!(
+                support::sha256_file(&blob_path(pulled.path(), &name)),
+                name.strip_prefix("sha256:").unwrap()
+            );
+        }
+    }
+
+    // Again: the registry has everything; only the tags are PUT.
+    let (stdout, stderr) = push_ok(
+        &[layout.to_str().unwrap(), &reference, "--tag", "latest"],
+        &[],
+    );
+    assert_eq!(pushed_digest(&stdout), digest);
+    assert!(
+        !stderr.contains(" uploading"),
+        "the second push uploaded:\n{stderr}"
+    );
+    assert!(stderr.contains("0 blobs uploaded"), "{stderr}");
+    assert!(stderr.contains("already there"), "{stderr}");
+}
+
+#[test]
+#[cfg_attr(
+    not(all(have_docker_registry, have_skopeo, have_htpasswd)),
+    ignore = "needs docker-registry, skopeo and htpasswd (apache2-utils)"
+)]
+fn basic_auth_uses_docker_config_and_fails_clearly_without_it() {
+    let _x = support::exclusive();
+    let layout = built_layout();
+    let registry = Registry::start(Some(("alice", "s3cret-pw")));
+    let reference = registry.reference("auth");
+    let layout_arg = layout.to_str().unwrap();
+
+    // No credentials anywhere: refused before anything is sent, saying how to log in.
+    let out = push(&[layout_arg, &reference], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "pushed without credentials:\n{stderr}"
+    );
+    assert!(stderr.contains(&registry.host()), "{stderr}");
+    assert!(stderr.contains("username and password"), "{stderr}");
+    assert!(
+        stderr.contains("docker login") && stderr.contains("PREBAKE_REGISTRY_PASSWORD"),
+        "{stderr}"
+    );
+
+    // Wrong password from the environment: the registry's 401, and whose credentials failed.
+    let out = push(
+        &[layout_arg, &reference],
+        &[
+            ("PREBAKE_REGISTRY_USER", "alice"),
+            ("PREBAKE_REGISTRY_PASSWORD", "wrong"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "pushed with a wrong password:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("HTTP 401") && stderr.contains("UNAUTHORIZED"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("refused the credentials of alice"),
+        "{stderr}"
+    );
+
+    // docker's config.json, as `docker login` writes it.
+    let config = tempfile::tempdir().unwrap();
+    let auth = support::run_stdout(
+        Command::new("sh").args(["-c", "printf %s alice:s3cret-pw | base64 -w0"]),
+    );
+    fs::write(
+        config.path().join("config.json"),
+        json!({"auths": {registry.host(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let (stdout, stderr) = push_ok(
+        &[layout_arg, &reference],
+        &[("DOCKER_CONFIG", config.path().to_str().unwrap())],
+    );
+    assert!(stderr.contains("basic auth as alice"), "{stderr}");
+    let digest = top_digest(layout);
+    assert_eq!(pushed_digest(&stdout), digest);
+    let raw = skopeo_raw(&reference, &["--creds", "alice:s3cret-pw"]);
+    assert_eq!(format!("sha256:{}", support::sha256(&raw)), digest);
+}
+
+#[test]
+#[cfg_attr(
+    not(all(have_docker_registry, have_skopeo)),
+    ignore = "needs docker-registry and skopeo"
+)]
+fn an_index_goes_up_after_its_image_and_a_referrer_after_its_subject() {
+    let _x = support::exclusive();
+    let layout = built_layout();
+    let registry = Registry::start(None);
+    let image_digest = top_digest(layout);
+    let image_bytes = fs::read(blob_path(layout, &image_digest)).unwrap();
+    let manifest_type = "application/vnd.oci.image.manifest.v1+json";
+    let index_type = "application/vnd.oci.image.index.v1+json";
+
+    // An image index over the image (as a multi-platform build would write), and an SBOM-like
+    // artifact whose subject is the index, both listed in index.json (referrer first, to
+    // show the order comes from the subject and not from the list).
+    let mut image_desc = descriptor(manifest_type, &image_digest, image_bytes.len());
+    image_desc["platform"] = json!({"architecture": "amd64", "os": "linux"});
+    let index_bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": index_type, "manifests": [image_desc],
+    }))
+    .unwrap();
+    let sbom = br#"{"spdxVersion":"SPDX-2.3","name":"test"}"#.to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    copy_layout(layout, dir.path());
+    let index_digest = &add_blob(dir.path(), &index_bytes);
+    let sbom_digest = add_blob(dir.path(), &sbom);
+    let empty_digest = add_blob(dir.path(), b"{}");
+    let referrer_bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": manifest_type,
+        "artifactType": "application/spdx+json",
+        "config": descriptor("application/vnd.oci.empty.v1+json", &empty_digest, 2),
+        "layers": [descriptor("application/spdx+json", &sbom_digest, sbom.len())],
+        "subject": descriptor(index_type, index_digest, index_bytes.len()),
+        "annotations": {"org.opencontainers.image.created": "2023-11-14T22:13:20Z"},
+    }))
+    .unwrap();
+    let referrer_digest = add_blob(dir.path(), &referrer_bytes);
+    fs::write(
+        dir.path().join("index.json"),
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": index_type,
+            "manifests": [
+                descriptor(manifest_type, &referrer_digest, referrer_bytes.len()),
+                descriptor(index_type, index_digest, index_bytes.len()),
+            ],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+
+    let reference = registry.reference("multi");
+    let (stdout, stderr) = push_ok(&[dir.path().to_str().unwrap(), &reference], &[]);
+    // The tag names the index, not the image or the referrer.
+    assert_eq!(&pushed_digest(&stdout), index_digest, "{stderr}");
+    assert_eq!(skopeo_raw(&reference, &[]), index_bytes);
+    // Order: image, then the index, then the referrer.
+    let at = |digest: &str| {
+        stderr
+            .find(&format!("manifest {digest} pushed"))
+            .unwrap_or_else(|| panic!("{digest} not pushed:\n{stderr}"))
+    };
+    assert!(at(&image_digest) < at(index_digest), "{stderr}");
+    assert!(at(index_digest) < at(&referrer_digest), "{stderr}");
+
+    // Everything is there by digest, byte for byte.
+    let by_digest = |d: &str| format!("{}/{REPO}@{d}", registry.host());
+    assert_eq!(skopeo_raw(&by_digest(&image_digest), &[]), image_bytes);
+    assert_eq!(
+        skopeo_raw(&by_digest(&referrer_digest), &[]),
+        referrer_bytes
+    );
+    let (status, body) = registry.get(&format!("/v2/{REPO}/blobs/{sbom_digest}"), "*/*");
+    assert_eq!((status, body), (200, sbom));
+
+    // Registry 2.8 has no referrers API (distribution added it in 3.0): prebake falls back
+    // to the spec's referrers tag, where oras, cosign and scanners look on such registries.
+    let (status, _) = registry.get(&format!("/v2/{REPO}/referrers/{index_digest}"), index_type);
+    assert_eq!(
+        status, 404,
+        "registry 2.8 answered the referrers API; check its listing instead"
+    );
+    let tag = index_digest.replacen(':', "-", 1);
+    assert!(stderr.contains(&format!("referrers tag {tag}")), "{stderr}");
+    let listing: Value = serde_json::from_slice(&skopeo_raw(
+        &format!("{}/{REPO}:{tag}", registry.host()),
+        &[],
+    ))
+    .unwrap();
+    let listed = &listing["manifests"][0];
+    assert_eq!(
+        listing["manifests"].as_array().unwrap().len(),
+        1,
+        "{listing}"
+    );
+    assert_eq!(listed["digest"], referrer_digest.as_str(), "{listing}");
+    assert_eq!(listed["artifactType"], "application/spdx+json", "{listing}");
+    assert_eq!(listed["size"], referrer_bytes.len(), "{listing}");
+
+    // A second push keeps the referrers tag as it is: one entry.
+    push_ok(&[dir.path().to_str().unwrap(), &reference], &[]);
+    let again: Value = serde_json::from_slice(&skopeo_raw(
+        &format!("{}/{REPO}:{tag}", registry.host()),
+        &[],
+    ))
+    .unwrap();
+    assert_eq!(again, listing);
+}
+
+#[test]
+#[cfg_attr(not(have_docker_registry), ignore = "needs docker-registry")]
+fn a_damaged_blob_is_named_and_nothing_is_tagged() {
+    let _x = support::exclusive();
+    let layout = built_layout();
+    let registry = Registry::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    copy_layout(layout, dir.path());
+    fs::copy(layout.join("index.json"), dir.path().join("index.json")).unwrap();
+    // Replace (not change: the blobs are hard links to the shared build) the config blob.
+    let manifest = read_json(&blob_path(layout, &top_digest(layout)));
+    let config = manifest["config"]["digest"].as_str().unwrap();
+    let path = blob_path(dir.path(), config);
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, b"{\"tampered\":true}").unwrap();
+
+    let reference = registry.reference("bad");
+    let out = push(&[dir.path().to_str().unwrap(), &reference], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(config) && stderr.contains("damaged"),
+        "{stderr}"
+    );
+    let (status, _) = registry.get(
+        &format!("/v2/{REPO}/manifests/bad"),
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    assert_eq!(status, 404, "the tag exists after a failed push");
+}
