@@ -23,25 +23,11 @@ const DEFAULT_VENV: &str = "/var/tmp/prebake-fixture-venv";
 
 /// Commands looked up on `PATH`; each gives the cfg `have_<name>` ('-' becomes '_':
 /// `have_docker_registry`).
+// Kept compact by hand: rustfmt puts one name a line once a name is long (docker-registry).
+#[rustfmt::skip]
 const TOOLS: &[&str] = &[
-    "bash",
-    "cc",
-    "chroot",
-    "docker-registry",
-    "gzip",
-    "htpasswd",
-    "ldconfig",
-    "ldd",
-    "node",
-    "pasta",
-    "python3",
-    "runc",
-    "skopeo",
-    "strace",
-    "tar",
-    "umoci",
-    "unshare",
-    "zstd",
+    "bash", "cc", "chroot", "docker-registry", "gzip", "htpasswd", "ldconfig", "ldd", "node",
+    "openssl", "pasta", "python3", "runc", "skopeo", "strace", "tar", "umoci", "unshare", "zstd",
 ];
 
 struct Requirement {

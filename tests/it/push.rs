@@ -26,6 +26,15 @@ struct Registry {
 impl Registry {
     /// Starts a registry; with `htpasswd` (user, password) it asks for Basic auth.
     fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        Registry::start_config(htpasswd, "")
+    }
+
+    /// Starts a registry with `extra` appended to its config (an `auth:` section).
+    fn start_with(extra: &str) -> Registry {
+        Registry::start_config(None, extra)
+    }
+
+    fn start_config(htpasswd: Option<(&str, &str)>, extra: &str) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = support::free_port();
         let mut config = format!(
@@ -42,6 +51,7 @@ impl Registry {
                 file.display()
             ));
         }
+        config.push_str(extra);
         let config_path = dir.path().join("config.yml");
         fs::write(&config_path, config).unwrap();
         let log = fs::File::create(dir.path().join("registry.log")).unwrap();
@@ -157,6 +167,35 @@ fn push_ok(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     )
+}
+
+/// `prebake push ARGS` that must fail; its stderr.
+fn push_err(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = push(args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "prebake push {args:?} {env:?} succeeded:\n{stderr}"
+    );
+    stderr
+}
+
+/// The environment that gives `prebake push` a username and password.
+fn env_credentials<'a>(user: &'a str, password: &'a str) -> [(&'a str, &'a str); 2] {
+    [
+        ("PREBAKE_REGISTRY_USER", user),
+        ("PREBAKE_REGISTRY_PASSWORD", password),
+    ]
+}
+
+/// The registry's manifest at `reference`, read by skopeo as `user:password`, has `digest`.
+fn assert_registry_digest(reference: &str, creds: &str, digest: &str) {
+    let raw = skopeo_raw(reference, &["--creds", creds]);
+    assert_eq!(
+        format!("sha256:{}", support::sha256(&raw)),
+        digest,
+        "{reference}"
+    );
 }
 
 fn read_json(p: &Path) -> Value {
@@ -311,12 +350,7 @@ fn basic_auth_uses_docker_config_and_fails_clearly_without_it() {
     let layout_arg = layout.to_str().unwrap();
 
     // No credentials anywhere: refused before anything is sent, saying how to log in.
-    let out = push(&[layout_arg, &reference], &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "pushed without credentials:\n{stderr}"
-    );
+    let stderr = push_err(&[layout_arg, &reference], &[]);
     assert!(stderr.contains(&registry.host()), "{stderr}");
     assert!(stderr.contains("username and password"), "{stderr}");
     assert!(
@@ -325,17 +359,9 @@ fn basic_auth_uses_docker_config_and_fails_clearly_without_it() {
     );
 
     // Wrong password from the environment: the registry's 401, and whose credentials failed.
-    let out = push(
+    let stderr = push_err(
         &[layout_arg, &reference],
-        &[
-            ("PREBAKE_REGISTRY_USER", "alice"),
-            ("PREBAKE_REGISTRY_PASSWORD", "wrong"),
-        ],
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "pushed with a wrong password:\n{stderr}"
+        &env_credentials("alice", "wrong"),
     );
     assert!(
         stderr.contains("HTTP 401") && stderr.contains("UNAUTHORIZED"),
@@ -363,8 +389,7 @@ fn basic_auth_uses_docker_config_and_fails_clearly_without_it() {
     assert!(stderr.contains("basic auth as alice"), "{stderr}");
     let digest = top_digest(layout);
     assert_eq!(pushed_digest(&stdout), digest);
-    let raw = skopeo_raw(&reference, &["--creds", "alice:s3cret-pw"]);
-    assert_eq!(format!("sha256:{}", support::sha256(&raw)), digest);
+    assert_registry_digest(&reference, "alice:s3cret-pw", &digest);
 }
 
 #[test]
@@ -496,9 +521,7 @@ fn a_damaged_blob_is_named_and_nothing_is_tagged() {
     fs::write(&path, b"{\"tampered\":true}").unwrap();
 
     let reference = registry.reference("bad");
-    let out = push(&[dir.path().to_str().unwrap(), &reference], &[]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = push_err(&[dir.path().to_str().unwrap(), &reference], &[]);
     assert!(
         stderr.contains(config) && stderr.contains("damaged"),
         "{stderr}"
@@ -508,4 +531,239 @@ fn a_damaged_blob_is_named_and_nothing_is_tagged() {
         "application/vnd.oci.image.manifest.v1+json",
     );
     assert_eq!(status, 404, "the tag exists after a failed push");
+}
+
+/// A token service for a registry with `auth: token` (what Docker Hub, GHCR and Harbor run):
+/// it answers `GET /token?scope=...&service=...` with a JWT signed by `openssl` (RS256, the
+/// certificate in the `x5c` header, which the registry checks against its root bundle),
+/// granting pull and push on the asked repository only to `user:password` sent as Basic auth.
+struct TokenService {
+    port: u16,
+    dir: tempfile::TempDir,
+    /// Each request: (path and query, whether it carried the right credentials).
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>,
+}
+
+impl TokenService {
+    const SERVICE: &'static str = "prebake-test-registry";
+    const ISSUER: &'static str = "prebake-test-issuer";
+
+    fn start(user: &str, password: &str) -> TokenService {
+        use base64::Engine;
+        let dir = tempfile::tempdir().unwrap();
+        support::run(Command::new("openssl").current_dir(dir.path()).args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=prebake-test-token",
+        ]));
+        let der = support::run(
+            Command::new("openssl")
+                .current_dir(dir.path())
+                .args(["x509", "-in", "cert.pem", "-outform", "DER"]),
+        )
+        .stdout;
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let key = dir.path().join("key.pem");
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                Self::answer(stream, &expected, &x5c, &key, &seen);
+            }
+        });
+        TokenService {
+            port,
+            dir,
+            requests,
+        }
+    }
+
+    fn answer(
+        mut stream: std::net::TcpStream,
+        expected: &str,
+        x5c: &str,
+        key: &Path,
+        seen: &std::sync::Mutex<Vec<(String, bool)>>,
+    ) {
+        use std::io::{Read, Write};
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 16384 {
+            if stream.read(&mut byte).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+        let authorized = head.lines().any(|l| {
+            l.split_once(':').is_some_and(|(k, v)| {
+                k.eq_ignore_ascii_case("authorization") && v.trim() == expected
+            })
+        });
+        seen.lock().unwrap().push((path.clone(), authorized));
+        let (status, body) = if authorized {
+            let scope = query_param(&path, "scope").unwrap_or_default();
+            let token = Self::token(&scope, x5c, key);
+            (
+                "200 OK",
+                json!({"token": token, "expires_in": 300}).to_string(),
+            )
+        } else {
+            (
+                "401 Unauthorized",
+                json!({"details": "wrong credentials"}).to_string(),
+            )
+        };
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+
+    /// A JWT granting `scope` (`repository:NAME:ACTIONS`).
+    fn token(scope: &str, x5c: &str, key: &Path) -> String {
+        use base64::Engine;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let mut parts = scope.splitn(3, ':');
+        let (kind, name, actions) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header = json!({"alg": "RS256", "typ": "JWT", "x5c": [x5c]});
+        let claims = json!({
+            "iss": Self::ISSUER, "sub": "alice", "aud": Self::SERVICE,
+            "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("t{now}"),
+            "access": [{"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}],
+        });
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let mut sign = Command::new("openssl")
+            .args(["dgst", "-sha256", "-sign"])
+            .arg(key)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write;
+            sign.stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        let signature = sign.wait_with_output().unwrap().stdout;
+        format!("{input}.{}", b64(&signature))
+    }
+
+    /// The registry config's `auth:` section for this service.
+    fn auth_config(&self) -> String {
+        format!(
+            "auth:\n  token:\n    realm: http://127.0.0.1:{}/token\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            self.port,
+            Self::SERVICE,
+            Self::ISSUER,
+            self.dir.path().join("cert.pem").display()
+        )
+    }
+}
+
+/// The percent-decoded value of `name` in the query of `path`.
+fn query_param(path: &str, name: &str) -> Option<String> {
+    let query = path.split_once('?')?.1;
+    let raw = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?;
+    let mut out = Vec::new();
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&raw[i + 1..i + 3], 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[test]
+#[cfg_attr(
+    not(all(have_docker_registry, have_skopeo, have_openssl)),
+    ignore = "needs docker-registry, skopeo and openssl"
+)]
+fn bearer_tokens_from_the_registrys_token_service() {
+    let _x = support::exclusive();
+    let layout = built_layout();
+    let tokens = TokenService::start("alice", "t0ken-pw");
+    let registry = Registry::start_with(&tokens.auth_config());
+    let reference = registry.reference("bearer");
+    let layout_arg = layout.to_str().unwrap();
+
+    // A wrong password: the token service's 401, named, with whose credentials failed.
+    let stderr = push_err(
+        &[layout_arg, &reference],
+        &env_credentials("alice", "wrong"),
+    );
+    assert!(
+        stderr.contains("token for repository:team/prebake-python:pull,push"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("HTTP 401") && stderr.contains("refused the credentials of alice"),
+        "{stderr}"
+    );
+
+    let (stdout, stderr) = push_ok(
+        &[layout_arg, &reference],
+        &env_credentials("alice", "t0ken-pw"),
+    );
+    assert!(stderr.contains("bearer token as alice"), "{stderr}");
+    let digest = top_digest(layout);
+    assert_eq!(pushed_digest(&stdout), digest);
+    let asked: Vec<(String, bool)> = tokens.requests.lock().unwrap().clone();
+    assert!(
+        asked.iter().any(|(path, ok)| *ok
+            && query_param(path, "scope").as_deref()
+                == Some("repository:team/prebake-python:pull,push")
+            && query_param(path, "service").as_deref() == Some(TokenService::SERVICE)),
+        "{asked:?}"
+    );
+    assert_registry_digest(&reference, "alice:t0ken-pw", &digest);
 }
