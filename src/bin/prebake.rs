@@ -61,6 +61,7 @@ struct PushArgs {
     layout: PathBuf,
     /// Where: [HOST[:PORT]/]REPOSITORY[:TAG], e.g. ghcr.io/team/prebake-python:1.0. Without a
     /// host, Docker Hub.
+    #[arg(value_name = "REF")]
     reference: String,
     /// Another tag for the same image, in REF's repository (repeatable).
     #[arg(long = "tag", value_name = "TAG")]

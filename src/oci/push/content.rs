@@ -7,7 +7,7 @@
 //! names a manifest by the sha256 of the bytes it received, so re-serializing would change
 //! the image's digest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -91,15 +91,21 @@ pub fn read_layout(dir: &Path) -> Result<PushSet, PushError> {
         dir,
         read: BTreeMap::new(),
         order: Vec::new(),
-        visiting: Vec::new(),
+        children: BTreeSet::new(),
     };
-    let mut roots = Vec::new();
     for d in &entries {
         walk.visit(&d.digest, d.size, &d.media_type)?;
-        if walk.read[&d.digest].subject.is_none() {
-            roots.push(d.digest.clone());
-        }
     }
+    // The image to tag: an entry that is neither a referrer nor listed by an index of the
+    // layout (a writer may list an index's platform manifests in index.json too).
+    let mut roots: Vec<String> = entries
+        .iter()
+        .filter(|d| walk.read[&d.digest].subject.is_none() && !walk.children.contains(&d.digest))
+        .map(|d| d.digest.clone())
+        .collect();
+    // The same image under several names (one entry per `ref.name`) is one image.
+    roots.sort();
+    roots.dedup();
     let root = match roots.as_slice() {
         [one] => one.clone(),
         [] => return Err(bad("every manifest of index.json is a referrer (has a `subject`): there is no image to tag".into())),
@@ -164,9 +170,11 @@ fn blob_path(dir: &Path, digest: &str) -> PathBuf {
 struct Walk<'a> {
     dir: &'a Path,
     read: BTreeMap<String, Manifest>,
+    /// The manifests some index of the layout lists.
+    children: BTreeSet<String>,
+    /// No cycle is possible: a manifest names others by the digest of their bytes, which it
+    /// would have to contain, and every digest is checked.
     order: Vec<String>,
-    /// The manifests being visited, to report a cycle instead of recursing forever.
-    visiting: Vec<String>,
 }
 
 impl Walk<'_> {
@@ -179,12 +187,6 @@ impl Walk<'_> {
             path: self.dir.to_owned(),
             reason,
         };
-        if self.visiting.iter().any(|d| d == digest) {
-            return Err(bad(format!(
-                "manifest {digest} refers to itself through {}",
-                self.visiting.join(" -> ")
-            )));
-        }
         let path = blob_path(self.dir, digest);
         let bytes = std::fs::read(&path).map_err(|source| PushError::Io {
             path: path.clone(),
@@ -214,9 +216,9 @@ impl Walk<'_> {
             s => Some(descriptor(s).map_err(in_manifest)?),
         };
 
-        self.visiting.push(digest.to_owned());
         // An index: its manifests go first (they are walked for their own blobs too).
         for child in descriptors(&json, "manifests").map_err(in_manifest)? {
+            self.children.insert(child.digest.clone());
             self.visit(&child.digest, child.size, &child.media_type)?;
         }
         // A referrer goes after its subject, when the layout has the subject.
@@ -225,7 +227,6 @@ impl Walk<'_> {
                 self.visit(&s.digest, s.size, &s.media_type)?;
             }
         }
-        self.visiting.pop();
 
         let mut blobs = Vec::new();
         // "config" and "layers" of an image manifest; "blobs" of the older artifact manifest.
@@ -270,5 +271,122 @@ impl Walk<'_> {
         );
         self.order.push(digest.to_owned());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const MANIFEST: &str = crate::oci::MEDIA_MANIFEST;
+    const INDEX: &str = crate::oci::MEDIA_INDEX;
+
+    /// A layout under construction: blobs by content, then `index.json`.
+    struct Layout(tempfile::TempDir);
+
+    impl Layout {
+        fn new() -> Layout {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+            Layout(dir)
+        }
+
+        /// Stores `bytes`; returns its descriptor with `media_type`.
+        fn blob(&self, media_type: &str, bytes: &[u8]) -> Value {
+            let hex = hex::encode(Sha256::digest(bytes));
+            std::fs::write(self.0.path().join("blobs/sha256").join(&hex), bytes).unwrap();
+            json!({"mediaType": media_type, "digest": format!("sha256:{hex}"), "size": bytes.len()})
+        }
+
+        fn json(&self, media_type: &str, v: &Value) -> Value {
+            self.blob(media_type, &serde_json::to_vec(v).unwrap())
+        }
+
+        fn image(&self, layer: &[u8]) -> Value {
+            let config = self.blob(crate::oci::MEDIA_CONFIG, b"{\"os\":\"linux\"}");
+            let layer = self.blob(crate::oci::MEDIA_LAYER_GZIP, layer);
+            self.json(
+                MANIFEST,
+                &json!({"schemaVersion": 2, "mediaType": MANIFEST, "config": config, "layers": [layer]}),
+            )
+        }
+
+        fn read(&self, entries: &[&Value]) -> Result<PushSet, PushError> {
+            let index = json!({"schemaVersion": 2, "manifests": entries});
+            std::fs::write(self.0.path().join("index.json"), index.to_string()).unwrap();
+            read_layout(self.0.path())
+        }
+    }
+
+    fn digest(d: &Value) -> String {
+        d["digest"].as_str().unwrap().to_owned()
+    }
+
+    fn error(r: Result<PushSet, PushError>) -> String {
+        crate::error::Chain(&r.expect_err("an error")).to_string()
+    }
+
+    #[test]
+    fn children_before_their_index_and_referrers_after_their_subject() {
+        let l = Layout::new();
+        let (amd, arm) = (l.image(b"amd64"), l.image(b"arm64"));
+        let index = l.json(
+            INDEX,
+            &json!({"schemaVersion": 2, "mediaType": INDEX, "manifests": [amd, arm]}),
+        );
+        // An artifact with the empty config, which may be left out of the layout.
+        let empty = json!({"mediaType": "application/vnd.oci.empty.v1+json", "digest": EMPTY_JSON_DIGEST, "size": 2});
+        let sbom = l.blob("application/spdx+json", b"{}\n");
+        let referrer = l.json(
+            MANIFEST,
+            &json!({"schemaVersion": 2, "mediaType": MANIFEST, "artifactType": "application/spdx+json",
+                    "config": empty, "layers": [sbom], "subject": index}),
+        );
+        // index.json may list the platform manifests beside their index: the index is tagged.
+        // The same index twice (two ref.name annotations) is one image.
+        let set = l.read(&[&index, &referrer, &amd, &index]).unwrap();
+        let order: Vec<String> = set.manifests.iter().map(|m| m.digest.clone()).collect();
+        assert_eq!(
+            order,
+            [
+                digest(&amd),
+                digest(&arm),
+                digest(&index),
+                digest(&referrer)
+            ]
+        );
+        assert_eq!(set.root, digest(&index));
+        let r = set.get(&digest(&referrer)).unwrap();
+        assert_eq!(r.subject.as_deref(), Some(digest(&index).as_str()));
+        assert_eq!(r.artifact_type.as_deref(), Some("application/spdx+json"));
+        assert_eq!(r.blobs.len(), 2);
+        assert_eq!(set.get(&digest(&amd)).unwrap().blobs.len(), 2);
+        assert!(set.get(&digest(&index)).unwrap().blobs.is_empty());
+    }
+
+    #[test]
+    fn bad_layouts_are_refused_with_the_reason() {
+        let l = Layout::new();
+        let (a, b) = (l.image(b"a"), l.image(b"b"));
+        assert!(error(l.read(&[&a, &b])).contains("lists 2 images"));
+        assert!(error(l.read(&[])).contains("no manifests"));
+
+        let mut wrong_size = a.clone();
+        wrong_size["size"] = json!(1);
+        assert!(error(l.read(&[&wrong_size])).contains("damaged"));
+
+        let missing = l.json(
+            MANIFEST,
+            &json!({"mediaType": MANIFEST, "config": {"mediaType": "x", "digest": format!("sha256:{}", "0".repeat(64)), "size": 1}}),
+        );
+        assert!(error(l.read(&[&missing])).contains("missing from the layout"));
+
+        let sha512 = json!({"mediaType": MANIFEST, "digest": format!("sha512:{}", "0".repeat(128)), "size": 1});
+        assert!(error(l.read(&[&sha512])).contains("only sha256"));
+
+        // A referrer alone has nothing to tag.
+        let referrer = l.json(MANIFEST, &json!({"mediaType": MANIFEST, "subject": a}));
+        assert!(error(l.read(&[&referrer])).contains("no image to tag"));
     }
 }
