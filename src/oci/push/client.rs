@@ -85,7 +85,7 @@ impl Client {
             registry: target.registry.clone(),
             what: format!("GET {base}/v2/"),
             hint,
-            source: Box::new(source),
+            cause: Box::new(source),
         })
     }
 
@@ -185,8 +185,8 @@ impl Client {
         let mut response = request.call().map_err(|source| PushError::Transport {
             registry: self.registry.clone(),
             what: what.clone(),
-            hint: "the registry's token service did not answer".into(),
-            source: Box::new(source),
+            hint: "the registry's token service did not answer: check the network, or the realm it names".into(),
+            cause: Box::new(source),
         })?;
         if !response.status().is_success() {
             return Err(self.status_error(what, &mut response));
@@ -198,7 +198,7 @@ impl Client {
                 registry: self.registry.clone(),
                 what: what.clone(),
                 hint: "the token service's answer is not JSON".into(),
-                source: Box::new(source),
+                cause: Box::new(source),
             })?;
         v["token"]
             .as_str()
@@ -219,8 +219,8 @@ impl Client {
                 PushError::Transport {
                     registry: self.registry.clone(),
                     what: what.to_owned(),
-                    hint: "the connection to the registry failed".into(),
-                    source: Box::new(source),
+                    hint: "check the network and push again (blobs already in the registry are skipped)".into(),
+                    cause: Box::new(source),
                 }
             })?;
             if response.status().as_u16() != 401 || retried {
@@ -383,8 +383,8 @@ impl Client {
                 .map_err(|source| PushError::Transport {
                     registry: self.registry.clone(),
                     what,
-                    hint: "reading the answer failed".into(),
-                    source: Box::new(source),
+                    hint: "reading the registry's answer failed: push again".into(),
+                    cause: Box::new(source),
                 }),
             404 => Ok(None),
             _ => Err(self.status_error(what, &mut response)),

@@ -50,14 +50,15 @@ pub enum PushError {
         message: String,
         hint: String,
     },
-    #[error("registry {registry}: {what}: {hint}")]
+    /// The cause is in the message, before the hint, rather than a `#[source]` printed after
+    /// it: "connection refused; check that the registry runs" reads in order.
+    #[error("registry {registry}: {what}: {cause}; {hint}")]
     Transport {
         registry: String,
         what: String,
         hint: String,
         /// Boxed: ureq's error is large, and every result of the module carries this type.
-        #[source]
-        source: Box<ureq::Error>,
+        cause: Box<ureq::Error>,
     },
     /// Authentication failed, or the registry answered something unusable.
     #[error("registry {registry}: {reason}")]
