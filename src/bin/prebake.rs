@@ -336,7 +336,10 @@ fn push_layout(
         (Some(_), Err(_)) => anyhow::bail!(
             "a registry username is given (--username or PREBAKE_REGISTRY_USER) but PREBAKE_REGISTRY_PASSWORD is not set"
         ),
-        (None, _) => None,
+        (None, Ok(_)) => anyhow::bail!(
+            "PREBAKE_REGISTRY_PASSWORD is set but no username: set PREBAKE_REGISTRY_USER (or --username) too, or unset it to use docker's config.json"
+        ),
+        (None, Err(_)) => None,
     };
     let options = PushOptions {
         reference: reference.to_owned(),

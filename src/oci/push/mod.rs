@@ -176,9 +176,11 @@ pub fn push(
             }
         }
     }
-    let root = set
-        .get(&set.root)
-        .expect("the root is one of the manifests");
+    // read_layout picks the root among the manifests it read; a miss would be its bug.
+    let root = set.get(&set.root).ok_or_else(|| PushError::BadLayout {
+        path: layout.to_owned(),
+        reason: format!("the image to tag, {}, was not read", set.root),
+    })?;
     for tag in &target.tags {
         put_checked(&mut client, &target, root, tag)?;
         progress.event(&PushEvent::ManifestPushed {
