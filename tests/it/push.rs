@@ -3,7 +3,8 @@
 //! own storage and killed at the end), read back with skopeo: the same manifest bytes and
 //! digest, the same blobs; a second push uploads nothing; htpasswd Basic auth with docker's
 //! config.json; an image index walked down to its image; an SBOM-like referrer pushed after its
-//! subject and listed under the referrers tag (registry 2.8 has no referrers API).
+//! subject and listed under the referrers tag (registry 2.8 has no referrers API); Bearer
+//! tokens from a token service; `build --push` (with the shared build).
 
 use crate::support;
 use serde_json::{json, Value};
@@ -121,13 +122,17 @@ impl Drop for Registry {
     }
 }
 
-/// One image built by `prebake build` (python3 spec), shared by the tests.
+/// One image built by `prebake build` (python3 spec), shared by the tests. The build also
+/// pushes it (`build --push`, to a registry of its own): the build is the slow part, so its
+/// `--push` is checked here rather than by a build of its own.
 fn built_layout() -> &'static Path {
     static S: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &S.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
         let spec = support::repo_root().join("images/python3.yaml");
+        let registry = Registry::start(None);
+        let reference = registry.reference("built");
         let mut c = support::prebake(&[
             "build",
             spec.to_str().unwrap(),
@@ -135,9 +140,19 @@ fn built_layout() -> &'static Path {
             out.to_str().unwrap(),
             "--tag",
             "prebake-push-test:1",
+            "--push",
+            &reference,
         ]);
-        support::run(c.env("SOURCE_DATE_EPOCH", EPOCH));
+        let stdout = support::run_stdout(c.env("SOURCE_DATE_EPOCH", EPOCH));
         let layout = out.join("image");
+        let digest = top_digest(&layout);
+        assert_eq!(pushed_digest(&stdout), digest, "build --push:\n{stdout}");
+        let (status, manifest) = registry.get(
+            &format!("/v2/{REPO}/manifests/built"),
+            "application/vnd.oci.image.manifest.v1+json",
+        );
+        assert_eq!(status, 200, "build --push left no tag");
+        assert_eq!(format!("sha256:{}", support::sha256(&manifest)), digest);
         (tmp, layout)
     })
     .1
