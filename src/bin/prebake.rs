@@ -66,6 +66,10 @@ struct PushArgs {
     /// Another tag for the same image, in REF's repository (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
+    /// A repository of the same registry that has the blobs already: the registry links them
+    /// (cross-repository mount) instead of receiving them again.
+    #[arg(long, value_name = "REPOSITORY")]
+    mount_from: Option<String>,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -121,7 +125,8 @@ struct BuildArgs {
     no_cache: bool,
     #[command(flatten)]
     image: ImageArgs,
-    /// After the build, push the image to this reference (repeatable; see `prebake push`).
+    /// After the build, push the image to this reference (repeatable; see `prebake push`;
+    /// later references in the first one's registry mount its blobs).
     #[arg(long, value_name = "REF", conflicts_with = "no_image")]
     push: Vec<String>,
     #[command(flatten)]
@@ -313,15 +318,30 @@ fn cmd_build(args: BuildArgs) -> Result<()> {
     }
     print_summary(&report);
     if let Some(image) = &report.image {
+        // Later references in the first one's registry mount its blobs instead of sending
+        // them again.
+        let first = push
+            .first()
+            .and_then(|r| prebake::oci::push::Target::parse(r, &[]).ok());
         for reference in &push {
-            push_layout(&image.dir, reference, &[], &registry)?;
+            let mount_from = match (&first, prebake::oci::push::Target::parse(reference, &[])) {
+                (Some(f), Ok(t)) if f.registry == t.registry => Some(f.repository.clone()),
+                _ => None,
+            };
+            push_layout(&image.dir, reference, &[], &registry, mount_from)?;
         }
     }
     Ok(())
 }
 
 fn cmd_push(args: &PushArgs) -> Result<()> {
-    push_layout(&args.layout, &args.reference, &args.tags, &args.registry)
+    push_layout(
+        &args.layout,
+        &args.reference,
+        &args.tags,
+        &args.registry,
+        args.mount_from.clone(),
+    )
 }
 
 fn push_layout(
@@ -329,6 +349,7 @@ fn push_layout(
     reference: &str,
     tags: &[String],
     registry: &RegistryArgs,
+    mount_from: Option<String>,
 ) -> Result<()> {
     use prebake::oci::push::{self, CredentialSources, PushOptions};
     let explicit = match (&registry.username, std::env::var("PREBAKE_REGISTRY_PASSWORD")) {
@@ -352,14 +373,16 @@ fn push_layout(
                 std::env::var("HOME").ok().as_deref(),
             ),
         },
+        mount_from,
     };
     let report = push::push(layout, &options, &PushLines)
         .with_context(|| format!("pushing {} to {reference}", layout.display()))?;
     eprintln!(
-        "prebake: pushed {} manifests: {} blobs uploaded ({:.1} MiB), {} already there{}",
+        "prebake: pushed {} manifests: {} blobs uploaded ({:.1} MiB), {} mounted, {} already there{}",
         report.manifests,
         report.blobs_uploaded,
         report.bytes_uploaded as f64 / 1048576.0,
+        report.blobs_mounted,
         report.blobs_skipped,
         if report.referrers.is_empty() {
             String::new()
@@ -389,6 +412,10 @@ impl prebake::oci::push::PushProgress for PushLines {
             E::BlobUploading { digest, size } => {
                 eprintln!("prebake: blob {digest} ({:.1} MiB) uploading", mib(*size))
             }
+            E::BlobMounted { digest, size, from } => eprintln!(
+                "prebake: blob {digest} ({:.1} MiB) mounted from {from}, nothing sent",
+                mib(*size)
+            ),
             E::BlobUploaded { digest, size, seconds } => eprintln!(
                 "prebake: blob {digest} uploaded, {size} bytes in {seconds:.1} s"
             ),

@@ -338,6 +338,17 @@ fn push_keeps_the_digests_and_a_second_push_uploads_nothing() {
         }
     }
 
+    // Into another repository, mounting from the first: the registry links, nothing is sent.
+    let copy = format!("{}/team/copy:1", registry.host());
+    let (stdout, stderr) = push_ok(
+        &[layout.to_str().unwrap(), &copy, "--mount-from", REPO],
+        &[],
+    );
+    assert_eq!(pushed_digest(&stdout), digest);
+    assert!(stderr.contains(&format!("mounted from {REPO}")), "{stderr}");
+    assert!(stderr.contains("0 blobs uploaded"), "{stderr}");
+    assert_eq!(skopeo_raw(&copy, &[]), manifest_bytes);
+
     // Again: the registry has everything; only the tags are PUT.
     let (stdout, stderr) = push_ok(
         &[layout.to_str().unwrap(), &reference, "--tag", "latest"],
@@ -635,8 +646,7 @@ impl TokenService {
         });
         seen.lock().unwrap().push((path.clone(), authorized));
         let (status, body) = if authorized {
-            let scope = query_param(&path, "scope").unwrap_or_default();
-            let token = Self::token(&scope, x5c, key);
+            let token = Self::token(&query_params(&path, "scope"), x5c, key);
             (
                 "200 OK",
                 json!({"token": token, "expires_in": 300}).to_string(),
@@ -654,16 +664,22 @@ impl TokenService {
         );
     }
 
-    /// A JWT granting `scope` (`repository:NAME:ACTIONS`).
-    fn token(scope: &str, x5c: &str, key: &Path) -> String {
+    /// A JWT granting each of `scopes` (`repository:NAME:ACTIONS`).
+    fn token(scopes: &[String], x5c: &str, key: &Path) -> String {
         use base64::Engine;
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let mut parts = scope.splitn(3, ':');
-        let (kind, name, actions) = (
-            parts.next().unwrap_or_default(),
-            parts.next().unwrap_or_default(),
-            parts.next().unwrap_or_default(),
-        );
+        let access: Vec<Value> = scopes
+            .iter()
+            .map(|scope| {
+                let mut parts = scope.splitn(3, ':');
+                let (kind, name, actions) = (
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                );
+                json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()})
+            })
+            .collect();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -672,7 +688,7 @@ impl TokenService {
         let claims = json!({
             "iss": Self::ISSUER, "sub": "alice", "aud": Self::SERVICE,
             "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("t{now}"),
-            "access": [{"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}],
+            "access": access,
         });
         let input = format!(
             "{}.{}",
@@ -710,12 +726,23 @@ impl TokenService {
     }
 }
 
-/// The percent-decoded value of `name` in the query of `path`.
+/// The first percent-decoded value of `name` in the query of `path`.
 fn query_param(path: &str, name: &str) -> Option<String> {
-    let query = path.split_once('?')?.1;
-    let raw = query
+    query_params(path, name).into_iter().next()
+}
+
+/// Every percent-decoded value of `name` in the query of `path` (`scope` may repeat).
+fn query_params(path: &str, name: &str) -> Vec<String> {
+    let Some((_, query)) = path.split_once('?') else {
+        return Vec::new();
+    };
+    query
         .split('&')
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?;
+        .filter_map(|kv| percent_decode(kv.strip_prefix(name)?.strip_prefix('=')?))
+        .collect()
+}
+
+fn percent_decode(raw: &str) -> Option<String> {
     let mut out = Vec::new();
     let bytes = raw.as_bytes();
     let mut i = 0;
@@ -781,4 +808,23 @@ fn bearer_tokens_from_the_registrys_token_service() {
         "{asked:?}"
     );
     assert_registry_digest(&reference, "alice:t0ken-pw", &digest);
+
+    // A mount needs pull on the other repository too: asked for in the same token request.
+    let copy = format!("{}/team/copy:1", registry.host());
+    let (_, stderr) = push_ok(
+        &[layout_arg, &copy, "--mount-from", REPO],
+        &env_credentials("alice", "t0ken-pw"),
+    );
+    assert!(stderr.contains(&format!("mounted from {REPO}")), "{stderr}");
+    assert!(stderr.contains("0 blobs uploaded"), "{stderr}");
+    let asked: Vec<(String, bool)> = tokens.requests.lock().unwrap().clone();
+    assert!(
+        asked.iter().any(|(path, _)| query_params(path, "scope")
+            == [
+                "repository:team/copy:pull,push".to_string(),
+                format!("repository:{REPO}:pull")
+            ]),
+        "{asked:?}"
+    );
+    assert_registry_digest(&copy, "alice:t0ken-pw", &digest);
 }

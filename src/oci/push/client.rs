@@ -25,8 +25,20 @@ pub struct Client {
     registry: String,
     repository: String,
     credentials: Option<Credentials>,
+    /// A repository of the same registry to mount blobs from instead of uploading them.
+    mount_from: Option<String>,
     /// The `Authorization` value to send, once the registry asked for one.
     authorization: Option<String>,
+}
+
+/// How a blob got into the repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upload {
+    Sent,
+    /// Linked from another repository of the registry; no bytes sent.
+    Mounted {
+        from: String,
+    },
 }
 
 /// A request made again after a 401: the body is built anew each time.
@@ -39,6 +51,7 @@ impl Client {
         target: &Target,
         insecure: bool,
         credentials: Option<Credentials>,
+        mount_from: Option<String>,
     ) -> Result<Client, PushError> {
         let tls = ureq::tls::TlsConfig::builder()
             .disable_verification(insecure)
@@ -67,6 +80,7 @@ impl Client {
                         registry: target.registry.clone(),
                         repository: target.repository.clone(),
                         credentials,
+                        mount_from,
                         authorization: None,
                     };
                     client.after_ping(response)?;
@@ -175,6 +189,10 @@ impl Client {
             })?;
         let scope = format!("repository:{}:pull,push", self.repository);
         let mut request = self.agent.get(realm).query("scope", &scope);
+        if let Some(from) = &self.mount_from {
+            // A mount reads the other repository.
+            request = request.query("scope", format!("repository:{from}:pull"));
+        }
         if let Some(service) = challenge.params.get("service") {
             request = request.query("service", service);
         }
@@ -279,22 +297,31 @@ impl Client {
     }
 
     /// Uploads a blob in one piece: POST for an upload URL, then PUT of the bytes with the
-    /// digest, which the registry checks. `open` gives the bytes (again, after a 401).
+    /// digest, which the registry checks. `open` gives the bytes (again, after a 401). With a
+    /// repository to mount from, the POST asks for a mount first: a registry that has the blob
+    /// there links it (201) and nothing is sent; else it answers as to a plain POST (202).
     pub fn upload_blob(
         &mut self,
         digest: &str,
         size: u64,
         open: &dyn Fn() -> std::io::Result<Box<dyn Read>>,
-    ) -> Result<(), PushError> {
+    ) -> Result<Upload, PushError> {
         let start = self.url("blobs/uploads/");
         let what = format!("POST blob upload for {digest}");
+        let mount = self.mount_from.clone();
         let mut response = self.send(&what, &mut |agent, auth| {
             let mut r = agent.post(&start);
+            if let Some(from) = &mount {
+                r = r.query("mount", digest).query("from", from);
+            }
             if let Some(a) = auth {
                 r = r.header("Authorization", a);
             }
             r.header("Content-Length", "0").send_empty()
         })?;
+        if let (201, Some(from)) = (response.status().as_u16(), &self.mount_from) {
+            return Ok(Upload::Mounted { from: from.clone() });
+        }
         if response.status().as_u16() != 202 {
             return Err(self.status_error(what, &mut response));
         }
@@ -327,7 +354,7 @@ impl Client {
         if response.status().as_u16() != 201 {
             return Err(self.status_error(what, &mut response));
         }
-        Ok(())
+        Ok(Upload::Sent)
     }
 
     /// PUTs a manifest's exact bytes under `reference` (its digest or a tag); returns the

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 pub use auth::{docker_config_path, CredentialSources, Credentials};
 pub use target::Target;
 
-use client::Client;
+use client::{Client, Upload};
 use content::{Blob, Manifest, EMPTY_JSON, EMPTY_JSON_DIGEST};
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +82,9 @@ pub struct PushOptions {
     /// Allow plain http and unverified TLS. Localhost registries always get it.
     pub insecure: bool,
     pub credentials: CredentialSources,
+    /// A repository of the same registry that may have the blobs already (cross-repository
+    /// mount: the registry links them instead of receiving them again).
+    pub mount_from: Option<String>,
 }
 
 /// What a push reports as it goes.
@@ -102,6 +105,11 @@ pub enum PushEvent<'a> {
         digest: &'a str,
         size: u64,
         seconds: f64,
+    },
+    BlobMounted {
+        digest: &'a str,
+        size: u64,
+        from: &'a str,
     },
     /// The registry has the manifest already, so it has its blobs too.
     ManifestSkipped {
@@ -136,6 +144,7 @@ pub struct PushReport {
     pub tags: Vec<String>,
     pub blobs_uploaded: usize,
     pub blobs_skipped: usize,
+    pub blobs_mounted: usize,
     pub bytes_uploaded: u64,
     pub manifests: usize,
     /// Digests of the referrers pushed (manifests with a `subject`).
@@ -152,7 +161,11 @@ pub fn push(
     let set = content::read_layout(layout)?;
     let credentials = auth::find_credentials(&target.registry, &options.credentials)?;
     let insecure = options.insecure || target.is_localhost();
-    let mut client = Client::connect(&target, insecure, credentials)?;
+    let mount_from = options
+        .mount_from
+        .clone()
+        .filter(|from| *from != target.repository);
+    let mut client = Client::connect(&target, insecure, credentials, mount_from)?;
     progress.event(&PushEvent::Connected {
         registry: &client.describe(),
     });
@@ -163,6 +176,7 @@ pub fn push(
         tags: target.tags.clone(),
         blobs_uploaded: 0,
         blobs_skipped: 0,
+        blobs_mounted: 0,
         bytes_uploaded: 0,
         manifests: set.manifests.len(),
         referrers: Vec::new(),
@@ -226,7 +240,15 @@ fn push_manifest(
             size: blob.size,
         });
         let started = Instant::now();
-        upload(client, blob)?;
+        if let Upload::Mounted { from } = upload(client, blob)? {
+            report.blobs_mounted += 1;
+            progress.event(&PushEvent::BlobMounted {
+                digest: &blob.digest,
+                size: blob.size,
+                from: &from,
+            });
+            continue;
+        }
         report.blobs_uploaded += 1;
         report.bytes_uploaded += blob.size;
         progress.event(&PushEvent::BlobUploaded {
@@ -245,7 +267,7 @@ fn push_manifest(
 
 /// Uploads a blob after checking the layout's file against its digest: a damaged file
 /// would otherwise be refused by the registry with a less telling message.
-fn upload(client: &mut Client, blob: &Blob) -> Result<(), PushError> {
+fn upload(client: &mut Client, blob: &Blob) -> Result<Upload, PushError> {
     if !blob.path.exists() && blob.digest == EMPTY_JSON_DIGEST {
         return client.upload_blob(&blob.digest, EMPTY_JSON.len() as u64, &|| {
             Ok(Box::new(EMPTY_JSON))
