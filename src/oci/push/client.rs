@@ -110,9 +110,11 @@ impl Client {
             Some(a) if a.starts_with("Basic ") => "basic auth",
             Some(_) => "bearer token",
         };
+        // Credentials the registry never asked for were not used: not named.
         let who = self
             .credentials
             .as_ref()
+            .filter(|_| self.authorization.is_some())
             .map(|c| format!(" as {} (from {})", c.username, c.source))
             .unwrap_or_default();
         format!("{} ({auth}{who})", self.base)
@@ -129,11 +131,7 @@ impl Client {
                 let url = format!("{}/v2/", self.base);
                 let what = "GET /v2/ with credentials";
                 let mut again = self.send(what, &mut |agent, auth| {
-                    let mut r = agent.get(&url);
-                    if let Some(a) = auth {
-                        r = r.header("Authorization", a);
-                    }
-                    r.call()
+                    with_auth(agent.get(&url), auth).call()
                 })?;
                 if again.status().is_success() {
                     Ok(())
@@ -280,10 +278,7 @@ impl Client {
         let url = self.url(path);
         let what = format!("HEAD {what}");
         let mut response = self.send(&what, &mut |agent, auth| {
-            let mut r = agent.head(&url);
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
+            let mut r = with_auth(agent.head(&url), auth);
             if let Some(m) = accept {
                 r = r.header("Accept", m);
             }
@@ -314,10 +309,9 @@ impl Client {
             if let Some(from) = &mount {
                 r = r.query("mount", digest).query("from", from);
             }
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.header("Content-Length", "0").send_empty()
+            with_auth(r, auth)
+                .header("Content-Length", "0")
+                .send_empty()
         })?;
         if let (201, Some(from)) = (response.status().as_u16(), &self.mount_from) {
             return Ok(Upload::Mounted { from: from.clone() });
@@ -342,14 +336,10 @@ impl Client {
         let what = format!("PUT blob {digest} ({size} bytes)");
         let mut response = self.send(&what, &mut |agent, auth| {
             let mut reader = open()?;
-            let mut r = agent
-                .put(&put)
+            with_auth(agent.put(&put), auth)
                 .header("Content-Type", "application/octet-stream")
-                .header("Content-Length", &size.to_string());
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.send(ureq::SendBody::from_reader(&mut reader))
+                .header("Content-Length", &size.to_string())
+                .send(ureq::SendBody::from_reader(&mut reader))
         })?;
         if response.status().as_u16() != 201 {
             return Err(self.status_error(what, &mut response));
@@ -369,11 +359,9 @@ impl Client {
         let url = self.url(&format!("manifests/{reference}"));
         let what = format!("PUT manifest {reference} ({media_type})");
         let mut response = self.send(&what, &mut |agent, auth| {
-            let mut r = agent.put(&url).header("Content-Type", media_type);
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.send(bytes)
+            with_auth(agent.put(&url), auth)
+                .header("Content-Type", media_type)
+                .send(bytes)
         })?;
         if response.status().as_u16() != 201 {
             return Err(self.status_error(what, &mut response));
@@ -396,11 +384,9 @@ impl Client {
         let url = self.url(&format!("manifests/{reference}"));
         let what = format!("GET manifest {reference}");
         let mut response = self.send(&what, &mut |agent, auth| {
-            let mut r = agent.get(&url).header("Accept", crate::oci::MEDIA_INDEX);
-            if let Some(a) = auth {
-                r = r.header("Authorization", a);
-            }
-            r.call()
+            with_auth(agent.get(&url), auth)
+                .header("Accept", crate::oci::MEDIA_INDEX)
+                .call()
         })?;
         match response.status().as_u16() {
             200 => response
@@ -469,6 +455,14 @@ impl Client {
             (500.., _) => "the registry failed: try again later, or look at its logs".into(),
             _ => "the registry rejected the request (see its message)".into(),
         }
+    }
+}
+
+/// `r` with the `Authorization` header, when there is one to send.
+fn with_auth<B>(r: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => r.header("Authorization", a),
+        None => r,
     }
 }
 
