@@ -77,9 +77,10 @@ struct PushArgs {
 /// How to reach and log in to a registry (`push`, `build --push`).
 #[derive(clap::Args)]
 struct RegistryArgs {
-    /// Allow plain http and TLS certificates that do not verify. Registries on localhost
-    /// (localhost, 127.0.0.0/8, [::1]) get this without the flag; elsewhere it sends your
-    /// credentials and image unprotected, so use it only for a registry you trust.
+    /// Allow plain http and TLS certificates that do not verify (self-signed). Registries on
+    /// localhost (localhost, 127.0.0.0/8, [::1]) may use plain http without the flag;
+    /// elsewhere it sends your credentials and image unprotected, so use it only for a
+    /// registry you trust.
     #[arg(long)]
     insecure: bool,
     /// Username for the registry (with PREBAKE_REGISTRY_PASSWORD from the environment);

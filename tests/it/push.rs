@@ -4,7 +4,8 @@
 //! digest, the same blobs; a second push uploads nothing; htpasswd Basic auth with docker's
 //! config.json; an image index walked down to its image; an SBOM-like referrer pushed after its
 //! subject and listed under the referrers tag (registry 2.8 has no referrers API); Bearer
-//! tokens from a token service; `build --push` (with the shared build).
+//! tokens from a token service; cross-repository mounts; plain http only for localhost or with
+//! `--insecure`; `build --push` (with the shared build).
 
 use crate::support;
 use serde_json::{json, Value};
@@ -17,9 +18,10 @@ use std::time::{Duration, Instant};
 const EPOCH: &str = "1700000000";
 const REPO: &str = "team/prebake-python";
 
-/// A `docker-registry serve` of this test, on 127.0.0.1:`port`.
+/// A `docker-registry serve` of this test, on `ip`:`port` (127.0.0.1 unless asked).
 struct Registry {
     child: Child,
+    ip: std::net::Ipv4Addr,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -27,19 +29,23 @@ struct Registry {
 impl Registry {
     /// Starts a registry; with `htpasswd` (user, password) it asks for Basic auth.
     fn start(htpasswd: Option<(&str, &str)>) -> Registry {
-        Registry::start_config(htpasswd, "")
+        Registry::start_config(std::net::Ipv4Addr::LOCALHOST, htpasswd, "")
     }
 
     /// Starts a registry with `extra` appended to its config (an `auth:` section).
     fn start_with(extra: &str) -> Registry {
-        Registry::start_config(None, extra)
+        Registry::start_config(std::net::Ipv4Addr::LOCALHOST, None, extra)
     }
 
-    fn start_config(htpasswd: Option<(&str, &str)>, extra: &str) -> Registry {
+    fn start_config(
+        ip: std::net::Ipv4Addr,
+        htpasswd: Option<(&str, &str)>,
+        extra: &str,
+    ) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = support::free_port();
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: prebake-push-test\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {ip}:{port}\n  secret: prebake-push-test\n",
             dir.path().join("storage").display()
         );
         if let Some((user, password)) = htpasswd {
@@ -66,6 +72,7 @@ impl Registry {
             .expect("start docker-registry");
         let registry = Registry {
             child,
+            ip,
             port,
             _dir: dir,
         };
@@ -76,7 +83,7 @@ impl Registry {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if std::net::TcpStream::connect((self.ip, self.port)).is_ok() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -93,7 +100,7 @@ impl Registry {
     }
 
     fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     fn reference(&self, tag: &str) -> String {
@@ -827,4 +834,36 @@ fn bearer_tokens_from_the_registrys_token_service() {
         "{asked:?}"
     );
     assert_registry_digest(&copy, "alice:t0ken-pw", &digest);
+}
+
+#[test]
+#[cfg_attr(
+    not(all(have_docker_registry, have_root)),
+    ignore = "needs docker-registry and root (an address that is not loopback)"
+)]
+fn plain_http_only_for_localhost_or_with_insecure() {
+    let _x = support::exclusive();
+    let layout = built_layout();
+    // A registry on an address of this machine that is not loopback: to prebake, a remote one.
+    let registry = Registry::start_config(support::outside_ip(), None, "");
+    let reference = registry.reference("http");
+    let layout_arg = layout.to_str().unwrap();
+
+    let stderr = push_err(&[layout_arg, &reference], &[]);
+    assert!(
+        stderr.contains(&format!("GET https://{}/v2/", registry.host())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pass --insecure"), "{stderr}");
+    assert!(
+        !stderr.contains("http://"),
+        "tried plain http unasked:\n{stderr}"
+    );
+
+    let (stdout, stderr) = push_ok(&[layout_arg, &reference, "--insecure"], &[]);
+    assert!(
+        stderr.contains(&format!("registry http://{}", registry.host())),
+        "{stderr}"
+    );
+    assert_eq!(pushed_digest(&stdout), top_digest(layout));
 }

@@ -45,10 +45,12 @@ pub enum Upload {
 type Call<'a> = dyn FnMut(&ureq::Agent, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
 
 impl Client {
-    /// Finds how to talk to the registry (`GET /v2/`) and authenticates if it asks. Plain
-    /// http and unverified TLS are tried only when `insecure` (localhost, or `--insecure`).
+    /// Finds how to talk to the registry (`GET /v2/`) and authenticates if it asks. https
+    /// first; plain http only when `allow_http` (localhost, or `--insecure`); certificates are
+    /// not verified only when `insecure` (`--insecure`, which then covers the token service).
     pub fn connect(
         target: &Target,
+        allow_http: bool,
         insecure: bool,
         credentials: Option<Credentials>,
         mount_from: Option<String>,
@@ -64,7 +66,7 @@ impl Client {
             .build()
             .into();
         let host = target.api_host();
-        let schemes: &[&str] = if insecure {
+        let schemes: &[&str] = if allow_http {
             &["https", "http"]
         } else {
             &["https"]
@@ -90,10 +92,10 @@ impl Client {
             }
         }
         let (base, source) = last.expect("at least one scheme is tried");
-        let hint = if insecure {
-            "check that the registry runs and the host and port are right".to_string()
+        let hint = if allow_http {
+            "check that the registry runs and the host and port are right; for a self-signed certificate pass --insecure".to_string()
         } else {
-            "check that the registry runs and serves https; for a registry with plain http or a self-signed certificate pass --insecure (localhost registries get it without asking)".to_string()
+            "check that the registry runs and serves https; for a registry with plain http or a self-signed certificate pass --insecure (localhost registries may use plain http without it)".to_string()
         };
         Err(PushError::Transport {
             registry: target.registry.clone(),

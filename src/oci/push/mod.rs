@@ -79,7 +79,7 @@ pub struct PushOptions {
     pub reference: String,
     /// More tags for the same image (bare tags).
     pub tags: Vec<String>,
-    /// Allow plain http and unverified TLS. Localhost registries always get it.
+    /// Allow plain http and unverified TLS. Localhost registries may use plain http without it.
     pub insecure: bool,
     pub credentials: CredentialSources,
     /// A repository of the same registry that may have the blobs already (cross-repository
@@ -160,12 +160,20 @@ pub fn push(
     let target = Target::parse(&options.reference, &options.tags)?;
     let set = content::read_layout(layout)?;
     let credentials = auth::find_credentials(&target.registry, &options.credentials)?;
-    let insecure = options.insecure || target.is_localhost();
+    // Plain http to this machine is as private as https (and what docker allows too); an
+    // unverified certificate is never assumed, only asked for.
+    let allow_http = options.insecure || target.is_localhost();
     let mount_from = options
         .mount_from
         .clone()
         .filter(|from| *from != target.repository);
-    let mut client = Client::connect(&target, insecure, credentials, mount_from)?;
+    let mut client = Client::connect(
+        &target,
+        allow_http,
+        options.insecure,
+        credentials,
+        mount_from,
+    )?;
     progress.event(&PushEvent::Connected {
         registry: &client.describe(),
     });
