@@ -240,11 +240,35 @@ fn blob_names(layout: &Path) -> Vec<String> {
     names
 }
 
-/// The digest of the layout's only `index.json` entry.
+/// The digest of the image `index.json` lists: its one entry that is not a referrer (a
+/// manifest with a `subject`, such as an SBOM attached to the image).
 fn top_digest(layout: &Path) -> String {
     let index = read_json(&layout.join("index.json"));
-    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index}");
-    index["manifests"][0]["digest"].as_str().unwrap().to_owned()
+    let mut images: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["digest"].as_str().unwrap().to_owned())
+        .filter(|d| read_json(&blob_path(layout, d))["subject"].is_null())
+        .collect();
+    images.dedup();
+    assert_eq!(images.len(), 1, "{index}");
+    images.remove(0)
+}
+
+/// The blobs of the image manifest `digest`: itself, its config and its layers, sorted.
+fn image_blobs(layout: &Path, digest: &str) -> Vec<String> {
+    let manifest = read_json(&blob_path(layout, digest));
+    let mut names = vec![
+        digest.to_owned(),
+        manifest["config"]["digest"].as_str().unwrap().to_owned(),
+    ];
+    for layer in manifest["layers"].as_array().unwrap() {
+        names.push(layer["digest"].as_str().unwrap().to_owned());
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// A copy of `layout` at `dir` without its `index.json` (blobs hard-linked: they are large).
@@ -332,12 +356,13 @@ fn push_keeps_the_digests_and_a_second_push_uploads_nothing() {
             &dest,
         ]));
         assert_eq!(top_digest(pulled.path()), digest, "skopeo's pull of {tag}");
+        // The image's blobs, and nothing else: skopeo copies the image, not its referrers.
         assert_eq!(
             blob_names(pulled.path()),
-            blob_names(layout),
+            image_blobs(layout, &digest),
             "blobs of {tag}"
         );
-        for name in blob_names(layout) {
+        for name in blob_names(pulled.path()) {
             assert_eq!(
                 support::sha256_file(&blob_path(pulled.path(), &name)),
                 name.strip_prefix("sha256:").unwrap()
@@ -430,7 +455,7 @@ fn basic_auth_uses_docker_config_and_fails_clearly_without_it() {
     not(all(have_docker_registry, have_skopeo)),
     ignore = "needs docker-registry and skopeo"
 )]
-fn an_index_goes_up_after_its_image_and_a_referrer_after_its_subject() {
+fn an_index_goes_up_after_its_image_and_referrers_after_their_subject() {
     let _x = support::exclusive();
     let layout = built_layout();
     let registry = Registry::start(None);
@@ -439,40 +464,54 @@ fn an_index_goes_up_after_its_image_and_a_referrer_after_its_subject() {
     let manifest_type = "application/vnd.oci.image.manifest.v1+json";
     let index_type = "application/vnd.oci.image.index.v1+json";
 
-    // An image index over the image (as a multi-platform build would write), and an SBOM-like
-    // artifact whose subject is the index, both listed in index.json (referrer first, to
-    // show the order comes from the subject and not from the list).
+    // An image index over the image (as a multi-platform build would write), and two SBOM-like
+    // artifacts (SPDX and CycloneDX, sharing the empty config) whose subject is the index, all
+    // listed in index.json (a referrer first, to show the order comes from the subject and
+    // not from the list).
     let mut image_desc = descriptor(manifest_type, &image_digest, image_bytes.len());
     image_desc["platform"] = json!({"architecture": "amd64", "os": "linux"});
     let index_bytes = serde_json::to_vec(&json!({
         "schemaVersion": 2, "mediaType": index_type, "manifests": [image_desc],
     }))
     .unwrap();
-    let sbom = br#"{"spdxVersion":"SPDX-2.3","name":"test"}"#.to_vec();
     let dir = tempfile::tempdir().unwrap();
     copy_layout(layout, dir.path());
     let index_digest = &add_blob(dir.path(), &index_bytes);
-    let sbom_digest = add_blob(dir.path(), &sbom);
     let empty_digest = add_blob(dir.path(), b"{}");
-    let referrer_bytes = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": manifest_type,
-        "artifactType": "application/spdx+json",
-        "config": descriptor("application/vnd.oci.empty.v1+json", &empty_digest, 2),
-        "layers": [descriptor("application/spdx+json", &sbom_digest, sbom.len())],
-        "subject": descriptor(index_type, index_digest, index_bytes.len()),
-        "annotations": {"org.opencontainers.image.created": "2023-11-14T22:13:20Z"},
-    }))
-    .unwrap();
-    let referrer_digest = add_blob(dir.path(), &referrer_bytes);
+    // (manifest digest, manifest bytes, document digest, document) of an artifact.
+    let artifact = |media_type: &str, doc: &[u8]| {
+        let doc_digest = add_blob(dir.path(), doc);
+        let bytes = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "artifactType": media_type,
+            "config": descriptor("application/vnd.oci.empty.v1+json", &empty_digest, 2),
+            "layers": [descriptor(media_type, &doc_digest, doc.len())],
+            "subject": descriptor(index_type, index_digest, index_bytes.len()),
+            "annotations": {"org.opencontainers.image.created": "2023-11-14T22:13:20Z"},
+        }))
+        .unwrap();
+        (
+            add_blob(dir.path(), &bytes),
+            bytes,
+            doc_digest,
+            doc.to_vec(),
+        )
+    };
+    let spdx = artifact("application/spdx+json", br#"{"spdxVersion":"SPDX-2.3"}"#);
+    let cdx = artifact(
+        "application/vnd.cyclonedx+json",
+        br#"{"bomFormat":"CycloneDX"}"#,
+    );
     fs::write(
         dir.path().join("index.json"),
         serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": index_type,
             "manifests": [
-                descriptor(manifest_type, &referrer_digest, referrer_bytes.len()),
+                descriptor(manifest_type, &spdx.0, spdx.1.len()),
                 descriptor(index_type, index_digest, index_bytes.len()),
+                descriptor(manifest_type, &cdx.0, cdx.1.len()),
             ],
         }))
         .unwrap(),
@@ -481,27 +520,37 @@ fn an_index_goes_up_after_its_image_and_a_referrer_after_its_subject() {
 
     let reference = registry.reference("multi");
     let (stdout, stderr) = push_ok(&[dir.path().to_str().unwrap(), &reference], &[]);
-    // The tag names the index, not the image or the referrer.
+    // The tag names the index, not the image or a referrer.
     assert_eq!(&pushed_digest(&stdout), index_digest, "{stderr}");
     assert_eq!(skopeo_raw(&reference, &[]), index_bytes);
-    // Order: image, then the index, then the referrer.
+    // Order: image, then the index, then the referrers.
     let at = |digest: &str| {
         stderr
             .find(&format!("manifest {digest} pushed"))
             .unwrap_or_else(|| panic!("{digest} not pushed:\n{stderr}"))
     };
     assert!(at(&image_digest) < at(index_digest), "{stderr}");
-    assert!(at(index_digest) < at(&referrer_digest), "{stderr}");
+    assert!(at(index_digest) < at(&spdx.0), "{stderr}");
+    assert!(at(index_digest) < at(&cdx.0), "{stderr}");
+    // The shared empty config went up once, and nothing was checked twice.
+    assert_eq!(
+        stderr
+            .matches(&format!("blob {empty_digest} uploaded"))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("skipped"), "{stderr}");
+    assert!(stderr.contains("6 blobs uploaded"), "{stderr}");
 
     // Everything is there by digest, byte for byte.
     let by_digest = |d: &str| format!("{}/{REPO}@{d}", registry.host());
     assert_eq!(skopeo_raw(&by_digest(&image_digest), &[]), image_bytes);
-    assert_eq!(
-        skopeo_raw(&by_digest(&referrer_digest), &[]),
-        referrer_bytes
-    );
-    let (status, body) = registry.get(&format!("/v2/{REPO}/blobs/{sbom_digest}"), "*/*");
-    assert_eq!((status, body), (200, sbom));
+    for (digest, bytes, doc_digest, doc) in [&spdx, &cdx] {
+        assert_eq!(&skopeo_raw(&by_digest(digest), &[]), bytes);
+        let (status, body) = registry.get(&format!("/v2/{REPO}/blobs/{doc_digest}"), "*/*");
+        assert_eq!((status, &body), (200, doc));
+    }
 
     // Registry 2.8 has no referrers API (distribution added it in 3.0): prebake falls back
     // to the spec's referrers tag, where oras, cosign and scanners look on such registries.
@@ -512,28 +561,37 @@ fn an_index_goes_up_after_its_image_and_a_referrer_after_its_subject() {
     );
     let tag = index_digest.replacen(':', "-", 1);
     assert!(stderr.contains(&format!("referrers tag {tag}")), "{stderr}");
-    let listing: Value = serde_json::from_slice(&skopeo_raw(
-        &format!("{}/{REPO}:{tag}", registry.host()),
-        &[],
-    ))
-    .unwrap();
-    let listed = &listing["manifests"][0];
+    let referrers_tag = format!("{}/{REPO}:{tag}", registry.host());
+    let listing: Value = serde_json::from_slice(&skopeo_raw(&referrers_tag, &[])).unwrap();
+    let listed: Vec<(&str, &str, u64)> = listing["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["digest"].as_str().unwrap(),
+                d["artifactType"].as_str().unwrap(),
+                d["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let len = |b: &[u8]| u64::try_from(b.len()).unwrap();
     assert_eq!(
-        listing["manifests"].as_array().unwrap().len(),
-        1,
+        listed,
+        [
+            (spdx.0.as_str(), "application/spdx+json", len(&spdx.1)),
+            (
+                cdx.0.as_str(),
+                "application/vnd.cyclonedx+json",
+                len(&cdx.1)
+            ),
+        ],
         "{listing}"
     );
-    assert_eq!(listed["digest"], referrer_digest.as_str(), "{listing}");
-    assert_eq!(listed["artifactType"], "application/spdx+json", "{listing}");
-    assert_eq!(listed["size"], referrer_bytes.len(), "{listing}");
 
-    // A second push keeps the referrers tag as it is: one entry.
+    // A second push keeps the referrers tag as it is.
     push_ok(&[dir.path().to_str().unwrap(), &reference], &[]);
-    let again: Value = serde_json::from_slice(&skopeo_raw(
-        &format!("{}/{REPO}:{tag}", registry.host()),
-        &[],
-    ))
-    .unwrap();
+    let again: Value = serde_json::from_slice(&skopeo_raw(&referrers_tag, &[])).unwrap();
     assert_eq!(again, listing);
 }
 

@@ -14,6 +14,7 @@ pub mod client;
 pub mod content;
 pub mod target;
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -189,8 +190,18 @@ pub fn push(
         manifests: set.manifests.len(),
         referrers: Vec::new(),
     };
+    // Blobs this push has seen in the registry or sent: a blob several manifests share (the
+    // empty config of every artifact) is checked once.
+    let mut seen = BTreeSet::new();
     for manifest in &set.manifests {
-        let indexed = push_manifest(&mut client, &target, manifest, &mut report, progress)?;
+        let indexed = push_manifest(
+            &mut client,
+            &target,
+            manifest,
+            &mut report,
+            &mut seen,
+            progress,
+        )?;
         if let Some(subject) = &manifest.subject {
             report.referrers.push(manifest.digest.clone());
             if !indexed {
@@ -221,10 +232,15 @@ fn push_manifest(
     target: &Target,
     manifest: &Manifest,
     report: &mut PushReport,
+    seen: &mut BTreeSet<String>,
     progress: &dyn PushProgress,
 ) -> Result<bool, PushError> {
     if client.manifest_exists(&manifest.digest, &manifest.media_type)? {
-        report.blobs_skipped += manifest.blobs.len();
+        for blob in &manifest.blobs {
+            if seen.insert(blob.digest.clone()) {
+                report.blobs_skipped += 1;
+            }
+        }
         progress.event(&PushEvent::ManifestSkipped {
             digest: &manifest.digest,
             blobs: manifest.blobs.len(),
@@ -235,6 +251,9 @@ fn push_manifest(
         return put_checked(client, target, manifest, &manifest.digest);
     }
     for blob in &manifest.blobs {
+        if !seen.insert(blob.digest.clone()) {
+            continue;
+        }
         if client.blob_exists(&blob.digest)? {
             report.blobs_skipped += 1;
             progress.event(&PushEvent::BlobSkipped {
