@@ -553,7 +553,7 @@ fn an_index_goes_up_after_its_image_and_referrers_after_their_subject() {
     }
 
     // Registry 2.8 has no referrers API (distribution added it in 3.0): prebake falls back
-    // to the spec's referrers tag, where oras, cosign and scanners look on such registries.
+    // to the spec's referrers tag, where OCI 1.1 clients look on such registries.
     let (status, _) = registry.get(&format!("/v2/{REPO}/referrers/{index_digest}"), index_type);
     assert_eq!(
         status, 404,

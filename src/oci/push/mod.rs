@@ -6,8 +6,8 @@
 //! blobs (HEAD, skipped when present; else POST + PUT), then the manifest by digest; last, the
 //! tags. A referrer (a manifest with a `subject`, such as an SBOM) is also added to the
 //! referrers tag (`sha256-<hex>` of the subject) when the registry does not index referrers
-//! itself (no `OCI-Subject` answer), as the distribution spec 1.1 asks of clients: that is how
-//! oras, cosign and scanners find it on registries without the referrers API.
+//! itself (no `OCI-Subject` answer), as the distribution spec 1.1 asks of clients: that is
+//! where OCI 1.1 clients (oras) look on registries without the referrers API.
 
 pub mod auth;
 pub mod client;
