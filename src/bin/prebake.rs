@@ -83,6 +83,10 @@ struct RegistryArgs {
     /// registry you trust.
     #[arg(long)]
     insecure: bool,
+    /// Send blobs larger than MIB mebibytes in chunks of that size (PATCH requests), for a
+    /// registry or proxy that caps the size of one request. Default: each blob in one PUT.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    chunk_size: Option<u64>,
     /// Username for the registry (with PREBAKE_REGISTRY_PASSWORD from the environment);
     /// overrides docker's config.json.
     #[arg(long, env = "PREBAKE_REGISTRY_USER", value_name = "USER")]
@@ -375,6 +379,7 @@ fn push_layout(
             ),
         },
         mount_from,
+        chunk_size: registry.chunk_size.map(|mib| mib << 20),
     };
     let report = push::push(layout, &options, &PushLines)
         .with_context(|| format!("pushing {} to {reference}", layout.display()))?;
@@ -417,8 +422,18 @@ impl prebake::oci::push::PushProgress for PushLines {
                 "prebake: blob {digest} ({:.1} MiB) mounted from {from}, nothing sent",
                 mib(*size)
             ),
-            E::BlobUploaded { digest, size, seconds } => eprintln!(
-                "prebake: blob {digest} uploaded, {size} bytes in {seconds:.1} s"
+            E::BlobUploaded {
+                digest,
+                size,
+                seconds,
+                chunks,
+            } => eprintln!(
+                "prebake: blob {digest} uploaded, {size} bytes in {seconds:.1} s{}",
+                if *chunks > 0 {
+                    format!(" ({chunks} chunks)")
+                } else {
+                    String::new()
+                }
             ),
             E::ManifestSkipped { digest, blobs } => eprintln!(
                 "prebake: manifest {digest} already there (with its {blobs} blobs), skipped"

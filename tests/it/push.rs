@@ -4,8 +4,8 @@
 //! digest, the same blobs; a second push uploads nothing; htpasswd Basic auth with docker's
 //! config.json; an image index walked down to its image; an SBOM-like referrer pushed after its
 //! subject and listed under the referrers tag (registry 2.8 has no referrers API); Bearer
-//! tokens from a token service; cross-repository mounts; plain http only for localhost or with
-//! `--insecure`; `build --push` (with the shared build).
+//! tokens from a token service; cross-repository mounts; chunked uploads; plain http only for
+//! localhost or with `--insecure`; `build --push` (with the shared build).
 
 use crate::support;
 use serde_json::{json, Value};
@@ -118,7 +118,9 @@ impl Registry {
             .header("Accept", accept)
             .call()
             .unwrap();
-        (r.status().as_u16(), r.body_mut().read_to_vec().unwrap())
+        // Layers are larger than ureq's default 10 MB limit.
+        let body = r.body_mut().with_config().limit(1 << 30).read_to_vec();
+        (r.status().as_u16(), body.unwrap())
     }
 }
 
@@ -380,6 +382,35 @@ fn push_keeps_the_digests_and_a_second_push_uploads_nothing() {
     assert!(stderr.contains(&format!("mounted from {REPO}")), "{stderr}");
     assert!(stderr.contains("0 blobs uploaded"), "{stderr}");
     assert_eq!(skopeo_raw(&copy, &[]), manifest_bytes);
+
+    // Into a third repository in chunks of 4 MiB (PATCH requests), as for a registry behind a
+    // proxy that caps request sizes: the same digests, the bytes checked by the registry.
+    let chunked = format!("{}/team/chunked:1", registry.host());
+    let (stdout, stderr) = push_ok(
+        &[layout.to_str().unwrap(), &chunked, "--chunk-size", "4"],
+        &[],
+    );
+    assert_eq!(pushed_digest(&stdout), digest);
+    let manifest = read_json(&blob_path(layout, &digest));
+    for layer in manifest["layers"].as_array().unwrap() {
+        let (layer_digest, size) = (
+            layer["digest"].as_str().unwrap(),
+            layer["size"].as_u64().unwrap(),
+        );
+        let line = format!("blob {layer_digest} uploaded, {size} bytes in");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&line))
+            .unwrap_or_else(|| panic!("{stderr}"));
+        assert!(
+            line.ends_with(&format!("({} chunks)", size.div_ceil(4 << 20))),
+            "{line}"
+        );
+        let (status, body) = registry.get(&format!("/v2/team/chunked/blobs/{layer_digest}"), "*/*");
+        assert_eq!(status, 200);
+        assert_eq!(format!("sha256:{}", support::sha256(&body)), layer_digest);
+    }
+    assert_eq!(skopeo_raw(&chunked, &[]), manifest_bytes);
 
     // Again: the registry has everything; only the tags are PUT.
     let (stdout, stderr) = push_ok(

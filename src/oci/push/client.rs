@@ -27,34 +27,47 @@ pub struct Client {
     credentials: Option<Credentials>,
     /// A repository of the same registry to mount blobs from instead of uploading them.
     mount_from: Option<String>,
+    /// Send blobs larger than this in PATCH chunks of this size; `None`: one PUT.
+    chunk_size: Option<u64>,
     /// The `Authorization` value to send, once the registry asked for one.
     authorization: Option<String>,
+}
+
+/// How to reach a registry and what to send it.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Try plain http after https (localhost, or `--insecure`).
+    pub allow_http: bool,
+    /// Accept TLS certificates that do not verify (`--insecure`; covers the token service).
+    pub insecure: bool,
+    pub credentials: Option<Credentials>,
+    pub mount_from: Option<String>,
+    pub chunk_size: Option<u64>,
 }
 
 /// How a blob got into the repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upload {
-    Sent,
+    /// Sent in `chunks` PATCH requests, or in the final PUT when 0.
+    Sent { chunks: u64 },
     /// Linked from another repository of the registry; no bytes sent.
-    Mounted {
-        from: String,
-    },
+    Mounted { from: String },
 }
 
 /// A request made again after a 401: the body is built anew each time.
 type Call<'a> = dyn FnMut(&ureq::Agent, Option<&str>) -> Result<Response<Body>, ureq::Error> + 'a;
 
 impl Client {
-    /// Finds how to talk to the registry (`GET /v2/`) and authenticates if it asks. https
-    /// first; plain http only when `allow_http` (localhost, or `--insecure`); certificates are
-    /// not verified only when `insecure` (`--insecure`, which then covers the token service).
-    pub fn connect(
-        target: &Target,
-        allow_http: bool,
-        insecure: bool,
-        credentials: Option<Credentials>,
-        mount_from: Option<String>,
-    ) -> Result<Client, PushError> {
+    /// Finds how to talk to the registry (`GET /v2/`) and authenticates if it asks: https
+    /// first, plain http only when [`Settings::allow_http`].
+    pub fn connect(target: &Target, settings: Settings) -> Result<Client, PushError> {
+        let Settings {
+            allow_http,
+            insecure,
+            credentials,
+            mount_from,
+            chunk_size,
+        } = settings;
         let tls = ureq::tls::TlsConfig::builder()
             .disable_verification(insecure)
             .build();
@@ -83,6 +96,7 @@ impl Client {
                         repository: target.repository.clone(),
                         credentials,
                         mount_from,
+                        chunk_size,
                         authorization: None,
                     };
                     client.after_ping(response)?;
@@ -332,21 +346,89 @@ impl Client {
                 &mut response,
             ));
         };
+        let (location, chunks, body_size) = match self.chunk_size {
+            Some(chunk) if size > chunk => {
+                let mut reader = open().map_err(|source| PushError::ReadBlob {
+                    digest: digest.to_owned(),
+                    source,
+                })?;
+                let location = self.patch_chunks(digest, location, chunk, &mut reader)?;
+                (location, size.div_ceil(chunk), 0)
+            }
+            _ => (location, 0, size),
+        };
         let sep = if location.contains('?') { '&' } else { '?' };
         // ':' in the digest is percent-encoded as the spec's examples do.
         let put = format!("{location}{sep}digest={}", digest.replace(':', "%3A"));
         let what = format!("PUT blob {digest} ({size} bytes)");
         let mut response = self.send(&what, &mut |agent, auth| {
-            let mut reader = open()?;
-            with_auth(agent.put(&put), auth)
+            let r = with_auth(agent.put(&put), auth)
                 .header("Content-Type", "application/octet-stream")
-                .header("Content-Length", &size.to_string())
-                .send(ureq::SendBody::from_reader(&mut reader))
+                .header("Content-Length", &body_size.to_string());
+            if body_size == 0 {
+                // The chunks carried the bytes: the PUT only closes the upload.
+                return r.send_empty();
+            }
+            let mut reader = open()?;
+            r.send(ureq::SendBody::from_reader(&mut reader))
         })?;
         if response.status().as_u16() != 201 {
             return Err(self.status_error(what, &mut response));
         }
-        Ok(Upload::Sent)
+        Ok(Upload::Sent { chunks })
+    }
+
+    /// Sends the blob in PATCH requests of `chunk` bytes (each with its `Content-Range`, each
+    /// to the Location the previous one answered); returns the Location for the closing PUT.
+    /// For registries or proxies that cap the size of one request.
+    fn patch_chunks(
+        &mut self,
+        digest: &str,
+        mut location: String,
+        chunk: u64,
+        reader: &mut dyn Read,
+    ) -> Result<String, PushError> {
+        let mut offset = 0u64;
+        loop {
+            let mut buf = Vec::new();
+            reader
+                .take(chunk)
+                .read_to_end(&mut buf)
+                .map_err(|source| PushError::ReadBlob {
+                    digest: digest.to_owned(),
+                    source,
+                })?;
+            if buf.is_empty() {
+                return Ok(location);
+            }
+            let end = offset + buf.len() as u64 - 1;
+            let what = format!("PATCH blob {digest} bytes {offset}-{end}");
+            let url = location.clone();
+            let mut response = self.send(&what, &mut |agent, auth| {
+                with_auth(agent.patch(&url), auth)
+                    .header("Content-Type", "application/octet-stream")
+                    .header("Content-Range", &format!("{offset}-{end}"))
+                    .header("Content-Length", &buf.len().to_string())
+                    .send(&buf[..])
+            })?;
+            if response.status().as_u16() != 202 {
+                return Err(self.status_error(what, &mut response));
+            }
+            location = match response
+                .headers()
+                .get("Location")
+                .and_then(|l| l.to_str().ok())
+            {
+                Some(l) => self.resolve(l),
+                None => {
+                    return Err(self.status_error(
+                        format!("{what}: 202 without a Location header"),
+                        &mut response,
+                    ))
+                }
+            };
+            offset = end + 1;
+        }
     }
 
     /// PUTs a manifest's exact bytes under `reference` (its digest or a tag); returns the

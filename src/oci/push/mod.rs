@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 pub use auth::{docker_config_path, CredentialSources, Credentials};
 pub use target::Target;
 
-use client::{Client, Upload};
+use client::{Client, Settings, Upload};
 use content::{Blob, Manifest, EMPTY_JSON, EMPTY_JSON_DIGEST};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,12 @@ pub enum PushError {
     },
     #[error("{path}: {reason}")]
     Credentials { path: PathBuf, reason: String },
+    #[error("reading blob {digest} from the layout")]
+    ReadBlob {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("registry {registry}: {what}: HTTP {status}: {message}; {hint}")]
     Status {
         registry: String,
@@ -86,6 +92,9 @@ pub struct PushOptions {
     /// A repository of the same registry that may have the blobs already (cross-repository
     /// mount: the registry links them instead of receiving them again).
     pub mount_from: Option<String>,
+    /// Send blobs larger than this many bytes in chunks of it (PATCH requests), for a
+    /// registry or proxy that caps one request's size; `None`: each blob in one PUT.
+    pub chunk_size: Option<u64>,
 }
 
 /// What a push reports as it goes.
@@ -106,6 +115,8 @@ pub enum PushEvent<'a> {
         digest: &'a str,
         size: u64,
         seconds: f64,
+        /// How many PATCH requests carried it (0: one PUT).
+        chunks: u64,
     },
     BlobMounted {
         digest: &'a str,
@@ -170,10 +181,13 @@ pub fn push(
         .filter(|from| *from != target.repository);
     let mut client = Client::connect(
         &target,
-        allow_http,
-        options.insecure,
-        credentials,
-        mount_from,
+        Settings {
+            allow_http,
+            insecure: options.insecure,
+            credentials,
+            mount_from,
+            chunk_size: options.chunk_size.filter(|&n| n > 0),
+        },
     )?;
     progress.event(&PushEvent::Connected {
         registry: &client.describe(),
@@ -267,22 +281,26 @@ fn push_manifest(
             size: blob.size,
         });
         let started = Instant::now();
-        if let Upload::Mounted { from } = upload(client, blob)? {
-            report.blobs_mounted += 1;
-            progress.event(&PushEvent::BlobMounted {
-                digest: &blob.digest,
-                size: blob.size,
-                from: &from,
-            });
-            continue;
+        match upload(client, blob)? {
+            Upload::Mounted { from } => {
+                report.blobs_mounted += 1;
+                progress.event(&PushEvent::BlobMounted {
+                    digest: &blob.digest,
+                    size: blob.size,
+                    from: &from,
+                });
+            }
+            Upload::Sent { chunks } => {
+                report.blobs_uploaded += 1;
+                report.bytes_uploaded += blob.size;
+                progress.event(&PushEvent::BlobUploaded {
+                    digest: &blob.digest,
+                    size: blob.size,
+                    seconds: started.elapsed().as_secs_f64(),
+                    chunks,
+                });
+            }
         }
-        report.blobs_uploaded += 1;
-        report.bytes_uploaded += blob.size;
-        progress.event(&PushEvent::BlobUploaded {
-            digest: &blob.digest,
-            size: blob.size,
-            seconds: started.elapsed().as_secs_f64(),
-        });
     }
     let indexed = put_checked(client, target, manifest, &manifest.digest)?;
     progress.event(&PushEvent::ManifestPushed {
