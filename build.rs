@@ -21,10 +21,13 @@ const DEBIAN_PYTHON: &str = "/usr/bin/python3.11";
 /// The fixture venv `.ci/run` makes, unless `PREBAKE_FIXTURE_VENV` names another.
 const DEFAULT_VENV: &str = "/var/tmp/prebake-fixture-venv";
 
-/// Commands looked up on `PATH`; each gives the cfg `have_<name>`.
+/// Commands looked up on `PATH`; each gives the cfg `have_<name>` ('-' becomes '_':
+/// `have_docker_registry`).
+// Kept compact by hand: rustfmt puts one name a line once a name is long (docker-registry).
+#[rustfmt::skip]
 const TOOLS: &[&str] = &[
-    "bash", "cc", "chroot", "gzip", "ldconfig", "ldd", "node", "pasta", "python3", "runc",
-    "skopeo", "strace", "tar", "umoci", "unshare", "zstd",
+    "bash", "cc", "chroot", "docker-registry", "gzip", "htpasswd", "ldconfig", "ldd", "node",
+    "openssl", "pasta", "python3", "runc", "skopeo", "strace", "tar", "umoci", "unshare", "zstd",
 ];
 
 struct Requirement {
@@ -51,7 +54,7 @@ fn main() {
             None => watch.path_dirs(),
         }
         reqs.push(Requirement {
-            cfg: format!("have_{tool}"),
+            cfg: format!("have_{}", tool.replace('-', "_")),
             what: format!("the `{tool}` command"),
             present: found.is_some(),
         });

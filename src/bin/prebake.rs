@@ -26,6 +26,13 @@ enum Command {
     /// Resolve the spec and write DIR/bundle (rootfs.tar.zst, seccomp/, bundle.json) and
     /// DIR/image (an OCI image layout: the runtime and the bundle).
     Build(BuildArgs),
+    /// Push an OCI image layout (DIR/image of `prebake build`) to a registry, keeping its
+    /// digest; with its referrers (manifests with a `subject`, such as an SBOM).
+    ///
+    /// Credentials: PREBAKE_REGISTRY_USER and PREBAKE_REGISTRY_PASSWORD, else docker's
+    /// config.json ($DOCKER_CONFIG/config.json or ~/.docker/config.json: `docker login`),
+    /// including its credential helpers.
+    Push(PushArgs),
     /// Seccomp policy tools.
     Seccomp {
         #[command(subcommand)]
@@ -46,6 +53,44 @@ enum Command {
         /// The script to run.
         script: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct PushArgs {
+    /// The OCI image layout to push (OUT/image).
+    layout: PathBuf,
+    /// Where: [HOST[:PORT]/]REPOSITORY[:TAG], e.g. ghcr.io/team/prebake-python:1.0. Without a
+    /// host, Docker Hub.
+    #[arg(value_name = "REF")]
+    reference: String,
+    /// Another tag for the same image, in REF's repository (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// A repository of the same registry that has the blobs already: the registry links them
+    /// (cross-repository mount) instead of receiving them again.
+    #[arg(long, value_name = "REPOSITORY")]
+    mount_from: Option<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// How to reach and log in to a registry (`push`, `build --push`).
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// Allow plain http and TLS certificates that do not verify (self-signed). Registries on
+    /// localhost (localhost, 127.0.0.0/8, [::1]) may use plain http without the flag;
+    /// elsewhere it sends your credentials and image unprotected, so use it only for a
+    /// registry you trust.
+    #[arg(long)]
+    insecure: bool,
+    /// Send blobs larger than MIB mebibytes in chunks of that size (PATCH requests), for a
+    /// registry or proxy that caps the size of one request. Default: each blob in one PUT.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    chunk_size: Option<u64>,
+    /// Username for the registry (with PREBAKE_REGISTRY_PASSWORD from the environment);
+    /// overrides docker's config.json.
+    #[arg(long, env = "PREBAKE_REGISTRY_USER", value_name = "USER")]
+    username: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -85,6 +130,12 @@ struct BuildArgs {
     no_cache: bool,
     #[command(flatten)]
     image: ImageArgs,
+    /// After the build, push the image to this reference (repeatable; see `prebake push`;
+    /// later references in the first one's registry mount its blobs).
+    #[arg(long, value_name = "REF", conflicts_with = "no_image")]
+    push: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 /// The image flags of `build`.
@@ -150,6 +201,7 @@ fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Build(args) => cmd_build(args),
+        Command::Push(args) => cmd_push(&args),
         Command::Seccomp {
             command: SeccompCommand::Show { spec, language },
         } => cmd_seccomp_show(spec, language.as_deref()),
@@ -214,6 +266,8 @@ fn cmd_build(args: BuildArgs) -> Result<()> {
         allow_missing,
         no_cache,
         image: image_args,
+        push,
+        registry,
     } = args;
     let spec = match dify_config {
         Some(cfg) => {
@@ -268,7 +322,133 @@ fn cmd_build(args: BuildArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     print_summary(&report);
+    if let Some(image) = &report.image {
+        // Later references in the first one's registry mount its blobs instead of sending
+        // them again.
+        let first = push
+            .first()
+            .and_then(|r| prebake::oci::push::Target::parse(r, &[]).ok());
+        for reference in &push {
+            let mount_from = match (&first, prebake::oci::push::Target::parse(reference, &[])) {
+                (Some(f), Ok(t)) if f.registry == t.registry => Some(f.repository.clone()),
+                _ => None,
+            };
+            push_layout(&image.dir, reference, &[], &registry, mount_from)?;
+        }
+    }
     Ok(())
+}
+
+fn cmd_push(args: &PushArgs) -> Result<()> {
+    push_layout(
+        &args.layout,
+        &args.reference,
+        &args.tags,
+        &args.registry,
+        args.mount_from.clone(),
+    )
+}
+
+fn push_layout(
+    layout: &Path,
+    reference: &str,
+    tags: &[String],
+    registry: &RegistryArgs,
+    mount_from: Option<String>,
+) -> Result<()> {
+    use prebake::oci::push::{self, CredentialSources, PushOptions};
+    let explicit = match (&registry.username, std::env::var("PREBAKE_REGISTRY_PASSWORD")) {
+        (Some(user), Ok(password)) => Some((user.clone(), password)),
+        (Some(_), Err(_)) => anyhow::bail!(
+            "a registry username is given (--username or PREBAKE_REGISTRY_USER) but PREBAKE_REGISTRY_PASSWORD is not set"
+        ),
+        (None, Ok(_)) => anyhow::bail!(
+            "PREBAKE_REGISTRY_PASSWORD is set but no username: set PREBAKE_REGISTRY_USER (or --username) too, or unset it to use docker's config.json"
+        ),
+        (None, Err(_)) => None,
+    };
+    let options = PushOptions {
+        reference: reference.to_owned(),
+        tags: tags.to_vec(),
+        insecure: registry.insecure,
+        credentials: CredentialSources {
+            explicit,
+            docker_config: push::docker_config_path(
+                std::env::var("DOCKER_CONFIG").ok().as_deref(),
+                std::env::var("HOME").ok().as_deref(),
+            ),
+        },
+        mount_from,
+        chunk_size: registry.chunk_size.map(|mib| mib << 20),
+    };
+    let report = push::push(layout, &options, &PushLines)
+        .with_context(|| format!("pushing {} to {reference}", layout.display()))?;
+    eprintln!(
+        "prebake: pushed {} manifests: {} blobs uploaded ({:.1} MiB), {} mounted, {} already there{}",
+        report.manifests,
+        report.blobs_uploaded,
+        report.bytes_uploaded as f64 / 1048576.0,
+        report.blobs_mounted,
+        report.blobs_skipped,
+        if report.referrers.is_empty() {
+            String::new()
+        } else {
+            format!(", {} referrers", report.referrers.len())
+        }
+    );
+    for tag in &report.tags {
+        println!("{}:{tag}", report.name);
+    }
+    println!("{}@{}", report.name, report.digest);
+    Ok(())
+}
+
+/// One stderr line per step of a push, for terminals and CI logs alike.
+struct PushLines;
+
+impl prebake::oci::push::PushProgress for PushLines {
+    fn event(&self, event: &prebake::oci::push::PushEvent<'_>) {
+        use prebake::oci::push::PushEvent as E;
+        let mib = |n: u64| n as f64 / 1048576.0;
+        match event {
+            E::Connected { registry } => eprintln!("prebake: registry {registry}"),
+            E::BlobSkipped { digest, size } => {
+                eprintln!("prebake: blob {digest} ({:.1} MiB) already there, skipped", mib(*size))
+            }
+            E::BlobUploading { digest, size } => {
+                eprintln!("prebake: blob {digest} ({:.1} MiB) uploading", mib(*size))
+            }
+            E::BlobMounted { digest, size, from } => eprintln!(
+                "prebake: blob {digest} ({:.1} MiB) mounted from {from}, nothing sent",
+                mib(*size)
+            ),
+            E::BlobUploaded {
+                digest,
+                size,
+                seconds,
+                chunks,
+            } => eprintln!(
+                "prebake: blob {digest} uploaded, {size} bytes in {seconds:.1} s{}",
+                if *chunks > 0 {
+                    format!(" ({chunks} chunks)")
+                } else {
+                    String::new()
+                }
+            ),
+            E::ManifestSkipped { digest, blobs } => eprintln!(
+                "prebake: manifest {digest} already there (with its {blobs} blobs), skipped"
+            ),
+            E::ManifestPushed { reference, digest } if reference == digest => {
+                eprintln!("prebake: manifest {digest} pushed")
+            }
+            E::ManifestPushed { reference, digest } => {
+                eprintln!("prebake: tag {reference} -> {digest}")
+            }
+            E::ReferrersTag { tag, referrer } => eprintln!(
+                "prebake: referrer {referrer} added to the referrers tag {tag} (the registry has no referrers API)"
+            ),
+        }
+    }
 }
 
 /// The image options, or `None` for `--no-image`. The tag is checked here so that a typo

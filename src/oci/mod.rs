@@ -11,6 +11,7 @@ pub mod archive;
 pub mod canonical;
 pub mod image;
 pub mod layout;
+pub mod push;
 pub mod reference;
 mod time;
 

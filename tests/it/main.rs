@@ -16,6 +16,7 @@ mod elf_resolve;
 mod node;
 mod oci_image;
 mod oci_layout;
+mod push;
 mod rootfs_tar;
 mod runtime_bench;
 mod runtime_concurrency;
