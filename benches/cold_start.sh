@@ -10,7 +10,7 @@
 #
 # Knobs (environment):
 #   RUNS=5          cold starts, and runs of each baseline, per figure (median reported)
-#   RESTARTS=10     re-starts with the stamp present
+#   RESTARTS=10     re-starts with the stamp present (and the record of the last cold start's probes)
 #   UNPACKS=20      `runtime unpack` calls with the stamp present
 #   BASELINES=dify,perfile,inproc   which baselines to run (see benches/README.md)
 #   PREBAKE=/path RUNTIME=/path     use these binaries instead of building the release ones
@@ -307,7 +307,7 @@ for k in BASELINES:
 t = med(tar)
 print(f"reference: tar --zstd -x of the same rootfs.tar.zst: {ms(t)} median ({spread(tar)}); runtime cold start is {c / t:.1f}x that")
 rs = med(restart)
-print(f"re-start, stamp present -> /health 200 (probe run included): {ms(rs)} median ({spread(restart)}) -> {faster(c, rs)} than cold"
+print(f"re-start, stamp present -> /health 200 (probes in the background: the earlier start left its record): {ms(rs)} median ({spread(restart)}) -> {faster(c, rs)} than cold"
       + "".join(f", {faster(med(base[k]), rs)} than {k}" for k in BASELINES))
 uw = med([u[0] for u in unp]); ui = med([u[1] for u in unp])
 print(f"runtime unpack, stamp present: {ms(uw)} median wall incl. process start "
