@@ -19,6 +19,7 @@ pub mod oci;
 pub mod plan;
 pub mod rootfs;
 pub mod runtime;
+pub mod sbom;
 pub mod seccomp;
 pub mod spec;
 pub mod ustar;

@@ -12,7 +12,7 @@ pub mod canonical;
 pub mod image;
 pub mod layout;
 pub mod reference;
-mod time;
+pub(crate) mod time;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
