@@ -12,6 +12,7 @@ pub mod canonical;
 pub mod image;
 pub mod layout;
 pub mod reference;
+pub mod referrer;
 pub(crate) mod time;
 
 use std::collections::BTreeMap;

@@ -14,10 +14,11 @@ pub mod python;
 pub mod spdx;
 
 use crate::contract::BundleManifest;
+use crate::fsutil::stage::{staging_prefix, StagedFile};
 use crate::plan::{EntryKind, Plan, Source};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 pub use license::License;
@@ -275,14 +276,10 @@ pub fn write(sbom: &Sbom, bundle_dir: &Path) -> Result<(), SbomError> {
         let mut bytes = serde_json::to_vec_pretty(&doc).expect("JSON values serialize");
         bytes.push(b'\n');
         let path = bundle_dir.join(name);
-        let tmp = tempfile::NamedTempFile::new_in(bundle_dir)
-            .map_err(|e| SbomError::io(bundle_dir, e))?;
-        std::fs::write(tmp.path(), &bytes).map_err(|e| SbomError::io(tmp.path(), e))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| SbomError::io(tmp.path(), e))?;
-        tmp.persist(&path)
-            .map_err(|e| SbomError::io(&path, e.error))?;
+        let io = |e| SbomError::io(&path, e);
+        let mut staged = StagedFile::new(&path, &staging_prefix(&path, "partial")).map_err(io)?;
+        staged.file().write_all(&bytes).map_err(io)?;
+        staged.commit(&path, 0o644, true).map_err(io)?;
     }
     Ok(())
 }
