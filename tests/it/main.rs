@@ -26,6 +26,7 @@ mod runtime_hardening;
 mod runtime_health;
 mod runtime_hostile;
 mod runtime_serve;
+mod sbom;
 mod seccomp;
 mod spec;
 mod unpack;
