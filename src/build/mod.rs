@@ -216,7 +216,14 @@ fn write_bundle(
     std::fs::write(&mpath, manifest.to_json()).map_err(io(&mpath))?;
 
     progress.stage("writing SBOM");
-    let sbom = crate::sbom::collect(&planned.plan, &manifest, &spec.name, mtime, Path::new("/"))?;
+    let created = crate::oci::time::rfc3339_utc(mtime);
+    let sbom = crate::sbom::collect(
+        &planned.plan,
+        &manifest,
+        &spec.name,
+        &created,
+        Path::new("/"),
+    )?;
     crate::sbom::write(&sbom, bundle_dir)?;
     Ok((manifest, seccomp_instructions))
 }

@@ -153,12 +153,13 @@ enum Owner {
     Lang(usize),
 }
 
-/// The SBOM of `plan` (the rootfs), with the packages of the dpkg database under `host_root`.
+/// The SBOM of `plan` (the rootfs), with the packages of the dpkg database under `host_root`;
+/// `created` is the build's SOURCE_DATE_EPOCH as RFC 3339, the documents' only time.
 pub fn collect(
     plan: &Plan,
     manifest: &BundleManifest,
     spec_name: &str,
-    mtime: u64,
+    created: &str,
     host_root: &Path,
 ) -> Result<Sbom, SbomError> {
     let dists = python::dists(plan)?;
@@ -260,7 +261,7 @@ pub fn collect(
     }
     Ok(Sbom {
         name: spec_name.to_owned(),
-        created: crate::oci::time::rfc3339_utc(mtime),
+        created: created.to_owned(),
         prebake_version: manifest.prebake_version.clone(),
         components: components.into_iter().map(|(_, c)| c).collect(),
         files,

@@ -703,3 +703,69 @@ fn both_documents_validate_against_their_schemas() {
     fs::write(&bad, serde_json::to_vec(&cdx).unwrap()).unwrap();
     assert!(!cyclonedx_validate(&bad).status.success());
 }
+
+#[test]
+#[cfg_attr(not(have_sbom_venv), ignore = "needs the SBOM validators' venv")]
+fn cve_bin_tools_sbom_reader_sees_every_package_and_file() {
+    let _exclusive = support::exclusive();
+    let b = default_build();
+    let bundle = b.out.join("bundle");
+    // lib4sbom is how cve-bin-tool (and sbomaudit) read an SBOM: what it finds is what such
+    // a scanner would look up.
+    let script = "import sys\n\
+        from lib4sbom.parser import SBOMParser\n\
+        p = SBOMParser()\n\
+        p.parse_file(sys.argv[1])\n\
+        print('files', len(p.get_files()))\n\
+        for x in p.get_packages():\n\
+        \x20   ref = x.get('externalreference')\n\
+        \x20   if ref:\n\
+        \x20       print('package', x['name'], x['version'], ref[0][2])\n\
+        \x20   else:\n\
+        \x20       print('other', x['name'])\n";
+    let spdx = b.spdx();
+    let want_packages: Vec<String> = spdx["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "package {} {} {}",
+                p["name"].as_str().unwrap(),
+                p["versionInfo"].as_str().unwrap(),
+                purl(p)
+            )
+        })
+        .collect();
+    let rootfs = rootfs_files(&bundle).len();
+    for file in ["sbom.spdx.json", "sbom.cdx.json"] {
+        let out = support::run_stdout(
+            Command::new(sbom_venv().join("bin/python"))
+                .args(["-c", script])
+                .arg(bundle.join(file)),
+        );
+        let mut got: Vec<String> = out
+            .lines()
+            .filter(|l| l.starts_with("package "))
+            .map(str::to_owned)
+            .collect();
+        got.sort();
+        let mut want = want_packages.clone();
+        want.sort();
+        assert_eq!(got, want, "{file}");
+        // lib4sbom reads SPDX files as files, CycloneDX file components as packages.
+        let files = if file.ends_with(".spdx.json") {
+            out.lines()
+                .find_map(|l| l.strip_prefix("files "))
+                .unwrap()
+                .parse()
+                .unwrap()
+        } else {
+            out.lines().filter(|l| l.starts_with("other ")).count()
+        };
+        assert_eq!(
+            files, rootfs,
+            "{file}: lib4sbom sees another number of files"
+        );
+    }
+}
