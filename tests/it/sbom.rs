@@ -769,3 +769,40 @@ fn cve_bin_tools_sbom_reader_sees_every_package_and_file() {
         );
     }
 }
+
+#[test]
+fn an_archive_refuses_an_artifact_of_another_image() {
+    let _exclusive = support::exclusive();
+    let b = default_build();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("image");
+    support::run(
+        Command::new("cp")
+            .arg("-a")
+            .arg(b.out.join("image"))
+            .arg(&layout),
+    );
+    // A document about some other image, listed in this layout's index.json.
+    let other = prebake::oci::ImageDigests {
+        manifest: format!("sha256:{}", support::sha256(b"another image")),
+        manifest_size: 13,
+        config: format!("sha256:{}", support::sha256(b"its config")),
+    };
+    let doc = tmp.path().join("other.spdx.json");
+    fs::write(&doc, b"{}").unwrap();
+    let artifact = prebake::oci::referrer::Artifact {
+        media_type: MEDIA_SPDX.to_owned(),
+        file: doc,
+    };
+    let digests = prebake::oci::referrer::attach(&layout, &other, &[artifact]).unwrap();
+    let out = tmp.path().join("image.tar");
+    let err = prebake::oci::write_archive(&layout, &out, TAG)
+        .unwrap_err()
+        .to_string();
+    let hex = digests[0].strip_prefix("sha256:").unwrap();
+    assert!(
+        err.contains(hex) && err.contains("does not refer to the image"),
+        "{err}"
+    );
+    assert!(!out.exists(), "a refused archive was written anyway");
+}
