@@ -8,6 +8,17 @@ use crate::plan::{normalize, Entry, EntryKind, Plan, Source};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Trove license classifiers that name exactly one SPDX license ("BSD License" or "Apache
+/// Software License" do not: they stay names).
+const CLASSIFIER_TO_SPDX: &[(&str, &str)] = &[
+    ("MIT License", "MIT"),
+    ("ISC License (ISCL)", "ISC"),
+    ("Mozilla Public License 2.0 (MPL 2.0)", "MPL-2.0"),
+    ("The Unlicense (Unlicense)", "Unlicense"),
+    ("Python Software Foundation License", "PSF-2.0"),
+    ("Zero-Clause BSD (0BSD)", "0BSD"),
+];
+
 #[derive(Debug, Clone)]
 pub struct PyDist {
     pub name: String,
@@ -103,11 +114,13 @@ fn metadata_fields(text: &str) -> (Option<String>, Option<String>, Option<Licens
             expression = Some(v);
         } else if let Some(v) = value("License:") {
             in_license = true;
-            license_field = Some(v).filter(|v| !v.is_empty() && v.len() <= 80);
+            // setuptools writes UNKNOWN when the project gave none.
+            license_field = Some(v).filter(|v| !v.is_empty() && v.len() <= 80 && v != "UNKNOWN");
         } else if let Some(v) = value("Classifier: License ::") {
-            let last = v.rsplit("::").next().unwrap_or(&v).trim().to_owned();
+            let last = v.rsplit("::").next().unwrap_or(&v).trim();
             if last != "OSI Approved" {
-                classifiers.push(last);
+                let known = CLASSIFIER_TO_SPDX.iter().find(|(c, _)| *c == last);
+                classifiers.push(known.map_or(last, |(_, id)| *id).to_owned());
             }
         }
     }
@@ -200,5 +213,7 @@ mod tests {
         assert_eq!(metadata_fields(m).2.unwrap().expression, "MIT");
         let m = "Name: x\nVersion: 1\nLicense: Copyright (c) me\n  all rights\n";
         assert_eq!(metadata_fields(m).2, None);
+        let m = "Name: x\nVersion: 1\nLicense: UNKNOWN\nClassifier: License :: OSI Approved :: MIT License\n";
+        assert_eq!(metadata_fields(m).2.unwrap().expression, "MIT");
     }
 }

@@ -1,5 +1,6 @@
 //! Issue 13 item 1: the SBOMs every `prebake build` writes (bundle/sbom.spdx.json,
-//! bundle/sbom.cdx.json) and attaches to the image. Checked against the rootfs archive read
+//! bundle/sbom.cdx.json) and attaches to the image, for images/python3.yaml (with its image)
+//! and the default image, images/dify.yaml (Python distributions and node). Checked against the rootfs archive read
 //! back member by member, the host's own `dpkg-query`, the fixture venv's own
 //! `importlib.metadata`, the SPDX and CycloneDX validators from PyPI, and skopeo and umoci.
 
@@ -81,6 +82,23 @@ fn default_build() -> &'static Built {
             _tmp: tmp,
             out,
             archive,
+        }
+    })
+}
+
+/// The default image (images/dify.yaml: python3 with Dify's pinned requirements, and node),
+/// bundle only.
+fn dify_build() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let spec = support::repo_root().join("images/dify.yaml");
+        build(&spec, &out, &["--no-image"], "022", &[]);
+        Built {
+            archive: tmp.path().join("no-archive"),
+            _tmp: tmp,
+            out,
         }
     })
 }
@@ -251,11 +269,27 @@ fn assert_each_once<T: Ord + std::fmt::Debug>(what: &str, mut sorted: Vec<T>) ->
 #[test]
 fn every_rootfs_file_is_listed_once_with_its_digests() {
     let _exclusive = support::exclusive();
-    let b = default_build();
+    for b in [default_build(), dify_build()] {
+        files_listed_once_with_their_digests(b);
+    }
+}
+
+fn files_listed_once_with_their_digests(b: &Built) {
+    // Every distribution bundle.json reports is a PyPI package of the SBOM, same version.
+    let m = read_json(&b.out.join("bundle/bundle.json"));
+    let spdx = b.spdx();
+    for d in m["languages"]["python3"]["distributions"]
+        .as_array()
+        .unwrap()
+    {
+        let p = spdx_package(&spdx, d["name"].as_str().unwrap());
+        assert_eq!(p["versionInfo"], d["version"]);
+        assert!(purl(p).starts_with("pkg:pypi/"), "{p}");
+    }
     let want = rootfs_files(&b.out.join("bundle"));
     assert!(want.len() > 500, "{} files", want.len());
 
-    let spdx = assert_each_once("SPDX files", spdx_files(&b.spdx()));
+    let spdx = assert_each_once("SPDX files", spdx_files(&spdx));
     let got: BTreeMap<String, (String, String)> = spdx
         .into_iter()
         .map(|(p, s1, s256)| (p, (s1, s256)))
@@ -668,7 +702,10 @@ fn cyclonedx_validate(file: &Path) -> Output {
 #[cfg_attr(not(have_sbom_venv), ignore = "needs the SBOM validators' venv")]
 fn both_documents_validate_against_their_schemas() {
     let _exclusive = support::exclusive();
-    let mut bundles = vec![default_build().out.join("bundle")];
+    let mut bundles = vec![
+        default_build().out.join("bundle"),
+        dify_build().out.join("bundle"),
+    ];
     if cfg!(have_fixture_venv) {
         bundles.push(venv_build().out.join("bundle"));
     }
