@@ -3,7 +3,7 @@
 //! machine-readable `/usr/share/doc/NAME/copyright` declares.
 
 use super::license::{self, License};
-use super::SbomError;
+use super::{purl_escape, Component, Ecosystem, SbomError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -110,6 +110,26 @@ impl Dpkg {
 fn is_merged(path: &str) -> bool {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     path.starts_with('/') && MERGED.contains(&first)
+}
+
+impl DebPackage {
+    /// The package as an SBOM component (`pkg:deb/debian/NAME@VERSION?arch=ARCH`).
+    pub fn component(&self) -> Component {
+        Component {
+            ecosystem: Ecosystem::Deb,
+            name: self.name.clone(),
+            version: self.version.clone(),
+            purl: format!(
+                "pkg:deb/debian/{}@{}?arch={}",
+                purl_escape(&self.name),
+                purl_escape(&self.version),
+                purl_escape(&self.arch)
+            ),
+            license: self.license.clone(),
+            location: String::new(),
+            files: Vec::new(),
+        }
+    }
 }
 
 /// The installed packages of a `status` file.

@@ -9,6 +9,7 @@
 
 pub mod cyclonedx;
 pub mod dpkg;
+mod interpreter;
 pub mod license;
 pub mod python;
 pub mod spdx;
@@ -164,7 +165,7 @@ pub fn collect(
 ) -> Result<Sbom, SbomError> {
     let dists = python::dists(plan)?;
     let dpkg = dpkg::Dpkg::load(host_root)?;
-    let langs = interpreters(plan, manifest);
+    let langs = interpreter::interpreters(plan, manifest);
 
     let mut by_dist_path: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, d) in dists.iter().enumerate() {
@@ -235,8 +236,8 @@ pub fn collect(
         keyed
             .entry(owner)
             .or_insert_with(|| match owner {
-                Owner::Dist(d) => dist_component(&dists[d], plan),
-                Owner::Deb(p) => deb_component(&dpkg.packages[p]),
+                Owner::Dist(d) => dists[d].component(plan),
+                Owner::Deb(p) => dpkg.packages[p].component(),
                 Owner::Lang(l) => langs[l].component(),
             })
             .files
@@ -329,131 +330,6 @@ pub(crate) fn purl_escape(s: &str) -> String {
         }
     }
     out
-}
-
-fn deb_component(p: &dpkg::DebPackage) -> Component {
-    Component {
-        ecosystem: Ecosystem::Deb,
-        name: p.name.clone(),
-        version: p.version.clone(),
-        purl: format!(
-            "pkg:deb/debian/{}@{}?arch={}",
-            purl_escape(&p.name),
-            purl_escape(&p.version),
-            purl_escape(&p.arch)
-        ),
-        license: p.license.clone(),
-        location: String::new(),
-        files: Vec::new(),
-    }
-}
-
-fn dist_component(d: &python::PyDist, plan: &Plan) -> Component {
-    // The dist-info directory: where RECORD is (every RECORD lists itself).
-    let location = d
-        .files
-        .keys()
-        .find(|p| p.ends_with(".dist-info/RECORD") && plan.entries.contains_key(*p))
-        .map(|p| p.trim_end_matches("/RECORD").to_owned())
-        .unwrap_or_default();
-    Component {
-        ecosystem: Ecosystem::PyPI,
-        name: d.name.clone(),
-        version: d.version.clone(),
-        purl: format!(
-            "pkg:pypi/{}@{}",
-            purl_escape(&crate::spec::normalize_package_name(&d.name)),
-            purl_escape(&d.version)
-        ),
-        license: d.license.clone(),
-        location,
-        files: Vec::new(),
-    }
-}
-
-/// An interpreter of bundle.json, and how to tell its files.
-struct Interpreter {
-    language: String,
-    version: String,
-    /// The interpreter's file in the rootfs, symlinks resolved.
-    real: String,
-    /// Its installation prefix (`PREFIX/bin/python3.11`) when that is its own (pyenv's,
-    /// `/opt/...`), not the system's `/usr` where every unpackaged file would look like its.
-    prefix: Option<String>,
-}
-
-impl Interpreter {
-    /// Files no package claimed: the interpreter itself and, for Python, what the plan took
-    /// as its standard library.
-    fn claims(&self, path: &str, provenance: &str) -> bool {
-        path == self.real
-            || self.prefix.as_ref().is_some_and(|p| {
-                path.strip_prefix(p.as_str())
-                    .is_some_and(|r| r.starts_with('/'))
-            })
-            || (self.language == "python3"
-                && (provenance.starts_with("python ") || provenance.starts_with("interpreter:")))
-    }
-
-    fn component(&self) -> Component {
-        let (name, version) = match self.language.as_str() {
-            "python3" => ("python", self.version.as_str()),
-            "nodejs" => ("node", self.version.trim_start_matches('v')),
-            other => (other, self.version.as_str()),
-        };
-        Component {
-            ecosystem: Ecosystem::Interpreter,
-            name: name.to_owned(),
-            version: version.to_owned(),
-            purl: format!("pkg:generic/{name}@{}", purl_escape(version)),
-            license: None,
-            location: self.real.clone(),
-            files: Vec::new(),
-        }
-    }
-}
-
-fn interpreters(plan: &Plan, manifest: &BundleManifest) -> Vec<Interpreter> {
-    manifest
-        .languages
-        .iter()
-        .map(|(language, info)| {
-            let real = resolve_in_plan(plan, &info.interpreter);
-            let prefix = Path::new(&real)
-                .parent()
-                .filter(|bin| bin.ends_with("bin"))
-                .and_then(Path::parent)
-                .and_then(Path::to_str)
-                .filter(|p| !matches!(*p, "/" | "/usr" | "/usr/local"))
-                .map(str::to_owned);
-            Interpreter {
-                language: language.clone(),
-                version: info.version.clone(),
-                real,
-                prefix,
-            }
-        })
-        .collect()
-}
-
-/// Follow the plan's symlinks from `path` (at most 40, like the kernel).
-fn resolve_in_plan(plan: &Plan, path: &str) -> String {
-    let mut cur = std::path::PathBuf::from(path);
-    for _ in 0..40 {
-        let Some(EntryKind::Symlink { target }) = cur
-            .to_str()
-            .and_then(|p| plan.entries.get(p))
-            .map(|e| &e.kind)
-        else {
-            break;
-        };
-        let next = match cur.parent() {
-            Some(parent) => parent.join(target),
-            None => target.clone(),
-        };
-        cur = crate::plan::normalize(&next);
-    }
-    cur.to_string_lossy().into_owned()
 }
 
 #[cfg(test)]

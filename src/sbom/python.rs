@@ -3,7 +3,7 @@
 //! from `METADATA`, the files and their hashes from `RECORD`.
 
 use super::license::{self, License};
-use super::SbomError;
+use super::{purl_escape, Component, Ecosystem, SbomError};
 use crate::plan::{normalize, Entry, EntryKind, Plan, Source};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,6 +27,32 @@ pub struct PyDist {
     /// Rootfs path -> the sha256 (hex) RECORD gives for it, if any (RECORD lists `.pyc`
     /// files and itself without one).
     pub files: BTreeMap<String, Option<String>>,
+}
+
+impl PyDist {
+    /// The distribution as an SBOM component (`pkg:pypi/NAME@VERSION`, the name normalized).
+    pub fn component(&self, plan: &Plan) -> Component {
+        // The dist-info directory: where RECORD is (every RECORD lists itself).
+        let location = self
+            .files
+            .keys()
+            .find(|p| p.ends_with(".dist-info/RECORD") && plan.entries.contains_key(*p))
+            .map(|p| p.trim_end_matches("/RECORD").to_owned())
+            .unwrap_or_default();
+        Component {
+            ecosystem: Ecosystem::PyPI,
+            name: self.name.clone(),
+            version: self.version.clone(),
+            purl: format!(
+                "pkg:pypi/{}@{}",
+                purl_escape(&crate::spec::normalize_package_name(&self.name)),
+                purl_escape(&self.version)
+            ),
+            license: self.license.clone(),
+            location,
+            files: Vec::new(),
+        }
+    }
 }
 
 /// Every distribution whose `RECORD` is in the plan.
