@@ -89,3 +89,15 @@ fn uuid_from_hex(hex: &str) -> String {
         &h[20..]
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::uuid_from_hex;
+
+    #[test]
+    fn serial_numbers_are_version_5_shaped_uuids_of_the_digest() {
+        let u = uuid_from_hex(&"ab".repeat(32));
+        assert_eq!(u, "abababab-abab-5bab-abab-abababababab");
+        assert_ne!(u, uuid_from_hex(&"ac".repeat(32)));
+    }
+}

@@ -220,6 +220,14 @@ mod tests {
     }
 
     #[test]
+    fn a_host_without_dpkg_has_no_packages() {
+        let root = tempfile::tempdir().unwrap();
+        let db = Dpkg::load(root.path()).unwrap();
+        assert!(db.packages.is_empty());
+        assert_eq!(db.owner("/usr/lib/x86_64-linux-gnu/libc.so.6"), None);
+    }
+
+    #[test]
     fn only_a_dep5_copyright_gives_a_license() {
         let dep5 = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nLicense: GPL-2+\n\nFiles: lib/*\nLicense: LGPL-2.1+ or BSD-3-clause\n text\n\nLicense: GPL-2+\n full text\n";
         let l = dep5_license(dep5).unwrap();
