@@ -154,6 +154,38 @@ enum Owner {
     Lang(usize),
 }
 
+/// The component a file of the plan comes from. A distribution's RECORD is the most specific
+/// claim (a Debian-packaged Python module is dpkg's too, but under its Python name and
+/// version), then dpkg by the host file the bytes are read from or the rootfs path (they differ
+/// where the plan resolved symlinks), then an interpreter by what the plan says of the file.
+fn first_owner(
+    path: &str,
+    entry: &crate::plan::Entry,
+    by_dist_path: &BTreeMap<&str, usize>,
+    dpkg: &dpkg::Dpkg,
+    langs: &[interpreter::Interpreter],
+) -> Option<Owner> {
+    if let Some(&d) = by_dist_path.get(path) {
+        return Some(Owner::Dist(d));
+    }
+    let host = match &entry.kind {
+        EntryKind::File {
+            source: Source::Host(h),
+        } => h.to_str(),
+        _ => None,
+    };
+    if let Some(p) = host
+        .and_then(|h| dpkg.owner(h))
+        .or_else(|| dpkg.owner(path))
+    {
+        return Some(Owner::Deb(p));
+    }
+    langs
+        .iter()
+        .position(|l| l.claims(path, &entry.provenance))
+        .map(Owner::Lang)
+}
+
 /// The SBOM of `plan` (the rootfs), with the packages of the dpkg database under `host_root`;
 /// `created` is the build's SOURCE_DATE_EPOCH as RFC 3339, the documents' only time.
 pub fn collect(
@@ -180,21 +212,7 @@ pub fn collect(
             continue;
         };
         let (sha1, sha256) = digests(source)?;
-        let owner = if let Some(&d) = by_dist_path.get(path.as_str()) {
-            Some(Owner::Dist(d))
-        } else if let Some(p) = match source {
-            Source::Host(h) => h.to_str().and_then(|h| dpkg.owner(h)),
-            Source::Inline(_) => None,
-        }
-        .or_else(|| dpkg.owner(path))
-        {
-            Some(Owner::Deb(p))
-        } else {
-            langs
-                .iter()
-                .position(|l| l.claims(path, &entry.provenance))
-                .map(Owner::Lang)
-        };
+        let owner = first_owner(path, entry, &by_dist_path, &dpkg, &langs);
         let record_sha256_differs = match owner {
             Some(Owner::Dist(d)) => dists[d].files[path.as_str()]
                 .clone()
