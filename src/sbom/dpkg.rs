@@ -15,6 +15,12 @@ pub struct DebPackage {
     pub arch: String,
     /// From a DEP-5 copyright file only: free-form ones are not machine-readable.
     pub license: Option<License>,
+    /// The `Source:` field (`glibc`, `bzip2 (1.0.8-5)`) when it is not the package itself:
+    /// security trackers list vulnerabilities by source package.
+    pub source: Option<String>,
+    /// The host's distribution (`/etc/os-release`): `ID` and `ID-VERSION_ID` (`debian`,
+    /// `debian-12`), which vulnerability databases key Debian's fixes on.
+    pub distro: Option<(String, String)>,
 }
 
 /// The database, read once per build.
@@ -41,7 +47,9 @@ impl Dpkg {
             Err(source) => return Err(SbomError::io(&status_path, source)),
         };
         let mut packages = parse_status(&status);
+        let distro = os_release(root);
         for p in &mut packages {
+            p.distro.clone_from(&distro);
             let copyright = root.join("usr/share/doc").join(&p.name).join("copyright");
             p.license = match std::fs::read_to_string(&copyright) {
                 Ok(text) => dep5_license(&text),
@@ -113,23 +121,58 @@ fn is_merged(path: &str) -> bool {
 }
 
 impl DebPackage {
-    /// The package as an SBOM component (`pkg:deb/debian/NAME@VERSION?arch=ARCH`).
+    /// The package as an SBOM component: `pkg:deb/debian/NAME@VERSION?arch=ARCH`, with the
+    /// `distro` and `upstream` (source package) qualifiers scanners such as grype and trivy
+    /// match Debian's security data by (qualifiers in key order, as purl wants).
     pub fn component(&self) -> Component {
+        let (namespace, distro) = match &self.distro {
+            Some((id, versioned)) => (id.as_str(), Some(versioned)),
+            None => ("debian", None),
+        };
+        let mut purl = format!(
+            "pkg:deb/{}/{}@{}?arch={}",
+            purl_escape(namespace),
+            purl_escape(&self.name),
+            purl_escape(&self.version),
+            purl_escape(&self.arch)
+        );
+        if let Some(d) = distro {
+            purl.push_str(&format!("&distro={}", purl_escape(d)));
+        }
+        if let Some(src) = &self.source {
+            // `bzip2 (1.0.8-5)` -> `bzip2@1.0.8-5`, as syft writes it.
+            let upstream = match src.split_once(" (") {
+                Some((name, version)) => format!("{name}@{}", version.trim_end_matches(')')),
+                None => src.clone(),
+            };
+            purl.push_str(&format!("&upstream={}", purl_escape(&upstream)));
+        }
         Component {
             ecosystem: Ecosystem::Deb,
             name: self.name.clone(),
             version: self.version.clone(),
-            purl: format!(
-                "pkg:deb/debian/{}@{}?arch={}",
-                purl_escape(&self.name),
-                purl_escape(&self.version),
-                purl_escape(&self.arch)
-            ),
+            purl,
             license: self.license.clone(),
             location: String::new(),
             files: Vec::new(),
         }
     }
+}
+
+/// `(ID, ID-VERSION_ID)` from the os-release file under `root`, if it names both.
+fn os_release(root: &Path) -> Option<(String, String)> {
+    let text = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(root.join(f)).ok())?;
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(|v| v.trim().trim_matches('"').to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let id = field("ID")?;
+    let version = field("VERSION_ID")?;
+    Some((id.clone(), format!("{id}-{version}")))
 }
 
 /// The installed packages of a `status` file.
@@ -149,10 +192,12 @@ fn parse_status(text: &str) -> Vec<DebPackage> {
             field("Architecture"),
         ) {
             out.push(DebPackage {
+                source: field("Source").filter(|s| *s != name),
                 name,
                 version,
                 arch,
                 license: None,
+                distro: None,
             });
         }
     }
@@ -186,6 +231,12 @@ mod tests {
         let info = root.path().join("var/lib/dpkg/info");
         std::fs::create_dir_all(&info).unwrap();
         std::fs::write(root.path().join("var/lib/dpkg/status"), status).unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(
+            root.path().join("etc/os-release"),
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nID=debian\n",
+        )
+        .unwrap();
         for (name, text) in lists {
             std::fs::write(info.join(format!("{name}.list")), text).unwrap();
         }
@@ -193,7 +244,7 @@ mod tests {
         (root, db)
     }
 
-    const STATUS: &str = "Package: libfoo1\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nVersion: 1:2.0-3+deb12u1\n\nPackage: gone\nStatus: deinstall ok config-files\nArchitecture: all\nVersion: 1\n\nPackage: tool\nStatus: install ok installed\nArchitecture: all\nVersion: 5\n";
+    const STATUS: &str = "Package: libfoo1\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nSource: foo (2.0-3)\nVersion: 1:2.0-3+deb12u1\n\nPackage: gone\nStatus: deinstall ok config-files\nArchitecture: all\nVersion: 1\n\nPackage: tool\nStatus: install ok installed\nArchitecture: all\nVersion: 5\n";
 
     #[test]
     fn owners_follow_both_usrmerge_spellings_and_skip_removed_packages() {
@@ -212,6 +263,10 @@ mod tests {
         assert_eq!(names, ["libfoo1", "tool"]);
         let foo = db.owner("/usr/lib/x86_64-linux-gnu/libfoo.so.1").unwrap();
         assert_eq!(db.packages[foo].version, "1:2.0-3+deb12u1");
+        assert_eq!(
+            db.packages[foo].component().purl,
+            "pkg:deb/debian/libfoo1@1%3A2.0-3%2Bdeb12u1?arch=amd64&distro=debian-12&upstream=foo%402.0-3"
+        );
         assert_eq!(db.owner("/lib/x86_64-linux-gnu/libfoo.so.1"), Some(foo));
         let tool = db.owner("/usr/bin/tool").unwrap();
         assert_eq!(db.owner("/bin/tool"), Some(tool));

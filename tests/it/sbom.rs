@@ -323,13 +323,44 @@ fn debian_packages_are_the_hosts_dpkg_ones() {
     ]));
     let libc = spdx_package(&spdx, "libc6");
     assert_eq!(libc["versionInfo"], version.as_str());
-    let escaped = version
-        .replace('%', "%25")
-        .replace('+', "%2B")
-        .replace(':', "%3A");
+    let escape = |v: &str| {
+        v.replace('%', "%25")
+            .replace('+', "%2B")
+            .replace(':', "%3A")
+            .replace('@', "%40")
+    };
+    // The qualifiers grype and trivy match Debian's security data by: the distribution
+    // (os-release) and the source package (dpkg's own ${source:Package}).
+    let os_release = fs::read_to_string("/etc/os-release").unwrap();
+    let os = |key: &str| {
+        os_release
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap()
+            .trim_matches('"')
+            .to_owned()
+    };
+    let source = support::run_stdout(Command::new("dpkg-query").args([
+        "-W",
+        "-f=${source:Package} ${source:Version}",
+        &format!("libc6:{arch}"),
+    ]));
+    let (src_name, src_version) = source.split_once(' ').unwrap();
+    let upstream = if src_version == version {
+        src_name.to_owned()
+    } else {
+        format!("{src_name}@{src_version}")
+    };
     assert_eq!(
         purl(libc),
-        format!("pkg:deb/debian/libc6@{escaped}?arch={arch}")
+        format!(
+            "pkg:deb/{}/libc6@{}?arch={arch}&distro={}-{}&upstream={}",
+            os("ID"),
+            escape(&version),
+            os("ID"),
+            os("VERSION_ID"),
+            escape(&upstream)
+        )
     );
     let libc_files = contained(&spdx, libc["SPDXID"].as_str().unwrap());
     assert!(
