@@ -44,6 +44,9 @@ fn component(sbom: &Sbom, c: &Component) -> Value {
         "version": c.version,
         "purl": c.purl,
     });
+    if let Some((name, _)) = &c.supplier {
+        v["supplier"] = json!({"name": name});
+    }
     if let Some(l) = &c.license {
         v["licenses"] = json!([{"expression": l.expression}]);
     }

@@ -21,6 +21,9 @@ pub struct DebPackage {
     /// The host's distribution (`/etc/os-release`): `ID` and `ID-VERSION_ID` (`debian`,
     /// `debian-12`), which vulnerability databases key Debian's fixes on.
     pub distro: Option<(String, String)>,
+    /// `Maintainer:` (`GNU Libc Maintainers <debian-glibc@lists.debian.org>`): who supplies
+    /// the package, as SBOM minimum-element guidance (NTIA) asks.
+    pub maintainer: Option<String>,
 }
 
 /// The database, read once per build.
@@ -154,9 +157,21 @@ impl DebPackage {
             purl,
             license: self.license.clone(),
             location: String::new(),
+            supplier: self.maintainer.as_deref().map(split_maintainer),
             files: Vec::new(),
         }
     }
+}
+
+/// `Name <email>` -> (name, email). Parentheses go: SPDX's actor syntax keeps them for the
+/// email.
+fn split_maintainer(m: &str) -> (String, Option<String>) {
+    let (name, email) = match m.split_once('<') {
+        Some((n, rest)) => (n, rest.split_once('>').map(|(e, _)| e.trim().to_owned())),
+        None => (m, None),
+    };
+    let name: String = name.chars().filter(|c| !matches!(c, '(' | ')')).collect();
+    (name.trim().to_owned(), email.filter(|e| !e.is_empty()))
 }
 
 /// `(ID, ID-VERSION_ID)` from the os-release file under `root`, if it names both.
@@ -198,6 +213,7 @@ fn parse_status(text: &str) -> Vec<DebPackage> {
                 arch,
                 license: None,
                 distro: None,
+                maintainer: field("Maintainer"),
             });
         }
     }
@@ -244,7 +260,7 @@ mod tests {
         (root, db)
     }
 
-    const STATUS: &str = "Package: libfoo1\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nSource: foo (2.0-3)\nVersion: 1:2.0-3+deb12u1\n\nPackage: gone\nStatus: deinstall ok config-files\nArchitecture: all\nVersion: 1\n\nPackage: tool\nStatus: install ok installed\nArchitecture: all\nVersion: 5\n";
+    const STATUS: &str = "Package: libfoo1\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nMaintainer: Foo Team (libs) <foo@example.org>\nSource: foo (2.0-3)\nVersion: 1:2.0-3+deb12u1\n\nPackage: gone\nStatus: deinstall ok config-files\nArchitecture: all\nVersion: 1\n\nPackage: tool\nStatus: install ok installed\nArchitecture: all\nVersion: 5\n";
 
     #[test]
     fn owners_follow_both_usrmerge_spellings_and_skip_removed_packages() {
@@ -263,6 +279,10 @@ mod tests {
         assert_eq!(names, ["libfoo1", "tool"]);
         let foo = db.owner("/usr/lib/x86_64-linux-gnu/libfoo.so.1").unwrap();
         assert_eq!(db.packages[foo].version, "1:2.0-3+deb12u1");
+        assert_eq!(
+            db.packages[foo].component().supplier,
+            Some(("Foo Team libs".into(), Some("foo@example.org".into())))
+        );
         assert_eq!(
             db.packages[foo].component().purl,
             "pkg:deb/debian/libfoo1@1%3A2.0-3%2Bdeb12u1?arch=amd64&distro=debian-12&upstream=foo%402.0-3"

@@ -43,6 +43,7 @@ impl Interpreter {
             purl: format!("pkg:generic/{name}@{}", purl_escape(version)),
             license: None,
             location: self.real.clone(),
+            supplier: None,
             files: Vec::new(),
         }
     }

@@ -70,6 +70,8 @@ pub struct Component {
     pub license: Option<License>,
     /// Where it is installed, when one name may be there twice (a dist-info path).
     pub location: String,
+    /// Who supplies it, as (name, email): a Debian package's `Maintainer`.
+    pub supplier: Option<(String, Option<String>)>,
     /// Indexes into [`Sbom::files`], in path order.
     pub files: Vec<usize>,
 }

@@ -50,6 +50,7 @@ impl PyDist {
             ),
             license: self.license.clone(),
             location,
+            supplier: None,
             files: Vec::new(),
         }
     }

@@ -123,6 +123,31 @@ fn package(sbom: &Sbom, c: &Component, id: &str) -> Value {
             "referenceLocator": c.purl,
         }],
     });
+    if let Some((name, email)) = &c.supplier {
+        // Debian maintainers are teams (on mailing lists) or single people; SPDX asks which,
+        // and only the name and address tell.
+        let lower = name.to_lowercase();
+        let team = [
+            "team",
+            "maintainers",
+            "group",
+            "project",
+            "packagers",
+            "support",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
+            || email.as_deref().is_some_and(|e| {
+                ["lists.", "tracker.", "packages.", "support@"]
+                    .iter()
+                    .any(|w| e.contains(w))
+            });
+        let kind = if team { "Organization" } else { "Person" };
+        p["supplier"] = json!(match email {
+            Some(e) => format!("{kind}: {name} ({e})"),
+            None => format!("{kind}: {name}"),
+        });
+    }
     if !c.files.is_empty() {
         // SPDX 2.3 section 7.9: sha1 over the sorted sha1s of the package's files.
         let mut sums: Vec<&str> = c

@@ -362,6 +362,15 @@ fn debian_packages_are_the_hosts_dpkg_ones() {
             escape(&upstream)
         )
     );
+    // Its supplier is its Debian maintainer (a team, on a mailing list).
+    let maintainer = support::run_stdout(Command::new("dpkg-query").args([
+        "-W",
+        "-f=${Maintainer}",
+        &format!("libc6:{arch}"),
+    ]));
+    let (who, rest) = maintainer.split_once(" <").unwrap();
+    let email = rest.trim_end_matches('>');
+    assert_eq!(libc["supplier"], format!("Organization: {who} ({email})"));
     let libc_files = contained(&spdx, libc["SPDXID"].as_str().unwrap());
     assert!(
         libc_files.iter().any(|p| p.ends_with("/libc.so.6")),
