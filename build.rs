@@ -20,6 +20,9 @@ const PYENV_PYTHON: &str = "/root/.pyenv/versions/3.11.7/bin/python3.11";
 const DEBIAN_PYTHON: &str = "/usr/bin/python3.11";
 /// The fixture venv `.ci/run` makes, unless `PREBAKE_FIXTURE_VENV` names another.
 const DEFAULT_VENV: &str = "/var/tmp/prebake-fixture-venv";
+/// The SBOM validators' venv `.ci/run` makes (spdx-tools, cyclonedx-python-lib), unless
+/// `PREBAKE_SBOM_VENV` names another.
+const DEFAULT_SBOM_VENV: &str = "/var/tmp/prebake-sbom-venv";
 
 /// Commands looked up on `PATH`; each gives the cfg `have_<name>` ('-' becomes '_':
 /// `have_docker_registry`).
@@ -38,7 +41,13 @@ struct Requirement {
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
-    for var in ["PATH", "PREBAKE_NO_SKIP", "PREBAKE_FIXTURE_VENV", "USER"] {
+    for var in [
+        "PATH",
+        "PREBAKE_NO_SKIP",
+        "PREBAKE_FIXTURE_VENV",
+        "PREBAKE_SBOM_VENV",
+        "USER",
+    ] {
         println!("cargo::rerun-if-env-changed={var}");
     }
     let mut watch = Watch::default();
@@ -60,6 +69,7 @@ fn main() {
         });
     }
     let venv = std::env::var("PREBAKE_FIXTURE_VENV").unwrap_or_else(|_| DEFAULT_VENV.into());
+    let sbom_venv = std::env::var("PREBAKE_SBOM_VENV").unwrap_or_else(|_| DEFAULT_SBOM_VENV.into());
     for (cfg, what, path) in [
         (
             "have_pyenv_python",
@@ -75,6 +85,13 @@ fn main() {
             "have_fixture_venv",
             format!("the fixture venv at {venv} (made by .ci/run; PREBAKE_FIXTURE_VENV)"),
             Path::new(&venv).join("bin/python"),
+        ),
+        (
+            "have_sbom_venv",
+            format!(
+                "the SBOM validators' venv at {sbom_venv} (made by .ci/run; PREBAKE_SBOM_VENV)"
+            ),
+            Path::new(&sbom_venv).join("bin/pyspdxtools"),
         ),
     ] {
         watch.file_or_ancestor(&path);

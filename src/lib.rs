@@ -3,8 +3,9 @@
 //!
 //! The stages, each a module that takes the previous stage's value:
 //! `spec` (what the user asked for) -> `plan` (every path that goes in, and why) ->
-//! `rootfs` (deterministic tarball) + `seccomp` (policy artifacts) -> the bundle, whose format
-//! is `contract` (everything the build writes and the runtime reads) -> `oci`; `build` runs
+//! `rootfs` (deterministic tarball) + `seccomp` (policy artifacts) + `sbom` (what is in the
+//! rootfs, SPDX and CycloneDX) -> the bundle, whose format is `contract` (everything the build
+//! writes and the runtime reads) -> `oci`; `build` runs
 //! that pipeline. At run time: `runtime` unpacks the bundle once and runs each script in a
 //! sandbox. `fsutil`, `ustar`, `hashio`, `dify_config` and `error` are leaves every stage may
 //! use.
@@ -19,6 +20,7 @@ pub mod oci;
 pub mod plan;
 pub mod rootfs;
 pub mod runtime;
+pub mod sbom;
 pub mod seccomp;
 pub mod spec;
 pub mod ustar;

@@ -527,9 +527,17 @@ fn print_summary(r: &build::BuildReport) {
     for (lang, (a, b)) in &r.seccomp_instructions {
         println!("seccomp    {lang}: {a} BPF instructions, {b} with network");
     }
+    println!(
+        "sbom       {} (SPDX 2.3), {} (CycloneDX 1.5)",
+        prebake::sbom::SPDX_FILE,
+        prebake::sbom::CYCLONEDX_FILE
+    );
     if let Some(i) = &r.image {
         println!("image      {}  {}", i.dir.display(), i.tag);
         println!("digest     {}", i.digests.manifest);
+        for (media_type, digest) in &i.referrers {
+            println!("referrer   {digest}  {media_type}");
+        }
         for l in &i.layers {
             println!(
                 "layer      {:.1} MiB compressed ({:.1} MiB tar)  {}",

@@ -1,4 +1,4 @@
-//! The build pipeline: spec -> plan -> rootfs + seccomp -> bundle (-> OCI image).
+//! The build pipeline: spec -> plan -> rootfs + seccomp -> bundle with its SBOM (-> OCI image).
 //!
 //! Everything is written under a temporary directory beside `--out` and renamed into place
 //! only when complete, so a failed or interrupted build leaves nothing half-written.
@@ -78,6 +78,8 @@ pub enum BuildError {
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error(transparent)]
     Image(#[from] crate::oci::ImageError),
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
@@ -212,6 +214,17 @@ fn write_bundle(
     };
     let mpath = bundle_dir.join(contract::MANIFEST_FILE);
     std::fs::write(&mpath, manifest.to_json()).map_err(io(&mpath))?;
+
+    progress.stage("writing SBOM");
+    let created = crate::oci::time::rfc3339_utc(mtime);
+    let sbom = crate::sbom::collect(
+        &planned.plan,
+        &manifest,
+        &spec.name,
+        &created,
+        Path::new("/"),
+    )?;
+    crate::sbom::write(&sbom, bundle_dir)?;
     Ok((manifest, seccomp_instructions))
 }
 

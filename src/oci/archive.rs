@@ -21,10 +21,13 @@ use super::layout::{
     commit_error, ensure_absent, name_annotations, oci_layout_json, parent_of, DIR_MODE,
 };
 use super::reference::Reference;
+use super::referrer::is_referrer;
 use super::{canonical, is_sha256_hex, OciError, MEDIA_MANIFEST};
 
 /// Write `out` (which must not exist) from the single-image layout at `layout_dir`, naming the
-/// image `tag` in both `index.json` and `manifest.json`'s `RepoTags`.
+/// image `tag` in both `index.json` and `manifest.json`'s `RepoTags`. The image's referrers
+/// (its SBOMs) come along in `index.json` and `blobs/`; docker's `manifest.json` knows only
+/// the image.
 pub fn write_archive(layout_dir: &Path, out: &Path, tag: &str) -> Result<(), OciError> {
     let reference = Reference::parse(tag)?;
     ensure_absent(out)?;
@@ -56,15 +59,22 @@ pub fn write_archive(layout_dir: &Path, out: &Path, tag: &str) -> Result<(), Oci
     if let Value::Object(names) = name_annotations(&reference) {
         annotations.extend(names);
     }
+    let mut manifests = vec![descriptor];
+    manifests.extend(image.referrers.iter().map(|r| r.descriptor.clone()));
     let index = json!({
         "schemaVersion": 2,
         "mediaType": super::MEDIA_INDEX,
-        "manifests": [descriptor],
+        "manifests": manifests,
     });
 
     let mut blobs: Vec<&String> = std::iter::once(&image.manifest)
         .chain(std::iter::once(&image.config))
         .chain(image.layers.iter())
+        .chain(image.referrers.iter().flat_map(|r| {
+            std::iter::once(&r.manifest)
+                .chain(std::iter::once(&r.config))
+                .chain(r.layers.iter())
+        }))
         .collect();
     blobs.sort();
     blobs.dedup();
@@ -117,13 +127,15 @@ pub fn write_archive(layout_dir: &Path, out: &Path, tag: &str) -> Result<(), Oci
     Ok(())
 }
 
-/// What the archive needs from a layout: its one manifest and the blobs it references.
+/// What the archive needs from a layout: its one image manifest, the artifacts that refer to
+/// it (its SBOMs), and the blobs they reference.
 struct LayoutImage {
     /// The manifest descriptor from `index.json`, kept whole (platform, other annotations).
     descriptor: Value,
     manifest: String,
     config: String,
     layers: Vec<String>,
+    referrers: Vec<LayoutImage>,
 }
 
 fn read_layout(dir: &Path) -> Result<LayoutImage, OciError> {
@@ -144,15 +156,42 @@ fn read_layout(dir: &Path) -> Result<LayoutImage, OciError> {
     let manifests = index["manifests"]
         .as_array()
         .ok_or_else(|| bad_layout(dir, "index.json has no \"manifests\" array"))?;
-    let [descriptor] = manifests.as_slice() else {
+    let (referrers, images): (Vec<&Value>, Vec<&Value>) =
+        manifests.iter().partition(|d| is_referrer(d));
+    let [descriptor] = images.as_slice() else {
         return Err(bad_layout(
             dir,
             &format!(
-                "index.json lists {} manifests; an archive holds exactly one image",
-                manifests.len()
+                "index.json lists {} images; an archive holds exactly one (and the artifacts that refer to it)",
+                images.len()
             ),
         ));
     };
+    let mut image = read_manifest(dir, descriptor)?;
+    for r in referrers {
+        let referrer = read_manifest(dir, r)?;
+        if referrer.subject.as_deref() != Some(image.manifest.as_str()) {
+            return Err(bad_layout(
+                dir,
+                &format!(
+                    "artifact manifest {} does not refer to the image {}; an archive holds only the image's own artifacts",
+                    referrer.manifest, image.manifest
+                ),
+            ));
+        }
+        image.image.referrers.push(referrer.image);
+    }
+    Ok(image.image)
+}
+
+/// A manifest of the layout and the digest of its `subject`, if it has one.
+struct ReadManifest {
+    image: LayoutImage,
+    manifest: String,
+    subject: Option<String>,
+}
+
+fn read_manifest(dir: &Path, descriptor: &Value) -> Result<ReadManifest, OciError> {
     if descriptor["mediaType"] != MEDIA_MANIFEST {
         return Err(bad_layout(
             dir,
@@ -180,11 +219,20 @@ fn read_layout(dir: &Path) -> Result<LayoutImage, OciError> {
         .iter()
         .map(|l| digest_hex(dir, &l["digest"], "manifest layer"))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(LayoutImage {
-        descriptor: descriptor.clone(),
+    let subject = match m.get("subject") {
+        Some(s) => Some(digest_hex(dir, &s["digest"], "manifest subject")?),
+        None => None,
+    };
+    Ok(ReadManifest {
+        image: LayoutImage {
+            descriptor: descriptor.clone(),
+            manifest: manifest.clone(),
+            config,
+            layers,
+            referrers: Vec::new(),
+        },
         manifest,
-        config,
-        layers,
+        subject,
     })
 }
 

@@ -15,6 +15,8 @@
 //!    unpack. With [`ImageRootfs::Tarball`] the layer holds `rootfs.tar.zst` and the runtime
 //!    unpacks it into the sandbox root at start.
 //!
+//! The bundle's SBOMs are attached to the image as OCI referrers ([`super::referrer`]).
+//!
 //! The runtime layer comes first because it changes less often than the bundle (a new
 //! package rebuilds only the bundle layer), so registries and nodes keep it cached.
 
@@ -24,6 +26,7 @@ use std::time::Instant;
 
 use super::layout::{ensure_absent, parent_of};
 use super::reference::Reference;
+use super::referrer::Artifact;
 use super::{
     write_archive, write_layout, ImageConfig, ImageDigests, Layer, LayerMedia, OciError,
     IMAGE_PORT, IMAGE_RUNTIME_PATH, IMAGE_WORKDIR,
@@ -106,6 +109,9 @@ pub struct ImageReport {
     pub digests: ImageDigests,
     pub layers: Vec<LayerReport>,
     pub archive: Option<PathBuf>,
+    /// (artifact type, `sha256:` manifest digest) of each document attached to the image as
+    /// an OCI referrer: the bundle's SBOMs.
+    pub referrers: Vec<(String, String)>,
     /// Wall time of the image step alone (layers, layout, archive).
     pub seconds: f64,
 }
@@ -522,6 +528,23 @@ pub fn write_image(
     };
     let config = image_config(manifest, spec_name, mtime)?;
     let digests = write_layout(image_dir, &[l1.clone(), l2.clone()], &config, &opts.tag)?;
+    // The SBOMs the build wrote into the bundle, where scanners and registries look for them.
+    let artifacts: Vec<Artifact> = [
+        (crate::sbom::MEDIA_SPDX, crate::sbom::SPDX_FILE),
+        (crate::sbom::MEDIA_CYCLONEDX, crate::sbom::CYCLONEDX_FILE),
+    ]
+    .into_iter()
+    .map(|(media_type, file)| Artifact {
+        media_type: media_type.to_owned(),
+        file: bundle_dir.join(file),
+    })
+    .collect();
+    let referrer_digests = super::referrer::attach(image_dir, &digests, &artifacts)?;
+    let referrers = artifacts
+        .into_iter()
+        .map(|a| a.media_type)
+        .zip(referrer_digests)
+        .collect();
     // The blobs are in the layout now; the scratch copies would only double the disk use.
     for l in [&l1, &l2] {
         std::fs::remove_file(&l.blob).map_err(io(&l.blob))?;
@@ -535,6 +558,7 @@ pub fn write_image(
         digests,
         layers: vec![r1, r2],
         archive: opts.archive.clone(),
+        referrers,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

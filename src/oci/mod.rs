@@ -13,7 +13,8 @@ pub mod image;
 pub mod layout;
 pub mod push;
 pub mod reference;
-mod time;
+pub mod referrer;
+pub(crate) mod time;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

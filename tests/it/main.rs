@@ -28,6 +28,7 @@ mod runtime_health;
 mod runtime_hostile;
 mod runtime_restart;
 mod runtime_serve;
+mod sbom;
 mod seccomp;
 mod spec;
 mod unpack;

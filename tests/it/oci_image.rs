@@ -70,12 +70,18 @@ fn blob(layout: &Path, digest: &str) -> PathBuf {
         .join(digest.strip_prefix("sha256:").unwrap())
 }
 
-/// (manifest digest, manifest, config) of the layout's only image.
+/// (manifest digest, manifest, config) of the layout's only image; the other manifests
+/// index.json lists are its SBOMs (artifacts whose subject it is, see sbom.rs).
 fn image(layout: &Path) -> (String, Value, Value) {
     let index = read_json(&layout.join("index.json"));
     let manifests = index["manifests"].as_array().unwrap();
-    assert_eq!(manifests.len(), 1, "{index}");
-    let digest = manifests[0]["digest"].as_str().unwrap().to_owned();
+    let images: Vec<&Value> = manifests
+        .iter()
+        .filter(|m| m.get("artifactType").is_none())
+        .collect();
+    assert_eq!(images.len(), 1, "{index}");
+    assert_eq!(manifests[0], *images[0], "the image comes first: {index}");
+    let digest = images[0]["digest"].as_str().unwrap().to_owned();
     let manifest = read_json(&blob(layout, &digest));
     let config = read_json(&blob(
         layout,
@@ -406,7 +412,12 @@ fn skopeo_reads_the_layout_and_the_archive() {
         "inspect",
         &format!("docker-archive:{}", s.archive.display()),
     ]);
-    let oci = support::skopeo(&["inspect", &format!("oci-archive:{}", s.archive.display())]);
+    // By tag: the archive's index.json also lists the image's SBOM artifacts, and skopeo
+    // asks which image is meant when an index lists more than one manifest.
+    let oci = support::skopeo(&[
+        "inspect",
+        &format!("oci-archive:{}:1.0", s.archive.display()),
+    ]);
     assert_eq!(oci["Digest"], digest.as_str());
     // docker archives name layers by their uncompressed digests (the config's diff_ids).
     assert_eq!(docker["Layers"], config_blob["rootfs"]["diff_ids"]);
