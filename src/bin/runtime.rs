@@ -139,8 +139,7 @@ fn init_logs(level: &str) {
         .try_init();
 }
 
-/// Probe, log in one line, refuse unless the opt-out is given.
-/// The probed capabilities, if they suffice (or the operator accepted the risk).
+/// Log the probed capabilities in one line; refuse unless they suffice or the opt-out is given.
 fn check_platform(caps: Capabilities, insecure: bool) -> Result<Capabilities> {
     tracing::info!("capabilities: {caps}");
     if let Some(why) = caps.refusal() {
@@ -399,13 +398,13 @@ fn get_ready(
             .name("pasta-start".into())
             .spawn(move || {
                 // Whatever happens in there, runs with network must not wait forever.
-                struct Decided(Arc<Sandbox>);
-                impl Drop for Decided {
+                struct DecideOnExit(Arc<Sandbox>);
+                impl Drop for DecideOnExit {
                     fn drop(&mut self) {
                         self.0.attach_network(None);
                     }
                 }
-                let net = Decided(net);
+                let net = DecideOnExit(net);
                 attach_network(&net.0);
             })
             .context("cannot start the thread that starts pasta")?;
@@ -426,31 +425,12 @@ fn get_ready(
         ("euid".to_owned(), unsafe { libc::geteuid() }.to_string()),
     ];
     let facts = ready_record::start_facts(&common.bundle, manifest, sandbox.rootfs(), platform);
-    let record = ReadyRecord::new(&common.lock_dir, &facts);
-    if let Some(record) = record.filter(ReadyRecord::present) {
-        let _ = state.sandbox.set(sandbox.clone());
-        tracing::info!(
-            record = %record.path().display(),
-            "an earlier start with this runtime build, bundle, rootfs, platform and limits passed its probes: ready now, probing in the background"
-        );
-        let state = state.clone();
-        std::thread::Builder::new()
-            .name("probe".into())
-            .spawn(move || {
-                if let Err(e) = probe_all(&sandbox, &state) {
-                    record.remove();
-                    tracing::error!("{e:#}: stopping (the record of the earlier start is removed, so the next start probes before it is ready)");
-                    std::process::exit(1);
-                }
-                if let Err(e) = sandbox.start_warm_pool(&state.config.warm) {
-                    tracing::warn!("warm pool not started: {}", Chain(&e));
-                }
-            })
-            .context("cannot start the background probe's thread")?;
-        return Ok(());
-    }
+    let record = match ReadyRecord::new(&common.lock_dir, &facts) {
+        Some(record) if record.present() => return ready_then_probe(sandbox, state, record),
+        record => record,
+    };
     probe_all(&sandbox, state)?;
-    if let Some(record) = ReadyRecord::new(&common.lock_dir, &facts) {
+    if let Some(record) = record {
         match record.write() {
             Ok(()) => {
                 tracing::info!(record = %record.path().display(), "probes passed: a re-start with the same runtime build, bundle, rootfs, platform and limits will be ready at once")
@@ -464,6 +444,36 @@ fn get_ready(
     // start, and a zygote that cannot start only costs speed.
     sandbox.start_warm_pool(&state.config.warm)?;
     let _ = state.sandbox.set(sandbox);
+    Ok(())
+}
+
+/// Ready at once on the `record` of an earlier start that passed its probes; the probes run
+/// in the background, then the warm pool starts. A probe that fails now removes the record
+/// and stops the server, as a failed probe at start does.
+fn ready_then_probe(
+    sandbox: Arc<Sandbox>,
+    state: &Arc<AppState>,
+    record: ReadyRecord,
+) -> Result<()> {
+    let _ = state.sandbox.set(sandbox.clone());
+    tracing::info!(
+        record = %record.path().display(),
+        "an earlier start with this runtime build, bundle, rootfs, platform and limits passed its probes: ready now, probing in the background"
+    );
+    let state = state.clone();
+    std::thread::Builder::new()
+        .name("probe".into())
+        .spawn(move || {
+            if let Err(e) = probe_all(&sandbox, &state) {
+                record.remove();
+                tracing::error!("{e:#}: stopping (the record of the earlier start is removed, so the next start probes before it is ready)");
+                std::process::exit(1);
+            }
+            if let Err(e) = sandbox.start_warm_pool(&state.config.warm) {
+                tracing::warn!("warm pool not started: {}", Chain(&e));
+            }
+        })
+        .context("cannot start the background probe's thread")?;
     Ok(())
 }
 
