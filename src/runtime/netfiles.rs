@@ -9,7 +9,8 @@
 //!   with network gets them mounted over the stubs in its own mount namespace (a read-only
 //!   detached bind made with `open_tree`, which the run's process moves into place). The
 //!   rootfs is never written, so this works with the image's rootfs tree on a read-only
-//!   container root filesystem;
+//!   container root filesystem. (A rootfs without the stubs as plain files, built with
+//!   `etc_stubs: false`, gets copies as in chroot-only mode);
 //! - in chroot-only mode, which has no mount namespace, over the stubs in the rootfs itself,
 //!   which must then be writable to the runtime.
 //!

@@ -257,7 +257,12 @@ impl Sandbox {
         } else {
             Vec::new()
         };
-        let resolver = if isolation.mount_ns {
+        // The mounts go over the build's stubs, which must be plain files: a rootfs built
+        // without them (`etc_stubs: false`), or with a symlink there, gets copies instead.
+        let stubs = super::netfiles::RESOLVER_FILES.iter().all(|name| {
+            std::fs::symlink_metadata(rootfs.join("etc").join(name)).is_ok_and(|m| m.is_file())
+        });
+        let resolver = if isolation.mount_ns && stubs {
             match super::netfiles::ResolverCopies::new() {
                 Ok(r) => Some(r),
                 Err(e) => {
