@@ -101,6 +101,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/health", get(health))
+        .route("/readyz", get(health))
+        .route("/livez", get(live))
         .merge(api)
         .layer(middleware::from_fn(log_request))
         .with_state(state)
@@ -117,15 +119,20 @@ async fn log_request(req: Request, next: Next) -> Response {
         .get::<Outcome>()
         .map(|o| o.0.clone())
         .unwrap_or_else(|| "-".into());
-    tracing::info!(
-        method = %method,
-        path = %path,
-        status = resp.status().as_u16(),
-        outcome = %outcome,
-        duration_ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1000.0),
-        "request"
-    );
+    let status = resp.status().as_u16();
+    let duration_ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1000.0);
+    // Probes come every few seconds from every kubelet and load balancer: debug, not info.
+    if is_probe_path(&path) {
+        tracing::debug!(method = %method, path = %path, status, outcome = %outcome, duration_ms, "request");
+    } else {
+        tracing::info!(method = %method, path = %path, status, outcome = %outcome, duration_ms, "request");
+    }
     resp
+}
+
+/// The health routes: `/health` (dify-sandbox's), `/readyz` and `/livez`.
+fn is_probe_path(path: &str) -> bool {
+    matches!(path, "/health" | "/readyz" | "/livez")
 }
 
 async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -149,6 +156,15 @@ async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
     next.run(req).await
 }
 
+/// Liveness: the process answers. 200 from the moment it listens, also while it unpacks the
+/// rootfs and probes (a start is not a hang: restarting it would only start over).
+async fn live() -> Response {
+    (StatusCode::OK, Json(json!("ok"))).into_response()
+}
+
+/// Readiness, `/health` (as dify-sandbox has it) and `/readyz`: 200 once the sandbox can run
+/// code (the rootfs is there and the probe runs passed, or a matching record of them), 503
+/// until then.
 async fn health(State(st): State<Arc<AppState>>) -> Response {
     if st.sandbox.get().is_some() {
         (StatusCode::OK, Json(json!("ok"))).into_response()

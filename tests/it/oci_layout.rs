@@ -689,8 +689,12 @@ fn k8s_templates_and_containerfile_agree_with_the_image() {
         deploy["spec"]["selector"]["matchLabels"],
         deploy["spec"]["template"]["metadata"]["labels"]
     );
-    for probe in ["readinessProbe", "startupProbe", "livenessProbe"] {
-        assert_eq!(c[probe]["httpGet"]["path"], "/health", "{probe}");
+    for (probe, path) in [
+        ("readinessProbe", "/readyz"),
+        ("startupProbe", "/readyz"),
+        ("livenessProbe", "/livez"),
+    ] {
+        assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
         assert_eq!(
             c[probe]["httpGet"]["port"], c["ports"][0]["name"],
             "{probe}"

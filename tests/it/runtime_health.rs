@@ -33,6 +33,9 @@ fn health_is_503_until_ready() {
     }
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(s.health(), Some(503));
+    // Readiness says the same; liveness is 200 all along (a start is not a hang).
+    assert_eq!(s.status_of("/readyz"), Some(503));
+    assert_eq!(s.status_of("/livez"), Some(200));
     let (st, v) = s.post(
         "/v1/sandbox/run",
         &json!({"language": "python3", "code": "print(1)"}),
@@ -40,5 +43,16 @@ fn health_is_503_until_ready() {
     assert_eq!((st, &v["code"]), (503, &json!(-503)), "{v}");
     drop(held);
     s.wait_healthy();
+    assert_eq!(s.status_of("/readyz"), Some(200));
+    assert_eq!(s.status_of("/livez"), Some(200));
     assert_eq!(s.run_py("print(1)")["stdout"], "1\n");
+    // Probes are logged at debug only (they come every few seconds); runs at info.
+    let log = s.log();
+    for path in ["/health", "/readyz", "/livez"] {
+        assert!(
+            !log.contains(&format!("path={path} ")),
+            "{path} logged at info:\n{log}"
+        );
+    }
+    assert!(log.contains("path=/v1/sandbox/run "), "{log}");
 }

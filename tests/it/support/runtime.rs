@@ -328,8 +328,13 @@ impl Server {
     }
 
     pub fn health(&self) -> Option<u16> {
+        self.status_of("/health")
+    }
+
+    /// The HTTP status of GET `path` (None: no answer).
+    pub fn status_of(&self, path: &str) -> Option<u16> {
         self.agent
-            .get(&self.url("/health"))
+            .get(&self.url(path))
             .call()
             .ok()
             .map(|r| r.status().as_u16())
