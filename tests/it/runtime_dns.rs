@@ -249,3 +249,39 @@ fn node_resolves_by_name_with_network() {
         );
     });
 }
+
+/// A rootfs built without the resolver stubs (`etc_stubs: false`) has nothing to mount the
+/// container's files over: runs with network still run (the files are copied instead, as in
+/// chroot-only mode), in namespaces mode too.
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn runs_with_network_work_without_the_resolver_stubs() {
+    let _exclusive = support::exclusive();
+    static F: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    let fixture = support::runtime::fixture("runtime-nostubs-fixture", &F, |work| {
+        std::fs::create_dir_all(work).unwrap();
+        let spec = work.join("spec.yaml");
+        std::fs::write(
+            &spec,
+            format!(
+                "name: runtime-nostubs-test\nlanguages:\n  python3:\n    interpreter: {}\nextras: {{ etc_stubs: false }}\n",
+                support::fixture_venv_python().display()
+            ),
+        )
+        .unwrap();
+        support::run(
+            Command::new(support::bin("prebake"))
+                .arg("build")
+                .arg(&spec)
+                .arg("--no-image")
+                .arg("--out")
+                .arg(work.join("out")),
+        );
+    });
+    let s = Server::start_over(fixture, "", &[]);
+    for network in [true, false] {
+        let d = s.run_lang("python3", "print(6 * 7)", network);
+        assert_eq!(out(&d), "42\n", "network={network}: {d}\n{}", s.log());
+    }
+    assert!(!s.log().contains("resolver files' mounts"), "{}", s.log());
+}
