@@ -76,6 +76,13 @@ struct VerifyArgs {
     /// images/dify.yaml, as for `build`.
     #[arg(long, value_name = "PATH")]
     spec: Option<PathBuf>,
+    /// The build was made with --dify-config: this config, checked against the recorded
+    /// digest the same way.
+    #[arg(long, value_name = "PATH", conflicts_with = "spec")]
+    dify_config: Option<PathBuf>,
+    /// With --dify-config: as `build --strict`.
+    #[arg(long, requires = "dify_config")]
+    strict: bool,
     /// Rebuild even when a shared library cannot be found, as `build --allow-missing`.
     #[arg(long)]
     allow_missing: bool,
@@ -273,6 +280,26 @@ fn load_spec(spec: Option<PathBuf>) -> Result<ImageSpec> {
     Ok(ImageSpec::load(&path)?)
 }
 
+/// The spec of `build` and `verify`: prebake's YAML, or an imported dify-sandbox config.
+fn load_build_spec(
+    spec: Option<PathBuf>,
+    dify_config: Option<&Path>,
+    strict: bool,
+) -> Result<ImageSpec> {
+    match dify_config {
+        Some(cfg) => {
+            let env = |name: &str| std::env::var(name).ok();
+            let opts = prebake::spec::DifyImport { strict, env: &env };
+            let (spec, warnings) = ImageSpec::from_dify_config_with(cfg, &opts)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(spec)
+        }
+        None => load_spec(spec),
+    }
+}
+
 fn parse_language(name: &str) -> Result<Language> {
     match name {
         "python3" => Ok(Language::Python3),
@@ -345,18 +372,7 @@ fn cmd_build(args: BuildArgs) -> Result<()> {
         push,
         registry,
     } = args;
-    let spec = match dify_config {
-        Some(cfg) => {
-            let env = |name: &str| std::env::var(name).ok();
-            let opts = prebake::spec::DifyImport { strict, env: &env };
-            let (spec, warnings) = ImageSpec::from_dify_config_with(&cfg, &opts)?;
-            for w in warnings {
-                eprintln!("warning: {w}");
-            }
-            spec
-        }
-        None => load_spec(spec)?,
-    };
+    let spec = load_build_spec(spec, dify_config.as_deref(), strict)?;
     let image = image_options(&image_args, &spec.name)?;
     let mtime = prebake::rootfs::source_date_epoch()?;
     let (bar, progress) = cli_progress();
@@ -414,7 +430,7 @@ fn print_report(report: &prebake::verify::Report, json: bool) -> ExitCode {
 }
 
 fn cmd_verify(args: &VerifyArgs) -> Result<ExitCode> {
-    let spec = load_spec(args.spec.clone())?;
+    let spec = load_build_spec(args.spec.clone(), args.dify_config.as_deref(), args.strict)?;
     let (bar, progress) = cli_progress();
     let report = prebake::verify::verify(
         &args.out,

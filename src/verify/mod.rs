@@ -36,7 +36,7 @@ pub enum VerifyError {
     },
     #[error("{path}: not a CycloneDX SBOM of prebake: {reason}")]
     Sbom { path: PathBuf, reason: String },
-    #[error("{spec}: this spec's digest is {found}, but the build was made from a spec with digest {recorded}; pass the spec it was built from (--spec PATH)")]
+    #[error("{spec}: this spec's digest is {found}, but the build was made from a spec with digest {recorded}; pass the spec it was built from (--spec PATH, or --dify-config PATH for an imported dify-sandbox config)")]
     SpecMismatch {
         spec: PathBuf,
         found: String,
