@@ -73,6 +73,9 @@ pub enum Change {
     Rootfs {
         before: String,
         after: String,
+        /// No file, entry or epoch difference explains it: what differs is what the record
+        /// does not list (a symlink's target, a mode, an owner).
+        unexplained: bool,
     },
 }
 
@@ -227,8 +230,16 @@ impl fmt::Display for Change {
                 ),
                 (None, None) => write!(f, "seccomp {file}"),
             },
-            Change::Rootfs { before, after } => {
-                write!(f, "rootfs sha256 (uncompressed): {before} -> {after}")
+            Change::Rootfs {
+                before,
+                after,
+                unexplained,
+            } => {
+                write!(f, "rootfs sha256 (uncompressed): {before} -> {after}")?;
+                if *unexplained {
+                    write!(f, " (no file's content differs: a symlink target, mode or owner does; compare the unpacked trees)")?;
+                }
+                Ok(())
             }
         }
     }
