@@ -338,6 +338,15 @@ fn verify_refuses_a_spec_other_than_the_recorded_one() {
         "{stderr}"
     );
     assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+
+    // The exit statuses the scripts that call it rely on are in the help of both commands.
+    for command in ["verify", "diff"] {
+        let help = support::run_stdout(&mut support::prebake(&[command, "--help"]));
+        assert!(
+            help.contains("0 when") && help.contains("1 when") && help.contains("2 on error"),
+            "{help}"
+        );
+    }
 }
 
 #[test]
