@@ -7,8 +7,9 @@
 //! rootfs, SPDX and CycloneDX) -> the bundle, whose format is `contract` (everything the build
 //! writes and the runtime reads) -> `oci`; `build` runs
 //! that pipeline. At run time: `runtime` unpacks the bundle once and runs each script in a
-//! sandbox. `fsutil`, `ustar`, `hashio`, `dify_config` and `error` are leaves every stage may
-//! use.
+//! sandbox. `verify` reads the lock record a build leaves (bundle.json and the SBOM) to
+//! compare two builds, or a build with its rebuild. `fsutil`, `ustar`, `hashio`, `dify_config`
+//! and `error` are leaves every stage may use.
 
 pub mod build;
 pub mod contract;
@@ -24,3 +25,4 @@ pub mod sbom;
 pub mod seccomp;
 pub mod spec;
 pub mod ustar;
+pub mod verify;

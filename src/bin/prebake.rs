@@ -33,6 +33,19 @@ enum Command {
     /// config.json ($DOCKER_CONFIG/config.json or ~/.docker/config.json: `docker login`),
     /// including its credential helpers.
     Push(PushArgs),
+    /// Rebuild a build output from its recorded inputs on this machine (into a temporary
+    /// directory, removed afterwards) and compare it with the record, entry by entry.
+    ///
+    /// Exit status: 0 when the rebuild is identical, 1 when anything differs (each differing
+    /// file is named, with its package and whether that package's version changed), 2 on
+    /// error (such as a spec whose digest is not the recorded one).
+    Verify(VerifyArgs),
+    /// Compare two build outputs (OUT directories or their bundle/ directories) entry by
+    /// entry: prebake version, spec digest, interpreters, Debian packages, Python
+    /// distributions, every rootfs file by sha256 with its package, the rootfs digest.
+    ///
+    /// Exit status: 0 when they are identical, 1 when they differ, 2 on error.
+    Diff(DiffArgs),
     /// Seccomp policy tools.
     Seccomp {
         #[command(subcommand)]
@@ -53,6 +66,40 @@ enum Command {
         /// The script to run.
         script: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// The build output to verify (OUT of `prebake build`, or its bundle/ directory).
+    out: PathBuf,
+    /// The spec it was built from; its digest must be the one bundle.json records. Default:
+    /// images/dify.yaml, as for `build`.
+    #[arg(long, value_name = "PATH")]
+    spec: Option<PathBuf>,
+    /// The build was made with --dify-config: this config, checked against the recorded
+    /// digest the same way.
+    #[arg(long, value_name = "PATH", conflicts_with = "spec")]
+    dify_config: Option<PathBuf>,
+    /// With --dify-config: as `build --strict`.
+    #[arg(long, requires = "dify_config")]
+    strict: bool,
+    /// Rebuild even when a shared library cannot be found, as `build --allow-missing`.
+    #[arg(long)]
+    allow_missing: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct DiffArgs {
+    /// A build output (OUT) or bundle directory.
+    a: PathBuf,
+    /// Another one.
+    b: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -188,18 +235,32 @@ enum SeccompCommand {
 }
 
 fn main() -> ExitCode {
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
+    let cli = Cli::parse();
+    // `verify` and `diff` exit 1 for "they differ": their errors are 2.
+    let error = match cli.command {
+        Command::Verify(_) | Command::Diff(_) => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    };
+    match run(cli) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            error
         }
     }
 }
 
-fn run() -> Result<()> {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Verify(args) => cmd_verify(&args),
+        Command::Diff(args) => cmd_diff(&args),
+        command => run_other(command).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn run_other(command: Command) -> Result<()> {
+    match command {
+        Command::Verify(_) | Command::Diff(_) => unreachable!("handled by run"),
         Command::Build(args) => cmd_build(args),
         Command::Push(args) => cmd_push(&args),
         Command::Seccomp {
@@ -217,6 +278,26 @@ fn run() -> Result<()> {
 fn load_spec(spec: Option<PathBuf>) -> Result<ImageSpec> {
     let path = spec.unwrap_or_else(|| PathBuf::from(DEFAULT_SPEC));
     Ok(ImageSpec::load(&path)?)
+}
+
+/// The spec of `build` and `verify`: prebake's YAML, or an imported dify-sandbox config.
+fn load_build_spec(
+    spec: Option<PathBuf>,
+    dify_config: Option<&Path>,
+    strict: bool,
+) -> Result<ImageSpec> {
+    match dify_config {
+        Some(cfg) => {
+            let env = |name: &str| std::env::var(name).ok();
+            let opts = prebake::spec::DifyImport { strict, env: &env };
+            let (spec, warnings) = ImageSpec::from_dify_config_with(cfg, &opts)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(spec)
+        }
+        None => load_spec(spec),
+    }
 }
 
 fn parse_language(name: &str) -> Result<Language> {
@@ -256,33 +337,8 @@ impl Progress for CliProgress {
     }
 }
 
-fn cmd_build(args: BuildArgs) -> Result<()> {
-    let BuildArgs {
-        spec,
-        dify_config,
-        strict,
-        out,
-        force,
-        allow_missing,
-        no_cache,
-        image: image_args,
-        push,
-        registry,
-    } = args;
-    let spec = match dify_config {
-        Some(cfg) => {
-            let env = |name: &str| std::env::var(name).ok();
-            let opts = prebake::spec::DifyImport { strict, env: &env };
-            let (spec, warnings) = ImageSpec::from_dify_config_with(&cfg, &opts)?;
-            for w in warnings {
-                eprintln!("warning: {w}");
-            }
-            spec
-        }
-        None => load_spec(spec)?,
-    };
-    let image = image_options(&image_args, &spec.name)?;
-    let mtime = prebake::rootfs::source_date_epoch()?;
+/// A bar on a terminal, stage lines on stderr otherwise.
+fn cli_progress() -> (ProgressBar, CliProgress) {
     let tty = std::io::stderr().is_terminal();
     let bar = if tty {
         let b = ProgressBar::new(0);
@@ -300,6 +356,26 @@ fn cmd_build(args: BuildArgs) -> Result<()> {
         tty,
         started: std::time::Instant::now(),
     };
+    (bar, progress)
+}
+
+fn cmd_build(args: BuildArgs) -> Result<()> {
+    let BuildArgs {
+        spec,
+        dify_config,
+        strict,
+        out,
+        force,
+        allow_missing,
+        no_cache,
+        image: image_args,
+        push,
+        registry,
+    } = args;
+    let spec = load_build_spec(spec, dify_config.as_deref(), strict)?;
+    let image = image_options(&image_args, &spec.name)?;
+    let mtime = prebake::rootfs::source_date_epoch()?;
+    let (bar, progress) = cli_progress();
     let report = build::build(
         &spec,
         &BuildOptions {
@@ -337,6 +413,44 @@ fn cmd_build(args: BuildArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Print a verify or diff report; exit 0 when identical, 1 when not.
+fn print_report(report: &prebake::verify::Report, json: bool) -> ExitCode {
+    if json {
+        print!("{}", report.to_json());
+    } else {
+        print!("{report}");
+    }
+    if report.identical {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn cmd_verify(args: &VerifyArgs) -> Result<ExitCode> {
+    let spec = load_build_spec(args.spec.clone(), args.dify_config.as_deref(), args.strict)?;
+    let (bar, progress) = cli_progress();
+    let report = prebake::verify::verify(
+        &args.out,
+        &prebake::verify::VerifyOptions {
+            spec: &spec,
+            allow_missing: args.allow_missing,
+        },
+        &progress,
+    )
+    .with_context(|| format!("verifying {}", args.out.display()))?;
+    bar.finish_and_clear();
+    Ok(print_report(&report, args.json))
+}
+
+fn cmd_diff(args: &DiffArgs) -> Result<ExitCode> {
+    let load = |p: &Path| {
+        prebake::verify::Record::load(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let report = prebake::verify::diff(&load(&args.a)?, &load(&args.b)?);
+    Ok(print_report(&report, args.json))
 }
 
 fn cmd_push(args: &PushArgs) -> Result<()> {

@@ -32,4 +32,5 @@ mod sbom;
 mod seccomp;
 mod spec;
 mod unpack;
+mod verify;
 mod warm_pool;
