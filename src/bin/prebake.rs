@@ -251,27 +251,22 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    // Every command but `verify` and `diff` either works or fails.
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
         Command::Verify(args) => cmd_verify(&args),
         Command::Diff(args) => cmd_diff(&args),
-        command => run_other(command).map(|()| ExitCode::SUCCESS),
-    }
-}
-
-fn run_other(command: Command) -> Result<()> {
-    match command {
-        Command::Verify(_) | Command::Diff(_) => unreachable!("handled by run"),
-        Command::Build(args) => cmd_build(args),
-        Command::Push(args) => cmd_push(&args),
+        Command::Build(args) => done(cmd_build(args)),
+        Command::Push(args) => done(cmd_push(&args)),
         Command::Seccomp {
             command: SeccompCommand::Show { spec, language },
-        } => cmd_seccomp_show(spec, language.as_deref()),
+        } => done(cmd_seccomp_show(spec, language.as_deref())),
         Command::Dig {
             bundle,
             language,
             spec,
             script,
-        } => cmd_dig(&bundle, &language, spec, &script),
+        } => done(cmd_dig(&bundle, &language, spec, &script)),
     }
 }
 
