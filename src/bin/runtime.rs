@@ -98,6 +98,7 @@ Settings (config file key / environment variable, which wins / default):
   app.key                  API_KEY                   required: the X-Api-Key value
   app.port                 SANDBOX_PORT              8194
   app.debug                DEBUG                     false
+  log_format               LOG_FORMAT                text (or json: one object per line)
   max_workers              MAX_WORKERS               4 scripts at once
   max_requests             MAX_REQUESTS              50 running + waiting, then 503
   worker_timeout           WORKER_TIMEOUT            5 seconds per script
@@ -127,16 +128,23 @@ Build-time keys (python_path, python_lib_path, nodejs_path, allowed_syscalls, ..
 and ignored with a warning: they belong to `prebake build --dify-config`.";
 
 fn init_logs(level: &str) {
-    let filter = level;
+    init_logs_as(level, false);
+}
+
+/// Logs on stderr at `level` (RUST_LOG wins), as text or as one JSON object per line.
+fn init_logs_as(level: &str, json: bool) {
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .try_init();
+        .with_env_filter(filter);
+    let _ = if json {
+        // The event's fields at the top level, beside level, target and timestamp.
+        logs.json().flatten_event(true).try_init()
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).try_init()
+    };
 }
 
 /// Log the probed capabilities in one line; refuse unless they suffice or the opt-out is given.
@@ -284,7 +292,7 @@ fn serve(mut common: Common, config_path: Option<&std::path::Path>) -> Result<i3
     };
     let env = |k: &str| std::env::var(k).ok();
     let config = Config::load(Some(&path), required, &env)?;
-    init_logs(if config.debug { "debug" } else { "info" });
+    init_logs_as(if config.debug { "debug" } else { "info" }, config.log_json);
     for w in &config.warnings {
         tracing::warn!("{w}");
     }

@@ -17,6 +17,7 @@
 //! | `namespaces` | `SANDBOX_NAMESPACES` | use namespaces where the platform allows them | true |
 //! | `warm_pool` | `SANDBOX_WARM_POOL` | fork Python runs from a zygote with the preload list imported (see `sandbox::warm`) | true |
 //! | `warm_pool_preload` | `SANDBOX_WARM_POOL_PRELOAD` | modules the zygote imports (a YAML list; comma-separated in the environment); absent ones are skipped | json, base64, jinja2, requests, httpx |
+//! | `log_format` | `LOG_FORMAT` | `text`, or `json`: one JSON object per line, and for each run one line with its request id, language, outcome, exit code, durations and output sizes (never the code or the output) | text |
 //! | `warm_pool_max_forks` | `SANDBOX_WARM_POOL_MAX_FORKS` | runs one zygote serves before it is replaced (bounds how long runs share its address-space layout and hash secret) | 1000 |
 //!
 //! `allowed_syscalls` is accepted and ignored with a warning: a stacked seccomp filter can only
@@ -35,6 +36,8 @@ pub struct Config {
     pub port: u16,
     pub key: String,
     pub debug: bool,
+    /// Log lines as JSON objects, one per line (`log_format: json`), instead of text.
+    pub log_json: bool,
     pub max_workers: usize,
     pub max_requests: usize,
     /// Seconds per script.
@@ -70,6 +73,7 @@ impl Default for Config {
             port: 8194,
             key: String::new(),
             debug: false,
+            log_json: false,
             max_workers: 4,
             max_requests: 50,
             worker_timeout: 5,
@@ -379,6 +383,20 @@ impl Config {
         }
         src.string("app.key", "API_KEY", &mut c.key)?;
         src.bool("app.debug", "DEBUG", &mut c.debug)?;
+        let mut format = String::from("text");
+        src.string("log_format", "LOG_FORMAT", &mut format)?;
+        c.log_json = match format.trim().to_ascii_lowercase().as_str() {
+            "text" | "" => false,
+            "json" => true,
+            _ => {
+                return Err(Source::type_err(
+                    "log_format (LOG_FORMAT)".into(),
+                    "log_format",
+                    "text or json",
+                    format,
+                ))
+            }
+        };
         if let Some(v) = src.u64("max_workers", "MAX_WORKERS")? {
             c.max_workers = usize::try_from(v).unwrap_or(usize::MAX);
         }
@@ -519,6 +537,25 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        let env = |_: &str| None;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.yaml");
+        for (text, json) in [
+            ("log_format: json\n", Some(true)),
+            ("log_format: Text\n", Some(false)),
+            ("log_format: xml\n", None),
+        ] {
+            std::fs::write(&cfg, format!("app:\n  key: k\n{text}")).unwrap();
+            match (Config::load(Some(&cfg), true, &env), json) {
+                (Ok(c), Some(want)) => assert_eq!(c.log_json, want, "{text}"),
+                (Err(e), None) => assert!(e.to_string().contains("log_format"), "{e}"),
+                (other, _) => panic!("{text}: {:?}", other.map(|c| c.log_json)),
+            }
+        }
+    }
     use super::*;
 
     #[test]

@@ -68,6 +68,17 @@ impl AppState {
 #[derive(Clone)]
 struct Outcome(String);
 
+/// What a run ended with, for its log line: never the code or the output, only their sizes.
+#[derive(Clone)]
+struct RunFacts {
+    request_id: String,
+    language: String,
+    exit_code: i32,
+    run_ms: f64,
+    stdout_bytes: usize,
+    stderr_bytes: usize,
+}
+
 fn envelope(http: StatusCode, code: i32, message: &str, data: Value, outcome: &str) -> Response {
     let mut body = json!({"code": code, "message": message});
     // Moved in, not serialized again as `json!` would (it takes its values by reference).
@@ -122,7 +133,22 @@ async fn log_request(req: Request, next: Next) -> Response {
     let status = resp.status().as_u16();
     let duration_ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1000.0);
     // Probes come every few seconds from every kubelet and load balancer: debug, not info.
-    if is_probe_path(&path) {
+    if let Some(run) = resp.extensions().get::<RunFacts>() {
+        tracing::info!(
+            method = %method,
+            path = %path,
+            status,
+            outcome = %outcome,
+            request_id = %run.request_id,
+            language = %run.language,
+            exit_code = run.exit_code,
+            run_ms = format!("{:.1}", run.run_ms),
+            stdout_bytes = run.stdout_bytes,
+            stderr_bytes = run.stderr_bytes,
+            duration_ms,
+            "run"
+        );
+    } else if is_probe_path(&path) {
         tracing::debug!(method = %method, path = %path, status, outcome = %outcome, duration_ms, "request");
     } else {
         tracing::info!(method = %method, path = %path, status, outcome = %outcome, duration_ms, "request");
@@ -284,6 +310,7 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     } else {
         req.code
     };
+    let language = req.language.clone();
     let run_req = RunRequest {
         language: req.language,
         code,
@@ -302,7 +329,18 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     })
     .await;
     match result {
-        Ok(Ok(out)) => run_response(&out),
+        Ok(Ok(out)) => {
+            let mut r = run_response(&out);
+            r.extensions_mut().insert(RunFacts {
+                request_id: request_id(),
+                language,
+                exit_code: out.exit_code(),
+                run_ms: out.duration.as_secs_f64() * 1000.0,
+                stdout_bytes: out.stdout.len(),
+                stderr_bytes: out.stderr.len(),
+            });
+            r
+        }
         Ok(Err(e)) => internal("run failed to start", &e),
         Err(e) => internal("the sandbox worker failed", &e),
     }
@@ -347,18 +385,7 @@ fn run_response(out: &RunOutcome) -> Response {
         "error": out.error_text(),
         "exit_code": out.exit_code(),
     });
-    envelope(
-        StatusCode::OK,
-        0,
-        "success",
-        data,
-        &format!(
-            "{} exit={} run_ms={:.1}",
-            out.outcome(),
-            out.exit_code(),
-            out.duration.as_secs_f64() * 1000.0
-        ),
-    )
+    envelope(StatusCode::OK, 0, "success", data, out.outcome())
 }
 
 #[derive(serde::Deserialize)]

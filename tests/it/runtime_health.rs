@@ -56,3 +56,47 @@ fn health_is_503_until_ready() {
     }
     assert!(log.contains("path=/v1/sandbox/run "), "{log}");
 }
+
+/// `log_format: json`: every line of the log is a JSON object, and each run has one line with
+/// its request id, language, outcome, exit code and output sizes, never its code or output.
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn json_logs_parse_line_by_line_and_carry_no_code_or_output() {
+    let _exclusive = support::exclusive();
+    let s = Server::start("log_format: json\n", &[]);
+    let code = "marker = 'CODE-MARK' + 'ER-1'\nprint('OUT' + 'PUT-MARKER-2')\n";
+    assert_eq!(s.run_py(code)["stdout"], "OUTPUT-MARKER-2\n");
+    let (st, v) = s.post(
+        "/v1/sandbox/run",
+        &json!({"language": "python3", "code": "import sys\nsys.exit(3)\n"}),
+    );
+    assert_eq!((st, &v["code"]), (200, &json!(0)), "{v}");
+    let log = s.log();
+    s.stop();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let runs: Vec<_> = lines.iter().filter(|l| l["message"] == "run").collect();
+    assert_eq!(runs.len(), 2, "{log}");
+    for (run, exit, out) in [(runs[0], 0, 16), (runs[1], 3, 0)] {
+        assert_eq!(run["language"], "python3", "{run}");
+        assert_eq!(run["exit_code"], exit, "{run}");
+        assert_eq!(run["stdout_bytes"], out, "{run}");
+        assert_eq!(run["path"], "/v1/sandbox/run", "{run}");
+        assert!(
+            run["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+            "{run}"
+        );
+        assert!(
+            run["outcome"].as_str().is_some_and(|o| !o.is_empty()),
+            "{run}"
+        );
+    }
+    assert_ne!(runs[0]["request_id"], runs[1]["request_id"]);
+    assert!(
+        !log.contains("CODE-MARKER-1") && !log.contains("OUTPUT-MARKER-2"),
+        "{log}"
+    );
+}
