@@ -93,6 +93,11 @@ fn main() {
             ),
             Path::new(&sbom_venv).join("bin/pyspdxtools"),
         ),
+        (
+            "have_kubernetes_validate",
+            format!("kubernetes-validate in the validators' venv at {sbom_venv} (made by .ci/run)"),
+            Path::new(&sbom_venv).join("bin/kubernetes-validate"),
+        ),
     ] {
         watch.file_or_ancestor(&path);
         reqs.push(Requirement {

@@ -871,3 +871,39 @@ fn zstd_layers_get_the_zstd_media_type_and_survive_a_copy() {
     ]));
     assert_eq!(fs::read(out.join(&layers[1].digest)).unwrap(), zst);
 }
+
+/// The Kubernetes templates validate, strictly (no unknown field), against the API schemas of
+/// the oldest version they claim (1.30: `appArmorProfile` in the security context) and of the
+/// newest kubernetes-validate knows; and 1.29 rejects them, which shows the check bites.
+#[test]
+#[cfg_attr(
+    not(have_kubernetes_validate),
+    ignore = "needs kubernetes-validate (the validators' venv of .ci/run)"
+)]
+fn k8s_templates_validate_for_the_versions_they_claim() {
+    let _exclusive = support::exclusive();
+    let dir = support::repo_root().join("templates/k8s");
+    let mut files: Vec<String> = strings(&yaml("kustomization.yaml")["resources"]);
+    files.push("secret.example.yaml".into());
+    let validate = |version: &str| {
+        Command::new(support::validators_venv().join("bin/kubernetes-validate"))
+            .args(["--strict", "-k", version])
+            .args(&files)
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    };
+    for version in ["1.30", "1.37"] {
+        let o = validate(version);
+        let text =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{version}:\n{text}");
+        assert_eq!(
+            text.matches(" passed ").count(),
+            files.len(),
+            "{version}:\n{text}"
+        );
+    }
+    let o = validate("1.29");
+    assert!(!o.status.success(), "1.29 accepted the 1.30 fields");
+}

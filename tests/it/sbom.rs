@@ -705,17 +705,10 @@ fn skopeo_and_umoci_still_take_the_image_by_its_tag() {
     assert!(unpacked.join("rootfs/usr/local/bin/runtime").is_file());
 }
 
-/// The validators' venv that `.ci/run` makes.
-fn sbom_venv() -> PathBuf {
-    PathBuf::from(
-        std::env::var("PREBAKE_SBOM_VENV").unwrap_or_else(|_| "/var/tmp/prebake-sbom-venv".into()),
-    )
-}
-
 /// spdx-tools' validator (it checks the SPDX 2.3 schema and the spec's rules: SHA1 on every
 /// file, known license ids, unique SPDXIDs, relationship targets).
 fn pyspdxtools(file: &Path) -> Output {
-    Command::new(sbom_venv().join("bin/pyspdxtools"))
+    Command::new(support::validators_venv().join("bin/pyspdxtools"))
         .arg("-i")
         .arg(file)
         .output()
@@ -731,7 +724,7 @@ fn cyclonedx_validate(file: &Path) -> Output {
         err = JsonStrictValidator(SchemaVersion.V1_5).validate_str(open(sys.argv[1]).read())\n\
         print(err if err is not None else 'valid')\n\
         sys.exit(1 if err is not None else 0)\n";
-    Command::new(sbom_venv().join("bin/python"))
+    Command::new(support::validators_venv().join("bin/python"))
         .args(["-c", script])
         .arg(file)
         .output()
@@ -817,7 +810,7 @@ fn cve_bin_tools_sbom_reader_sees_every_package_and_file() {
     let rootfs = rootfs_files(&bundle).len();
     for file in ["sbom.spdx.json", "sbom.cdx.json"] {
         let out = support::run_stdout(
-            Command::new(sbom_venv().join("bin/python"))
+            Command::new(support::validators_venv().join("bin/python"))
                 .args(["-c", script])
                 .arg(bundle.join(file)),
         );

@@ -250,3 +250,11 @@ pub fn outside_ip() -> std::net::Ipv4Addr {
     });
     std::net::Ipv4Addr::new(10, 77, 0, 1)
 }
+
+/// The validators' venv that `.ci/run` makes (SPDX and CycloneDX validators,
+/// kubernetes-validate); `PREBAKE_SBOM_VENV` names another.
+pub fn validators_venv() -> PathBuf {
+    PathBuf::from(
+        std::env::var("PREBAKE_SBOM_VENV").unwrap_or_else(|_| "/var/tmp/prebake-sbom-venv".into()),
+    )
+}
