@@ -29,7 +29,7 @@ const DEFAULT_SBOM_VENV: &str = "/var/tmp/prebake-sbom-venv";
 // Kept compact by hand: rustfmt puts one name a line once a name is long (docker-registry).
 #[rustfmt::skip]
 const TOOLS: &[&str] = &[
-    "bash", "cc", "chroot", "docker-registry", "gzip", "htpasswd", "ldconfig", "ldd", "node",
+    "bash", "cc", "chroot", "docker-compose", "docker-registry", "gzip", "htpasswd", "ldconfig", "ldd", "node",
     "openssl", "pasta", "python3", "runc", "skopeo", "strace", "tar", "umoci", "unshare", "zstd",
 ];
 

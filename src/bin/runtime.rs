@@ -60,6 +60,13 @@ enum Cmd {
     },
     /// Print what this platform allows.
     Probe,
+    /// Ask the server on this host for its readiness (GET /readyz on 127.0.0.1): exit 0 when
+    /// it answers 200, 1 otherwise. For container health checks: the image has no curl.
+    Health {
+        /// The server's port.
+        #[arg(long, env = "SANDBOX_PORT", default_value_t = 8194)]
+        port: u16,
+    },
     /// Run one script (FILE, or stdin) in the sandbox; print its output, exit with its code.
     Exec {
         #[command(flatten)]
@@ -197,6 +204,17 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> Result<i32> {
     match cli.cmd {
+        Cmd::Health { port } => Ok(match ready_status(port) {
+            Ok(200) => 0,
+            Ok(status) => {
+                eprintln!("runtime: 127.0.0.1:{port}/readyz answered {status}");
+                1
+            }
+            Err(e) => {
+                eprintln!("runtime: no answer from 127.0.0.1:{port}/readyz: {e}");
+                1
+            }
+        }),
         Cmd::Probe => {
             let caps = Capabilities::probe();
             println!("{caps}");
@@ -285,6 +303,22 @@ fn real_main(cli: Cli) -> Result<i32> {
     }
 }
 
+/// The HTTP status of `GET /readyz` on 127.0.0.1:`port`, within 2 s.
+fn ready_status(port: u16) -> std::io::Result<u16> {
+    use std::io::BufRead;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut line = String::new();
+    std::io::BufReader::new(conn).read_line(&mut line)?;
+    // "HTTP/1.1 200 OK"
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {line:?}")))
+}
+
 fn serve(mut common: Common, config_path: Option<&std::path::Path>) -> Result<i32> {
     let (path, required) = match config_path {
         Some(p) => (p.to_path_buf(), true),
@@ -305,6 +339,8 @@ fn serve(mut common: Common, config_path: Option<&std::path::Path>) -> Result<i3
     if let Some(w) = lowered {
         tracing::warn!("{w}");
     }
+    // What an earlier server of this container left when it was killed while pasta started.
+    prebake::runtime::netns::sweep_stale_mounts();
     let (caps, manifest) = Capabilities::probe_while(|| load_manifest(&common.bundle));
     let caps = check_platform(caps, common.insecure_no_sandbox)?;
     let manifest = manifest?;
@@ -364,7 +400,17 @@ fn serve(mut common: Common, config_path: Option<&std::path::Path>) -> Result<i3
             draining.closed().await;
             state.runs_finished().await;
         };
-        if tokio::time::timeout(bound, finished).await.is_ok() {
+        let drained = tokio::time::timeout(bound, finished).await.is_ok();
+        // A pasta start still under way holds a bind mount of the runs' namespace in /run
+        // until pasta is up: let it finish (and clean up) rather than leave that behind.
+        if let Some(sandbox) = state.sandbox.get() {
+            let sandbox = sandbox.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                sandbox.settle_network(Duration::from_secs(5))
+            })
+            .await;
+        }
+        if drained {
             tracing::info!("shut down: in-flight runs finished and reaped");
             Ok::<_, anyhow::Error>(true)
         } else {
@@ -419,6 +465,9 @@ fn get_ready(
     } else {
         sandbox.attach_network(None);
     }
+    state
+        .metrics
+        .start_phase("rootfs", start.elapsed().as_secs_f64());
     tracing::info!(
         rootfs = %sandbox.rootfs().display(),
         isolation = ?sandbox.isolation,
@@ -437,7 +486,11 @@ fn get_ready(
         Some(record) if record.present() => return ready_then_probe(sandbox, state, record),
         record => record,
     };
+    let probing = std::time::Instant::now();
     probe_all(&sandbox, state)?;
+    state
+        .metrics
+        .start_phase("probes", probing.elapsed().as_secs_f64());
     if let Some(record) = record {
         match record.write() {
             Ok(()) => {
@@ -472,11 +525,15 @@ fn ready_then_probe(
     std::thread::Builder::new()
         .name("probe".into())
         .spawn(move || {
+            let probing = std::time::Instant::now();
             if let Err(e) = probe_all(&sandbox, &state) {
                 record.remove();
                 tracing::error!("{e:#}: stopping (the record of the earlier start is removed, so the next start probes before it is ready)");
                 std::process::exit(1);
             }
+            state
+                .metrics
+                .start_phase("probes", probing.elapsed().as_secs_f64());
             if let Err(e) = sandbox.start_warm_pool(&state.config.warm) {
                 tracing::warn!("warm pool not started: {}", Chain(&e));
             }

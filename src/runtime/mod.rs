@@ -8,6 +8,7 @@ pub mod cleanup;
 pub mod config;
 pub mod listen;
 pub mod locate;
+pub mod metrics;
 pub mod netfiles;
 pub mod netns;
 pub mod probe;

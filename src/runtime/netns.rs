@@ -134,6 +134,42 @@ fn spawn_holder() -> Result<libc::pid_t, NetError> {
     })
 }
 
+/// Remove the namespace mount points (`/run/prebake-netns-<pid>-<nanos>`) of servers that
+/// are gone: one killed while pasta was starting leaves its bind mount there, and the mount
+/// keeps that network namespace alive. A point whose pid is another live process is left
+/// alone; this process has made none yet when it calls this, at start.
+pub fn sweep_stale_mounts() {
+    let Ok(entries) = std::fs::read_dir("/run") else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("prebake-netns-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != me && Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        if let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) {
+            // SAFETY: detaching a mount at a path we name; failure (not a mount) is fine.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed the network namespace mount point of a server that is gone")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot remove a stale network namespace mount point: {e}")
+            }
+        }
+    }
+}
+
 /// pasta's tap device comes from `/dev/net/tun`, which container engines allow (Docker's
 /// default device rules include it) but do not always create: make the node if it is missing.
 /// A failure is left for pasta to report.

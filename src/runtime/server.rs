@@ -33,6 +33,7 @@ pub struct AppState {
     /// client has gone and axum dropped the handler.
     workers: Arc<Semaphore>,
     in_flight: AtomicUsize,
+    pub metrics: super::metrics::Metrics,
 }
 
 impl AppState {
@@ -43,6 +44,7 @@ impl AppState {
             sandbox: OnceLock::new(),
             dependencies,
             in_flight: AtomicUsize::new(0),
+            metrics: super::metrics::Metrics::default(),
         }
     }
 
@@ -114,6 +116,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/readyz", get(health))
         .route("/livez", get(live))
+        .route("/metrics", get(metrics))
         .merge(api)
         .layer(middleware::from_fn(log_request))
         .with_state(state)
@@ -156,9 +159,9 @@ async fn log_request(req: Request, next: Next) -> Response {
     resp
 }
 
-/// The health routes: `/health` (dify-sandbox's), `/readyz` and `/livez`.
+/// The routes machines poll: `/health` (dify-sandbox's), `/readyz`, `/livez`, `/metrics`.
 fn is_probe_path(path: &str) -> bool {
-    matches!(path, "/health" | "/readyz" | "/livez")
+    matches!(path, "/health" | "/readyz" | "/livez" | "/metrics")
 }
 
 async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -180,6 +183,32 @@ async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
         return r;
     }
     next.run(req).await
+}
+
+/// Prometheus' text format (see [`super::metrics`]); no key, like the health routes: it holds
+/// counts, never code, output or keys.
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let sandbox = st.sandbox.get();
+    let gauges = super::metrics::Gauges {
+        ready: sandbox.is_some(),
+        workers: st.config.max_workers,
+        running: st
+            .config
+            .max_workers
+            .saturating_sub(st.workers.available_permits()),
+        in_flight: st.runs_in_flight(),
+        warm_zygotes: sandbox.map(|s| s.warm_zygotes()).unwrap_or_default(),
+        uids_in_use: sandbox.map(|s| s.uids_leased()),
+        uids_total: crate::contract::SANDBOX_UID_COUNT as usize,
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.metrics.render(&gauges),
+    )
+        .into_response()
 }
 
 /// Liveness: the process answers. 200 from the moment it listens, also while it unpacks the
@@ -258,6 +287,7 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
         Err(msg) => return bad_request(&msg),
     };
     let Some(sandbox) = st.sandbox.get().cloned() else {
+        st.metrics.refused("not_ready");
         return envelope(
             StatusCode::SERVICE_UNAVAILABLE,
             -503,
@@ -286,6 +316,7 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     }
     if st.in_flight.fetch_add(1, Ordering::SeqCst) >= st.config.max_requests {
         st.in_flight.fetch_sub(1, Ordering::SeqCst);
+        st.metrics.refused("too_many_requests");
         return envelope(
             StatusCode::SERVICE_UNAVAILABLE,
             -503,
@@ -330,6 +361,8 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     .await;
     match result {
         Ok(Ok(out)) => {
+            st.metrics
+                .run_finished(&language, out.outcome(), out.duration.as_secs_f64());
             let mut r = run_response(&out);
             r.extensions_mut().insert(RunFacts {
                 request_id: request_id(),
@@ -341,8 +374,14 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
             });
             r
         }
-        Ok(Err(e)) => internal("run failed to start", &e),
-        Err(e) => internal("the sandbox worker failed", &e),
+        Ok(Err(e)) => {
+            st.metrics.refused("internal");
+            internal("run failed to start", &e)
+        }
+        Err(e) => {
+            st.metrics.refused("internal");
+            internal("the sandbox worker failed", &e)
+        }
     }
 }
 

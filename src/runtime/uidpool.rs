@@ -48,6 +48,12 @@ pub struct Lease<'a> {
 }
 
 impl UidPool {
+    /// Uids this process holds now (leased to runs).
+    pub fn leased(&self) -> usize {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (crate::contract::SANDBOX_UID_COUNT as usize).saturating_sub(st.free.len())
+    }
+
     pub fn new(lock_dir: &Path) -> Result<Self, PoolError> {
         std::fs::create_dir_all(lock_dir).map_err(|source| PoolError::LockDir {
             path: lock_dir.to_path_buf(),

@@ -907,3 +907,67 @@ fn k8s_templates_validate_for_the_versions_they_claim() {
     let o = validate("1.29");
     assert!(!o.status.success(), "1.29 accepted the 1.30 fields");
 }
+
+/// templates/compose/docker-compose.prebake.yaml merged over Dify's compose services (a
+/// fixture of the parts that meet the sandbox) by docker-compose itself: the `sandbox` service
+/// keeps Dify's name, environment, port, volumes and network, and gets prebake's image, the
+/// capability of namespaces mode, the node's uid-lock directory and a health check the image
+/// can run (it has no curl).
+#[test]
+#[cfg_attr(not(have_docker_compose), ignore = "needs docker-compose")]
+fn compose_override_replaces_difys_sandbox_service() {
+    let _exclusive = support::exclusive();
+    let root = support::repo_root();
+    let o = Command::new("docker-compose")
+        .arg("-f")
+        .arg(root.join("tests/fixtures/dify-compose/docker-compose.yaml"))
+        .arg("-f")
+        .arg(root.join("templates/compose/docker-compose.prebake.yaml"))
+        .arg("config")
+        .env_remove("PREBAKE_SANDBOX_IMAGE")
+        .env_remove("SANDBOX_API_KEY")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{}{stdout}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let merged: serde_json::Value = serde_yaml_ng::from_str(&stdout).unwrap();
+    let sandbox = &merged["services"]["sandbox"];
+    assert_eq!(sandbox["image"], "prebake-dify:latest", "{stdout}");
+    let env = &sandbox["environment"];
+    for (name, value) in [
+        ("API_KEY", "dify-sandbox"),
+        ("WORKER_TIMEOUT", "15"),
+        ("ENABLE_NETWORK", "true"),
+        ("HTTP_PROXY", "http://ssrf_proxy:3128"),
+        ("HTTPS_PROXY", "http://ssrf_proxy:3128"),
+        ("SANDBOX_PORT", "8194"),
+    ] {
+        assert_eq!(env[name], value, "{name}: {stdout}");
+    }
+    assert!(
+        sandbox["networks"].get("ssrf_proxy_network").is_some(),
+        "{stdout}"
+    );
+    assert_eq!(strings(&sandbox["cap_add"]), ["SYS_ADMIN"]);
+    assert_eq!(strings(&sandbox["security_opt"]), ["apparmor=unconfined"]);
+    let volumes = sandbox["volumes"].to_string();
+    for target in ["/conf", "/dependencies", "/run/prebake-runtime"] {
+        assert!(
+            volumes.contains(&format!("\"target\":\"{target}\""))
+                || volumes.contains(&format!(":{target}")),
+            "{target}: {volumes}"
+        );
+    }
+    // The health check runs the image's own binary, at the path the image puts it.
+    let test = strings(&sandbox["healthcheck"]["test"]);
+    assert_eq!(test, ["CMD", oci::IMAGE_RUNTIME_PATH, "health"]);
+    // The services that call the sandbox are untouched.
+    assert_eq!(
+        merged["services"]["api"]["environment"]["CODE_EXECUTION_ENDPOINT"],
+        "http://sandbox:8194"
+    );
+}

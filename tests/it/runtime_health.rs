@@ -36,15 +36,41 @@ fn health_is_503_until_ready() {
     // Readiness says the same; liveness is 200 all along (a start is not a hang).
     assert_eq!(s.status_of("/readyz"), Some(503));
     assert_eq!(s.status_of("/livez"), Some(200));
+    // The image's health check command says the same.
+    let health_check = || {
+        std::process::Command::new(support::bin("runtime"))
+            .args(["health", "--port", &s.port.to_string()])
+            .output()
+            .unwrap()
+    };
+    let o = health_check();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("503"));
     let (st, v) = s.post(
         "/v1/sandbox/run",
         &json!({"language": "python3", "code": "print(1)"}),
     );
     assert_eq!((st, &v["code"]), (503, &json!(-503)), "{v}");
+    // /metrics answers while starting, and counts the refusal.
+    let text = s.metrics();
+    assert!(has_line(&text, "prebake_ready 0"), "{text}");
+    assert!(
+        has_line(
+            &text,
+            "prebake_requests_refused_total{reason=\"not_ready\"} 1"
+        ),
+        "{text}"
+    );
     drop(held);
     s.wait_healthy();
     assert_eq!(s.status_of("/readyz"), Some(200));
     assert_eq!(s.status_of("/livez"), Some(200));
+    assert_eq!(health_check().status.code(), Some(0));
     assert_eq!(s.run_py("print(1)")["stdout"], "1\n");
     // Probes are logged at debug only (they come every few seconds); runs at info.
     let log = s.log();
@@ -98,5 +124,80 @@ fn json_logs_parse_line_by_line_and_carry_no_code_or_output() {
     assert!(
         !log.contains("CODE-MARKER-1") && !log.contains("OUTPUT-MARKER-2"),
         "{log}"
+    );
+}
+
+/// Whether `text` has exactly this line.
+fn has_line(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
+/// `GET /metrics` after a mix of runs: each outcome is counted under its own label, the
+/// histogram counts every run, a 503 for too many requests is counted, and no code or output
+/// appears.
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn metrics_count_each_outcome() {
+    let _exclusive = support::exclusive();
+    let s = Server::start("max_workers: 1\nmax_requests: 1\nworker_timeout: 1\n", &[]);
+    let py = |code: &str| {
+        s.post(
+            "/v1/sandbox/run",
+            &json!({"language": "python3", "code": code}),
+        )
+    };
+    assert_eq!(
+        py("print('METRIC-' + 'OUT')").1["data"]["stdout"],
+        "METRIC-OUT\n"
+    );
+    assert_eq!(py("import sys\nsys.exit(3)\n").1["data"]["exit_code"], 3);
+    assert_eq!(py("while True: pass\n").1["data"]["exit_code"], -1);
+    // An x32 system call: the policy kills the process (SIGSYS).
+    let (_, d) = py("import ctypes\nctypes.CDLL(None).syscall(0x40000027)\n");
+    assert!(
+        d["data"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("operation not permitted"),
+        "{d}"
+    );
+    // max_requests 1: a second request while one runs is refused with 503.
+    std::thread::scope(|scope| {
+        let long = scope.spawn(|| py("import time\ntime.sleep(0.6)\n"));
+        std::thread::sleep(Duration::from_millis(250));
+        let (st, v) = py("print(1)");
+        assert_eq!((st, &v["code"]), (503, &json!(-503)), "{v}");
+        assert_eq!(long.join().unwrap().1["code"], 0);
+    });
+    let text = s.metrics();
+    for line in [
+        "prebake_runs_total{language=\"python3\",outcome=\"ok\"} 2",
+        "prebake_runs_total{language=\"python3\",outcome=\"error\"} 1",
+        "prebake_runs_total{language=\"python3\",outcome=\"timeout\"} 1",
+        "prebake_runs_total{language=\"python3\",outcome=\"seccomp_denial\"} 1",
+        "prebake_run_duration_seconds_count{language=\"python3\"} 5",
+        "prebake_run_duration_seconds_bucket{language=\"python3\",le=\"+Inf\"} 5",
+        "prebake_requests_refused_total{reason=\"too_many_requests\"} 1",
+        "prebake_ready 1",
+        "prebake_workers 1",
+        "prebake_runs_running 0",
+        "prebake_runs_queued 0",
+        "prebake_uids_in_use 0",
+    ] {
+        assert!(has_line(&text, line), "{line} not in:\n{text}");
+    }
+    // Every sample line is `name{labels} value` with a numeric value.
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = l.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{l}");
+        assert!(l.starts_with("prebake_"), "{l}");
+    }
+    assert!(
+        !text.contains("METRIC-OUT") && !text.contains("sys.exit"),
+        "{text}"
+    );
+    assert!(
+        text.contains("prebake_start_phase_seconds{phase=\"rootfs\"}"),
+        "{text}"
     );
 }

@@ -160,3 +160,45 @@ fn the_network_namespace_holder_keeps_no_descriptor() {
     assert!(fds.is_empty(), "the holder keeps descriptors {fds:?}");
     assert_eq!(s.run_lang("python3", "print('up')", true)["stdout"], "up\n");
 }
+
+/// pasta starts in the background, and until it is up a bind mount of the runs' network
+/// namespace sits in /run. A server stopped right after it became ready (a re-start is ready
+/// in milliseconds) waits for that start to finish and leaves nothing behind.
+#[test]
+#[cfg_attr(not(all(have_root, have_pasta)), ignore = "needs root and pasta")]
+fn a_server_stopped_while_pasta_starts_leaves_nothing_in_run() {
+    let _exclusive = support::exclusive();
+    for _ in 0..3 {
+        let s = Server::spawn("warm_pool: false\n", &[]);
+        s.wait_healthy();
+        let pid = s.child.id();
+        assert_eq!(s.stop().code(), Some(0));
+        let left = support::runtime::leftover_mounts_and_run_files(python_fixture().root, pid);
+        assert!(left.is_empty(), "left behind {left:?}");
+    }
+}
+
+/// A server killed while pasta was starting leaves its mount point (and, through the mount,
+/// its namespace); the next server's start removes it.
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn stale_namespace_mount_points_are_swept_at_start() {
+    let _exclusive = support::exclusive();
+    // pid_max is at most 2^22: no process has this pid.
+    let stale = Path::new("/run/prebake-netns-4194305-1");
+    std::fs::write(stale, b"").unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["--bind", "/proc/self/ns/net"])
+        .arg(stale)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let s = Server::start("", &[]);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let still = stale.exists() || mounts.contains(stale.to_str().unwrap());
+    if still {
+        let _ = std::process::Command::new("umount").arg(stale).status();
+        let _ = std::fs::remove_file(stale);
+    }
+    assert!(!still, "not swept; log:\n{}", s.log());
+}

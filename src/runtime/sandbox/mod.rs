@@ -131,6 +131,16 @@ impl<T> Decided<T> {
         }
     }
 
+    /// Wait at most `within` for the value to be set; whether it is.
+    fn wait_for(&self, within: std::time::Duration) -> bool {
+        let held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _held = self
+            .set
+            .wait_timeout_while(held, within, |()| self.value.get().is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        self.value.get().is_some()
+    }
+
     /// The value, once set.
     fn wait(&self) -> &T {
         if let Some(v) = self.value.get() {
@@ -307,9 +317,25 @@ impl Sandbox {
         self.net.set(net);
     }
 
+    /// Wait at most `within` until the network of runs is decided (a pasta start under way has
+    /// finished, and cleaned up after itself); whether it is.
+    pub fn settle_network(&self, within: std::time::Duration) -> bool {
+        self.net.wait_for(within)
+    }
+
     /// The namespace of runs with network, once [`Sandbox::attach_network`] decided it.
     fn network(&self) -> Option<&super::netns::SandboxNet> {
         self.net.wait().as_ref()
+    }
+
+    /// Each language with a warm pool and whether its zygote is up (empty: no warm pool).
+    pub fn warm_zygotes(&self) -> Vec<(String, bool)> {
+        self.warm.get().map(|w| w.zygotes()).unwrap_or_default()
+    }
+
+    /// Sandbox uids this server holds now.
+    pub fn uids_leased(&self) -> usize {
+        self.pool.leased()
     }
 
     /// Bring the resolver files runs with network see up to date with the container's (see

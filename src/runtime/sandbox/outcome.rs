@@ -48,16 +48,25 @@ impl RunOutcome {
             && !self.tmp_exceeded
     }
 
-    /// Short word for logs.
+    /// How the run ended, in one word for logs and metrics labels, in the order
+    /// [`RunOutcome::error_text`] explains it: `ok`, `timeout`, `output_limit`,
+    /// `seccomp_denial`, `tmp_limit`, `memory_limit`, `killed` (another signal) or `error`
+    /// (the script failed on its own).
     pub fn outcome(&self) -> &'static str {
-        if self.timed_out {
+        if self.success() {
+            "ok"
+        } else if self.timed_out {
             "timeout"
         } else if self.truncated.is_some() {
-            "truncated"
+            "output_limit"
         } else if self.exit == Exit::Signal(libc::SIGSYS) {
-            "seccomp"
-        } else if self.success() {
-            "ok"
+            "seccomp_denial"
+        } else if self.tmp_exceeded {
+            "tmp_limit"
+        } else if self.memory_killed || out_of_memory(&String::from_utf8_lossy(&self.stderr)) {
+            "memory_limit"
+        } else if matches!(self.exit, Exit::Signal(_)) {
+            "killed"
         } else {
             "error"
         }

@@ -331,6 +331,13 @@ impl Server {
         self.status_of("/health")
     }
 
+    /// The text of `GET /metrics`, which must answer 200.
+    pub fn metrics(&self) -> String {
+        let mut r = self.agent.get(&self.url("/metrics")).call().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.body_mut().read_to_string().unwrap()
+    }
+
     /// The HTTP status of GET `path` (None: no answer).
     pub fn status_of(&self, path: &str) -> Option<u16> {
         self.agent

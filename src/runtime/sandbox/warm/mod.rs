@@ -235,6 +235,17 @@ impl Sandbox {
 }
 
 impl WarmPool {
+    /// Each warm language, and whether its zygote is up now.
+    pub fn zygotes(&self) -> Vec<(String, bool)> {
+        self.slots
+            .iter()
+            .map(|(name, slot)| {
+                let up = slot.zygote.lock().is_ok_and(|z| z.is_some());
+                (name.clone(), up)
+            })
+            .collect()
+    }
+
     fn request_start(&self, language: &str) {
         let Some(slot) = self.slots.get(language) else {
             return;
