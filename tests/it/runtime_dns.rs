@@ -258,26 +258,11 @@ fn node_resolves_by_name_with_network() {
 fn runs_with_network_work_without_the_resolver_stubs() {
     let _exclusive = support::exclusive();
     static F: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    let fixture = support::runtime::fixture("runtime-nostubs-fixture", &F, |work| {
-        std::fs::create_dir_all(work).unwrap();
-        let spec = work.join("spec.yaml");
-        std::fs::write(
-            &spec,
-            format!(
-                "name: runtime-nostubs-test\nlanguages:\n  python3:\n    interpreter: {}\nextras: {{ etc_stubs: false }}\n",
-                support::fixture_venv_python().display()
-            ),
-        )
-        .unwrap();
-        support::run(
-            Command::new(support::bin("prebake"))
-                .arg("build")
-                .arg(&spec)
-                .arg("--no-image")
-                .arg("--out")
-                .arg(work.join("out")),
-        );
-    });
+    let fixture = support::runtime::venv_fixture(
+        "runtime-nostubs-fixture",
+        &F,
+        "name: runtime-nostubs-test\nlanguages:\n  python3:\n    interpreter: {python}\nextras: { etc_stubs: false }\n",
+    );
     let s = Server::start_over(fixture, "", &[]);
     for network in [true, false] {
         let d = s.run_lang("python3", "print(6 * 7)", network);

@@ -69,21 +69,33 @@ pub fn python_fixture() -> Fixture {
 /// requests, httpx): the warm pool's preload list finds them.
 pub fn dify_fixture() -> Fixture {
     static F: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    fixture("runtime-dify-fixture", &F, |work| {
+    venv_fixture(
+        "runtime-dify-fixture",
+        &F,
+        "name: runtime-dify-test\nlanguages:\n  python3:\n    interpreter: {python}\n    packages: [jinja2, requests, httpx]\n",
+    )
+}
+
+/// The fixture `name` built by the real `prebake build --no-image` from `spec`, a spec
+/// template whose `{python}` is the fixture venv's interpreter.
+pub fn venv_fixture(
+    name: &str,
+    cell: &'static OnceLock<(PathBuf, PathBuf)>,
+    spec: &str,
+) -> Fixture {
+    fixture(name, cell, |work| {
         std::fs::create_dir_all(work).unwrap();
-        let spec = work.join("spec.yaml");
+        let path = work.join("spec.yaml");
+        let python = super::fixture_venv_python();
         std::fs::write(
-            &spec,
-            format!(
-                "name: runtime-dify-test\nlanguages:\n  python3:\n    interpreter: {}\n    packages: [jinja2, requests, httpx]\n",
-                super::fixture_venv_python().display()
-            ),
+            &path,
+            spec.replace("{python}", &python.display().to_string()),
         )
         .unwrap();
         super::run(
             Command::new(super::bin("prebake"))
                 .arg("build")
-                .arg(&spec)
+                .arg(&path)
                 .arg("--no-image")
                 .arg("--out")
                 .arg(work.join("out")),
