@@ -304,16 +304,22 @@ fn a_zygote_is_replaced_after_its_forks() {
     // The server's children that came from zygotes: the new zygote and the one spare it
     // cloned for the next run, both alive; the old zygote's spare was killed and reaped.
     // (The others are pasta and the network namespace's holder.) No zombie anywhere.
+    // The spare is cloned after the run answered, so it may take a moment to appear.
+    let from_zygotes = |kids: &[(u32, char)]| -> Vec<u32> {
+        kids.iter()
+            .map(|(pid, _)| *pid)
+            .filter(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmd).contains("\0-c\0_t=dict(globals())")
+            })
+            .collect()
+    };
+    wait_for("the new zygote's spare never appeared", &s, || {
+        from_zygotes(&children(s.child.id())).len() >= 2
+    });
     let kids = children(s.child.id());
     assert!(kids.iter().all(|(_, state)| *state != 'Z'), "{kids:?}");
-    let from_zygotes: Vec<u32> = kids
-        .iter()
-        .map(|(pid, _)| *pid)
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmd).contains("\0-c\0_t=dict(globals())")
-        })
-        .collect();
+    let from_zygotes = from_zygotes(&kids);
     assert_eq!(from_zygotes.len(), 2, "{kids:?}");
     assert!(from_zygotes.contains(&s.zygote_pid().unwrap()));
 }

@@ -270,21 +270,23 @@ impl WarmPool {
             let start = Instant::now();
             match Zygote::spawn(&slot.recipe, READY_WITHIN) {
                 Ok((zygote, ready)) => {
-                    tracing::info!(
-                        language = %language,
-                        pid = zygote.pid(),
-                        preloaded = ?ready.imported,
-                        absent = ?ready.missing,
-                        "warm pool: zygote ready in {:.1} ms",
-                        start.elapsed().as_secs_f64() * 1000.0
-                    );
+                    let ready_ms = start.elapsed().as_secs_f64() * 1000.0;
+                    let pid = zygote.pid();
                     let old = slot.zygote.lock().ok().and_then(|mut z| z.replace(zygote));
                     if let Ok(mut at) = slot.retry_at.lock() {
                         *at = None;
                     }
                     slot.starting.store(false, Ordering::Release);
                     // Killed and reaped outside the lock; its runs are not its children.
+                    // Before the line below, so that "ready" also means the worn one is gone.
                     drop(old);
+                    tracing::info!(
+                        language = %language,
+                        pid,
+                        preloaded = ?ready.imported,
+                        absent = ?ready.missing,
+                        "warm pool: zygote ready in {ready_ms:.1} ms",
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(
