@@ -30,7 +30,7 @@ const DEFAULT_SBOM_VENV: &str = "/var/tmp/prebake-sbom-venv";
 #[rustfmt::skip]
 const TOOLS: &[&str] = &[
     "bash", "cc", "chroot", "docker-compose", "docker-registry", "gzip", "htpasswd", "ldconfig", "ldd", "node",
-    "openssl", "pasta", "python3", "runc", "skopeo", "strace", "tar", "umoci", "unshare", "zstd",
+    "newuidmap", "openssl", "pasta", "python3", "runc", "skopeo", "strace", "tar", "umoci", "unshare", "zstd",
 ];
 
 struct Requirement {

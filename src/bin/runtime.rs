@@ -13,6 +13,7 @@ use prebake::runtime::listen;
 use prebake::runtime::locate::{load_manifest, rootfs_dir};
 use prebake::runtime::probe::Capabilities;
 use prebake::runtime::ready_record::{self, ReadyRecord};
+use prebake::runtime::rootless::{self, Rootless};
 use prebake::runtime::sandbox::{Exit, Isolation, Limits, RunRequest, Sandbox, SandboxError};
 use prebake::runtime::server::{router, AppState};
 use prebake::runtime::uidpool::{PoolError, DEFAULT_LOCK_DIR};
@@ -154,11 +155,63 @@ fn init_logs_as(level: &str, json: bool) {
     };
 }
 
+/// How this process came to be root (or not) before probing.
+enum Privilege {
+    /// Started as root.
+    Root,
+    /// Started as another user, now root in a user namespace of its own.
+    Rootless(Rootless),
+    /// Started as another user, and rootless mode is unavailable: why.
+    Unprivileged(String),
+}
+
+/// A start as non-root enters rootless mode first. Call before any thread exists.
+fn gain_privilege() -> Privilege {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Privilege::Root;
+    }
+    match rootless::enter() {
+        Ok(r) => Privilege::Rootless(r),
+        Err(e) => Privilege::Unprivileged(Chain(&e).to_string()),
+    }
+}
+
+impl Privilege {
+    /// Log how the runtime is privileged.
+    fn log(&self) {
+        match self {
+            Privilege::Root => {}
+            Privilege::Rootless(r) => tracing::info!("rootless mode: {r}"),
+            Privilege::Unprivileged(why) => {
+                tracing::warn!("not root, and rootless mode is unavailable: {why}")
+            }
+        }
+    }
+
+    /// Rootless defaults: the uid-pool locks in a directory of this user when none is set
+    /// (it cannot write /run), which also takes pasta's start-up files.
+    fn apply(&self, lock_dir: &mut PathBuf, chosen: bool) -> Result<()> {
+        let Privilege::Rootless(r) = self else {
+            return Ok(());
+        };
+        if !chosen && lock_dir.as_path() == std::path::Path::new(DEFAULT_LOCK_DIR) {
+            *lock_dir = rootless::default_lock_dir(r.host_uid);
+            rootless::private_dir(lock_dir)?;
+        }
+        prebake::runtime::netns::set_state_dir(lock_dir);
+        Ok(())
+    }
+}
+
 /// Log the probed capabilities in one line; refuse unless they suffice or the opt-out is given.
-fn check_platform(caps: Capabilities, insecure: bool) -> Result<Capabilities> {
+fn check_platform(caps: Capabilities, insecure: bool, how: &Privilege) -> Result<Capabilities> {
     tracing::info!("capabilities: {caps}");
     if let Some(why) = caps.refusal() {
         if !insecure {
+            if let Privilege::Unprivileged(rootless) = how {
+                bail!("{why} (capabilities: {caps}; not root, and rootless mode is unavailable: {rootless})");
+            }
             bail!("{why} (capabilities: {caps})");
         }
         tracing::warn!(
@@ -216,15 +269,23 @@ fn real_main(cli: Cli) -> Result<i32> {
             }
         }),
         Cmd::Probe => {
+            let how = gain_privilege();
             let caps = Capabilities::probe();
             println!("{caps}");
+            match &how {
+                Privilege::Root => {}
+                Privilege::Rootless(r) => println!("rootless: {r}"),
+                Privilege::Unprivileged(why) => println!("rootless: unavailable: {why}"),
+            }
             if let Some(why) = caps.refusal() {
                 println!("refused: {why}");
             }
             Ok(0)
         }
         Cmd::Unpack { common } => {
+            let how = gain_privilege();
             init_logs("info");
+            how.log();
             let manifest = load_manifest(&common.bundle)?;
             let start = std::time::Instant::now();
             let r = rootfs_dir(&common.bundle, &manifest, &common.root)?;
@@ -245,9 +306,13 @@ fn real_main(cli: Cli) -> Result<i32> {
             memory_mb,
             file,
         } => {
+            let how = gain_privilege();
             // Quiet by default: stderr carries the script's own stderr.
             init_logs("warn");
-            let caps = check_platform(Capabilities::probe(), common.insecure_no_sandbox)?;
+            how.log();
+            let mut common = common;
+            how.apply(&mut common.lock_dir, false)?;
+            let caps = check_platform(Capabilities::probe(), common.insecure_no_sandbox, &how)?;
             let mut limits = Limits::default();
             if let Some(m) = memory_mb {
                 // For the language this run uses, whatever its default.
@@ -320,6 +385,7 @@ fn ready_status(port: u16) -> std::io::Result<u16> {
 }
 
 fn serve(mut common: Common, config_path: Option<&std::path::Path>) -> Result<i32> {
+    let how = gain_privilege();
     let (path, required) = match config_path {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_CONFIG), false),
@@ -330,9 +396,11 @@ fn serve(mut common: Common, config_path: Option<&std::path::Path>) -> Result<i3
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    how.log();
     if let Some(dir) = &config.uid_lock_dir {
         common.lock_dir = dir.clone();
     }
+    how.apply(&mut common.lock_dir, config.uid_lock_dir.is_some())?;
     tracing::info!(lock_dir = %common.lock_dir.display(), "uid-pool locks (share this directory between all servers of the node)");
     let (max_connections, lowered) =
         listen::fit_connections(config.max_connections, config.max_workers);
@@ -342,7 +410,7 @@ fn serve(mut common: Common, config_path: Option<&std::path::Path>) -> Result<i3
     // What an earlier server of this container left when it was killed while pasta started.
     prebake::runtime::netns::sweep_stale_mounts();
     let (caps, manifest) = Capabilities::probe_while(|| load_manifest(&common.bundle));
-    let caps = check_platform(caps, common.insecure_no_sandbox)?;
+    let caps = check_platform(caps, common.insecure_no_sandbox, &how)?;
     let manifest = manifest?;
     let deps = manifest
         .languages

@@ -13,6 +13,7 @@ pub mod netfiles;
 pub mod netns;
 pub mod probe;
 pub mod ready_record;
+pub mod rootless;
 pub mod runfilter;
 pub mod sandbox;
 pub mod server;

@@ -134,12 +134,25 @@ fn spawn_holder() -> Result<libc::pid_t, NetError> {
     })
 }
 
+/// Where the namespace's mount point and pasta's log live while pasta starts: `/run`, or what
+/// [`set_state_dir`] chose (a rootless runtime cannot write `/run`).
+static STATE_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Use `dir` instead of `/run`; call once, at start, before [`sweep_stale_mounts`].
+pub fn set_state_dir(dir: &Path) {
+    let _ = STATE_DIR.set(dir.to_path_buf());
+}
+
+fn state_dir() -> &'static Path {
+    STATE_DIR.get().map_or(Path::new("/run"), PathBuf::as_path)
+}
+
 /// Remove the namespace mount points (`/run/prebake-netns-<pid>-<nanos>`) of servers that
 /// are gone: one killed while pasta was starting leaves its bind mount there, and the mount
 /// keeps that network namespace alive. A point whose pid is another live process is left
 /// alone; this process has made none yet when it calls this, at start.
 pub fn sweep_stale_mounts() {
-    let Ok(entries) = std::fs::read_dir("/run") else {
+    let Ok(entries) = std::fs::read_dir(state_dir()) else {
         return;
     };
     let me = std::process::id();
@@ -255,9 +268,9 @@ impl SandboxNet {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let me = format!("{}-{nanos}", std::process::id());
-        let mount = PathBuf::from(format!("/run/prebake-netns-{me}"));
-        let log = PathBuf::from(format!("/run/prebake-pasta-{me}.log"));
-        std::fs::write(&mount, b"").map_err(io("create the namespace's mount point in /run"))?;
+        let mount = state_dir().join(format!("prebake-netns-{me}"));
+        let log = state_dir().join(format!("prebake-pasta-{me}.log"));
+        std::fs::write(&mount, b"").map_err(io("create the namespace's mount point"))?;
         let src = CString::new(ns_path).expect("no NUL");
         let dst = CString::new(mount.as_os_str().as_encoded_bytes()).expect("no NUL");
         // SAFETY: a plain bind mount of two valid paths.
@@ -285,7 +298,7 @@ impl SandboxNet {
             Ok(files) => files,
             Err(e) => {
                 cleanup_mount(&mount);
-                return Err(io("create pasta's log file in /run")(e));
+                return Err(io("create pasta's log file")(e));
             }
         };
         let mut cmd = Command::new(pasta);

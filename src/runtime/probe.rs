@@ -21,6 +21,8 @@ pub struct Capabilities {
     pub setuid: bool,
     pub seccomp: bool,
     pub pidfd: bool,
+    /// Root only inside a user namespace of its own (see [`crate::runtime::rootless`]).
+    pub rootless: bool,
 }
 
 const B_MNT: u32 = 1;
@@ -60,6 +62,7 @@ impl Capabilities {
             setuid: bits & B_SETUID != 0,
             seccomp: bits & B_SECCOMP != 0,
             pidfd,
+            rootless: crate::runtime::rootless::active().is_some(),
         };
         (caps, done)
     }
@@ -98,7 +101,7 @@ impl fmt::Display for Capabilities {
         let yn = |b: bool| if b { "yes" } else { "no" };
         write!(
             f,
-            "root={} mount_ns={} pid_ns={} ipc_ns={} uts_ns={} net_ns={} tmpfs={} chroot={} setuid={} seccomp={} pidfd={}",
+            "root={} mount_ns={} pid_ns={} ipc_ns={} uts_ns={} net_ns={} tmpfs={} chroot={} setuid={} seccomp={} pidfd={} rootless={}",
             yn(self.root),
             yn(self.mount_ns),
             yn(self.pid_ns),
@@ -109,7 +112,8 @@ impl fmt::Display for Capabilities {
             yn(self.chroot),
             yn(self.setuid),
             yn(self.seccomp),
-            yn(self.pidfd)
+            yn(self.pidfd),
+            yn(self.rootless)
         )
     }
 }

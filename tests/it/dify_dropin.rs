@@ -131,9 +131,27 @@ fn serve(
     args: &[&std::ffi::OsStr],
     env: &[(&str, &str)],
 ) -> (std::process::Child, u16) {
+    serve_wrapped(work, bundle, args, env, &[])
+}
+
+/// [`serve`], with `runtime serve ...` run as the arguments of `wrapper` (`setpriv ...`).
+fn serve_wrapped(
+    work: &std::path::Path,
+    bundle: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    wrapper: &[&str],
+) -> (std::process::Child, u16) {
     let port = support::free_port();
     let log = work.join("server.log");
-    let mut cmd = Command::new(support::bin("runtime"));
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(support::bin("runtime"));
+            c
+        }
+        None => Command::new(support::bin("runtime")),
+    };
     cmd.arg("serve")
         .arg("--bundle")
         .arg(bundle)
@@ -209,16 +227,42 @@ fn default_image_runs_difys_three_runners() {
         "default build failed:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    // Cold runs, then runs forked from the warm pool's zygote (the default).
-    for warm in ["false", "true"] {
-        let dir = work.path().join(format!("warm-{warm}"));
+    // Cold runs, then runs forked from the warm pool's zygote (the default); as root, then
+    // started by a user that is not root (rootless mode, which unpacks the rootfs itself).
+    let user = support::runtime::rootless_user();
+    let (reuid, regid) = (
+        format!("--reuid={}", user.uid),
+        format!("--regid={}", user.gid),
+    );
+    let as_user = ["setpriv", reuid.as_str(), regid.as_str(), "--clear-groups"];
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for (warm, rootless) in [
+        ("false", false),
+        ("true", false),
+        ("false", true),
+        ("true", true),
+    ] {
+        let dir = work.path().join(format!("warm-{warm}-rootless-{rootless}"));
         std::fs::create_dir_all(&dir).unwrap();
+        if rootless {
+            std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid)).unwrap();
+        }
         let key = "a-secret-key";
-        let (mut child, port) = serve(
+        let (mut child, port) = serve_wrapped(
             &dir,
             &out.join("bundle"),
             &[],
             &[("API_KEY", key), ("SANDBOX_WARM_POOL", warm)],
+            if rootless { &as_user } else { &[] },
+        );
+        let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
+        assert_eq!(
+            log.contains("rootless=yes"),
+            rootless,
+            "rootless={rootless}:\n{log}"
         );
         if warm == "true" {
             support::runtime::wait_until_logged(

@@ -27,6 +27,7 @@ mod runtime_hardening;
 mod runtime_health;
 mod runtime_hostile;
 mod runtime_restart;
+mod runtime_rootless;
 mod runtime_serve;
 mod sbom;
 mod seccomp;

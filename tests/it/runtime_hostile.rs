@@ -16,35 +16,43 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const LIMITS: &str = "worker_timeout: 2\nlimits:\n  memory_mb: 256\n  output_bytes: 1048576\n  processes: 32\n  tmp_mb: 16\n";
 
-/// Run `f` against a server in each isolation mode, with runs forked from the warm pool's
-/// zygote (the default) and cold; afterwards no pool process may be left.
+/// Run `f` against a server in each isolation mode (namespaces as root, chroot-only, and
+/// namespaces in rootless mode: started by a user that is not root), with runs forked from the
+/// warm pool's zygote (the default) and cold; afterwards no pool process may be left.
 fn both_modes(extra: &str, f: impl Fn(&Server, bool)) {
     let test = support::test_name();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    for (ns, warm) in [(true, true), (false, true), (true, false), (false, false)] {
-        let s = Server::start(
-            &format!("{LIMITS}namespaces: {ns}\nwarm_pool: {warm}\n{extra}"),
-            &[],
-        );
+    for (ns, warm, rootless) in [
+        (true, true, false),
+        (false, true, false),
+        (true, false, false),
+        (false, false, false),
+        (true, true, true),
+        (true, false, true),
+    ] {
+        let config = format!("{LIMITS}namespaces: {ns}\nwarm_pool: {warm}\n{extra}");
+        let s = if rootless {
+            Server::start_rootless(python_fixture(), &config, &[])
+        } else {
+            Server::start(&config, &[])
+        };
+        let mode = format!("ns={ns} warm={warm} rootless={rootless}");
         f(&s, ns);
         // The server still answers.
         assert_eq!(
             s.run_py("print('still here')")["stdout"],
             "still here\n",
-            "ns={ns} warm={warm}"
+            "{mode}"
         );
         let pid = s.child.id();
         assert_eq!(s.stop().code(), Some(0));
         let left = leftover_pool_processes();
         assert!(
             left.is_empty(),
-            "{test} ns={ns} warm={warm}: leftover processes {left:?}"
+            "{test} {mode}: leftover processes {left:?}"
         );
         let left = leftover_mounts_and_run_files(python_fixture().root, pid);
-        assert!(
-            left.is_empty(),
-            "{test} ns={ns} warm={warm}: left behind {left:?}"
-        );
+        assert!(left.is_empty(), "{test} {mode}: left behind {left:?}");
     }
 }
 

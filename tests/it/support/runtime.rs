@@ -278,6 +278,30 @@ impl Server {
         Self::spawn_wrapped(fixture, config, env, &[])
     }
 
+    /// [`Server::start_over`] as [`ROOTLESS_USER`]: `runtime serve` started by a user that
+    /// is not root, so it enters rootless mode.
+    pub fn start_rootless(fixture: Fixture, config: &str, env: &[(&str, &str)]) -> Server {
+        let user = rootless_user();
+        let (reuid, regid) = (
+            format!("--reuid={}", user.uid),
+            format!("--regid={}", user.gid),
+        );
+        let s = Self::spawn_wrapped(
+            fixture,
+            config,
+            env,
+            &["setpriv", &reuid, &regid, "--clear-groups"],
+        );
+        s.wait_healthy();
+        s.wait_warm_pool();
+        assert!(
+            s.log().contains("rootless=yes"),
+            "not in rootless mode; log:\n{}",
+            s.log()
+        );
+        s
+    }
+
     /// [`Server::spawn_over`] with `runtime serve ...` run as the arguments of `wrapper`
     /// (`unshare -m ...`), for a server in a world the test arranged.
     pub fn spawn_wrapped(
@@ -294,6 +318,13 @@ impl Server {
             format!("app:\n  port: {port}\n  key: {KEY}\n{config}"),
         )
         .unwrap();
+        if !wrapper.is_empty() {
+            // A wrapper may start the server as another user: it must read its config.
+            use std::os::unix::fs::PermissionsExt;
+            for (path, mode) in [(dir.path(), 0o755), (cfg.as_path(), 0o644)] {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -475,7 +506,10 @@ pub fn pool_processes() -> Vec<(u32, u32)> {
                 .nth(1)
                 .and_then(|u| u.parse().ok())
                 .unwrap_or(0);
-            if (SANDBOX_UID_BASE..SANDBOX_UID_BASE + SANDBOX_UID_COUNT).contains(&uid) {
+            let rootless = ROOTLESS_SUB..ROOTLESS_SUB + SANDBOX_UID_COUNT;
+            if (SANDBOX_UID_BASE..SANDBOX_UID_BASE + SANDBOX_UID_COUNT).contains(&uid)
+                || rootless.contains(&uid)
+            {
                 found.push((pid, uid));
             }
         }
@@ -501,13 +535,88 @@ pub fn leftover_mounts_and_run_files(root: &Path, server_pid: u32) -> Vec<String
         })
         .map(|m| format!("mount {m}"))
         .collect();
-    for entry in std::fs::read_dir("/run").unwrap().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("prebake") && name.contains(&tag) {
-            left.push(format!("/run/{name}"));
+    // A rootless server keeps them in its lock directory (it cannot write /run).
+    let mut dirs = vec![PathBuf::from("/run")];
+    for entry in std::fs::read_dir("/tmp").unwrap().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with("prebake-runtime-")
+        {
+            dirs.push(entry.path());
+        }
+    }
+    for dir in &dirs {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("prebake") && name.contains(&tag) {
+                left.push(entry.path().display().to_string());
+            }
         }
     }
     left
+}
+
+/// The user rootless servers run as, and the first of its subordinate ids: the sandbox uids
+/// of its runs are host ids from there.
+pub const ROOTLESS_USER: &str = "prebake-rootless";
+pub const ROOTLESS_SUB: u32 = 300_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RootlessUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// [`ROOTLESS_USER`], created (a system user, no home, no shell) with its range of
+/// subordinate ids in /etc/subuid and /etc/subgid unless it exists. Needs root, newuidmap
+/// (Debian's uidmap) and a /dev/net/tun others may open (Debian's udev makes it 0666).
+pub fn rootless_user() -> RootlessUser {
+    static USER: OnceLock<RootlessUser> = OnceLock::new();
+    *USER.get_or_init(|| {
+        let id = |flag: &str| {
+            Command::new("id")
+                .args([flag, ROOTLESS_USER])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        };
+        if id("-u").is_none() {
+            super::run(Command::new("useradd").args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                ROOTLESS_USER,
+            ]));
+        }
+        let range = format!("{ROOTLESS_SUB}-{}", ROOTLESS_SUB + SANDBOX_UID_COUNT - 1);
+        let line = format!("{ROOTLESS_USER}:{ROOTLESS_SUB}:{SANDBOX_UID_COUNT}");
+        for (file, flag) in [("/etc/subuid", "--add-subuids"), ("/etc/subgid", "--add-subgids")] {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            if !text.lines().any(|l| l == line) {
+                super::run(Command::new("usermod").args([flag, &range, ROOTLESS_USER]));
+            }
+        }
+        assert!(
+            Path::new("/usr/bin/newuidmap").exists(),
+            "rootless servers need newuidmap and newgidmap: apt-get install uidmap"
+        );
+        let tun = std::fs::metadata("/dev/net/tun").map(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.permissions().mode() & 0o777
+        });
+        assert_eq!(
+            tun.ok(),
+            Some(0o666),
+            "rootless pasta opens /dev/net/tun as its user: chmod 0666 /dev/net/tun (Debian's udev rule; .ci/run does it)"
+        );
+        RootlessUser {
+            uid: id("-u").expect("the rootless user exists"),
+            gid: id("-g").expect("the rootless user has a group"),
+        }
+    })
 }
 
 pub fn leftover_pool_processes() -> Vec<(u32, u32)> {
