@@ -235,8 +235,8 @@ fn network_off_and_on() {
     // With network: a host outside is reached. The server's loopback (where the API, and in
     // a pod any sidecar, listens) is out of reach with namespaces, where runs with network
     // have their own namespace behind pasta; chroot-only mode cannot make one, and the
-    // README says so.
-    for ns in [true, false] {
+    // README says so. Rootless servers (namespaces mode) run pasta as their user.
+    for (ns, rootless) in [(true, false), (false, false), (true, true)] {
         let listener = std::net::TcpListener::bind((outside, 0)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = std::thread::spawn(move || {
@@ -251,7 +251,13 @@ fn network_off_and_on() {
             )
         };
         let code = connect(&outside.to_string(), port);
-        let s = Server::start(&format!("enable_network: true\nnamespaces: {ns}\n"), &[]);
+        let config = format!("enable_network: true\nnamespaces: {ns}\n");
+        let s = if rootless {
+            Server::start_rootless(python_fixture(), &config, &[])
+        } else {
+            Server::start(&config, &[])
+        };
+        let ns = format!("{ns} rootless={rootless}");
         let d = s.run_py(&code);
         assert_ne!(d["exit_code"], 0, "ns={ns}: {d}");
         assert!(
@@ -270,7 +276,7 @@ fn network_off_and_on() {
             "/v1/sandbox/run",
             &json!({"language": "python3", "code": connect("127.0.0.1", s.port), "enable_network": true}),
         );
-        if ns {
+        if ns.starts_with("true") {
             assert!(
                 v["data"]["stderr"]
                     .as_str()
@@ -560,33 +566,86 @@ fn alive(pid: u32) -> bool {
 fn a_killed_server_leaves_no_network_namespace_behind() {
     let _exclusive = support::exclusive();
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut s = Server::start("enable_network: true\nnamespaces: true\n", &[]);
-    let d = s.run_lang("python3", "print('up')", true);
-    assert_eq!(d["stdout"], "up\n", "{d}");
-    let server = s.child.id();
-    let helpers: Vec<u32> = support::runtime::children(server)
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .collect();
-    assert!(
-        helpers.len() >= 2,
-        "pasta and the namespace holder are the server's children: {helpers:?}\n{}",
-        s.log()
-    );
-    // Nothing of this server's namespace is in /run (or mounted) once it serves: a server
-    // that dies without cleaning up would leave it there for good.
-    let left_behind = || leftover_mounts_and_run_files(python_fixture().root, server);
-    assert_eq!(left_behind(), Vec::<String>::new());
-    s.child.kill().unwrap();
-    s.child.wait().unwrap();
-    let start = Instant::now();
-    while helpers.iter().any(|&p| alive(p)) && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
+    for rootless in [false, true] {
+        let config = "enable_network: true\nnamespaces: true\n";
+        let mut s = if rootless {
+            Server::start_rootless(python_fixture(), config, &[])
+        } else {
+            Server::start(config, &[])
+        };
+        let d = s.run_lang("python3", "print('up')", true);
+        assert_eq!(d["stdout"], "up\n", "rootless={rootless}: {d}");
+        let server = s.child.id();
+        let helpers: Vec<u32> = support::runtime::children(server)
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        assert!(
+            helpers.len() >= 2,
+            "rootless={rootless}: pasta and the namespace holder are the server's children: {helpers:?}\n{}",
+            s.log()
+        );
+        // Nothing of this server's namespace is in /run (or mounted) once it serves: a server
+        // that dies without cleaning up would leave it there for good.
+        let left_behind = || leftover_mounts_and_run_files(python_fixture().root, server);
+        assert_eq!(left_behind(), Vec::<String>::new(), "rootless={rootless}");
+        s.child.kill().unwrap();
+        s.child.wait().unwrap();
+        let start = Instant::now();
+        while helpers.iter().any(|&p| alive(p)) && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left: Vec<_> = helpers.iter().filter(|&&p| alive(p)).collect();
+        assert!(
+            left.is_empty(),
+            "rootless={rootless}: still running after the server died: {left:?}"
+        );
+        assert_eq!(left_behind(), Vec::<String>::new(), "rootless={rootless}");
     }
-    let left: Vec<_> = helpers.iter().filter(|&&p| alive(p)).collect();
-    assert!(
-        left.is_empty(),
-        "still running after the server died: {left:?}"
+}
+
+/// A run cannot make namespaces (a user namespace would give it every capability inside),
+/// mount, chroot, join a namespace or become uid 0: each call fails with EPERM, the policy's
+/// answer, in every mode. Rootless servers are root in their own user namespace, so this is
+/// what keeps their runs from sharing that.
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn namespace_and_privilege_calls_are_refused() {
+    let _exclusive = support::exclusive();
+    let calls = [
+        ("unshare_user", "libc.unshare(0x10000000)"),
+        ("unshare_mount", "libc.unshare(0x00020000)"),
+        ("unshare_net", "libc.unshare(0x40000000)"),
+        ("mount", "libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)"),
+        ("chroot", "libc.chroot(b'/tmp')"),
+        ("setns", "libc.setns(0, 0)"),
+        ("setuid_0", "libc.setuid(0)"),
+        ("setgid_0", "libc.setgid(0)"),
+    ];
+    let mut code = String::from(
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nfor name, call in [\n",
     );
-    assert_eq!(left_behind(), Vec::<String>::new());
+    for (name, call) in calls {
+        code.push_str(&format!("    ('{name}', lambda: {call}),\n"));
+    }
+    code.push_str(
+        "]:\n    ctypes.set_errno(0)\n    rc = call()\n    print(name, rc, os.strerror(ctypes.get_errno()))\nprint(os.getuid(), os.getgid())\n",
+    );
+    both_modes("", |s, ns| {
+        let d = s.run_py(&code);
+        let mut expect: String = calls
+            .iter()
+            .map(|(name, _)| format!("{name} -1 Operation not permitted\n"))
+            .collect();
+        // Still the pool's uid and gid afterwards.
+        let out = d["stdout"].as_str().unwrap();
+        let ids = out.lines().last().unwrap_or_default();
+        assert!(
+            !ids.starts_with("0 ") && !ids.ends_with(" 0"),
+            "ns={ns}: {d}"
+        );
+        expect.push_str(ids);
+        expect.push('\n');
+        assert_eq!(out, expect, "ns={ns}: {d}");
+    });
 }
