@@ -1,6 +1,8 @@
-//! The Kubernetes variants: the user-namespace patch applied over deployment.yaml (a strategic
-//! merge done here, as kustomize would: kustomize is not a test dependency), and the Pod
-//! Security level docs/kubernetes.md claims for each variant.
+//! The Kubernetes variants and the Helm values: the user-namespace patch applied over
+//! deployment.yaml (a strategic merge done here, as kustomize would: kustomize is not a test
+//! dependency), the Pod Security level docs/kubernetes.md claims for each variant, and
+//! templates/helm/values.prebake.yaml against the community chart's own values
+//! (tests/fixtures/dify-helm/values.yaml) and against deployment.yaml.
 
 use crate::support;
 use std::fs;
@@ -8,7 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use prebake::contract::{SANDBOX_UID_BASE, SANDBOX_UID_COUNT};
-use serde_json::{json, Value};
+use prebake::oci;
+use serde_json::{json, Map, Value};
 
 fn read_yaml(path: &Path) -> Value {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -17,6 +20,14 @@ fn read_yaml(path: &Path) -> Value {
 
 fn k8s(name: &str) -> Value {
     read_yaml(&support::repo_root().join("templates/k8s").join(name))
+}
+
+fn helm_values() -> Value {
+    read_yaml(&support::repo_root().join("templates/helm/values.prebake.yaml"))
+}
+
+fn chart_values() -> Value {
+    read_yaml(&support::repo_root().join("tests/fixtures/dify-helm/values.yaml"))
 }
 
 /// The merge key of a list in a Deployment, as the API's strategic-merge-patch metadata has
@@ -469,4 +480,161 @@ fn pod_security_levels_of_the_variants_match_the_docs() {
             "docs/kubernetes.md has no row starting {row}"
         );
     }
+}
+
+// --- Helm values for BorisPolonsky/dify-helm -------------------------------------------
+
+/// Where `ours` uses a key the chart's values do not have, or gives a value of another shape
+/// than the chart's (a map for a list, a string for a number). A key whose chart value is an
+/// empty map is free-form (resources, securityContexts, custom probes): it is not descended.
+fn unknown_keys(ours: &Value, chart: &Value, path: &str, out: &mut Vec<String>) {
+    let Some(map) = ours.as_object() else { return };
+    let empty = Map::new();
+    let theirs = chart.as_object().unwrap_or(&empty);
+    for (k, v) in map {
+        let p = format!("{path}{k}");
+        let Some(cv) = theirs.get(k) else {
+            out.push(format!("{p}: not a key of the chart"));
+            continue;
+        };
+        let shape = |v: &Value| match v {
+            Value::Object(_) => "map",
+            Value::Array(_) => "list",
+            Value::String(_) => "string",
+            Value::Number(_) => "number",
+            Value::Bool(_) => "bool",
+            Value::Null => "null",
+        };
+        if !cv.is_null() && shape(cv) != shape(v) {
+            out.push(format!(
+                "{p}: a {} where the chart has a {}",
+                shape(v),
+                shape(cv)
+            ));
+        } else if cv.as_object().is_some_and(|m| !m.is_empty()) {
+            unknown_keys(v, cv, &format!("{p}."), out);
+        }
+    }
+}
+
+/// Every key of values.prebake.yaml is one of the chart's, with the chart's shape: a typo or
+/// a key the chart renamed would otherwise be ignored by helm without a word.
+#[test]
+fn helm_values_use_only_the_charts_keys() {
+    let _exclusive = support::exclusive();
+    let chart = chart_values();
+    let ours = helm_values();
+    let mut bad = Vec::new();
+    unknown_keys(&ours, &chart, "", &mut bad);
+    assert!(bad.is_empty(), "{bad:#?}");
+    // Only the sandbox's own settings.
+    let top: Vec<&String> = ours.as_object().unwrap().keys().collect();
+    assert_eq!(top, ["image", "sandbox"]);
+    assert_eq!(
+        ours["image"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["sandbox"]
+    );
+
+    // The check bites: a misspelled key, a renamed one and a wrong shape are each reported.
+    for (path, value) in [
+        ("sandbox.containerSecurityContex", json!({})),
+        ("sandbox.auth.key", json!("x")),
+        ("sandbox.extraEnv", json!({"A": "1"})),
+        ("image.sandbox.digest", json!("sha256:0")),
+    ] {
+        let mut v = ours.clone();
+        let mut at = &mut v;
+        let parts: Vec<&str> = path.split('.').collect();
+        for p in &parts[..parts.len() - 1] {
+            at = &mut at[*p];
+        }
+        at[parts[parts.len() - 1]] = value;
+        let mut bad = Vec::new();
+        unknown_keys(&v, &chart, "", &mut bad);
+        assert!(
+            bad.iter().any(|b| b.starts_with(path)),
+            "{path} not reported: {bad:?}"
+        );
+    }
+}
+
+/// values.prebake.yaml gives the chart's sandbox what deployment.yaml gives its container:
+/// the same security context (capabilities, AppArmor, root), resources, volumes and mounts,
+/// probes on /readyz and /livez at the chart's port name, and the same environment but for
+/// what the chart sets itself (SANDBOX_PORT, API_KEY, the proxies); the chart's port is the
+/// image's; and the key is never dify-sandbox's public default.
+#[test]
+fn helm_values_carry_what_the_runtime_needs() {
+    let _exclusive = support::exclusive();
+    let chart = chart_values();
+    let v = helm_values();
+    let s = &v["sandbox"];
+    let deploy = k8s("deployment.yaml");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+
+    let image = c["image"].as_str().unwrap();
+    let (repo, tag) = image.rsplit_once(':').unwrap();
+    assert_eq!(v["image"]["sandbox"]["repository"], repo);
+    assert_eq!(v["image"]["sandbox"]["tag"], tag);
+    // The chart's container port is 8194 (fixed in its template) and its Service port is this
+    // value, which we keep.
+    assert_eq!(
+        chart["sandbox"]["service"]["port"],
+        u64::from(oci::IMAGE_PORT)
+    );
+    assert!(s.get("service").is_none(), "the chart's port stays");
+
+    assert_eq!(s["containerSecurityContext"], c["securityContext"]);
+    assert_eq!(s["podSecurityContext"], pod["securityContext"]);
+    assert_eq!(s["resources"], c["resources"]);
+    assert_eq!(s["extraVolumes"], pod["volumes"]);
+    assert_eq!(s["extraVolumeMounts"], c["volumeMounts"]);
+    assert_eq!(s["updateStrategy"], deploy["spec"]["strategy"]);
+    let caps = strs(&s["containerSecurityContext"]["capabilities"]["add"]);
+    for needed in ["SYS_ADMIN", "SYS_CHROOT", "SETUID", "SETGID", "KILL"] {
+        assert!(caps.contains(&needed), "missing {needed}");
+    }
+
+    // Probes: deployment.yaml's, with the chart's port name.
+    for (ours, theirs, path) in [
+        ("customStartupProbe", "startupProbe", "/readyz"),
+        ("customReadinessProbe", "readinessProbe", "/readyz"),
+        ("customLivenessProbe", "livenessProbe", "/livez"),
+    ] {
+        let mut expected = c[theirs].clone();
+        expected["httpGet"]["port"] = json!("sandbox");
+        assert_eq!(s[ours], expected, "{ours}");
+        assert_eq!(s[ours]["httpGet"]["path"], path, "{ours}");
+    }
+
+    // Environment: extraEnv replaces the chart's list, so it must carry the chart's own entry.
+    let set_by_chart = ["SANDBOX_PORT", "API_KEY", "HTTP_PROXY", "HTTPS_PROXY"];
+    let expected: Vec<&Value> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !set_by_chart.contains(&e["name"].as_str().unwrap()))
+        .collect();
+    let ours: Vec<&Value> = s["extraEnv"].as_array().unwrap().iter().collect();
+    assert_eq!(ours, expected);
+    for e in chart["sandbox"]["extraEnv"].as_array().unwrap() {
+        assert!(
+            ours.iter().any(|o| o["name"] == e["name"]),
+            "the chart's {} would be lost",
+            e["name"]
+        );
+    }
+
+    // The key: from the chart's Secret (API_KEY), never in plain env, never the default.
+    assert!(ours.iter().all(|e| e["name"] != "API_KEY"));
+    assert_eq!(s["auth"]["apiKey"], "");
+    assert_eq!(chart["sandbox"]["auth"]["apiKey"], "dify-sandbox");
+    assert_eq!(s["serviceAccount"]["automountServiceAccountToken"], false);
+    assert_eq!(s["serviceAccount"]["create"], true);
+    assert_eq!(s["autoscaling"]["enabled"], true);
 }
