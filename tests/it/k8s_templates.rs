@@ -275,8 +275,8 @@ const RESTRICTED_VOLUMES: &[&str] = &[
 ];
 
 /// Why `pod` fails the baseline and the restricted level of the Pod Security Standards, as
-/// Pod Security admission of Kubernetes >= 1.35 checks them: for a pod with hostUsers: false
-/// it skips runAsNonRoot, runAsUser and procMount, nothing else. A model of every baseline
+/// Pod Security admission checks them at policy version 1.35 and later: for a pod with
+/// hostUsers: false it skips runAsNonRoot, runAsUser and procMount, nothing else. A model of every baseline
 /// check and of the restricted checks these pods meet, so that the table in
 /// docs/kubernetes.md is computed rather than asserted.
 fn pss_violations(pod: &Value) -> (Vec<String>, Vec<String>) {
