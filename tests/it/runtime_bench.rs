@@ -251,3 +251,63 @@ fn bench_warm_pool() {
     );
     assert_eq!((cf, wf), (0, 0), "failed runs");
 }
+
+/// Rootless mode against root, same run, interleaved: `print(1)` and Dify's Python runner
+/// (200 each, `enable_network: true`) on a server started as root and one started by a user
+/// that is not root, both namespaces mode (`BENCH_WARM_POOL=false` for cold runs), then
+/// sustained `print(1)` at concurrency 8 for `BENCH_SECONDS` (default 10).
+#[test]
+#[ignore = "benchmark: cargo test --release --test it -- --ignored --nocapture runtime_bench"]
+fn bench_rootless() {
+    let _exclusive = support::exclusive();
+    support::bench_needs(cfg!(have_root), "root");
+    support::bench_needs(cfg!(have_newuidmap), "newuidmap");
+    support::bench_needs(cfg!(have_fixture_venv), "the fixture venv");
+    let n = 200;
+    let warm = std::env::var("BENCH_WARM_POOL").unwrap_or_else(|_| "true".into());
+    let secs: u64 = std::env::var("BENCH_SECONDS").map_or(10, |v| v.parse().unwrap());
+    let cfg = format!("max_workers: 8\nmax_requests: 100\nwarm_pool: {warm}\n");
+    let fixture = support::runtime::dify_fixture();
+    let root = Server::start_over(fixture, &cfg, &[]);
+    let rootless = Server::start_rootless(fixture, &cfg, &[]);
+    let ag = support::runtime::agent();
+    let time = |s: &Server, code: &str| {
+        let body =
+            json!({"language": "python3", "code": code, "preload": "", "enable_network": true});
+        let (took, out) = timed_run(&ag, s, &body);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["data"]["exit_code"], 0, "{out}");
+        took
+    };
+    let mut workloads = vec![("print(1)", "print(1)".to_owned())];
+    for (name, code) in crate::warm_pool::dify_cases() {
+        if name == "Dify's Python runner" {
+            workloads.push((name, code));
+        }
+    }
+    println!("rootless against root, warm_pool={warm}, n={n} each, interleaved");
+    for (name, code) in &workloads {
+        for _ in 0..10 {
+            time(&root, code);
+            time(&rootless, code);
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            a.push(time(&root, code));
+            b.push(time(&rootless, code));
+        }
+        let (a50, a99) = support::p50_p99_ms(&mut a);
+        let (b50, b99) = support::p50_p99_ms(&mut b);
+        println!(
+            "{name:<22} root p50 {a50:6.2} ms p99 {a99:6.2} ms | rootless p50 {b50:6.2} ms p99 {b99:6.2} ms | rootless/root p50 {:.2}x",
+            b50 / a50
+        );
+    }
+    let (ar, af) = sustained(&root, 8, secs);
+    let (br, bf) = sustained(&rootless, 8, secs);
+    println!(
+        "print(1) at concurrency 8 for {secs} s: root {ar:.0} runs/s ({af} failed) | rootless {br:.0} runs/s ({bf} failed) | rootless/root {:.2}x",
+        br / ar
+    );
+    assert_eq!((af, bf), (0, 0), "failed runs");
+}
