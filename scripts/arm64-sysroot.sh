@@ -38,7 +38,7 @@ mapfile -t PKGS < <(
     --no-replaces --no-enhances "${ROOTS[@]/%/:arm64}" 2>/dev/null |
     awk '/^[a-z0-9]/ { print }' | sed 's/:arm64$//' | sort -u |
     # debconf and the perl it drags in only configure packages; nothing here is configured.
-    grep -vxE 'debconf|debconf-2.0|cdebconf|perl-base|dpkg|tar|install-info|libselinux1|libpcre2-8-0|libzstd1|libmd0|libacl1|libattr1|awk|mawk|gawk|perl|perl-modules-5.36|libperl5.36|libgdbm-compat4'
+    grep -vxE 'debconf|debconf-2.0|cdebconf|perl-base|dpkg|tar|install-info|libselinux1|libpcre2-8-0|libzstd1|libmd0|libacl1|libattr1|awk|mawk|gawk|perl|perl-modules-5.36|libperl5.36'
 )
 # Exact versions, so the stamp changes when Debian's archive does.
 VERSIONS=()
