@@ -19,7 +19,9 @@ DEBS=${PREBAKE_ARM64_DEBS:-/var/tmp/prebake-arm64-debs}
 ROOTS=(python3-minimal python3.11-minimal libpython3.11-minimal libpython3.11-stdlib
   libc6 libgcc-s1 zlib1g libssl3 libffi8 libsqlite3-0 libbz2-1.0 liblzma5 libexpat1 libuuid1
   libncursesw6 libtinfo6 libreadline8 libmpdec3 libdb5.3 libgdbm6 libgdbm-compat4 libnsl2
-  libtirpc3 libcrypt1 base-files media-types tzdata)
+  libtirpc3 libcrypt1 base-files)
+# Architecture: all (data only); apt-cache knows them without the :arm64 qualifier.
+ALL_ARCH=(media-types tzdata)
 
 if [ "$(id -u)" != 0 ]; then
   echo "arm64-sysroot.sh: needs root (dpkg --add-architecture, apt-get update)" >&2
@@ -38,12 +40,16 @@ mapfile -t PKGS < <(
     --no-replaces --no-enhances "${ROOTS[@]/%/:arm64}" 2>/dev/null |
     awk '/^[a-z0-9]/ { print }' | sed 's/:arm64$//' | sort -u |
     # debconf and the perl it drags in only configure packages; nothing here is configured.
-    grep -vxE 'debconf|debconf-2.0|cdebconf|perl-base|dpkg|tar|install-info|libselinux1|libpcre2-8-0|libzstd1|libmd0|libacl1|libattr1|awk|mawk|gawk|perl|perl-modules-5.36|libperl5.36'
+    grep -vxE 'debconf|debconf-2.0|cdebconf|perl-base|dpkg|tar|install-info|libselinux1|libpcre2-8-0|libzstd1|libmd0|libacl1|libattr1|awk|mawk|gawk|original-awk|libsigsegv2|libmpfr6|libgmp10|perl|perl-modules-5.36|libperl5.36'
 )
+mapfile -t PKGS < <(printf '%s\n' "${PKGS[@]}" "${ALL_ARCH[@]}" | sort -u)
 # Exact versions, so the stamp changes when Debian's archive does.
 VERSIONS=()
 for p in "${PKGS[@]}"; do
   v=$(apt-cache policy "$p:arm64" | awk '/Candidate:/ { print $2 }')
+  if [ -z "$v" ] || [ "$v" = "(none)" ]; then
+    v=$(apt-cache policy "$p" | awk '/Candidate:/ { print $2 }')
+  fi
   [ -n "$v" ] && [ "$v" != "(none)" ] && VERSIONS+=("$p=$v")
 done
 STAMP=$(printf '%s\n' "${VERSIONS[@]}" | sha256sum | cut -c1-16)
@@ -53,6 +59,8 @@ if [ -f "$DIR/.prebake-sysroot" ] && [ "$(cat "$DIR/.prebake-sysroot")" = "$STAM
 fi
 
 mkdir -p "$DEBS"
+# apt-get download drops privileges to _apt where it can write the directory.
+chown _apt:root "$DEBS" 2>/dev/null || true
 (cd "$DEBS" && for pv in "${VERSIONS[@]}"; do
   p=${pv%%=*} v=${pv#*=}
   ls "${p}_"*"_"{arm64,all}.deb >/dev/null 2>&1 && [ -n "$(ls "${p}_${v//:/%3a}_"*.deb 2>/dev/null)" ] && continue

@@ -175,6 +175,14 @@ struct BuildArgs {
     /// ~/.cache/prebake).
     #[arg(long)]
     no_cache: bool,
+    /// Build for this platform (linux/amd64, linux/arm64). Another machine's platform needs
+    /// --sysroot and runs the target's python under qemu-user-static. Default: this machine's.
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
+    /// Take every file from this directory, which holds the target's files at their absolute
+    /// paths (scripts/arm64-sysroot.sh makes one for linux/arm64). Default: /.
+    #[arg(long, value_name = "DIR")]
+    sysroot: Option<PathBuf>,
     #[command(flatten)]
     image: ImageArgs,
     /// After the build, push the image to this reference (repeatable; see `prebake push`;
@@ -363,12 +371,15 @@ fn cmd_build(args: BuildArgs) -> Result<()> {
         force,
         allow_missing,
         no_cache,
+        platform,
+        sysroot,
         image: image_args,
         push,
         registry,
     } = args;
+    let target = build_target(platform.as_deref(), sysroot.as_deref())?;
     let spec = load_build_spec(spec, dify_config.as_deref(), strict)?;
-    let image = image_options(&image_args, &spec.name)?;
+    let image = image_options(&image_args, &spec.name, target.as_ref())?;
     let mtime = prebake::rootfs::source_date_epoch()?;
     let (bar, progress) = cli_progress();
     let report = build::build(
@@ -384,6 +395,7 @@ fn cmd_build(args: BuildArgs) -> Result<()> {
                 prebake::plan::pyc::PycCache::default_dir()
             },
             image,
+            target,
         },
         &progress,
     )
@@ -562,7 +574,31 @@ impl prebake::oci::push::PushProgress for PushLines {
 
 /// The image options, or `None` for `--no-image`. The tag is checked here so that a typo
 /// fails before the spec is resolved (the build checks everything again).
-fn image_options(args: &ImageArgs, spec_name: &str) -> Result<Option<ImageOptions>> {
+/// `--platform` and `--sysroot` as a build target; `None` for this machine from its own `/`.
+fn build_target(
+    platform: Option<&str>,
+    sysroot: Option<&Path>,
+) -> Result<Option<prebake::platform::Target>> {
+    use prebake::platform::{Platform, PlatformError, Target};
+    let host = Platform::host()?;
+    let platform = platform.map(Platform::parse).transpose()?;
+    match (platform, sysroot) {
+        (None, None) => Ok(None),
+        (Some(p), None) if p == host => Ok(None),
+        (Some(p), None) => Err(PlatformError::NeedsSysroot {
+            platform: p.to_string(),
+            host: host.to_string(),
+        }
+        .into()),
+        (p, Some(dir)) => Ok(Some(Target::new(p.unwrap_or(host), dir)?)),
+    }
+}
+
+fn image_options(
+    args: &ImageArgs,
+    spec_name: &str,
+    target: Option<&prebake::platform::Target>,
+) -> Result<Option<ImageOptions>> {
     if args.no_image {
         return Ok(None);
     }
@@ -571,11 +607,24 @@ fn image_options(args: &ImageArgs, spec_name: &str) -> Result<Option<ImageOption
         .clone()
         .unwrap_or_else(|| prebake::oci::image::default_tag(spec_name));
     prebake::oci::validate_tag(&tag)?;
-    let runtime = match &args.runtime {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
+    let cross = target.filter(|t| t.emulator.is_some());
+    let runtime = match (&args.runtime, cross) {
+        (Some(p), _) => p.clone(),
+        (None, None) => std::env::current_exe()
             .context("cannot find the running prebake executable; pass --runtime PATH")?
             .with_file_name("runtime"),
+        // cargo's layout: target/release/prebake and target/<triple>/release/runtime.
+        (None, Some(t)) => {
+            let exe = std::env::current_exe()
+                .context("cannot find the running prebake executable; pass --runtime PATH")?;
+            let profile = exe.parent().and_then(Path::file_name).unwrap_or_default();
+            exe.parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."))
+                .join(t.platform.rust_target())
+                .join(profile)
+                .join("runtime")
+        }
     };
     Ok(Some(ImageOptions {
         tag,
@@ -589,7 +638,8 @@ fn image_options(args: &ImageArgs, spec_name: &str) -> Result<Option<ImageOption
             ImageRootfsArg::Tree => ImageRootfs::Tree,
             ImageRootfsArg::Tarball => ImageRootfs::Tarball,
         },
-        pasta: if args.no_pasta {
+        // The host's pasta is of the host's architecture; another platform's comes with --pasta.
+        pasta: if args.no_pasta || (cross.is_some() && args.pasta.is_none()) {
             None
         } else {
             args.pasta.clone().or_else(|| {
