@@ -59,14 +59,6 @@ impl Platform {
         }
     }
 
-    /// The OCI `variant` (`v8` for arm64, as docker and containerd write it).
-    pub fn oci_variant(self) -> Option<&'static str> {
-        match self.arch {
-            Arch::X86_64 => None,
-            Arch::Aarch64 => Some("v8"),
-        }
-    }
-
     /// The ELF `e_machine` of this platform's programs.
     pub fn elf_machine(self) -> u16 {
         match self.arch {

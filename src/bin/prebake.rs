@@ -33,6 +33,10 @@ enum Command {
     /// config.json ($DOCKER_CONFIG/config.json or ~/.docker/config.json: `docker login`),
     /// including its credential helpers.
     Push(PushArgs),
+    /// Assemble the images of several platforms (each a `prebake build` output or its image/
+    /// directory, one per platform: `--platform linux/arm64 --sysroot DIR`) into one OCI
+    /// image layout whose image index lists each with its platform. Deterministic.
+    Index(IndexArgs),
     /// Rebuild a build output from its recorded inputs on this machine (into a temporary
     /// directory, removed afterwards) and compare it with the record, entry by entry.
     ///
@@ -153,6 +157,30 @@ enum ImageRootfsArg {
 }
 
 #[derive(clap::Args)]
+struct IndexArgs {
+    /// The per-platform images: `prebake build` output directories or OCI layouts.
+    #[arg(required = true, value_name = "OUT")]
+    images: Vec<PathBuf>,
+    /// The layout to write (must not exist).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    out: PathBuf,
+    /// Name of the index, NAME[:TAG]. Default: the first image's name.
+    #[arg(long, value_name = "NAME:TAG")]
+    tag: Option<String>,
+}
+
+fn cmd_index(args: &IndexArgs) -> Result<()> {
+    let report = prebake::oci::index::write_index(&args.images, &args.out, args.tag.as_deref())
+        .with_context(|| format!("writing the image index {}", args.out.display()))?;
+    println!("index      {}  {}", report.dir.display(), report.tag);
+    println!("digest     {} ({} bytes)", report.digest, report.size);
+    for (platform, digest) in &report.images {
+        println!("image      {platform:<14} {digest}");
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
 struct BuildArgs {
     /// Image spec (YAML). Default: images/dify.yaml (python3 with jinja2, requests, httpx; nodejs).
     spec: Option<PathBuf>,
@@ -266,6 +294,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diff(args) => cmd_diff(&args),
         Command::Build(args) => done(cmd_build(args)),
         Command::Push(args) => done(cmd_push(&args)),
+        Command::Index(args) => done(cmd_index(&args)),
         Command::Seccomp {
             command: SeccompCommand::Show { spec, language },
         } => done(cmd_seccomp_show(spec, language.as_deref())),
