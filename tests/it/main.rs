@@ -13,6 +13,7 @@ mod bench_cold_start;
 mod build_python;
 mod dify_dropin;
 mod elf_resolve;
+mod multiarch;
 mod node;
 mod oci_image;
 mod oci_layout;
