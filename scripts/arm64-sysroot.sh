@@ -43,15 +43,19 @@ mapfile -t PKGS < <(
     grep -vxE 'debconf|debconf-2.0|cdebconf|perl-base|dpkg|tar|install-info|libselinux1|libpcre2-8-0|libzstd1|libmd0|libacl1|libattr1|awk|mawk|gawk|original-awk|libsigsegv2|libmpfr6|libgmp10|perl|perl-modules-5.36|libperl5.36'
 )
 mapfile -t PKGS < <(printf '%s\n' "${PKGS[@]}" "${ALL_ARCH[@]}" | sort -u)
-# Exact versions, so the stamp changes when Debian's archive does.
-VERSIONS=()
-for p in "${PKGS[@]}"; do
-  v=$(apt-cache policy "$p:arm64" | awk '/Candidate:/ { print $2 }')
-  if [ -z "$v" ] || [ "$v" = "(none)" ]; then
-    v=$(apt-cache policy "$p" | awk '/Candidate:/ { print $2 }')
-  fi
-  [ -n "$v" ] && [ "$v" != "(none)" ] && VERSIONS+=("$p=$v")
-done
+# Exact versions, so the stamp changes when Debian's archive does: one apt-cache call for
+# the arm64 packages, one for the rest (Architecture: all has no arm64 candidate).
+candidates() {
+  apt-cache policy "$@" | awk '/^[^ ].*:$/ { sub(/:$/, ""); sub(/:arm64$/, ""); p = $0 }
+    /^  Candidate:/ && $2 != "(none)" { print p "=" $2 }'
+}
+mapfile -t VERSIONS < <(candidates "${PKGS[@]/%/:arm64}")
+mapfile -t REST < <(printf '%s\n' "${PKGS[@]}" | grep -vxF -f <(printf '%s\n' "${VERSIONS[@]%%=*}"))
+if [ "${#REST[@]}" -gt 0 ]; then
+  mapfile -t MORE < <(candidates "${REST[@]}")
+  VERSIONS+=("${MORE[@]}")
+fi
+mapfile -t VERSIONS < <(printf '%s\n' "${VERSIONS[@]}" | sort -u)
 STAMP=$(printf '%s\n' "${VERSIONS[@]}" | sha256sum | cut -c1-16)
 if [ -f "$DIR/.prebake-sysroot" ] && [ "$(cat "$DIR/.prebake-sysroot")" = "$STAMP" ]; then
   echo "$DIR: up to date (${#VERSIONS[@]} packages)"
