@@ -103,6 +103,9 @@ pub fn build(
     // A bad tag, a missing runtime or an existing archive fail before any work.
     if let Some(image) = &opts.image {
         crate::oci::image::check_options(image)?;
+        if let Some(t) = &opts.target {
+            crate::oci::image::check_runtime_platform(image, t.platform)?;
+        }
     }
     let tmp = output::staging_dir(&opts.out)?;
 

@@ -118,7 +118,7 @@ pub struct ImageReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{path}: the `runtime` binary is for e_machine {found}, not {platform} (e_machine {want}); build it for the target (`cargo build --release --target {rust_target} --bin runtime`) and pass it with --runtime")]
+    #[error("{path}: the `runtime` binary is for e_machine {found}, not {platform} (e_machine {want}); build it for the target (`cargo build --release --target {rust_target} --bin runtime`) and pass it with --runtime (docs/multiarch.md)")]
     RuntimeArchitecture {
         path: PathBuf,
         found: u16,
@@ -191,6 +191,29 @@ pub fn check_options(opts: &ImageOptions) -> Result<(), ImageError> {
     if let Some(archive) = &opts.archive {
         ensure_absent(archive)?;
         parent_of(archive)?;
+    }
+    Ok(())
+}
+
+/// The `runtime` binary is a program of `platform` (checked before a build for another
+/// platform does any work, and again when its image is written).
+pub fn check_runtime_platform(
+    opts: &ImageOptions,
+    platform: crate::platform::Platform,
+) -> Result<(), ImageError> {
+    let found = crate::plan::elf::read_elf(&opts.runtime)
+        .ok()
+        .flatten()
+        .map_or(0, |i| i.machine);
+    let want = platform.elf_machine();
+    if found != want {
+        return Err(ImageError::RuntimeArchitecture {
+            path: opts.runtime.clone(),
+            found,
+            want,
+            platform: platform.to_string(),
+            rust_target: platform.rust_target(),
+        });
     }
     Ok(())
 }
@@ -513,20 +536,7 @@ pub fn write_image(
     };
 
     if let Some(t) = target {
-        let found = crate::plan::elf::read_elf(&opts.runtime)
-            .ok()
-            .flatten()
-            .map_or(0, |i| i.machine);
-        let want = t.platform.elf_machine();
-        if found != want {
-            return Err(ImageError::RuntimeArchitecture {
-                path: opts.runtime.clone(),
-                found,
-                want,
-                platform: t.platform.to_string(),
-                rust_target: t.platform.rust_target(),
-            });
-        }
+        check_runtime_platform(opts, t.platform)?;
     }
     let sysroot = target.map_or(Path::new("/"), |t| t.sysroot.as_path());
     let resolver = ldso::Resolver::new(sysroot)?;
