@@ -29,9 +29,13 @@ const DEFAULT_SBOM_VENV: &str = "/var/tmp/prebake-sbom-venv";
 // Kept compact by hand: rustfmt puts one name a line once a name is long (docker-registry).
 #[rustfmt::skip]
 const TOOLS: &[&str] = &[
-    "bash", "cc", "chroot", "docker-compose", "docker-registry", "gzip", "htpasswd", "ldconfig", "ldd", "node",
-    "newuidmap", "openssl", "pasta", "python3", "runc", "skopeo", "strace", "tar", "umoci", "unshare", "zstd",
+    "aarch64-linux-gnu-gcc", "apt-get", "bash", "cc", "chroot", "docker-compose", "docker-registry", "dpkg-deb",
+    "gzip", "htpasswd", "ldconfig", "ldd", "newuidmap", "node", "openssl", "pasta", "python3", "qemu-aarch64-static",
+    "runc", "skopeo", "strace", "tar", "umoci", "unshare", "zstd",
 ];
+
+/// The Rust target the multi-arch tests cross-compile `runtime` for (cfg `have_rust_aarch64`).
+const AARCH64_TARGET: &str = "aarch64-unknown-linux-gnu";
 
 struct Requirement {
     cfg: String,
@@ -107,6 +111,11 @@ fn main() {
         });
     }
     reqs.push(Requirement {
+        cfg: "have_rust_aarch64".into(),
+        what: format!("the Rust target {AARCH64_TARGET} (rustup target add {AARCH64_TARGET})"),
+        present: rust_target_installed(AARCH64_TARGET, &mut watch),
+    });
+    reqs.push(Requirement {
         cfg: "have_static_libc".into(),
         what: "a static libc (`cc -static`, libc6-dev)".into(),
         present: static_cc_works(&mut watch),
@@ -164,6 +173,26 @@ fn which(tool: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
+}
+
+/// Whether the standard library of the Rust `target` is installed for the compiler building
+/// this package (rustup puts it in the target's libdir).
+fn rust_target_installed(target: &str, watch: &mut Watch) -> bool {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let Ok(o) = Command::new(rustc)
+        .args(["--print", "target-libdir", "--target", target])
+        .output()
+    else {
+        return false;
+    };
+    let dir = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    if !o.status.success() || !dir.is_absolute() {
+        return false;
+    }
+    watch.file_or_ancestor(&dir);
+    std::fs::read_dir(&dir).is_ok_and(|mut d| {
+        d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libstd-")))
+    })
 }
 
 /// Whether `cc -static` links a program: what the OCI test's static `hello` needs.

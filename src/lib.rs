@@ -19,6 +19,7 @@ pub mod fsutil;
 pub mod hashio;
 pub mod oci;
 pub mod plan;
+pub mod platform;
 pub mod rootfs;
 pub mod runtime;
 pub mod sbom;

@@ -33,6 +33,10 @@ enum Command {
     /// config.json ($DOCKER_CONFIG/config.json or ~/.docker/config.json: `docker login`),
     /// including its credential helpers.
     Push(PushArgs),
+    /// Assemble the images of several platforms (each a `prebake build` output or its image/
+    /// directory, one per platform: `--platform linux/arm64 --sysroot DIR`) into one OCI
+    /// image layout whose image index lists each with its platform. Deterministic.
+    Index(IndexArgs),
     /// Rebuild a build output from its recorded inputs on this machine (into a temporary
     /// directory, removed afterwards) and compare it with the record, entry by entry.
     ///
@@ -153,6 +157,30 @@ enum ImageRootfsArg {
 }
 
 #[derive(clap::Args)]
+struct IndexArgs {
+    /// The per-platform images: `prebake build` output directories or OCI layouts.
+    #[arg(required = true, value_name = "OUT")]
+    images: Vec<PathBuf>,
+    /// The layout to write (must not exist).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    out: PathBuf,
+    /// Name of the index, NAME[:TAG]. Default: the first image's name.
+    #[arg(long, value_name = "NAME:TAG")]
+    tag: Option<String>,
+}
+
+fn cmd_index(args: &IndexArgs) -> Result<()> {
+    let report = prebake::oci::index::write_index(&args.images, &args.out, args.tag.as_deref())
+        .with_context(|| format!("writing the image index {}", args.out.display()))?;
+    println!("index      {}  {}", report.dir.display(), report.tag);
+    println!("digest     {} ({} bytes)", report.digest, report.size);
+    for (platform, digest) in &report.images {
+        println!("image      {platform:<14} {digest}");
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
 struct BuildArgs {
     /// Image spec (YAML). Default: images/dify.yaml (python3 with jinja2, requests, httpx; nodejs).
     spec: Option<PathBuf>,
@@ -175,6 +203,14 @@ struct BuildArgs {
     /// ~/.cache/prebake).
     #[arg(long)]
     no_cache: bool,
+    /// Build for this platform (linux/amd64, linux/arm64). Another machine's platform needs
+    /// --sysroot and runs the target's python under qemu-user-static. Default: this machine's.
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
+    /// Take every file from this directory, which holds the target's files at their absolute
+    /// paths (scripts/arm64-sysroot.sh makes one for linux/arm64). Default: /.
+    #[arg(long, value_name = "DIR")]
+    sysroot: Option<PathBuf>,
     #[command(flatten)]
     image: ImageArgs,
     /// After the build, push the image to this reference (repeatable; see `prebake push`;
@@ -258,6 +294,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diff(args) => cmd_diff(&args),
         Command::Build(args) => done(cmd_build(args)),
         Command::Push(args) => done(cmd_push(&args)),
+        Command::Index(args) => done(cmd_index(&args)),
         Command::Seccomp {
             command: SeccompCommand::Show { spec, language },
         } => done(cmd_seccomp_show(spec, language.as_deref())),
@@ -363,12 +400,15 @@ fn cmd_build(args: BuildArgs) -> Result<()> {
         force,
         allow_missing,
         no_cache,
+        platform,
+        sysroot,
         image: image_args,
         push,
         registry,
     } = args;
+    let target = build_target(platform.as_deref(), sysroot.as_deref())?;
     let spec = load_build_spec(spec, dify_config.as_deref(), strict)?;
-    let image = image_options(&image_args, &spec.name)?;
+    let image = image_options(&image_args, &spec.name, target.as_ref())?;
     let mtime = prebake::rootfs::source_date_epoch()?;
     let (bar, progress) = cli_progress();
     let report = build::build(
@@ -384,6 +424,7 @@ fn cmd_build(args: BuildArgs) -> Result<()> {
                 prebake::plan::pyc::PycCache::default_dir()
             },
             image,
+            target,
         },
         &progress,
     )
@@ -562,7 +603,31 @@ impl prebake::oci::push::PushProgress for PushLines {
 
 /// The image options, or `None` for `--no-image`. The tag is checked here so that a typo
 /// fails before the spec is resolved (the build checks everything again).
-fn image_options(args: &ImageArgs, spec_name: &str) -> Result<Option<ImageOptions>> {
+/// `--platform` and `--sysroot` as a build target; `None` for this machine from its own `/`.
+fn build_target(
+    platform: Option<&str>,
+    sysroot: Option<&Path>,
+) -> Result<Option<prebake::platform::Target>> {
+    use prebake::platform::{Platform, PlatformError, Target};
+    let host = Platform::host()?;
+    let platform = platform.map(Platform::parse).transpose()?;
+    match (platform, sysroot) {
+        (None, None) => Ok(None),
+        (Some(p), None) if p == host => Ok(None),
+        (Some(p), None) => Err(PlatformError::NeedsSysroot {
+            platform: p.to_string(),
+            host: host.to_string(),
+        }
+        .into()),
+        (p, Some(dir)) => Ok(Some(Target::new(p.unwrap_or(host), dir)?)),
+    }
+}
+
+fn image_options(
+    args: &ImageArgs,
+    spec_name: &str,
+    target: Option<&prebake::platform::Target>,
+) -> Result<Option<ImageOptions>> {
     if args.no_image {
         return Ok(None);
     }
@@ -571,11 +636,24 @@ fn image_options(args: &ImageArgs, spec_name: &str) -> Result<Option<ImageOption
         .clone()
         .unwrap_or_else(|| prebake::oci::image::default_tag(spec_name));
     prebake::oci::validate_tag(&tag)?;
-    let runtime = match &args.runtime {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()
+    let cross = target.filter(|t| t.emulator.is_some());
+    let runtime = match (&args.runtime, cross) {
+        (Some(p), _) => p.clone(),
+        (None, None) => std::env::current_exe()
             .context("cannot find the running prebake executable; pass --runtime PATH")?
             .with_file_name("runtime"),
+        // cargo's layout: target/release/prebake and target/<triple>/release/runtime.
+        (None, Some(t)) => {
+            let exe = std::env::current_exe()
+                .context("cannot find the running prebake executable; pass --runtime PATH")?;
+            let profile = exe.parent().and_then(Path::file_name).unwrap_or_default();
+            exe.parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."))
+                .join(t.platform.rust_target())
+                .join(profile)
+                .join("runtime")
+        }
     };
     Ok(Some(ImageOptions {
         tag,
@@ -589,7 +667,8 @@ fn image_options(args: &ImageArgs, spec_name: &str) -> Result<Option<ImageOption
             ImageRootfsArg::Tree => ImageRootfs::Tree,
             ImageRootfsArg::Tarball => ImageRootfs::Tarball,
         },
-        pasta: if args.no_pasta {
+        // The host's pasta is of the host's architecture; another platform's comes with --pasta.
+        pasta: if args.no_pasta || (cross.is_some() && args.pasta.is_none()) {
             None
         } else {
             args.pasta.clone().or_else(|| {

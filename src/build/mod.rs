@@ -41,6 +41,9 @@ pub struct BuildOptions {
     pub cache_dir: Option<PathBuf>,
     /// Also write DIR/image (and maybe an archive); `None` writes the bundle alone.
     pub image: Option<crate::oci::ImageOptions>,
+    /// Build for another platform from its sysroot (`--platform`, `--sysroot`); `None`: for
+    /// this machine from its own `/`.
+    pub target: Option<crate::platform::Target>,
 }
 
 /// What a finished build reports in its one-screen summary.
@@ -100,6 +103,9 @@ pub fn build(
     // A bad tag, a missing runtime or an existing archive fail before any work.
     if let Some(image) = &opts.image {
         crate::oci::image::check_options(image)?;
+        if let Some(t) = &opts.target {
+            crate::oci::image::check_runtime_platform(image, t.platform)?;
+        }
     }
     let tmp = output::staging_dir(&opts.out)?;
 
@@ -109,13 +115,18 @@ pub fn build(
         allow_missing: spec.allow_missing || opts.allow_missing,
         pyc_cache_dir: opts.cache_dir.as_deref(),
         pyc_staging: &pyc_dir,
+        target: opts.target.as_ref(),
     };
     let planned = crate::plan::plan_image(spec, &plan_opts, &|name| progress.stage(name))?;
 
     // 2. Artifacts into tmp/bundle.
     let bundle_dir = tmp.path().join("bundle");
+    let arch = match &opts.target {
+        Some(t) => t.platform.arch,
+        None => crate::contract::Arch::host().map_err(crate::seccomp::SeccompError::from)?,
+    };
     let (manifest, seccomp_instructions) =
-        write_bundle(spec, opts.mtime, &planned, &bundle_dir, progress)?;
+        write_bundle(spec, opts.mtime, arch, &planned, &bundle_dir, progress)?;
 
     // 3. The image is staged in tmp too, so it lands atomically with the bundle. Its tree
     // form reads the plan's sources again, freshly compiled .pyc files included: the staging
@@ -128,6 +139,7 @@ pub fn build(
             &manifest,
             &planned.plan,
             tmp.path(),
+            opts.target.as_ref(),
             progress,
         )?),
         None => None,
@@ -167,6 +179,7 @@ type InstructionCounts = BTreeMap<String, (usize, usize)>;
 fn write_bundle(
     spec: &ImageSpec,
     mtime: u64,
+    arch: crate::contract::Arch,
     planned: &ImagePlan,
     bundle_dir: &Path,
     progress: &dyn Progress,
@@ -176,7 +189,7 @@ fn write_bundle(
     let mut seccomp_instructions = BTreeMap::new();
     for (lang, info) in languages.iter_mut() {
         progress.stage(&format!("compiling seccomp policy for {}", lang.as_str()));
-        let instructions = write_seccomp(spec, *lang, info, bundle_dir)?;
+        let instructions = write_seccomp(spec, arch, *lang, info, bundle_dir)?;
         seccomp_instructions.insert(lang.as_str().to_owned(), instructions);
     }
 
@@ -222,7 +235,7 @@ fn write_bundle(
         &manifest,
         &spec.name,
         &created,
-        Path::new("/"),
+        planned.plan.sysroot(),
     )?;
     crate::sbom::write(&sbom, bundle_dir)?;
     Ok((manifest, seccomp_instructions))
@@ -232,11 +245,12 @@ fn write_bundle(
 /// instruction counts (without, with network).
 fn write_seccomp(
     spec: &ImageSpec,
+    arch: crate::contract::Arch,
     lang: Language,
     info: &mut LanguageInfo,
     bundle_dir: &Path,
 ) -> Result<(usize, usize), BuildError> {
-    let art = crate::seccomp::compile(lang, &spec.languages[&lang].seccomp)?;
+    let art = crate::seccomp::compile_for(arch, lang, &spec.languages[&lang].seccomp)?;
     let name = lang.as_str();
     let files = SeccompFiles {
         oci_json: format!("seccomp/{name}.json"),
@@ -257,6 +271,7 @@ fn write_seccomp(
 }
 
 /// The OCI image of the staged bundle, written to `staging/image`.
+#[allow(clippy::too_many_arguments)]
 fn write_image(
     spec: &ImageSpec,
     mtime: u64,
@@ -264,6 +279,7 @@ fn write_image(
     manifest: &BundleManifest,
     rootfs: &crate::plan::Plan,
     staging: &Path,
+    target: Option<&crate::platform::Target>,
     progress: &dyn Progress,
 ) -> Result<crate::oci::ImageReport, BuildError> {
     progress.stage("writing OCI image");
@@ -278,6 +294,7 @@ fn write_image(
         &spec.name,
         image_opts,
         mtime,
+        target,
     )?;
     std::fs::remove_dir(&work).map_err(io(&work))?;
     Ok(report)

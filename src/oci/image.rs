@@ -118,6 +118,14 @@ pub struct ImageReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    #[error("{path}: the `runtime` binary is for e_machine {found}, not {platform} (e_machine {want}); build it for the target (`cargo build --release --target {rust_target} --bin runtime`) and pass it with --runtime (docs/multiarch.md)")]
+    RuntimeArchitecture {
+        path: PathBuf,
+        found: u16,
+        want: u16,
+        platform: String,
+        rust_target: &'static str,
+    },
     #[error("{path}: the `runtime` binary is not there; build it first (`cargo build --release --bin runtime`), pass --runtime PATH, or pass --no-image to write the bundle alone")]
     RuntimeMissing { path: PathBuf },
     #[error("{path}: the `runtime` binary is not an ELF executable for this machine; pass --runtime with the path of the built `runtime`")]
@@ -187,13 +195,38 @@ pub fn check_options(opts: &ImageOptions) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// The `runtime` binary is a program of `platform` (checked before a build for another
+/// platform does any work, and again when its image is written).
+pub fn check_runtime_platform(
+    opts: &ImageOptions,
+    platform: crate::platform::Platform,
+) -> Result<(), ImageError> {
+    let found = crate::plan::elf::read_elf(&opts.runtime)
+        .ok()
+        .flatten()
+        .map_or(0, |i| i.machine);
+    let want = platform.elf_machine();
+    if found != want {
+        return Err(ImageError::RuntimeArchitecture {
+            path: opts.runtime.clone(),
+            found,
+            want,
+            platform: platform.to_string(),
+            rust_target: platform.rust_target(),
+        });
+    }
+    Ok(())
+}
+
 /// Plan of layer 1: the runtime, its closure and the few files and directories it needs.
+/// With a sysroot resolver (a build for another platform), the runtime is a binary built for
+/// that platform outside the sysroot and its libraries come from the sysroot.
 pub fn runtime_plan(
     runtime: &Path,
     pasta: Option<&Path>,
     resolver: &ldso::Resolver,
 ) -> Result<Plan, ImageError> {
-    let mut plan = Plan::new();
+    let mut plan = Plan::with_sysroot(resolver.sysroot());
     add_executable(
         &mut plan,
         runtime,
@@ -258,7 +291,11 @@ fn add_executable(
     provenance: &str,
     resolver: &ldso::Resolver,
 ) -> Result<(), ImageError> {
-    let closure = resolver.closure(Some(host), &[])?;
+    let closure = if resolver.sysroot() == Path::new("/") {
+        resolver.closure(Some(host), &[])?
+    } else {
+        resolver.closure_of_outside(host)?
+    };
     if !closure.missing.is_empty() {
         let list: Vec<String> = closure.missing.iter().map(|m| format!("  {m}")).collect();
         return Err(ImageError::RuntimeLibraries {
@@ -283,7 +320,7 @@ fn add_executable(
     for interp in &closure.interpreters {
         if !planned(plan, interp) {
             plan.add_host_path(
-                interp,
+                &plan.host_of(interp),
                 &format!("image: ELF interpreter of {name} (PT_INTERP)"),
             )?;
         }
@@ -298,7 +335,7 @@ fn add_executable(
         } else {
             lib.needed_by.display().to_string()
         };
-        plan.add_host_path(&lib.path, &format!("image: needed by {by}"))?;
+        plan.add_host_path(&plan.host_of(&lib.path), &format!("image: needed by {by}"))?;
     }
     Ok(())
 }
@@ -398,10 +435,12 @@ fn add_rerooted(plan: &mut Plan, rootfs: &Plan, at: &str) -> Result<(), ImageErr
 }
 
 /// The image configuration for a bundle.
+/// `platform`: the target's (`None`: this machine's).
 pub fn image_config(
     manifest: &BundleManifest,
     spec_name: &str,
     mtime: u64,
+    platform: Option<crate::platform::Platform>,
 ) -> Result<ImageConfig, ImageError> {
     let mut labels = BTreeMap::new();
     labels.insert(LABEL_VERSION.to_owned(), manifest.prebake_version.clone());
@@ -416,7 +455,10 @@ pub fn image_config(
         labels,
         created_epoch: mtime,
         os: "linux".to_owned(),
-        architecture: super::host_architecture()?.to_owned(),
+        architecture: match platform {
+            Some(p) => p.oci_architecture().to_owned(),
+            None => super::host_architecture()?.to_owned(),
+        },
     })
 }
 
@@ -483,6 +525,7 @@ pub fn write_image(
     spec_name: &str,
     opts: &ImageOptions,
     mtime: u64,
+    target: Option<&crate::platform::Target>,
 ) -> Result<ImageReport, ImageError> {
     let started = Instant::now();
     let reference = Reference::parse(&opts.tag)?;
@@ -492,7 +535,11 @@ pub fn write_image(
         LayerMedia::Zstd => "tar.zst",
     };
 
-    let resolver = ldso::Resolver::new(Path::new("/"))?;
+    if let Some(t) = target {
+        check_runtime_platform(opts, t.platform)?;
+    }
+    let sysroot = target.map_or(Path::new("/"), |t| t.sysroot.as_path());
+    let resolver = ldso::Resolver::new(sysroot)?;
     let runtime = runtime_plan(&opts.runtime, opts.pasta.as_deref(), &resolver)?;
     let tree = opts.rootfs == ImageRootfs::Tree;
     let bundle = bundle_plan(bundle_dir, tree.then_some((rootfs, manifest)))?;
@@ -526,7 +573,7 @@ pub fn write_image(
             format!("prebake {version}: bundle of spec {spec_name} at {DEFAULT_BUNDLE_DIR}"),
         )?
     };
-    let config = image_config(manifest, spec_name, mtime)?;
+    let config = image_config(manifest, spec_name, mtime, target.map(|t| t.platform))?;
     let digests = write_layout(image_dir, &[l1.clone(), l2.clone()], &config, &opts.tag)?;
     // The SBOMs the build wrote into the bundle, where scanners and registries look for them.
     let artifacts: Vec<Artifact> = [

@@ -269,19 +269,19 @@ pub(crate) fn write_blob(blobs: &Path, bytes: &[u8]) -> Result<(String, u64), Oc
     Ok((hex, bytes.len() as u64))
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
     let mut f = fs::File::create(path).map_err(OciError::io(path))?;
     f.write_all(bytes).map_err(OciError::io(path))?;
     f.sync_all().map_err(OciError::io(path))?;
     set_mode(path, FILE_MODE)
 }
 
-fn make_dir(path: &Path) -> Result<(), OciError> {
+pub(crate) fn make_dir(path: &Path) -> Result<(), OciError> {
     fs::create_dir(path).map_err(OciError::io(path))?;
     set_mode(path, DIR_MODE)
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), OciError> {
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), OciError> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(OciError::io(path))
 }
 
@@ -343,7 +343,7 @@ pub(crate) fn commit_error(dest: &Path) -> impl FnOnce(std::io::Error) -> OciErr
 }
 
 /// Stage `dest` (which must not exist yet) in a hidden directory beside it.
-fn stage(dest: &Path) -> Result<StagedDir, OciError> {
+pub(crate) fn stage(dest: &Path) -> Result<StagedDir, OciError> {
     ensure_absent(dest)?;
     let parent = parent_of(dest)?;
     StagedDir::new(dest, &staging_prefix(dest, "partial")).map_err(OciError::io(&parent))

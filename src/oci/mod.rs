@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod canonical;
 pub mod image;
+pub mod index;
 pub mod layout;
 pub mod push;
 pub mod reference;

@@ -6,6 +6,7 @@ use super::lang::{self, LanguagePlan};
 use super::pyc::{add_pycs, PycCache};
 use super::{closure, extras, ldcache, ldso, masked, EntryKind, Plan, PlanError, Source};
 use crate::contract::LanguageInfo;
+use crate::platform::Target;
 use crate::spec::{ImageSpec, Language};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ pub struct PlanOptions<'a> {
     /// Where freshly compiled `.pyc` files are written; the plan names them there, so it must
     /// outlive the rootfs writer.
     pub pyc_staging: &'a Path,
+    /// Build from this sysroot for its platform (`--sysroot`, `--platform`); `None`: the
+    /// build host's own `/`.
+    pub target: Option<&'a Target>,
 }
 
 /// The finished plan and what planning found out on the way.
@@ -61,6 +65,16 @@ pub enum PlanningError {
         path: String,
         mount: &'static str,
     },
+    #[error("{language}: the interpreter {path} is an ELF file for e_machine {found}, not {platform} (e_machine {want}); check --platform and the sysroot")]
+    WrongArchitecture {
+        language: String,
+        path: PathBuf,
+        found: u16,
+        want: u16,
+        platform: String,
+    },
+    #[error("nodejs: building it from a --sysroot is not supported yet; leave nodejs out of the spec for --platform builds")]
+    NodeInSysroot,
 }
 
 /// Plan the whole rootfs of `spec`; `stage` hears the name of each step as it starts.
@@ -69,20 +83,27 @@ pub fn plan_image(
     opts: &PlanOptions,
     stage: &dyn Fn(&str),
 ) -> Result<ImagePlan, PlanningError> {
-    let mut plan = Plan::new();
+    let sysroot = opts.target.map_or(Path::new("/"), |t| t.sysroot.as_path());
+    let mut plan = Plan::with_sysroot(sysroot);
     let mut warnings = Vec::new();
     let mut langs = BTreeMap::new();
     for (language, lspec) in &spec.languages {
         stage(&format!("planning {}", language.as_str()));
         let lp = match language {
-            Language::Python3 => lang::python::plan_python(&mut plan, lspec, &mut warnings)?,
+            Language::Python3 => {
+                lang::python::plan_python(&mut plan, lspec, opts.target, &mut warnings)?
+            }
+            Language::Nodejs if opts.target.is_some() => return Err(PlanningError::NodeInSysroot),
             Language::Nodejs => lang::node::plan_node(&mut plan, lspec, &mut warnings)?,
         };
+        if let Some(t) = opts.target {
+            check_machine(*language, &lp.main_executable, t)?;
+        }
         langs.insert(*language, lp);
     }
 
     stage("resolving shared libraries");
-    let resolver = ldso::Resolver::new(Path::new("/"))?;
+    let resolver = ldso::Resolver::new(sysroot)?;
     let libraries = closure::add_elf_closure(
         &mut plan,
         &resolver,
@@ -94,7 +115,10 @@ pub fn plan_image(
     masked::check_masked_paths(&plan, &langs, &mut warnings)?;
 
     stage("adding extras");
-    extras::add_extras(&mut plan, spec, &langs, &resolver, &mut warnings)?;
+    let triplet = opts
+        .target
+        .map_or("x86_64-linux-gnu", |t| t.platform.triplet());
+    extras::add_extras(&mut plan, spec, &langs, &resolver, triplet, &mut warnings)?;
 
     let (pyc_compiled, pyc_failed) = plan_bytecode(&mut plan, spec, &langs, opts, stage)?;
     for f in &pyc_failed {
@@ -118,6 +142,23 @@ pub fn plan_image(
         warnings,
         content_bytes,
     })
+}
+
+/// The interpreter is a program of the target platform: the loader emulation then accepts
+/// only that machine's objects, as ld.so would.
+fn check_machine(language: Language, main: &Path, t: &Target) -> Result<(), PlanningError> {
+    let info = closure::main_elf(main)?;
+    let want = t.platform.elf_machine();
+    if info.machine != want {
+        return Err(PlanningError::WrongArchitecture {
+            language: language.as_str().to_owned(),
+            path: main.to_path_buf(),
+            found: info.machine,
+            want,
+            platform: t.platform.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// Bytecode, compiled by the target interpreter, when the spec asks for it.

@@ -16,20 +16,22 @@ pub fn add_elf_closure(
     allow_missing: bool,
     warnings: &mut Vec<String>,
 ) -> Result<usize, PlanningError> {
+    // The resolver works in rootfs paths (inside its sysroot): the plan's keys.
     let mut objects = Vec::new();
-    for e in plan.entries.values() {
+    for (path, e) in &plan.entries {
         if let EntryKind::File {
             source: Source::Host(p),
         } = &e.kind
         {
             if is_elf(p).map_err(super::io_err(p))? {
-                objects.push(p.clone());
+                objects.push(PathBuf::from(path));
             }
         }
     }
     let mut n = 0;
     for lp in langs.values() {
-        let closure = resolver.closure(Some(&lp.main_executable), &objects)?;
+        let main = plan.root_of(&lp.main_executable)?;
+        let closure = resolver.closure(Some(&main), &objects)?;
         if !closure.missing.is_empty() {
             let list: Vec<String> = closure.missing.iter().map(|m| format!("  {m}")).collect();
             if allow_missing {
@@ -42,11 +44,13 @@ pub fn add_elf_closure(
             }
         }
         for interp in &closure.interpreters {
-            plan.add_host_path(interp, "ELF interpreter (PT_INTERP)")?;
+            let host = plan.host_of(interp);
+            plan.add_host_path(&host, "ELF interpreter (PT_INTERP)")?;
         }
         for lib in &closure.libraries {
             let why = format!("needed by {}", lib.needed_by.display());
-            plan.add_host_path(&lib.path, &why)?;
+            let host = plan.host_of(&lib.path);
+            plan.add_host_path(&host, &why)?;
             n += 1;
         }
     }
@@ -64,8 +68,9 @@ pub fn main_elf(main: &Path) -> Result<ElfInfo, PlanningError> {
         .ok_or_else(|| bad("not an ELF file".into()))
 }
 
-/// Find a library the way `dlopen("name")` from `main` would without RPATHs: the host's
-/// ld.so.cache, then the loader's default directories.
+/// Find a library the way `dlopen("name")` from `main` (a host path) would without RPATHs:
+/// the sysroot's ld.so.cache, then the loader's default directories. Returns the path inside
+/// the sysroot.
 pub fn find_library(
     resolver: &ldso::Resolver,
     name: &str,

@@ -24,9 +24,15 @@ pub fn add_ld_so_cache(
             EntryKind::File {
                 source: Source::Host(p),
             } => p.clone(),
-            EntryKind::Symlink { .. } => match std::fs::canonicalize(path) {
-                Ok(p) => p,
-                Err(_) => continue,
+            EntryKind::Symlink { .. } if resolver.sysroot() == Path::new("/") => {
+                match std::fs::canonicalize(path) {
+                    Ok(p) => p,
+                    Err(_) => continue,
+                }
+            }
+            EntryKind::Symlink { .. } => match resolver.resolve_in_root(Path::new(path)) {
+                Ok(Some(real)) => resolver.host_path(&real),
+                _ => continue,
             },
             _ => continue,
         };

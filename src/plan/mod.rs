@@ -63,6 +63,10 @@ pub type RootPath = String;
 #[derive(Debug, Default, Clone)]
 pub struct Plan {
     pub entries: BTreeMap<RootPath, Entry>,
+    /// The sysroot the host paths given to [`Plan::add_host_path`] and [`Plan::add_walked`]
+    /// lie in (`--sysroot`); empty for the build host's `/`. A file at `SYSROOT/usr/lib/x`
+    /// goes in at `/usr/lib/x`, and its symlinks resolve inside the sysroot.
+    sysroot: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,10 @@ pub enum PlanError {
     },
     #[error("{path}: path is not valid UTF-8; rename it or exclude it")]
     NonUtf8 { path: PathBuf },
+    #[error(
+        "{path}: lies outside the sysroot {sysroot}; only the sysroot's files go into the rootfs"
+    )]
+    OutsideSysroot { path: PathBuf, sysroot: PathBuf },
     #[error("{path}: symlink loop or chain longer than 40 links")]
     SymlinkLoop { path: PathBuf },
     #[error("{path}: conflicting entries: already planned as {existing} ({existing_why}), now wanted as {wanted} ({wanted_why})")]
@@ -146,6 +154,49 @@ fn to_root_path(path: &Path) -> Result<RootPath, PlanError> {
 impl Plan {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty plan whose host files come from `sysroot` (`/`: the build host).
+    pub fn with_sysroot(sysroot: &Path) -> Self {
+        Plan {
+            entries: BTreeMap::new(),
+            sysroot: if sysroot == Path::new("/") {
+                PathBuf::new()
+            } else {
+                sysroot.to_path_buf()
+            },
+        }
+    }
+
+    /// The sysroot (`/` for the build host).
+    pub fn sysroot(&self) -> &Path {
+        if self.sysroot.as_os_str().is_empty() {
+            Path::new("/")
+        } else {
+            &self.sysroot
+        }
+    }
+
+    /// The host path of the rootfs path `p`.
+    pub fn host_of(&self, p: &Path) -> PathBuf {
+        if self.sysroot.as_os_str().is_empty() {
+            return p.to_path_buf();
+        }
+        crate::fsutil::in_root::host_path_in(&self.sysroot, p)
+    }
+
+    /// The rootfs path of the host path `host` (inside the sysroot).
+    pub fn root_of(&self, host: &Path) -> Result<PathBuf, PlanError> {
+        if self.sysroot.as_os_str().is_empty() {
+            return Ok(host.to_path_buf());
+        }
+        match host.strip_prefix(&self.sysroot) {
+            Ok(rest) => Ok(Path::new("/").join(rest)),
+            Err(_) => Err(PlanError::OutsideSysroot {
+                path: host.to_path_buf(),
+                sysroot: self.sysroot.clone(),
+            }),
+        }
     }
 
     /// Insert an entry. Re-inserting the same kind keeps the first provenance (the first
@@ -270,7 +321,7 @@ impl Plan {
         } else {
             return Ok(());
         };
-        let path = to_root_path(host)?;
+        let path = to_root_path(&self.root_of(host)?)?;
         self.add_parents(&path, provenance)?;
         self.insert(
             path,
@@ -286,10 +337,13 @@ impl Plan {
     /// symlink on the way: directory symlinks among its ancestors (`/lib -> usr/lib`) and each
     /// link of a symlink chain at the end (`libz.so.1 -> libz.so.1.3`). Directories are added
     /// as empty directories (not recursively); regular files by content.
-    /// Returns the fully resolved host path of the final object.
+    /// Returns the fully resolved host path of the final object. With a sysroot, `host` lies in
+    /// it and goes in at its path relative to it; absolute symlinks resolve inside it.
     pub fn add_host_path(&mut self, host: &Path, provenance: &str) -> Result<PathBuf, PlanError> {
         let mut hops = 0usize;
-        self.add_host_path_inner(&normalize(host), provenance, &mut hops)
+        let root = self.root_of(&normalize(host))?;
+        let real = self.add_host_path_inner(&root, provenance, &mut hops)?;
+        Ok(self.host_of(&real))
     }
 
     fn add_host_path_inner(
@@ -312,7 +366,8 @@ impl Plan {
         // The entry lives at the parent's *real* location plus this name.
         let at = parent_real.join(name);
         let root_path = to_root_path(&at)?;
-        let meta = std::fs::symlink_metadata(&at).map_err(io_err(&at))?;
+        let host = self.host_of(&at);
+        let meta = std::fs::symlink_metadata(&host).map_err(io_err(&host))?;
         let ft = meta.file_type();
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o7777;
@@ -323,7 +378,7 @@ impl Plan {
                     path: host.to_path_buf(),
                 });
             }
-            let target = std::fs::read_link(&at).map_err(io_err(&at))?;
+            let target = std::fs::read_link(&host).map_err(io_err(&host))?;
             self.add_parents(&root_path, provenance)?;
             self.insert(
                 root_path,
@@ -360,7 +415,7 @@ impl Plan {
                 root_path,
                 Entry {
                     kind: EntryKind::File {
-                        source: Source::Host(at.clone()),
+                        source: Source::Host(host),
                     },
                     mode,
                     provenance: provenance.to_owned(),
@@ -370,7 +425,7 @@ impl Plan {
         } else {
             // Sockets, fifos and device nodes never go into a rootfs.
             Err(PlanError::Io {
-                path: at,
+                path: host,
                 source: std::io::Error::new(
                     std::io::ErrorKind::InvalidInput,
                     "not a regular file, directory or symlink (device, socket or fifo); exclude it",

@@ -292,6 +292,7 @@ pub fn verify(
             mtime,
             cache_dir: None,
             image: None,
+            target: None,
         },
         progress,
     )

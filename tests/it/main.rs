@@ -14,6 +14,7 @@ mod build_python;
 mod dify_dropin;
 mod elf_resolve;
 mod k8s_templates;
+mod multiarch;
 mod node;
 mod oci_image;
 mod oci_layout;

@@ -20,6 +20,7 @@ pub fn add_extras(
     spec: &ImageSpec,
     langs: &BTreeMap<Language, LanguagePlan>,
     resolver: &ldso::Resolver,
+    triplet: &str,
     warnings: &mut Vec<String>,
 ) -> Result<(), PlanningError> {
     let x = &spec.extras;
@@ -46,7 +47,7 @@ pub fn add_extras(
         add_zoneinfo(plan, install, warnings)?;
     }
     if x.locales {
-        add_locales(plan)?;
+        add_locales(plan, triplet)?;
     }
     if x.ld_so_cache {
         add_ldconfig(plan)?;
@@ -64,7 +65,11 @@ fn add_libgcc_s(
     let mut found = false;
     for lp in langs.values() {
         if let Some(p) = find_library(resolver, "libgcc_s.so.1", &lp.main_executable)? {
-            plan.add_host_path(&p, "extra: libgcc_s (dlopen'ed by glibc for thread exit)")?;
+            let host = plan.host_of(&p);
+            plan.add_host_path(
+                &host,
+                "extra: libgcc_s (dlopen'ed by glibc for thread exit)",
+            )?;
             found = true;
         }
     }
@@ -84,8 +89,8 @@ fn add_ca_certificates(
         .iter()
         .filter_map(|i| i.ssl_cafile.clone())
         .chain([
-            PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
-            PathBuf::from("/etc/pki/tls/certs/ca-bundle.crt"),
+            plan.host_of(Path::new("/etc/ssl/certs/ca-certificates.crt")),
+            plan.host_of(Path::new("/etc/pki/tls/certs/ca-bundle.crt")),
         ])
         .collect();
     let mut any = false;
@@ -110,7 +115,10 @@ fn add_openssl_config(
     let dirs: Vec<PathBuf> = install
         .iter()
         .filter_map(|i| i.openssl_dir.clone())
-        .chain([PathBuf::from("/usr/lib/ssl"), PathBuf::from("/etc/ssl")])
+        .chain([
+            plan.host_of(Path::new("/usr/lib/ssl")),
+            plan.host_of(Path::new("/etc/ssl")),
+        ])
         .collect();
     for d in dirs {
         if add_if_exists(plan, &d.join("openssl.cnf"), "extra: openssl_config")? {
@@ -130,7 +138,7 @@ fn add_zoneinfo(
         .map(|i| i.tzpath.clone())
         .unwrap_or_default()
         .into_iter()
-        .chain([PathBuf::from("/usr/share/zoneinfo")])
+        .chain([plan.host_of(Path::new("/usr/share/zoneinfo"))])
         .collect();
     match first_existing(&tzpath) {
         Some(tz) => {
@@ -143,13 +151,14 @@ fn add_zoneinfo(
     Ok(())
 }
 
-/// The C.UTF-8 locale and the gconv modules, where this machine has them. The gconv path is
-/// Debian's x86-64 one; elsewhere it is simply absent.
-fn add_locales(plan: &mut Plan) -> Result<(), PlanningError> {
-    for d in ["/usr/lib/locale/C.utf8", "/usr/lib/x86_64-linux-gnu/gconv"] {
-        let p = Path::new(d);
+/// The C.UTF-8 locale and the gconv modules, where the sysroot has them. The gconv path is
+/// Debian's multiarch one (`triplet`); elsewhere it is simply absent.
+fn add_locales(plan: &mut Plan, triplet: &str) -> Result<(), PlanningError> {
+    let gconv = format!("/usr/lib/{triplet}/gconv");
+    for d in ["/usr/lib/locale/C.utf8", gconv.as_str()] {
+        let p = plan.host_of(Path::new(d));
         if p.exists() {
-            add_tree(plan, p, "extra: locales", &|_| false)?;
+            add_tree(plan, &p, "extra: locales", &|_| false)?;
         }
     }
     Ok(())
@@ -158,9 +167,10 @@ fn add_locales(plan: &mut Plan) -> Result<(), PlanningError> {
 /// ctypes.util.find_library runs `/sbin/ldconfig -p` against our cache.
 fn add_ldconfig(plan: &mut Plan) -> Result<(), PlanningError> {
     for c in ["/sbin/ldconfig", "/usr/sbin/ldconfig"] {
+        let host = plan.host_of(Path::new(c));
         if add_if_exists(
             plan,
-            Path::new(c),
+            &host,
             "extra: ld_so_cache (ldconfig -p for ctypes.util.find_library)",
         )? {
             break;

@@ -23,6 +23,25 @@ pub(super) fn closure(
     main_executable: Option<&Path>,
     objects: &[PathBuf],
 ) -> Result<Closure, ResolveError> {
+    let main = match main_executable {
+        Some(m) => r.open_object(m)?,
+        None => None,
+    };
+    closure_from(r, main, main_executable, objects)
+}
+
+/// See [`Resolver::closure_of_outside`].
+pub(super) fn closure_of_outside(r: &Resolver, host: &Path) -> Result<Closure, ResolveError> {
+    let main = r.open_outside(host)?;
+    closure_from(r, main, None, &[])
+}
+
+fn closure_from(
+    r: &Resolver,
+    main: Option<Found>,
+    main_executable: Option<&Path>,
+    objects: &[PathBuf],
+) -> Result<Closure, ResolveError> {
     let mut st = State {
         r,
         objs: Vec::new(),
@@ -33,8 +52,8 @@ pub(super) fn closure(
         dirs: HashMap::new(),
         queue: VecDeque::new(),
     };
-    if let Some(main) = main_executable {
-        if let Some(found) = r.open_object(main)? {
+    {
+        if let Some(found) = main {
             // $ORIGIN of the main program comes from /proc/self/exe: symlinks resolved.
             let origin = parent_of(&found.real);
             let idx = st.add(found, None, origin, None);

@@ -345,6 +345,30 @@ impl Resolver {
         }))
     }
 
+    /// The object at host path `host`, outside the sysroot (a binary built for the target,
+    /// such as the image's `runtime`), as the loader would map it if it were inside.
+    pub(super) fn open_outside(&self, host: &Path) -> Result<Option<Found>, ResolveError> {
+        let meta = std::fs::metadata(host).map_err(|source| ResolveError::Io {
+            path: host.to_path_buf(),
+            source,
+        })?;
+        let Some(info) = read_elf(host)? else {
+            return Ok(None);
+        };
+        Ok(Some(Found {
+            path: host.to_path_buf(),
+            real: host.to_path_buf(),
+            id: (meta.dev(), meta.ino()),
+            info,
+        }))
+    }
+
+    /// The libraries the program at host path `host` loads, found in this sysroot although
+    /// the program itself is not in it (the image's `runtime`, built for the target).
+    pub fn closure_of_outside(&self, host: &Path) -> Result<Closure, ResolveError> {
+        super::loader::closure_of_outside(self, host)
+    }
+
     /// The libraries a process loads: `main_executable` with its DT_NEEDED tree first, then
     /// each of `objects` as if dlopen'ed in order (see [`super::loader`]).
     pub fn closure(

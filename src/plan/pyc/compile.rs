@@ -1,18 +1,19 @@
 //! Compiling `.py` files with the target interpreter itself.
 
 use crate::plan::lang::python::PythonError;
+use crate::platform::Runner;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Compiled by the target interpreter itself: unchecked-hash `.pyc` (never stat'ed against
 /// the source, which is read-only anyway), with `dfile` set to the rootfs path so tracebacks
-/// name the file as the sandbox sees it. Reads `src\tout` pairs on stdin, prints failures.
+/// name the file as the sandbox sees it. Reads `src\tout\tdfile` lines on stdin, prints
+/// failures.
 const COMPILE_SCRIPT: &str = r#"
 import sys, py_compile, concurrent.futures as cf
-def one(pair):
-    src, out = pair
+def one(triple):
+    src, out, dfile = triple
     try:
-        py_compile.compile(src, cfile=out, dfile=src, doraise=True,
+        py_compile.compile(src, cfile=out, dfile=dfile, doraise=True,
             invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
         return None
     except Exception as e:
@@ -28,17 +29,20 @@ for r in res:
     if r: print(r)
 "#;
 
-/// Compile `(source, output)` pairs with the interpreter. Returns the sources that failed
-/// (Python 2 files shipped as data by some packages); those simply get no `.pyc`.
+/// Compile `(source, output, rootfs path)` triples with the interpreter (run by `runner`).
+/// Returns the sources that failed (Python 2 files shipped as data by some packages); those
+/// simply get no `.pyc`.
 pub fn compile_pycs(
+    runner: &Runner,
     interpreter: &Path,
-    pairs: &[(PathBuf, PathBuf)],
+    pairs: &[(PathBuf, PathBuf, String)],
 ) -> Result<Vec<String>, PythonError> {
     use std::io::Write;
     if pairs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut child = Command::new(interpreter)
+    let mut child = runner
+        .command(interpreter)
         .args(["-I", "-c", COMPILE_SCRIPT])
         // Hash-based pycs do not depend on SOURCE_DATE_EPOCH, but py_compile switches modes on it.
         .env_remove("SOURCE_DATE_EPOCH")
@@ -51,8 +55,8 @@ pub fn compile_pycs(
             source,
         })?;
     let mut input = String::new();
-    for (src, out) in pairs {
-        input.push_str(&format!("{}\t{}\n", src.display(), out.display()));
+    for (src, out, dfile) in pairs {
+        input.push_str(&format!("{}\t{}\t{dfile}\n", src.display(), out.display()));
     }
     let mut stdin = child.stdin.take().expect("piped");
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));

@@ -45,7 +45,7 @@ pub fn add_pycs(
             Some(hit) => hit,
             None => {
                 let out = staging.join(target.trim_start_matches('/'));
-                to_compile.push((src.clone(), out.clone()));
+                to_compile.push((src.clone(), out.clone(), path.clone()));
                 out
             }
         };
@@ -56,7 +56,7 @@ pub fn add_pycs(
             file,
         });
     }
-    let failed = compile_pycs(&install.executable, &to_compile)?;
+    let failed = compile_pycs(&install.runner, &install.executable, &to_compile)?;
     let mut n = 0;
     for pyc in pycs {
         if !pyc.file.exists() {

@@ -2,8 +2,8 @@
 
 use super::PythonError;
 use crate::plan::lang::{is_executable, which};
-use std::path::PathBuf;
-use std::process::Command;
+use crate::platform::{Runner, Target};
+use std::path::{Path, PathBuf};
 
 /// What the interpreter reports about itself (see `DISCOVER_SCRIPT`).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -36,6 +36,9 @@ pub struct PythonInstall {
     /// `sys.version` (exact build) and the bytecode magic, for the pyc cache key.
     pub sys_version: String,
     pub magic: String,
+    /// How the build runs this interpreter (under qemu for another architecture's).
+    #[serde(skip)]
+    pub runner: Runner,
 }
 
 /// Run inside the interpreter with `-I` (no user site, no PYTHON* variables): prints JSON.
@@ -85,12 +88,20 @@ print(json.dumps({
 
 /// Resolve the interpreter (following PATH shims by asking the interpreter itself) and
 /// report its layout.
-pub fn discover(interpreter: &str) -> Result<PythonInstall, PythonError> {
-    let path = which(interpreter)?;
+/// With a `target`, the interpreter is the sysroot's (looked up in its /usr/local/bin,
+/// /usr/bin and /bin) and run under the target's runner; every path of the answer is a host
+/// path inside the sysroot.
+pub fn discover(interpreter: &str, target: Option<&Target>) -> Result<PythonInstall, PythonError> {
+    let path = match target {
+        None => which(interpreter)?,
+        Some(t) => which_in_sysroot(t, interpreter)?,
+    };
     if !is_executable(&path) {
         return Err(PythonError::NotExecutable { path });
     }
-    let out = Command::new(&path)
+    let runner = Runner::for_target(target);
+    let out = runner
+        .command(&path)
         .args(["-I", "-c", DISCOVER_SCRIPT])
         .env_remove("PYTHONHOME")
         .env_remove("PYTHONPATH")
@@ -111,6 +122,72 @@ pub fn discover(interpreter: &str) -> Result<PythonInstall, PythonError> {
             path: path.clone(),
             source,
         })?;
+    if let Some(t) = target {
+        install.rebase_into_sysroot(t);
+    }
+    install.runner = runner;
     install.site_packages.retain(|p| p.is_dir());
     Ok(install)
+}
+
+/// `name` as a shell with `PATH=/usr/local/bin:/usr/bin:/bin` inside the sysroot finds it (a
+/// name with a slash is an absolute path there). The host path of what was found, its last
+/// symlink kept (`SYSROOT/usr/bin/python3`), so the rootfs has the same interpreter path.
+fn which_in_sysroot(t: &Target, name: &str) -> Result<PathBuf, PythonError> {
+    let candidates: Vec<PathBuf> = if name.contains('/') {
+        vec![PathBuf::from(name)]
+    } else {
+        ["/usr/local/bin", "/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .collect()
+    };
+    for c in candidates {
+        if let Ok(Some(real)) = crate::fsutil::in_root::resolve_in_root(&t.sysroot, &c) {
+            if is_executable(&t.host_path(&real)) {
+                // An absolute last link would make the kernel (and qemu) leave the sysroot.
+                let direct = t.host_path(&c);
+                let escapes = std::fs::read_link(&direct).is_ok_and(|l| l.is_absolute());
+                return Ok(if escapes { t.host_path(&real) } else { direct });
+            }
+        }
+    }
+    Err(PythonError::NotInSysroot {
+        name: name.to_owned(),
+        sysroot: t.sysroot.clone(),
+    })
+}
+
+impl PythonInstall {
+    /// Paths the interpreter printed as the target sees them (its compiled-in ones, such as
+    /// OpenSSL's, or any that qemu mapped into the sysroot) become host paths in the sysroot.
+    fn rebase_into_sysroot(&mut self, t: &Target) {
+        let fix = |p: &mut PathBuf| {
+            if !p.starts_with(&t.sysroot) {
+                *p = t.host_path(p);
+            }
+        };
+        for p in [
+            &mut self.executable,
+            &mut self.real_executable,
+            &mut self.prefix,
+            &mut self.base_prefix,
+            &mut self.stdlib,
+            &mut self.platstdlib,
+        ] {
+            fix(p);
+        }
+        for p in self
+            .lib_dynload
+            .iter_mut()
+            .chain(self.pyvenv_cfg.iter_mut())
+            .chain(self.ssl_cafile.iter_mut())
+            .chain(self.ssl_capath.iter_mut())
+            .chain(self.openssl_dir.iter_mut())
+            .chain(self.site_packages.iter_mut())
+            .chain(self.tzpath.iter_mut())
+        {
+            fix(p);
+        }
+    }
 }

@@ -15,6 +15,7 @@ use super::{add_spec_paths, sandbox_env, LanguagePlan};
 use crate::contract::{Distribution, LanguageInfo};
 use crate::plan::pyc::PycCache;
 use crate::plan::{tree, Plan, PlanningError};
+use crate::platform::Target;
 use crate::spec::LanguageSpec;
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,10 @@ use std::path::{Path, PathBuf};
 pub enum PythonError {
     #[error(transparent)]
     NotOnPath(#[from] super::NotOnPath),
+    #[error("interpreter `{name}`: not found in the sysroot {sysroot} (its /usr/local/bin, /usr/bin, /bin); install it there or give its absolute path inside the sysroot")]
+    NotInSysroot { name: String, sysroot: PathBuf },
+    #[error("requirements: installing a requirements file is not supported for --sysroot builds (pip would install for this machine); install the packages into the sysroot's python and name them in `packages`")]
+    RequirementsInSysroot,
     #[error("interpreter {path}: does not exist or is not executable")]
     NotExecutable { path: PathBuf },
     #[error("interpreter {path}: could not run it")]
@@ -61,9 +66,10 @@ pub enum PythonError {
 pub fn plan_python(
     plan: &mut Plan,
     spec: &LanguageSpec,
+    target: Option<&Target>,
     warnings: &mut Vec<String>,
 ) -> Result<LanguagePlan, PlanningError> {
-    let (install, packages) = resolve_install(spec)?;
+    let (install, packages) = resolve_install(spec, target)?;
     let mut globs = Vec::new();
     if spec.default_excludes {
         globs.extend(default_excludes(&install));
@@ -82,7 +88,10 @@ pub fn plan_python(
     let env = sandbox_env();
     Ok(LanguagePlan {
         info: LanguageInfo {
-            interpreter: install.executable.to_string_lossy().into_owned(),
+            interpreter: plan
+                .root_of(&install.executable)?
+                .to_string_lossy()
+                .into_owned(),
             // -I: no user site, no PYTHON* variables, no script dir on sys.path; -B: the root
             // is read-only and bytecode is baked.
             args: vec!["-I".into(), "-B".into()],
@@ -98,10 +107,16 @@ pub fn plan_python(
 
 /// The interpreter to plan and the packages to select: the spec's own, or with a
 /// `requirements` file the venv that file is installed into, with every pinned package.
-fn resolve_install(spec: &LanguageSpec) -> Result<(PythonInstall, Vec<String>), PlanningError> {
-    let mut install = discover(&spec.interpreter)?;
+fn resolve_install(
+    spec: &LanguageSpec,
+    target: Option<&Target>,
+) -> Result<(PythonInstall, Vec<String>), PlanningError> {
+    let mut install = discover(&spec.interpreter, target)?;
     let mut packages = spec.packages.clone();
     if let Some(file) = &spec.requirements {
+        if target.is_some() {
+            return Err(PythonError::RequirementsInSysroot.into());
+        }
         // Install the pinned file for this interpreter, then build from that venv as if the
         // spec had named it, with every pinned package selected.
         let reqs = requirements::parse(file)?;
@@ -115,7 +130,7 @@ fn resolve_install(spec: &LanguageSpec) -> Result<(PythonInstall, Vec<String>), 
         })?;
         let python =
             requirements::ensure_venv(&install.real_executable, &install.version, file, &cache)?;
-        install = discover(&python.to_string_lossy())?;
+        install = discover(&python.to_string_lossy(), None)?;
         packages.extend(reqs.into_iter().map(|r| r.name));
     }
     Ok((install, packages))
