@@ -19,7 +19,7 @@
 use crate::contract::{SANDBOX_UID_BASE, SANDBOX_UID_COUNT};
 use std::ffi::CStr;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -50,7 +50,7 @@ impl std::fmt::Display for Rootless {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootlessError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot use {path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -330,9 +330,7 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RootlessError> {
         return Err(os("create a pipe")(std::io::Error::last_os_error()));
     }
     // SAFETY: fresh descriptors from pipe2.
-    let fds = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    debug_assert!(fds.0.as_raw_fd() >= 0);
-    Ok(fds)
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// The uid-pool lock directory of a rootless runtime when none is configured: the user's

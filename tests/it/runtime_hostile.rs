@@ -337,8 +337,13 @@ fn deep_directory_nest_is_removed_after_the_run() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // A longer deadline than the other scenarios: 20,000 levels must be reached even on a
     // loaded machine.
-    for ns in [true, false] {
-        let s = Server::start(&format!("worker_timeout: 20\nnamespaces: {ns}\n"), &[]);
+    for (ns, rootless) in [(true, false), (false, false), (true, true)] {
+        let config = format!("worker_timeout: 20\nnamespaces: {ns}\n");
+        let s = if rootless {
+            Server::start_rootless(python_fixture(), &config, &[])
+        } else {
+            Server::start(&config, &[])
+        };
         for round in 0..2 {
             let d = s.run_py(&code);
             let out = d["stdout"].as_str().unwrap();
@@ -366,9 +371,12 @@ fn deep_directory_nest_is_removed_after_the_run() {
             assert_eq!(d["stdout"], "[]\n", "ns={ns} round={round}: {d}");
             assert_eq!(d["error"], "", "ns={ns} round={round}: {d}");
         }
-        assert_eq!(s.stop().code(), Some(0), "ns={ns}");
+        assert_eq!(s.stop().code(), Some(0), "ns={ns} rootless={rootless}");
         let left = leftover_pool_processes();
-        assert!(left.is_empty(), "ns={ns}: leftover processes {left:?}");
+        assert!(
+            left.is_empty(),
+            "ns={ns} rootless={rootless}: leftover processes {left:?}"
+        );
     }
     let left = support::runtime::run_dirs_left();
     assert!(left.is_empty(), "{left:?}");
@@ -429,19 +437,25 @@ fn memfd_cannot_hold_memory_beyond_the_limit() {
     // one (the default) memfd_create is refused. ctypes callbacks still work then (libffi
     // falls back from its memfd trampolines).
     let code = "import os\nfds = []\nfor i in range(40):\n    fd = os.memfd_create('m%d' % i)\n    os.ftruncate(fd, 15 << 20)\n    for off in range(0, 15 << 20, 1 << 20):\n        os.pwrite(fd, b'x' * (1 << 20), off)\n    fds.append(fd)\nprint('held', len(fds) * 15, 'MiB')\n";
+    // A rootless server asked for cgroups finds no tree it may write: memfd must then be
+    // refused as without them, not allowed on the strength of the setting.
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     for cgroups in ["on", "off"] {
-        for ns in [true, false] {
-            let s = Server::start(
-                &format!("{LIMITS}namespaces: {ns}\n"),
-                &[("SANDBOX_CGROUPS", cgroups)],
-            );
+        for (ns, rootless) in [(true, false), (false, false), (true, true)] {
+            let config = format!("{LIMITS}namespaces: {ns}\n");
+            let env = [("SANDBOX_CGROUPS", cgroups)];
+            let s = if rootless {
+                Server::start_rootless(python_fixture(), &config, &env)
+            } else {
+                Server::start(&config, &env)
+            };
+            let ns = format!("{ns} rootless={rootless}");
             let d = s.run_py(code);
             assert!(
                 !d["stdout"].as_str().unwrap().contains("held"),
                 "{cgroups} ns={ns}: {d}"
             );
-            if cgroups == "on" {
+            if cgroups == "on" && !rootless {
                 assert!(
                     err(&d).contains("error: memory limit exceeded (256 MiB per script)\n"),
                     "{cgroups} ns={ns}: {d}"
