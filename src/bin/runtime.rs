@@ -127,7 +127,9 @@ Settings (config file key / environment variable, which wins / default):
   shutdown_timeout         SANDBOX_SHUTDOWN_TIMEOUT  worker_timeout + 5 seconds: SIGTERM waits
                                                      that long for in-flight runs, then exits
   uid_lock_dir             SANDBOX_UID_LOCK_DIR      /run/prebake-runtime (uid-pool locks;
-                                                     share it between all servers of a node)
+                                                     share it between all servers of a node;
+                                                     rootless: $XDG_RUNTIME_DIR/prebake-runtime,
+                                                     else /tmp/prebake-runtime-UID)
   namespaces               SANDBOX_NAMESPACES        true (where the platform allows them)
   warm_pool                SANDBOX_WARM_POOL         true (fork Python runs from a zygote)
   warm_pool_preload        SANDBOX_WARM_POOL_PRELOAD json, base64, jinja2, requests, httpx

@@ -13,7 +13,7 @@
 //! | `limits.header_timeout` | `SANDBOX_HEADER_TIMEOUT` | seconds a connection may take to send a request's headers (also the idle time of a kept-alive connection); slower ones are closed, so connections that never finish their headers cannot pile up | 10 |
 //! | `limits.connections` | `SANDBOX_MAX_CONNECTIONS` | open connections at most, lowered at start to fit the descriptor limit; beyond it the oldest connection that is not in a request is closed to make room, so /health and runs stay answered | 1024 |
 //! | `shutdown_timeout` | `SANDBOX_SHUTDOWN_TIMEOUT` | seconds SIGTERM waits for in-flight runs before the server exits anyway | `worker_timeout` + 5 |
-//! | `uid_lock_dir` | `SANDBOX_UID_LOCK_DIR` | directory of the uid-pool lock files; every server of a node must share it (see the README), because RLIMIT_NPROC counts per uid node-wide. The older `PREBAKE_LOCK_DIR` is read when neither is set | /run/prebake-runtime |
+//! | `uid_lock_dir` | `SANDBOX_UID_LOCK_DIR` | directory of the uid-pool lock files; every server of a node must share it (see the README), because RLIMIT_NPROC counts per uid node-wide. The older `PREBAKE_LOCK_DIR` is read when neither is set | /run/prebake-runtime (rootless: `$XDG_RUNTIME_DIR/prebake-runtime`, else `/tmp/prebake-runtime-UID`) |
 //! | `namespaces` | `SANDBOX_NAMESPACES` | use namespaces where the platform allows them | true |
 //! | `warm_pool` | `SANDBOX_WARM_POOL` | fork Python runs from a zygote with the preload list imported (see `sandbox::warm`) | true |
 //! | `warm_pool_preload` | `SANDBOX_WARM_POOL_PRELOAD` | modules the zygote imports (a YAML list; comma-separated in the environment); absent ones are skipped | json, base64, jinja2, requests, httpx |
