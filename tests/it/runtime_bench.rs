@@ -23,6 +23,54 @@ fn timed_run(ag: &ureq::Agent, s: &Server, body: &serde_json::Value) -> (Duratio
 }
 
 /// Successful and failed `print(1)` runs per second at concurrency `conc` for `secs` seconds.
+/// `print(1)` and the Dify runners of `names` (from `warm_pool::dify_cases`), as benchmarks run
+/// them.
+fn dify_workloads(names: &[&str]) -> Vec<(&'static str, String)> {
+    let mut workloads = vec![("print(1)", "print(1)".to_owned())];
+    workloads.extend(
+        crate::warm_pool::dify_cases()
+            .into_iter()
+            .filter(|(name, _)| names.contains(name)),
+    );
+    workloads
+}
+
+/// Each workload run on `a` and `b` in turn (10 warm-up rounds, then `n`), with
+/// `enable_network: true` as Dify sends it; each must exit 0. Per workload: its name and
+/// [a p50, a p99, b p50, b p99] in ms.
+fn interleaved(
+    a: &Server,
+    b: &Server,
+    workloads: &[(&'static str, String)],
+    n: usize,
+) -> Vec<(&'static str, [f64; 4])> {
+    let ag = support::runtime::agent();
+    let time = |s: &Server, code: &str| {
+        let body =
+            json!({"language": "python3", "code": code, "preload": "", "enable_network": true});
+        let (took, out) = timed_run(&ag, s, &body);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["data"]["exit_code"], 0, "{out}");
+        took
+    };
+    let mut figures = Vec::new();
+    for (name, code) in workloads {
+        for _ in 0..10 {
+            time(a, code);
+            time(b, code);
+        }
+        let (mut ta, mut tb) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            ta.push(time(a, code));
+            tb.push(time(b, code));
+        }
+        let (a50, a99) = support::p50_p99_ms(&mut ta);
+        let (b50, b99) = support::p50_p99_ms(&mut tb);
+        figures.push((*name, [a50, a99, b50, b99]));
+    }
+    figures
+}
+
 fn sustained(s: &Server, conc: usize, secs: u64) -> (f64, u64) {
     let url = s.url("/v1/sandbox/run");
     let stop = Instant::now() + Duration::from_secs(secs);
@@ -210,34 +258,9 @@ fn bench_warm_pool() {
     let cold = Server::start_over(fixture, &format!("{cfg}warm_pool: false\n"), &[]);
     let warm = Server::start_over(fixture, &format!("{cfg}warm_pool: true\n"), &[]);
     assert_eq!(warm.zygotes_started(), 1, "{}", warm.log());
-    let ag = support::runtime::agent();
-    let time = |s: &Server, code: &str| {
-        let body =
-            json!({"language": "python3", "code": code, "preload": "", "enable_network": true});
-        let (took, out) = timed_run(&ag, s, &body);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["data"]["exit_code"], 0, "{out}");
-        took
-    };
-    let mut workloads = vec![("print(1)", "print(1)".to_owned())];
-    for (name, code) in crate::warm_pool::dify_cases() {
-        if name == "Dify's Python runner" || name == "Dify's Jinja2 runner" {
-            workloads.push((name, code));
-        }
-    }
     println!("warm pool against cold runs, namespaces={ns}, n={n} each, interleaved");
-    for (name, code) in &workloads {
-        for _ in 0..10 {
-            time(&cold, code);
-            time(&warm, code);
-        }
-        let (mut c, mut w) = (Vec::new(), Vec::new());
-        for _ in 0..n {
-            c.push(time(&cold, code));
-            w.push(time(&warm, code));
-        }
-        let (c50, c99) = support::p50_p99_ms(&mut c);
-        let (w50, w99) = support::p50_p99_ms(&mut w);
+    let workloads = dify_workloads(&["Dify's Python runner", "Dify's Jinja2 runner"]);
+    for (name, [c50, c99, w50, w99]) in interleaved(&cold, &warm, &workloads, n) {
         println!(
             "{name:<22} cold p50 {c50:6.2} ms p99 {c99:6.2} ms | warm p50 {w50:6.2} ms p99 {w99:6.2} ms | cold/warm p50 {:.2}x",
             c50 / w50
@@ -270,34 +293,9 @@ fn bench_rootless() {
     let fixture = support::runtime::dify_fixture();
     let root = Server::start_over(fixture, &cfg, &[]);
     let rootless = Server::start_rootless(fixture, &cfg, &[]);
-    let ag = support::runtime::agent();
-    let time = |s: &Server, code: &str| {
-        let body =
-            json!({"language": "python3", "code": code, "preload": "", "enable_network": true});
-        let (took, out) = timed_run(&ag, s, &body);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(v["data"]["exit_code"], 0, "{out}");
-        took
-    };
-    let mut workloads = vec![("print(1)", "print(1)".to_owned())];
-    for (name, code) in crate::warm_pool::dify_cases() {
-        if name == "Dify's Python runner" {
-            workloads.push((name, code));
-        }
-    }
     println!("rootless against root, warm_pool={warm}, n={n} each, interleaved");
-    for (name, code) in &workloads {
-        for _ in 0..10 {
-            time(&root, code);
-            time(&rootless, code);
-        }
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..n {
-            a.push(time(&root, code));
-            b.push(time(&rootless, code));
-        }
-        let (a50, a99) = support::p50_p99_ms(&mut a);
-        let (b50, b99) = support::p50_p99_ms(&mut b);
+    let workloads = dify_workloads(&["Dify's Python runner"]);
+    for (name, [a50, a99, b50, b99]) in interleaved(&root, &rootless, &workloads, n) {
         println!(
             "{name:<22} root p50 {a50:6.2} ms p99 {a99:6.2} ms | rootless p50 {b50:6.2} ms p99 {b99:6.2} ms | rootless/root p50 {:.2}x",
             b50 / a50
