@@ -78,7 +78,7 @@ pub enum RootlessError {
     Unshare(std::io::Error),
     #[error("{tool} refused the map {map:?}: {detail}")]
     Map {
-        tool: &'static str,
+        tool: String,
         map: String,
         detail: String,
     },
@@ -222,13 +222,8 @@ pub fn enter() -> Result<Rootless, RootlessError> {
     }
     if let Some((tool, rest)) = report.split_once('\0') {
         let (map, detail) = rest.split_once('\0').unwrap_or((rest, ""));
-        let tool = if tool == "newuidmap" {
-            "newuidmap"
-        } else {
-            "newgidmap"
-        };
         return Err(RootlessError::Map {
-            tool,
+            tool: tool.to_owned(),
             map: map.to_owned(),
             detail: detail.trim().to_owned(),
         });

@@ -144,14 +144,7 @@ fn serve_wrapped(
 ) -> (std::process::Child, u16) {
     let port = support::free_port();
     let log = work.join("server.log");
-    let mut cmd = match wrapper.split_first() {
-        Some((first, rest)) => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(support::bin("runtime"));
-            c
-        }
-        None => Command::new(support::bin("runtime")),
-    };
+    let mut cmd = support::runtime::runtime_command(wrapper);
     cmd.arg("serve")
         .arg("--bundle")
         .arg(bundle)
@@ -230,11 +223,8 @@ fn default_image_runs_difys_three_runners() {
     // Cold runs, then runs forked from the warm pool's zygote (the default); as root, then
     // started by a user that is not root (rootless mode, which unpacks the rootfs itself).
     let user = support::runtime::rootless_user();
-    let (reuid, regid) = (
-        format!("--reuid={}", user.uid),
-        format!("--regid={}", user.gid),
-    );
-    let as_user = ["setpriv", reuid.as_str(), regid.as_str(), "--clear-groups"];
+    let setpriv = user.setpriv();
+    let as_user: Vec<&str> = setpriv.iter().map(String::as_str).collect();
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -281,17 +281,9 @@ impl Server {
     /// [`Server::start_over`] as [`ROOTLESS_USER`]: `runtime serve` started by a user that
     /// is not root, so it enters rootless mode.
     pub fn start_rootless(fixture: Fixture, config: &str, env: &[(&str, &str)]) -> Server {
-        let user = rootless_user();
-        let (reuid, regid) = (
-            format!("--reuid={}", user.uid),
-            format!("--regid={}", user.gid),
-        );
-        let s = Self::spawn_wrapped(
-            fixture,
-            config,
-            env,
-            &["setpriv", &reuid, &regid, "--clear-groups"],
-        );
+        let setpriv = rootless_user().setpriv();
+        let wrapper: Vec<&str> = setpriv.iter().map(String::as_str).collect();
+        let s = Self::spawn_wrapped(fixture, config, env, &wrapper);
         s.wait_healthy();
         s.wait_warm_pool();
         assert!(
@@ -325,14 +317,7 @@ impl Server {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
             }
         }
-        let mut cmd = match wrapper.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(super::bin("runtime"));
-                c
-            }
-            None => Command::new(super::bin("runtime")),
-        };
+        let mut cmd = runtime_command(wrapper);
         cmd.arg("serve")
             .arg("--bundle")
             .arg(fixture.bundle)
@@ -566,6 +551,31 @@ pub const ROOTLESS_SUB: u32 = 300_000;
 pub struct RootlessUser {
     pub uid: u32,
     pub gid: u32,
+}
+
+impl RootlessUser {
+    /// The wrapper that runs a command as this user, with no supplementary group.
+    pub fn setpriv(&self) -> Vec<String> {
+        vec![
+            "setpriv".into(),
+            format!("--reuid={}", self.uid),
+            format!("--regid={}", self.gid),
+            "--clear-groups".into(),
+        ]
+    }
+}
+
+/// The `runtime` binary, or, with a `wrapper` (`setpriv ...`, `unshare -m`), the wrapper
+/// with `runtime` as its last argument so far.
+pub fn runtime_command(wrapper: &[&str]) -> Command {
+    match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(super::bin("runtime"));
+            c
+        }
+        None => Command::new(super::bin("runtime")),
+    }
 }
 
 /// [`ROOTLESS_USER`], created (a system user, no home, no shell) with its range of
