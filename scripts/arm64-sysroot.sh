@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make an arm64 (aarch64) Debian 12 sysroot holding python3.11 and everything it loads, for
+# Make an arm64 (aarch64) Debian 12 sysroot holding python3.11, Node.js and everything they load, for
 # `prebake build --sysroot DIR --platform linux/arm64` (docs/multiarch.md).
 #
 #   scripts/arm64-sysroot.sh [DIR]      # default /var/tmp/prebake-arm64-sysroot
@@ -19,7 +19,7 @@ DEBS=${PREBAKE_ARM64_DEBS:-/var/tmp/prebake-arm64-debs}
 ROOTS=(python3-minimal python3.11-minimal libpython3.11-minimal libpython3.11-stdlib
   libc6 libgcc-s1 zlib1g libssl3 libffi8 libsqlite3-0 libbz2-1.0 liblzma5 libexpat1 libuuid1
   libncursesw6 libtinfo6 libreadline8 libmpdec3 libdb5.3 libgdbm6 libgdbm-compat4 libnsl2
-  libtirpc3 libcrypt1 base-files)
+  libtirpc3 libcrypt1 base-files nodejs)
 # Architecture: all (data only); apt-cache knows them without the :arm64 qualifier.
 ALL_ARCH=(media-types tzdata)
 

@@ -75,6 +75,14 @@ impl Platform {
         }
     }
 
+    /// The machine of this platform's wheel tags (`manylinux_2_17_aarch64`).
+    pub fn wheel_machine(self) -> &'static str {
+        match self.arch {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
     /// The Rust target the `runtime` binary is built for.
     pub fn rust_target(self) -> &'static str {
         match self.arch {

@@ -73,8 +73,6 @@ pub enum PlanningError {
         want: u16,
         platform: String,
     },
-    #[error("nodejs: building it from a --sysroot is not supported yet; leave nodejs out of the spec for --platform builds")]
-    NodeInSysroot,
 }
 
 /// Plan the whole rootfs of `spec`; `stage` hears the name of each step as it starts.
@@ -93,8 +91,9 @@ pub fn plan_image(
             Language::Python3 => {
                 lang::python::plan_python(&mut plan, lspec, opts.target, &mut warnings)?
             }
-            Language::Nodejs if opts.target.is_some() => return Err(PlanningError::NodeInSysroot),
-            Language::Nodejs => lang::node::plan_node(&mut plan, lspec, &mut warnings)?,
+            Language::Nodejs => {
+                lang::node::plan_node(&mut plan, lspec, opts.target, &mut warnings)?
+            }
         };
         if let Some(t) = opts.target {
             check_machine(*language, &lp.main_executable, t)?;
@@ -103,7 +102,10 @@ pub fn plan_image(
     }
 
     stage("resolving shared libraries");
-    let resolver = ldso::Resolver::new(sysroot)?;
+    let mut resolver = ldso::Resolver::new(sysroot)?;
+    for (at, host) in plan.placed_files() {
+        resolver.place(at, host);
+    }
     let libraries = closure::add_elf_closure(
         &mut plan,
         &resolver,

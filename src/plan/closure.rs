@@ -48,6 +48,9 @@ pub fn add_elf_closure(
             plan.add_host_path(&host, "ELF interpreter (PT_INTERP)")?;
         }
         for lib in &closure.libraries {
+            if resolver.is_placed(&lib.path) {
+                continue; // already planned, from outside the sysroot
+            }
             let why = format!("needed by {}", lib.needed_by.display());
             let host = plan.host_of(&lib.path);
             plan.add_host_path(&host, &why)?;

@@ -185,6 +185,23 @@ impl Plan {
         crate::fsutil::in_root::host_path_in(&self.sysroot, p)
     }
 
+    /// Regular files whose bytes come from elsewhere than their own path in the sysroot (a
+    /// cross build's wheels): rootfs path -> host path. Empty for a build of the host.
+    pub fn placed_files(&self) -> Vec<(PathBuf, PathBuf)> {
+        if self.sysroot.as_os_str().is_empty() {
+            return Vec::new();
+        }
+        self.entries
+            .iter()
+            .filter_map(|(at, e)| match &e.kind {
+                EntryKind::File {
+                    source: Source::Host(host),
+                } if !host.starts_with(&self.sysroot) => Some((PathBuf::from(at), host.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The rootfs path of the host path `host` (inside the sysroot).
     pub fn root_of(&self, host: &Path) -> Result<PathBuf, PlanError> {
         if self.sysroot.as_os_str().is_empty() {

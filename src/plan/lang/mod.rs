@@ -6,6 +6,7 @@ pub mod python;
 
 use super::{tree, Plan, PlanningError};
 use crate::contract::LanguageInfo;
+use crate::platform::Target;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -71,6 +72,31 @@ pub fn which(name: &str) -> Result<PathBuf, NotOnPath> {
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
         .ok_or_else(|| NotOnPath(name.to_owned()))
+}
+
+/// `name` as a shell with `PATH=/usr/local/bin:/usr/bin:/bin` inside the sysroot finds it (a
+/// name with a slash is an absolute path there). The host path of what was found, its last
+/// symlink kept (`SYSROOT/usr/bin/python3`), so the rootfs has the same interpreter path.
+pub(crate) fn which_in_sysroot(t: &Target, name: &str) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = if name.contains('/') {
+        vec![PathBuf::from(name)]
+    } else {
+        ["/usr/local/bin", "/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .collect()
+    };
+    for c in candidates {
+        if let Ok(Some(real)) = crate::fsutil::in_root::resolve_in_root(&t.sysroot, &c) {
+            if is_executable(&t.host_path(&real)) {
+                // An absolute last link would make the kernel (and qemu) leave the sysroot.
+                let direct = t.host_path(&c);
+                let escapes = std::fs::read_link(&direct).is_ok_and(|l| l.is_absolute());
+                return Some(if escapes { t.host_path(&real) } else { direct });
+            }
+        }
+    }
+    None
 }
 
 pub(crate) fn is_executable(p: &Path) -> bool {

@@ -127,6 +127,9 @@ pub struct Resolver {
     /// "/etc/ld.so.cache" when the sysroot has one.
     pub(super) cache_path: Option<PathBuf>,
     pub(super) conf_dirs: Vec<PathBuf>,
+    /// Files the rootfs holds at a path whose bytes come from outside the sysroot (a cross
+    /// build's wheels, unpacked by the host's pip): rootfs path -> host path.
+    pub(super) placed: std::collections::BTreeMap<PathBuf, PathBuf>,
 }
 
 /// A file that exists at a candidate path and that the loader would accept.
@@ -152,6 +155,7 @@ impl Resolver {
             cache: LdCache::default(),
             cache_path: None,
             conf_dirs: Vec::new(),
+            placed: Default::default(),
         };
         let cache_file = Path::new("/etc/ld.so.cache");
         if let Some(real) = r.resolve_in_root(cache_file)? {
@@ -174,6 +178,31 @@ impl Resolver {
 
     pub fn host_path(&self, p: &Path) -> PathBuf {
         host_path_in(&self.sysroot, p)
+    }
+
+    /// The rootfs will hold `host`'s bytes at `at`, a path with no file in the sysroot: the
+    /// loader emulation finds it there as if it were.
+    pub fn place(&mut self, at: PathBuf, host: PathBuf) {
+        self.placed.insert(at, host);
+    }
+
+    /// Whether `p` is a file given to [`Resolver::place`].
+    pub fn is_placed(&self, p: &Path) -> bool {
+        self.placed.contains_key(p)
+    }
+
+    /// A placed file, opened as the loader would find it at its rootfs path.
+    fn open_placed(&self, at: &Path, host: &Path) -> Result<Option<Found>, ResolveError> {
+        let meta = std::fs::metadata(host).map_err(|source| ResolveError::Io {
+            path: host.to_path_buf(),
+            source,
+        })?;
+        Ok(read_elf(host)?.map(|info| Found {
+            path: at.to_path_buf(),
+            real: at.to_path_buf(),
+            id: (meta.dev(), meta.ino()),
+            info,
+        }))
     }
 
     pub fn sysroot(&self) -> &Path {
@@ -269,10 +298,16 @@ impl Resolver {
         let Some(clean) = self.physical_clean(path)? else {
             return Ok(Lookup::Absent);
         };
-        let Some(real) = self.resolve_in_root(&clean)? else {
-            return Ok(Lookup::Absent);
+        let (real, host) = match self.placed.get(&clean) {
+            Some(host) => (clean.clone(), host.clone()),
+            None => {
+                let Some(real) = self.resolve_in_root(&clean)? else {
+                    return Ok(Lookup::Absent);
+                };
+                let host = self.host_path(&real);
+                (real, host)
+            }
         };
-        let host = self.host_path(&real);
         let meta = match std::fs::metadata(&host) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lookup::Absent),
@@ -310,6 +345,9 @@ impl Resolver {
     /// The object at `p` as the loader maps it (`Ok(None)` when not ELF); an error when it does
     /// not exist. Symlinks are followed inside the sysroot, never on the host.
     pub(super) fn open_object(&self, p: &Path) -> Result<Option<Found>, ResolveError> {
+        if let Some(host) = self.placed.get(p) {
+            return self.open_placed(p, host);
+        }
         // With the host as sysroot the kernel resolves symlinks exactly as we would, so the
         // cheap magic check can come first: most files of a stdlib are not ELF.
         if self.sysroot == Path::new("/") {

@@ -3,7 +3,7 @@
 use super::PythonError;
 use crate::plan::lang::{is_executable, which};
 use crate::platform::{Runner, Target};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// What the interpreter reports about itself (see `DISCOVER_SCRIPT`).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -23,6 +23,11 @@ pub struct PythonInstall {
     pub lib_dynload: Option<PathBuf>,
     /// site-packages directories in the order the interpreter searches them.
     pub site_packages: Vec<PathBuf>,
+    /// Where pip installs for this interpreter (`sysconfig`'s purelib; Debian's python:
+    /// `/usr/local/lib/python3.11/dist-packages`), whether it exists yet or not.
+    pub purelib: PathBuf,
+    /// The C library's version (`os.confstr('CS_GNU_LIBC_VERSION')`: `glibc 2.36`), if glibc.
+    pub libc: Option<String>,
     /// `pyvenv.cfg` when the interpreter is a venv's.
     pub pyvenv_cfg: Option<PathBuf>,
     /// `sys.implementation.cache_tag` ("cpython-311"), for `__pycache__` names.
@@ -77,6 +82,8 @@ print(json.dumps({
     'platstdlib': base['platstdlib'],
     'lib_dynload': dyn[0] if dyn else None,
     'site_packages': sp,
+    'purelib': paths['purelib'],
+    'libc': os.confstr('CS_GNU_LIBC_VERSION') if 'CS_GNU_LIBC_VERSION' in os.confstr_names else None,
     'pyvenv_cfg': cfg if sys.prefix != sys.base_prefix and os.path.isfile(cfg) else None,
     'cache_tag': sys.implementation.cache_tag,
     'ssl_cafile': cafile, 'ssl_capath': capath, 'openssl_dir': ossl_dir,
@@ -130,29 +137,8 @@ pub fn discover(interpreter: &str, target: Option<&Target>) -> Result<PythonInst
     Ok(install)
 }
 
-/// `name` as a shell with `PATH=/usr/local/bin:/usr/bin:/bin` inside the sysroot finds it (a
-/// name with a slash is an absolute path there). The host path of what was found, its last
-/// symlink kept (`SYSROOT/usr/bin/python3`), so the rootfs has the same interpreter path.
 fn which_in_sysroot(t: &Target, name: &str) -> Result<PathBuf, PythonError> {
-    let candidates: Vec<PathBuf> = if name.contains('/') {
-        vec![PathBuf::from(name)]
-    } else {
-        ["/usr/local/bin", "/usr/bin", "/bin"]
-            .iter()
-            .map(|d| Path::new(d).join(name))
-            .collect()
-    };
-    for c in candidates {
-        if let Ok(Some(real)) = crate::fsutil::in_root::resolve_in_root(&t.sysroot, &c) {
-            if is_executable(&t.host_path(&real)) {
-                // An absolute last link would make the kernel (and qemu) leave the sysroot.
-                let direct = t.host_path(&c);
-                let escapes = std::fs::read_link(&direct).is_ok_and(|l| l.is_absolute());
-                return Ok(if escapes { t.host_path(&real) } else { direct });
-            }
-        }
-    }
-    Err(PythonError::NotInSysroot {
+    super::super::which_in_sysroot(t, name).ok_or_else(|| PythonError::NotInSysroot {
         name: name.to_owned(),
         sysroot: t.sysroot.clone(),
     })
@@ -174,6 +160,7 @@ impl PythonInstall {
             &mut self.base_prefix,
             &mut self.stdlib,
             &mut self.platstdlib,
+            &mut self.purelib,
         ] {
             fix(p);
         }

@@ -7,6 +7,8 @@ mod dists;
 mod excludes;
 pub mod requirements;
 
+use requirements::WheelTarget;
+
 pub use discover::{discover, PythonInstall};
 pub use dists::{dists_in_plan, installed_dists, normalize_name, record_files, select_dists, Dist};
 pub use excludes::default_excludes;
@@ -14,7 +16,7 @@ pub use excludes::default_excludes;
 use super::{add_spec_paths, sandbox_env, LanguagePlan};
 use crate::contract::{Distribution, LanguageInfo};
 use crate::plan::pyc::PycCache;
-use crate::plan::{tree, Plan, PlanningError};
+use crate::plan::{tree, Entry, EntryKind, Plan, PlanningError, Source};
 use crate::platform::Target;
 use crate::spec::LanguageSpec;
 use std::path::{Path, PathBuf};
@@ -25,8 +27,8 @@ pub enum PythonError {
     NotOnPath(#[from] super::NotOnPath),
     #[error("interpreter `{name}`: not found in the sysroot {sysroot} (its /usr/local/bin, /usr/bin, /bin); install it there or give its absolute path inside the sysroot")]
     NotInSysroot { name: String, sysroot: PathBuf },
-    #[error("requirements: installing a requirements file is not supported for --sysroot builds (pip would install for this machine); install the packages into the sysroot's python and name them in `packages`")]
-    RequirementsInSysroot,
+    #[error("requirements: the target's C library is `{libc}`; wheels for another machine are installed only for glibc 2.17 or newer (manylinux2014); install the packages into the sysroot's python and name them in `packages`")]
+    RequirementsNeedGlibc { libc: String },
     #[error("interpreter {path}: does not exist or is not executable")]
     NotExecutable { path: PathBuf },
     #[error("interpreter {path}: could not run it")]
@@ -69,7 +71,11 @@ pub fn plan_python(
     target: Option<&Target>,
     warnings: &mut Vec<String>,
 ) -> Result<LanguagePlan, PlanningError> {
-    let (install, packages) = resolve_install(spec, target)?;
+    let Resolved {
+        install,
+        packages,
+        target_site,
+    } = resolve_install(spec, target)?;
     let mut globs = Vec::new();
     if spec.default_excludes {
         globs.extend(default_excludes(&install));
@@ -79,6 +85,10 @@ pub fn plan_python(
     let skip = |p: &Path| excludes.is_match(p);
 
     add_interpreter(plan, &install, &skip)?;
+    if let Some(dir) = &target_site {
+        let purelib = plan.root_of(&install.purelib)?;
+        add_target_site(plan, dir, &purelib.to_string_lossy(), &skip)?;
+    }
     let installed = installed_dists(&install.site_packages)?;
     let dists = select_dists(&installed, &packages, &install.site_packages)?;
     add_dists(plan, &dists, &skip, warnings)?;
@@ -105,18 +115,27 @@ pub fn plan_python(
     })
 }
 
+/// What to plan for the interpreter: the install, the packages to select from its
+/// site-packages, and for a cross build's `requirements` the directory its wheels were
+/// unpacked into (its contents go into the target's purelib).
+struct Resolved {
+    install: PythonInstall,
+    packages: Vec<String>,
+    target_site: Option<PathBuf>,
+}
+
 /// The interpreter to plan and the packages to select: the spec's own, or with a
-/// `requirements` file the venv that file is installed into, with every pinned package.
+/// `requirements` file the venv that file is installed into, with every pinned package. For a
+/// target of another machine, whose pip cannot run here, the build host's pip fetches the
+/// target's wheels instead.
 fn resolve_install(
     spec: &LanguageSpec,
     target: Option<&Target>,
-) -> Result<(PythonInstall, Vec<String>), PlanningError> {
+) -> Result<Resolved, PlanningError> {
     let mut install = discover(&spec.interpreter, target)?;
     let mut packages = spec.packages.clone();
+    let mut target_site = None;
     if let Some(file) = &spec.requirements {
-        if target.is_some() {
-            return Err(PythonError::RequirementsInSysroot.into());
-        }
         // Install the pinned file for this interpreter, then build from that venv as if the
         // spec had named it, with every pinned package selected.
         let reqs = requirements::parse(file)?;
@@ -128,12 +147,97 @@ fn resolve_install(
                 ),
             })
         })?;
-        let python =
-            requirements::ensure_venv(&install.real_executable, &install.version, file, &cache)?;
-        install = discover(&python.to_string_lossy(), None)?;
-        packages.extend(reqs.into_iter().map(|r| r.name));
+        match target {
+            Some(t) => {
+                let wheels = wheel_target(&install, t)?;
+                target_site = Some(requirements::ensure_target_site(&wheels, file, &cache)?);
+            }
+            None => {
+                let python = requirements::ensure_venv(
+                    &install.real_executable,
+                    &install.version,
+                    file,
+                    &cache,
+                )?;
+                install = discover(&python.to_string_lossy(), None)?;
+                packages.extend(reqs.into_iter().map(|r| r.name));
+            }
+        }
     }
-    Ok((install, packages))
+    Ok(Resolved {
+        install,
+        packages,
+        target_site,
+    })
+}
+
+/// The wheel tags a target interpreter loads: its `X.Y`, machine and glibc version.
+fn wheel_target(install: &PythonInstall, t: &Target) -> Result<WheelTarget, PythonError> {
+    let glibc = install
+        .libc
+        .as_deref()
+        .and_then(|l| l.strip_prefix("glibc "))
+        .and_then(|v| {
+            let mut it = v.split('.').map(|n| n.parse::<u32>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .filter(|&(major, minor)| major == 2 && minor >= 17)
+        .ok_or_else(|| PythonError::RequirementsNeedGlibc {
+            libc: install.libc.clone().unwrap_or_else(|| "none".into()),
+        })?;
+    let python = install
+        .version
+        .splitn(3, '.')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".");
+    Ok(WheelTarget {
+        python,
+        machine: t.platform.wheel_machine(),
+        glibc,
+    })
+}
+
+/// The files a cross build's pip unpacked for the target (`dir`, per each distribution's
+/// RECORD), at the same relative paths under the target's purelib.
+fn add_target_site(
+    plan: &mut Plan,
+    dir: &Path,
+    purelib: &str,
+    skip: &dyn Fn(&Path) -> bool,
+) -> Result<(), PlanningError> {
+    let installed = installed_dists(&[dir.to_path_buf()])?;
+    for d in installed.values() {
+        let why = format!("package {} {}", d.name, d.version);
+        let mut files = record_files(d)?;
+        // The RECORD does not list itself with a hash, and pip's INSTALLER/REQUESTED are
+        // listed: take every file of the dist-info too, as an installed tree has them.
+        files.push(d.dist_info.join("RECORD"));
+        files.sort();
+        files.dedup();
+        for f in files {
+            let Ok(rel) = f.strip_prefix(dir) else {
+                continue;
+            };
+            let at = Path::new(purelib).join(rel);
+            if skip(&at) || !f.is_file() {
+                continue;
+            }
+            let at = at.to_string_lossy().into_owned();
+            plan.add_parents(&at, &why)?;
+            plan.insert(
+                at,
+                Entry {
+                    kind: EntryKind::File {
+                        source: Source::Host(f.clone()),
+                    },
+                    mode: 0o644,
+                    provenance: why.clone(),
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The interpreter, its venv configuration, the standard library and lib-dynload, and the

@@ -154,48 +154,185 @@ pub fn ensure_venv(
     path: &Path,
     cache_root: &Path,
 ) -> Result<PathBuf, RequirementsError> {
+    let parts = [
+        interpreter.as_os_str().as_encoded_bytes(),
+        version.as_bytes(),
+    ];
+    let slot = cache_slot("venvs", &parts, path, cache_root)?;
+    let python = slot.dir.join("bin/python");
+    if slot.complete {
+        return Ok(python);
+    }
+    slot.fill(|| {
+        run(
+            Command::new(interpreter).arg("-m").arg("venv").arg(&slot.dir),
+            path,
+            "creating the venv",
+            "the interpreter needs its venv and ensurepip modules (Debian: apt-get install python3-venv)",
+        )?;
+        let mut pip = pip_install(&python, path);
+        run(
+            &mut pip,
+            path,
+            "pip install",
+            "check the pins and hashes, that each package has a wheel for this interpreter, and that the index is reachable (PIP_INDEX_URL, PIP_MIRROR_URL or PIP_FIND_LINKS for an offline mirror)",
+        )
+    })?;
+    Ok(python)
+}
+
+/// What a cross build installs a requirements file for: the target interpreter's version,
+/// machine and C library, which pick the wheels.
+#[derive(Debug, Clone)]
+pub struct WheelTarget {
+    /// `3.11`.
+    pub python: String,
+    /// `aarch64`, `x86_64`: the wheel tags' machine.
+    pub machine: &'static str,
+    /// glibc's version on the target, 2.17 or newer (`(2, 36)`): every `manylinux_2_17 ..=
+    /// 2_36` wheel runs.
+    pub glibc: (u32, u32),
+}
+
+impl WheelTarget {
+    /// pip's `--platform` tags, newest last (pip does not widen `manylinux_2_N` itself).
+    fn platform_tags(&self) -> Vec<String> {
+        let mut tags = vec![format!("manylinux2014_{}", self.machine)];
+        for minor in 17..=self.glibc.1 {
+            tags.push(format!("manylinux_2_{minor}_{}", self.machine));
+        }
+        tags
+    }
+}
+
+/// The requirements of `path` installed for a target interpreter that cannot run pip here
+/// (another architecture, under qemu): the build host's `python3 -m pip` picks the target's
+/// wheels by its version, ABI and platform tags (`--only-binary=:all:`, `--require-hashes`, so
+/// no code of a package runs on this machine) and unpacks them with `--target` into a
+/// directory under `cache_root/target-sites/`, keyed like the venvs. Returns that directory;
+/// the planner puts its contents in the target's site-packages.
+pub fn ensure_target_site(
+    target: &WheelTarget,
+    path: &Path,
+    cache_root: &Path,
+) -> Result<PathBuf, RequirementsError> {
+    let host_python = crate::plan::lang::which("python3").map_err(|e| {
+        RequirementsError::Install {
+            path: path.to_path_buf(),
+            what: "finding the build host's python3 (its pip downloads the target's wheels)",
+            output: e.to_string(),
+            hint: "install python3 with pip on the build machine (Debian: apt-get install python3-pip)",
+        }
+    })?;
+    let tags = target.platform_tags().join(",");
+    let parts = [
+        host_python.as_os_str().as_encoded_bytes(),
+        target.python.as_bytes(),
+        tags.as_bytes(),
+    ];
+    let slot = cache_slot("target-sites", &parts, path, cache_root)?;
+    let site = slot.dir.join("site");
+    if slot.complete {
+        return Ok(site);
+    }
+    let abi = format!("cp{}", target.python.replace('.', ""));
+    let mut pip = pip_install(&host_python, path);
+    pip.args(["--implementation", "cp", "--python-version", &target.python])
+        .args(["--abi", &abi, "--abi", "abi3", "--abi", "none"]);
+    for tag in target.platform_tags() {
+        pip.arg("--platform").arg(tag);
+    }
+    pip.arg("--target").arg(&site);
+    slot.fill(|| {
+        run(
+            &mut pip,
+            path,
+            "pip install for the target platform",
+            "check that each pinned package has a wheel for the target (its --hash lines must include that wheel's sha256), that the build host's python3 has pip, and that the index is reachable (PIP_INDEX_URL, PIP_MIRROR_URL or PIP_FIND_LINKS for an offline mirror)",
+        )
+    })?;
+    Ok(site)
+}
+
+/// A directory of the package cache: `cache_root/KIND/KEY`.
+struct CacheSlot {
+    dir: PathBuf,
+    /// An earlier install there finished.
+    complete: bool,
+}
+
+/// The slot for the requirements file `path` installed with `parts` (interpreter, version,
+/// tags): KEY digests them, the file's bytes and the pip mirror. A slot whose install did not
+/// finish is removed, to start over.
+fn cache_slot(
+    kind: &str,
+    parts: &[&[u8]],
+    path: &Path,
+    cache_root: &Path,
+) -> Result<CacheSlot, RequirementsError> {
     let text = std::fs::read(path).map_err(|source| RequirementsError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    let mirror = std::env::var("PIP_MIRROR_URL")
-        .ok()
-        .filter(|s| !s.is_empty());
     let mut h = Sha256::new();
-    for part in [
-        interpreter.as_os_str().as_encoded_bytes(),
-        version.as_bytes(),
-        mirror.as_deref().unwrap_or("").as_bytes(),
-        &text,
-    ] {
+    for part in parts
+        .iter()
+        .copied()
+        .chain([mirror().unwrap_or_default().as_bytes(), &text[..]])
+    {
         h.update(part);
         h.update([0]);
     }
     let key = &hex::encode(h.finalize())[..32];
-    let venvs = cache_root.join("venvs");
-    let dir = venvs.join(key);
-    let python = dir.join("bin/python");
-    let complete = dir.join(".prebake-complete");
-    if complete.exists() {
-        return Ok(python);
+    let dir = cache_root.join(kind).join(key);
+    let complete = dir.join(COMPLETE).exists();
+    if !complete {
+        let cache_err = |source| RequirementsError::Cache {
+            path: dir.clone(),
+            source,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(cache_err)?;
+        }
+        std::fs::create_dir_all(cache_root.join(kind)).map_err(cache_err)?;
     }
-    let cache_err = |source| RequirementsError::Cache {
-        path: dir.clone(),
-        source,
-    };
-    if dir.exists() {
-        // An install that did not finish: start over.
-        std::fs::remove_dir_all(&dir).map_err(cache_err)?;
-    }
-    std::fs::create_dir_all(&venvs).map_err(cache_err)?;
+    Ok(CacheSlot { dir, complete })
+}
 
-    run(
-        Command::new(interpreter).arg("-m").arg("venv").arg(&dir),
-        path,
-        "creating the venv",
-        "the interpreter needs its venv and ensurepip modules (Debian: apt-get install python3-venv)",
-    )?;
-    let mut pip = Command::new(&python);
+/// Marks a slot whose install finished.
+const COMPLETE: &str = ".prebake-complete";
+
+impl CacheSlot {
+    /// Run `install` into the slot: mark it complete, or remove what it left on failure.
+    fn fill(
+        &self,
+        install: impl FnOnce() -> Result<(), RequirementsError>,
+    ) -> Result<(), RequirementsError> {
+        if let Err(e) = install() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return Err(e);
+        }
+        std::fs::create_dir_all(&self.dir)
+            .and_then(|()| std::fs::write(self.dir.join(COMPLETE), b""))
+            .map_err(|source| RequirementsError::Cache {
+                path: self.dir.clone(),
+                source,
+            })
+    }
+}
+
+/// `PIP_MIRROR_URL` (dify-sandbox's name for the index), when set.
+fn mirror() -> Option<String> {
+    std::env::var("PIP_MIRROR_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// `python -m pip install` of the requirements file `path`, with the flags every install
+/// takes: pinned and hashed, wheels only, no dependencies beyond the file's, no bytecode
+/// (the build compiles it), the mirror as the index.
+fn pip_install(python: &Path, path: &Path) -> Command {
+    let mut pip = Command::new(python);
     pip.args([
         "-m",
         "pip",
@@ -211,22 +348,11 @@ pub fn ensure_venv(
         "--timeout",
         "20",
     ]);
-    if let Some(m) = &mirror {
+    if let Some(m) = mirror() {
         pip.arg("--index-url").arg(m);
     }
     pip.arg("-r").arg(path).env("PYTHONDONTWRITEBYTECODE", "1");
-    let installed = run(
-        &mut pip,
-        path,
-        "pip install",
-        "check the pins and hashes, that each package has a wheel for this interpreter, and that the index is reachable (PIP_INDEX_URL, PIP_MIRROR_URL or PIP_FIND_LINKS for an offline mirror)",
-    );
-    if let Err(e) = installed {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(e);
-    }
-    std::fs::write(&complete, b"").map_err(cache_err)?;
-    Ok(python)
+    pip
 }
 
 fn run(
@@ -300,5 +426,23 @@ mod tests {
         assert!(e.contains(":1: `-r` is not supported"), "{e}");
         let e = parse_text("# nothing\n").unwrap_err();
         assert!(e.contains("no requirements"), "{e}");
+    }
+
+    #[test]
+    fn a_target_takes_every_manylinux_tag_up_to_its_glibc() {
+        let t = WheelTarget {
+            python: "3.11".into(),
+            machine: "aarch64",
+            glibc: (2, 19),
+        };
+        assert_eq!(
+            t.platform_tags(),
+            [
+                "manylinux2014_aarch64",
+                "manylinux_2_17_aarch64",
+                "manylinux_2_18_aarch64",
+                "manylinux_2_19_aarch64"
+            ]
+        );
     }
 }
