@@ -1,8 +1,10 @@
 //! Multi-arch (issue 13): the default spec built for linux/arm64 on this amd64 machine from a
 //! Debian arm64 sysroot (scripts/arm64-sysroot.sh), twice to the same bytes; its python run
-//! under qemu-user in a chroot on a stdlib smoke script; the seccomp filter tried under qemu
+//! under qemu-user in a chroot on a stdlib smoke script and Dify's packages, and its node on a
+//! line of JavaScript; the seccomp filter tried under qemu
 //! (qemu-user refuses a guest's seccomp filter: see `seccomp_under_qemu`); and the amd64 and
-//! arm64 images assembled into one OCI index, twice to the same bytes, read by skopeo.
+//! arm64 images assembled into one OCI index, twice to the same bytes, read by skopeo, pushed
+//! to a local registry and pulled back with the same digests.
 //!
 //! qemu runs explicitly (`chroot ROOT /qemu-aarch64-static /usr/bin/python3`), copied into a
 //! scratch copy of the rootfs: binfmt_misc is not mounted on every test machine.
@@ -14,7 +16,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 const AARCH64: &str = "aarch64-unknown-linux-gnu";
-const SPEC: &str = "images/python3.yaml";
+/// The default spec: python3 with Dify's pinned requirements (wheels for aarch64, fetched by
+/// the host's pip), and Node.js (Debian's arm64 nodejs, from the sysroot).
+const SPEC: &str = "images/dify.yaml";
 
 struct Shared {
     _dir: tempfile::TempDir,
@@ -270,6 +274,74 @@ print(json.dumps({
     assert_eq!(got["decimal"], "0.1428");
 }
 
+/// The requirements' wheels are aarch64's (their compiled modules load), and the sysroot's node
+/// runs: Debian's nodejs reads builtins from /usr/share/nodejs at start (without
+/// undici-fetch.js it aborts before running a line), which the planner found by asking node.
+fn packages_and_node_under_qemu(s: &Shared) {
+    let manifest = json(&s.arm64[0].join("bundle/bundle.json"));
+    let langs = &manifest["languages"];
+    assert_eq!(langs["nodejs"]["interpreter"], "/usr/bin/node");
+    assert_eq!(langs["nodejs"]["seccomp"]["arch"], "aarch64");
+    let dists: Vec<String> = langs["python3"]["distributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| format!("{} {}", d["name"], d["version"]).replace('"', ""))
+        .collect();
+    for want in [
+        "Jinja2 3.1.4",
+        "MarkupSafe 2.1.5",
+        "httpx 0.27.2",
+        "PySocks 1.7.1",
+    ] {
+        assert!(dists.iter().any(|d| d == want), "{want} missing: {dists:?}");
+    }
+    let out = arm64_python(
+        &s.root,
+        r#"
+import jinja2, markupsafe._speedups, charset_normalizer.md, requests, httpx, socks, json
+print(json.dumps({
+    "speedups": markupsafe._speedups.__file__,
+    "md": charset_normalizer.md.__file__,
+    "render": jinja2.Template("{{ x | e }}").render(x="<a>"),
+}))
+"#,
+    );
+    support::assert_success(&out, "the requirements under qemu");
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["render"], "&lt;a&gt;");
+    for k in ["speedups", "md"] {
+        let f = got[k].as_str().unwrap();
+        assert!(
+            f.starts_with("/usr/local/lib/python3.11/dist-packages/")
+                && f.ends_with("-aarch64-linux-gnu.so"),
+            "{k}: {f}"
+        );
+    }
+    assert!(s
+        .root
+        .join("usr/share/nodejs/undici/undici-fetch.js")
+        .is_file());
+    let node = Command::new(support::which("chroot").expect("chroot on PATH"))
+        .arg(&s.root)
+        .args([
+            "/qemu-aarch64-static",
+            "/usr/bin/node",
+            "-e",
+            "console.log(JSON.stringify({arch: process.arch, sum: [1, 2, 3].reduce((a, b) => a + b)}))",
+        ])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", "/tmp")
+        .output()
+        .unwrap();
+    support::assert_success(&node, "the arm64 node under qemu");
+    assert_eq!(
+        String::from_utf8_lossy(&node.stdout).trim(),
+        r#"{"arch":"arm64","sum":6}"#
+    );
+}
+
 /// qemu-user cannot run a script under the bundle's seccomp filter: it refuses a guest's
 /// `prctl(PR_SET_SECCOMP)` (qemu 7.2: EINVAL, since the filter would apply to qemu's own
 /// host syscalls), and a filter installed from outside would see qemu's x86_64 syscalls,
@@ -348,16 +420,18 @@ print(json.dumps({{"results": results, "hash_ok": ok, "forked": forked}}))
         have_rust_aarch64,
         have_chroot,
         have_skopeo,
+        have_docker_registry,
         have_tar,
         have_zstd
     )),
-    ignore = "needs root, apt-get, dpkg-deb, qemu-user-static, gcc-aarch64-linux-gnu, the aarch64 Rust target, chroot, skopeo, tar and zstd"
+    ignore = "needs root, apt-get, dpkg-deb, qemu-user-static, gcc-aarch64-linux-gnu, the aarch64 Rust target, chroot, skopeo, docker-registry, tar and zstd"
 )]
 fn amd64_and_arm64_images_and_their_index() {
     let _exclusive = support::exclusive();
     let s = shared();
     reproducible_and_for_arm64(s);
     stdlib_under_qemu(s);
+    packages_and_node_under_qemu(s);
     seccomp_under_qemu(s);
     index_of_amd64_and_arm64(s);
 }
@@ -427,6 +501,8 @@ fn index_of_amd64_and_arm64(s: &Shared) {
         &format!("oci:{}:latest", copy.display()),
     ]));
 
+    push_and_pull_back(&x, &copy);
+
     // Two images of one platform are refused, naming both.
     let out = prebake(&["index", arm64, s.arm64[1].to_str().unwrap(), "-o"])
         .arg(dir.path().join("z"))
@@ -438,6 +514,51 @@ fn index_of_amd64_and_arm64(s: &Shared) {
         err.contains("linux/arm64") && err.contains("one image per platform"),
         "{err}"
     );
+}
+
+/// The index pushed to a local registry (Debian's docker-registry) and pulled back with skopeo
+/// (`copy --all --preserve-digests`): the same index digest, the same manifest per platform.
+fn push_and_pull_back(layout: &Path, scratch: &Path) {
+    let registry = crate::push::Registry::start(None);
+    let reference = registry.reference("multiarch");
+    let (stdout, stderr) = crate::push::push_ok(&[layout.to_str().unwrap(), &reference], &[]);
+    let index_digest = json(&layout.join("index.json"))["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        crate::push::pushed_digest(&stdout),
+        index_digest,
+        "{stderr}"
+    );
+    let raw = crate::push::skopeo_raw(&reference, &[]);
+    assert_eq!(format!("sha256:{}", support::sha256(&raw)), index_digest);
+    let pulled = scratch.with_file_name("pulled");
+    run(Command::new("skopeo").args([
+        "--insecure-policy",
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        &format!("docker://{reference}"),
+        &format!("oci:{}:latest", pulled.display()),
+    ]));
+    let top = json(&pulled.join("index.json"));
+    assert_eq!(top["manifests"][0]["digest"], index_digest.as_str());
+    let manifests = |dir: &Path| -> Vec<String> {
+        let blob = dir
+            .join("blobs/sha256")
+            .join(index_digest.trim_start_matches("sha256:"));
+        json(&blob)["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{} {}", m["platform"]["architecture"], m["digest"]))
+            .collect()
+    };
+    let (pushed, back) = (manifests(layout), manifests(&pulled));
+    assert_eq!(pushed.len(), 2, "{pushed:?}");
+    assert_eq!(pushed, back, "the pulled index lists other manifests");
 }
 
 #[test]

@@ -19,7 +19,7 @@ const EPOCH: &str = "1700000000";
 const REPO: &str = "team/prebake-python";
 
 /// A `docker-registry serve` of this test, on `ip`:`port` (127.0.0.1 unless asked).
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
     ip: std::net::Ipv4Addr,
     port: u16,
@@ -28,7 +28,7 @@ struct Registry {
 
 impl Registry {
     /// Starts a registry; with `htpasswd` (user, password) it asks for Basic auth.
-    fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+    pub(crate) fn start(htpasswd: Option<(&str, &str)>) -> Registry {
         Registry::start_config(std::net::Ipv4Addr::LOCALHOST, htpasswd, "")
     }
 
@@ -103,7 +103,7 @@ impl Registry {
         format!("{}:{}", self.ip, self.port)
     }
 
-    fn reference(&self, tag: &str) -> String {
+    pub(crate) fn reference(&self, tag: &str) -> String {
         format!("{}/{REPO}:{tag}", self.host())
     }
 
@@ -184,7 +184,7 @@ fn push(args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().expect("run prebake push")
 }
 
-fn push_ok(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+pub(crate) fn push_ok(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
     let out = push(args, env);
     support::assert_success(&out, &format!("prebake push {args:?}"));
     (
@@ -296,7 +296,7 @@ fn descriptor(media_type: &str, digest: &str, size: usize) -> Value {
 }
 
 /// The raw manifest at `reference` (`docker://…`), as skopeo sees it.
-fn skopeo_raw(reference: &str, extra: &[&str]) -> Vec<u8> {
+pub(crate) fn skopeo_raw(reference: &str, extra: &[&str]) -> Vec<u8> {
     let mut c = Command::new("skopeo");
     c.args(["inspect", "--raw", "--tls-verify=false"])
         .args(extra)
@@ -305,7 +305,7 @@ fn skopeo_raw(reference: &str, extra: &[&str]) -> Vec<u8> {
 }
 
 /// The last stdout line of a push: `HOST/REPO@sha256:…`.
-fn pushed_digest(stdout: &str) -> String {
+pub(crate) fn pushed_digest(stdout: &str) -> String {
     let last = stdout.lines().last().unwrap_or_default();
     let (_, digest) = last
         .rsplit_once('@')
