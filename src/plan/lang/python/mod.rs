@@ -136,8 +136,6 @@ fn resolve_install(
     let mut packages = spec.packages.clone();
     let mut target_site = None;
     if let Some(file) = &spec.requirements {
-        // Install the pinned file for this interpreter, then build from that venv as if the
-        // spec had named it, with every pinned package selected.
         let reqs = requirements::parse(file)?;
         let cache = PycCache::default_dir().ok_or_else(|| {
             PlanningError::Requirements(requirements::RequirementsError::Cache {
@@ -153,6 +151,8 @@ fn resolve_install(
                 target_site = Some(requirements::ensure_target_site(&wheels, file, &cache)?);
             }
             None => {
+                // Install the pinned file for this interpreter, then build from that venv as
+                // if the spec had named it, with every pinned package selected.
                 let python = requirements::ensure_venv(
                     &install.real_executable,
                     &install.version,
@@ -209,13 +209,7 @@ fn add_target_site(
     let installed = installed_dists(&[dir.to_path_buf()])?;
     for d in installed.values() {
         let why = format!("package {} {}", d.name, d.version);
-        let mut files = record_files(d)?;
-        // The RECORD does not list itself with a hash, and pip's INSTALLER/REQUESTED are
-        // listed: take every file of the dist-info too, as an installed tree has them.
-        files.push(d.dist_info.join("RECORD"));
-        files.sort();
-        files.dedup();
-        for f in files {
+        for f in record_files(d)? {
             let Ok(rel) = f.strip_prefix(dir) else {
                 continue;
             };
