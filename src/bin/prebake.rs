@@ -87,6 +87,10 @@ struct VerifyArgs {
     /// With --dify-config: as `build --strict`.
     #[arg(long, requires = "dify_config")]
     strict: bool,
+    /// The sysroot a `build --platform ... --sysroot DIR` was made from: the rebuild is for the
+    /// recorded platform, from it (needed when that platform is not this machine's).
+    #[arg(long, value_name = "DIR")]
+    sysroot: Option<PathBuf>,
     /// Rebuild even when a shared library cannot be found, as `build --allow-missing`.
     #[arg(long)]
     allow_missing: bool,
@@ -472,6 +476,7 @@ fn cmd_verify(args: &VerifyArgs) -> Result<ExitCode> {
         &args.out,
         &prebake::verify::VerifyOptions {
             spec: &spec,
+            sysroot: args.sysroot.as_deref(),
             allow_missing: args.allow_missing,
         },
         &progress,

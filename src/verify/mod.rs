@@ -13,6 +13,7 @@ pub mod report;
 
 use crate::build::{BuildOptions, Progress};
 use crate::contract::{BundleError, BundleManifest};
+use crate::platform::{Platform, Target};
 use crate::spec::ImageSpec;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -46,6 +47,10 @@ pub enum VerifyError {
     Spec(#[from] crate::spec::SpecError),
     #[error("rebuilding from the recorded inputs")]
     Build(#[source] Box<crate::build::BuildError>),
+    #[error("the build was made for {platform}, not this machine's platform: give the sysroot it was built from (--sysroot DIR) to rebuild it")]
+    NeedsSysroot { platform: String },
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformError),
 }
 
 /// A package of the SBOM: a Debian package, a Python distribution or an interpreter.
@@ -246,6 +251,10 @@ pub fn parse_rfc3339_utc(s: &str) -> Option<u64> {
 pub struct VerifyOptions<'a> {
     /// The spec the build was made from; its digest must be the recorded one.
     pub spec: &'a ImageSpec,
+    /// The sysroot a build for another platform was made from (`build --sysroot`): the
+    /// rebuild is for the recorded platform, from it. Required when that platform is not
+    /// this machine's.
+    pub sysroot: Option<&'a Path>,
     /// Missing libraries are warnings in the rebuild, as `build --allow-missing`.
     pub allow_missing: bool,
 }
@@ -275,6 +284,7 @@ pub fn verify(
                 recorded.created
             ),
         })?;
+    let target = rebuild_target(&recorded.manifest, opts.sysroot)?;
     let tmp = tempfile::Builder::new()
         .prefix("prebake-verify-")
         .tempdir()
@@ -292,7 +302,7 @@ pub fn verify(
             mtime,
             cache_dir: None,
             image: None,
-            target: None,
+            target,
         },
         progress,
     )
@@ -306,6 +316,23 @@ pub fn verify(
     // The rebuild's directory is gone when the report is read.
     report.b = "the rebuild on this machine".to_owned();
     Ok(report)
+}
+
+/// What the rebuild is for: the recorded platform, from `sysroot` when one is given; this
+/// machine without one, which must then be the recorded platform.
+fn rebuild_target(
+    manifest: &BundleManifest,
+    sysroot: Option<&Path>,
+) -> Result<Option<Target>, VerifyError> {
+    let host = Platform::host()?;
+    let recorded = manifest.arch().map_or(host, |arch| Platform { arch });
+    match sysroot {
+        Some(dir) => Ok(Some(Target::new(recorded, dir)?)),
+        None if recorded == host => Ok(None),
+        None => Err(VerifyError::NeedsSysroot {
+            platform: recorded.to_string(),
+        }),
+    }
 }
 
 #[cfg(test)]

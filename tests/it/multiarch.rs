@@ -196,6 +196,30 @@ fn reproducible_and_for_arm64(s: &Shared) {
     let (a, b) = (tree(&s.arm64[0]), tree(&s.arm64[1]));
     assert_eq!(a, b, "two arm64 builds of the same inputs differ");
 
+    // `verify` rebuilds for the recorded platform from the sysroot; without it, it says so.
+    let verify = |sysroot: Option<&Path>| {
+        let mut c = prebake(&["verify"]);
+        c.arg(&s.arm64[0]).args(["--spec", SPEC]);
+        if let Some(dir) = sysroot {
+            c.arg("--sysroot").arg(dir);
+        }
+        c.output().unwrap()
+    };
+    let out = verify(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("linux/arm64") && err.contains("--sysroot"),
+        "{err}"
+    );
+    let out = verify(Some(&s.sysroot));
+    support::assert_success(&out, "prebake verify --sysroot of the arm64 build");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("identical"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
     let config = image_config(&s.arm64[0].join("image"));
     assert_eq!(config["architecture"], "arm64");
     assert_eq!(config["os"], "linux");
