@@ -393,8 +393,17 @@ fn a_signal_to_the_servers_process_group_does_not_reach_runs() {
     // died of the SIGINT (KeyboardInterrupt). Also: no signal is blocked or ignored in the
     // run but what Python itself sets (SIGPIPE and SIGXFSZ ignored, its SIGINT handler).
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    for ns in [true, false] {
-        // `setsid` makes the server lead its own group (it execs, keeping the pid).
+    for (ns, rootless) in [(true, false), (false, false), (true, true)] {
+        // `setsid` makes the server lead its own group (it execs, keeping the pid; so does
+        // setpriv, which starts the rootless server as the unprivileged user).
+        let setpriv = if rootless {
+            support::runtime::rootless_user().setpriv()
+        } else {
+            Vec::new()
+        };
+        let wrapper: Vec<&str> = std::iter::once("setsid")
+            .chain(setpriv.iter().map(String::as_str))
+            .collect();
         let s = Server::spawn_wrapped(
             support::runtime::python_fixture(),
             &format!(
@@ -402,9 +411,12 @@ fn a_signal_to_the_servers_process_group_does_not_reach_runs() {
 "
             ),
             &[],
-            &["setsid"],
+            &wrapper,
         );
         s.wait_healthy();
+        if rootless {
+            assert!(s.log().contains("rootless=yes"), "{}", s.log());
+        }
         let url = s.url("/v1/sandbox/run");
         let run = std::thread::spawn(move || {
             let mut r = support::runtime::agent()
@@ -420,10 +432,11 @@ fn a_signal_to_the_servers_process_group_does_not_reach_runs() {
         // SAFETY: signalling the server's own process group (the test is not in it).
         assert_eq!(unsafe { libc::kill(-pgid, libc::SIGINT) }, 0);
         let v = run.join().unwrap();
-        assert_eq!(v["data"]["stdout"], "[]\n[]\nfinished\n", "ns={ns}: {v}");
-        assert_eq!(s.stop().code(), Some(0), "ns={ns}");
+        let mode = format!("ns={ns} rootless={rootless}");
+        assert_eq!(v["data"]["stdout"], "[]\n[]\nfinished\n", "{mode}: {v}");
+        assert_eq!(s.stop().code(), Some(0), "{mode}");
         let left = leftover_pool_processes();
-        assert!(left.is_empty(), "ns={ns}: leftover processes {left:?}");
+        assert!(left.is_empty(), "{mode}: leftover processes {left:?}");
     }
 }
 
