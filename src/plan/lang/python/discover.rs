@@ -1,7 +1,7 @@
 //! Ask the interpreter where it lives and what it was built with.
 
 use super::PythonError;
-use crate::plan::lang::{is_executable, which};
+use crate::plan::lang::{is_executable, which, which_in_sysroot};
 use crate::platform::{Runner, Target};
 use std::path::PathBuf;
 
@@ -101,7 +101,10 @@ print(json.dumps({
 pub fn discover(interpreter: &str, target: Option<&Target>) -> Result<PythonInstall, PythonError> {
     let path = match target {
         None => which(interpreter)?,
-        Some(t) => which_in_sysroot(t, interpreter)?,
+        Some(t) => which_in_sysroot(t, interpreter).ok_or_else(|| PythonError::NotInSysroot {
+            name: interpreter.to_owned(),
+            sysroot: t.sysroot.clone(),
+        })?,
     };
     if !is_executable(&path) {
         return Err(PythonError::NotExecutable { path });
@@ -135,13 +138,6 @@ pub fn discover(interpreter: &str, target: Option<&Target>) -> Result<PythonInst
     install.runner = runner;
     install.site_packages.retain(|p| p.is_dir());
     Ok(install)
-}
-
-fn which_in_sysroot(t: &Target, name: &str) -> Result<PathBuf, PythonError> {
-    super::super::which_in_sysroot(t, name).ok_or_else(|| PythonError::NotInSysroot {
-        name: name.to_owned(),
-        sysroot: t.sysroot.clone(),
-    })
 }
 
 impl PythonInstall {

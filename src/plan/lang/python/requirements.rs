@@ -5,6 +5,8 @@
 //! keyed by the file's content and the interpreter, under the prebake cache (never under /tmp,
 //! which the sandbox masks). The same file gives the same venv, hence the same rootfs bytes; a
 //! finished venv is marked complete, so an interrupted install is redone, never used.
+//! A cross build's target interpreter cannot run pip here: the build host's pip fetches the
+//! target's wheels by tag instead ([`ensure_target_site`]), into a cache slot kept the same way.
 //! pip honours `PIP_INDEX_URL` and `PIP_FIND_LINKS` from the environment (offline mirrors), and
 //! `PIP_MIRROR_URL` (dify-sandbox's name) becomes `--index-url`.
 
