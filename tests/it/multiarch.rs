@@ -153,25 +153,25 @@ fn image_config(layout: &Path) -> serde_json::Value {
     json(&blob(&manifest["config"]["digest"]))
 }
 
-/// `python3 -I -B -c script` of the arm64 rootfs, under qemu in a chroot.
-fn arm64_python(root: &Path, script: &str) -> std::process::Output {
+/// `argv` (a program of the arm64 rootfs and its arguments) under qemu in a chroot of `root`,
+/// with the sandbox's clean environment.
+fn arm64_run(root: &Path, argv: &[&str]) -> std::process::Output {
     // chroot is in /usr/sbin, which the clean PATH below (the one Command looks it up in) lacks.
     Command::new(support::which("chroot").expect("chroot on PATH"))
         .arg(root)
-        .args([
-            "/qemu-aarch64-static",
-            "/usr/bin/python3",
-            "-I",
-            "-B",
-            "-c",
-            script,
-        ])
+        .arg("/qemu-aarch64-static")
+        .args(argv)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("LANG", "C.UTF-8")
         .env("HOME", "/tmp")
         .output()
         .unwrap()
+}
+
+/// `python3 -I -B -c script` of the arm64 rootfs, under qemu in a chroot.
+fn arm64_python(root: &Path, script: &str) -> std::process::Output {
+    arm64_run(root, &["/usr/bin/python3", "-I", "-B", "-c", script])
 }
 
 /// Two arm64 builds give the same bytes, and everything in them is for arm64; a runtime of
@@ -346,19 +346,14 @@ print(json.dumps({
         .root
         .join("usr/share/nodejs/undici/undici-fetch.js")
         .is_file());
-    let node = Command::new(support::which("chroot").expect("chroot on PATH"))
-        .arg(&s.root)
-        .args([
-            "/qemu-aarch64-static",
+    let node = arm64_run(
+        &s.root,
+        &[
             "/usr/bin/node",
             "-e",
             "console.log(JSON.stringify({arch: process.arch, sum: [1, 2, 3].reduce((a, b) => a + b)}))",
-        ])
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", "/tmp")
-        .output()
-        .unwrap();
+        ],
+    );
     support::assert_success(&node, "the arm64 node under qemu");
     assert_eq!(
         String::from_utf8_lossy(&node.stdout).trim(),
