@@ -4,7 +4,6 @@
 //! release build (see benches/README.md); this only keeps the command working.
 
 use crate::support;
-use std::process::Command;
 
 #[test]
 #[cfg_attr(
@@ -14,24 +13,17 @@ use std::process::Command;
 fn cold_start_bench_prints_every_figure_and_cleans_up() {
     let _exclusive = support::exclusive();
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new("bash")
-        .arg(support::repo_root().join("benches/cold_start.sh"))
-        .env("PREBAKE", support::bin("prebake"))
-        .env("RUNTIME", support::bin("runtime"))
-        .env("BENCH_TMP", tmp.path())
-        .env("RUNS", "1")
-        .env("RESTARTS", "2")
-        .env("UNPACKS", "2")
-        // The per-process baselines take seconds; the in-process one exercises the same path.
-        .env("BASELINES", "inproc")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
+    let stdout = support::run_bench(
+        "cold_start.sh",
+        &[],
+        &[
+            ("BENCH_TMP", tmp.path().as_os_str()),
+            ("RUNS", "1".as_ref()),
+            ("RESTARTS", "2".as_ref()),
+            ("UNPACKS", "2".as_ref()),
+            // The per-process baselines take seconds; the in-process one exercises the same path.
+            ("BASELINES", "inproc".as_ref()),
+        ],
     );
     for prefix in [
         "file set: ",

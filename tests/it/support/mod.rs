@@ -208,6 +208,27 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Run `benches/<script>` with bash and this test run's `prebake` and `runtime` (`PREBAKE`,
+/// `RUNTIME`), plus `env`; its standard output, after asserting that it succeeded.
+pub fn run_bench(script: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let out = Command::new("bash")
+        .arg(repo_root().join("benches").join(script))
+        .args(args)
+        .env("PREBAKE", bin("prebake"))
+        .env("RUNTIME", bin("runtime"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// An address that stands for "a host outside the pod" in network tests: 10.77.0.1 on a veth
 /// interface in the test's network namespace. Runs with network reach it the way they
 /// reach any other host: directly when they share the server's namespace, through pasta when
