@@ -13,7 +13,9 @@
 #      earlier start is left, as on a fresh pod) to `GET /health` answering 200, median of
 #      STARTS, the two forms interleaved. Docker's default capabilities only, the host's
 #      network namespace so the port is reachable.
-# Needs root, umoci, runc and curl for 2 and 3 (skipped otherwise).
+#   4. runc's share of that start: from `runc run` to the runtime's first log line (the rest
+#      of the start is the runtime's), median of STARTS.
+# Needs root, umoci, runc and curl for 2 to 4 (skipped otherwise).
 #
 #   benches/image_rootfs.sh [SPEC]        (default: images/python3.yaml)
 #   STARTS=5 benches/image_rootfs.sh images/dify.yaml
@@ -75,7 +77,7 @@ fresh_bundle() { # $1 = form, $2 = dir: a fresh runc bundle of the image
   runc_config "$2/config.json" "$port"
 }
 
-declare -A unpack start
+declare -A unpack start share
 for i in $(seq "$STARTS"); do
   for f in "${FORMS[@]}"; do
     unpack[$f]+="$(engine_unpack "$f") "
@@ -84,6 +86,7 @@ for i in $(seq "$STARTS"); do
     id="prebake-bench-$f-$$-$i"
     ids+=("$id")
     start[$f]+="$(one_start "$work/rb-$f" "$id" "$port") "
+    share[$f]+="$(runc_share "$id") "
   done
 done
 for f in "${FORMS[@]}"; do
@@ -91,6 +94,9 @@ for f in "${FORMS[@]}"; do
   printf '%-8s engine unpack %.3fs, start (runc run -> /health 200) %.3fs, medians of %s  [start: %s]\n' \
     "$f" "$u" "$s" "$STARTS" "${start[$f]% }"
   eval "med_$f=$s"
+  r=$(printf '%s\n' ${share[$f]} | median)
+  printf '%-8s of the start, runc (runc run -> the runtime'"'"'s first log line) %.3fs, the runtime %.3fs, medians\n' \
+    "$f" "$r" "$(echo "$s - $r" | bc -l)"
 done
 printf 'start tarball / tree: %.1fx\n' "$(echo "$med_tarball / $med_tree" | bc -l)"
 grep -h 'rootfs ' "$work"/prebake-bench-tree-*-1.log | sed 's/^.*INFO/tree log:/' | head -1

@@ -43,10 +43,11 @@ PY
 
 # one_start BUNDLE ID PORT: prints the seconds from `runc run` to GET /health answering 200,
 # then stops and deletes the container. A container that stops first fails the run, with its
-# log.
+# log ($work/ID.log; the start's time is in $work/ID.t0, for runc_share).
 one_start() {
   local bundle=$1 id=$2 port=$3 t0 t1
   t0=$(now)
+  echo "$t0" >"$work/$id.t0"
   runc run --detach --bundle "$bundle" "$id" </dev/null >"$work/$id.log" 2>&1
   until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ]; do
     if ! runc state "$id" 2>/dev/null | grep -q '"running"'; then
@@ -59,6 +60,23 @@ one_start() {
   for _ in $(seq 200); do [ "$(runc state "$id" 2>/dev/null | grep -c '"stopped"')" = 1 ] && break; sleep 0.05; done
   runc delete --force "$id" >/dev/null 2>&1 || true
   echo "$t1 - $t0" | bc
+}
+
+# runc_share ID: the seconds from `runc run` to the runtime's first log line in that start,
+# which is runc's part of it (creating the container, up to the exec of its process).
+runc_share() {
+  python3 - "$(cat "$work/$1.t0")" "$work/$1.log" <<'PY'
+import datetime, re, sys
+t0, log = float(sys.argv[1]), sys.argv[2]
+for line in open(log, errors="replace"):
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z", line)
+    if m:
+        at = datetime.datetime.fromisoformat(m.group(1)[:26]).replace(tzinfo=datetime.timezone.utc)
+        print("%.4f" % (at.timestamp() - t0))
+        break
+else:
+    sys.exit("no timestamped line in " + log)
+PY
 }
 
 cargo build --release --quiet --bins
