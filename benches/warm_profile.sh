@@ -44,7 +44,9 @@ trap cleanup EXIT
 "$PREBAKE" build "$SPEC" --no-image --out "$work/out" >"$work/build.log" 2>&1 \
   || { cat "$work/build.log" >&2; exit 1; }
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-printf 'app:\n  port: %s\n  key: bench\nmax_workers: 8\nwarm_pool: true\n' "$port" >"$work/config.yaml"
+# One zygote for the whole profile: a replaced one would have another pid.
+printf 'app:\n  port: %s\n  key: bench\nmax_workers: 8\nwarm_pool: true\nwarm_pool_max_forks: %s\n' \
+  "$port" "$((RUNS + 1000))" >"$work/config.yaml"
 "$RUNTIME" serve --bundle "$work/out/bundle" --root "$work/root" --config "$work/config.yaml" \
   </dev/null >/dev/null 2>"$work/server.log" &
 server=$!
@@ -83,15 +85,15 @@ print("latency p50 %.2f ms, p99 %.2f ms, %.0f runs/s one at a time"
 PY
 python3 "$work/client.py" "$port" 0 "$NETWORK"
 echo "spec $SPEC, $RUNS runs of print(1), enable_network: $NETWORK, perf at $FREQ Hz, $(nproc) cores, $(date -u +%Y-%m-%d)"
-perf record -q -a -g -F "$FREQ" -o "$work/perf.data" -- \
+# cpu-clock, so that every sample's period is CPU time in nanoseconds on any machine.
+perf record -q -e cpu-clock -a -g -F "$FREQ" -o "$work/perf.data" -- \
   python3 "$work/client.py" "$port" "$RUNS" "$NETWORK" 2>"$work/perf.log" \
   || { cat "$work/perf.log" >&2; exit 1; }
-perf script -i "$work/perf.data" -F pid,comm,ip,sym,dso 2>/dev/null >"$work/samples.txt"
+perf script -i "$work/perf.data" -F comm,pid,period,ip,sym,dso 2>/dev/null >"$work/samples.txt"
 
-python3 - "$work/samples.txt" "$server" "$zygote" "$RUNS" "$FREQ" "$(nproc)" <<'PY'
+python3 - "$work/samples.txt" "$server" "$zygote" "$RUNS" "$(nproc)" <<'PY'
 import collections, sys
-path, server, zygote, runs, freq, cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-ms_per_sample = 1000.0 / freq
+path, server, zygote, runs, cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 zygote_comm = None
 samples = []
 block = []
@@ -107,17 +109,17 @@ if block:
 
 def parse(block):
     head = block[0].split()
-    comm, pid = " ".join(head[:-1]), int(head[-1])
+    comm, pid, period = " ".join(head[:-2]), int(head[-2]), int(head[-1])
     frames = []
     for l in block[1:]:
         parts = l.split(None, 1)
         if len(parts) == 2:
             rest = parts[1].rsplit(" (", 1)
             frames.append((rest[0].split("+0x")[0], rest[1] if len(rest) == 2 else ""))
-    return comm, pid, frames
+    return comm, pid, period, frames
 
 parsed = [parse(b) for b in samples]
-for comm, pid, _ in parsed:
+for comm, pid, _, _ in parsed:
     if pid == zygote:
         zygote_comm = comm
         break
@@ -147,15 +149,17 @@ def part(comm, pid, frames):
         return "run: other kernel" if kernel else "run: user (confinement, script, end)"
     return "other processes"
 
-cpu = collections.Counter()
-for comm, pid, frames in parsed:
+cpu = collections.Counter()  # nanoseconds
+for comm, pid, period, frames in parsed:
     p = part(comm, pid, frames)
     if p is not None:
-        cpu[p] += 1
+        cpu[p] += period
+if zygote_comm is None:
+    sys.exit("no sample of the zygote (pid %d): nothing to tell runs by" % zygote)
 order = sorted(cpu, key=lambda k: (k.split(":")[0] != "run", k.split(":")[0] != "zygote", k.split(":")[0] != "server", -cpu[k]))
 sandbox_total = 0.0
 for k in order:
-    ms = cpu[k] * ms_per_sample / runs
+    ms = cpu[k] / 1e6 / runs
     if not k.startswith(("client", "other")):
         sandbox_total += ms
     print("cpu per run %-46s %6.3f ms" % (k, ms))

@@ -145,9 +145,14 @@ fn a_thousand_requests_with_disconnecting_clients() {
         let most = monitor.join().unwrap();
         assert!(
             failures.is_empty(),
-            "ns={ns}: {} failed runs, first {}",
+            "ns={ns}: {} failed runs, first {}; the server's errors and warnings:\n{}",
             failures.len(),
-            failures[0]
+            failures[0],
+            s.log()
+                .lines()
+                .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         assert!(
             most <= WORKERS,
