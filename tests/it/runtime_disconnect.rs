@@ -145,12 +145,12 @@ fn a_thousand_requests_with_disconnecting_clients() {
         let most = monitor.join().unwrap();
         assert!(
             failures.is_empty(),
-            "ns={ns}: {} failed runs, first {}; the server's errors and warnings:\n{}",
+            "ns={ns}: {} failed runs, first {}; the server's errors, warnings and panics:\n{}",
             failures.len(),
             failures[0],
             s.log()
                 .lines()
-                .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+                .filter(|l| l.contains(" ERROR ") || l.contains(" WARN ") || l.contains("panicked"))
                 .collect::<Vec<_>>()
                 .join("\n")
         );
