@@ -11,13 +11,11 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 cargo build --release --quiet
 PREBAKE=$PWD/target/release/prebake
+. benches/lib/common.sh
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 specs=("$@")
 [ ${#specs[@]} -gt 0 ] || specs=(images/python3.yaml)
-
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-now() { date +%s.%N; }
 
 for spec in "${specs[@]}"; do
   # One build to learn the file set (the plan's paths that exist on the host).

@@ -37,11 +37,8 @@ for c in /usr/bin/python3 "$(command -v python3 || true)"; do
 done
 [ -n "$PY" ] || { echo "cold_start.sh: no python3 for the harness" >&2; exit 2; }
 
-if [ -z "${PREBAKE:-}" ] || [ -z "${RUNTIME:-}" ]; then
-  cargo build --release --quiet
-  PREBAKE=${PREBAKE:-$PWD/target/release/prebake}
-  RUNTIME=${RUNTIME:-$PWD/target/release/runtime}
-fi
+. benches/lib/common.sh
+release_binaries
 spec=${1:-images/python3.yaml}
 
 base=${BENCH_TMP:-/var/tmp}

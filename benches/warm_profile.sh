@@ -28,11 +28,8 @@ if [ "$(id -u)" != 0 ] || ! command -v perf >/dev/null; then
   echo "warm profile: SKIPPED (needs root and perf)"
   exit 0
 fi
-if [ -z "${PREBAKE:-}" ] || [ -z "${RUNTIME:-}" ]; then
-  cargo build --release --quiet --bins
-  PREBAKE=$PWD/target/release/prebake
-  RUNTIME=$PWD/target/release/runtime
-fi
+. benches/lib/common.sh
+release_binaries
 work=$(mktemp -d)
 server=
 cleanup() {
@@ -43,7 +40,7 @@ trap cleanup EXIT
 
 "$PREBAKE" build "$SPEC" --no-image --out "$work/out" >"$work/build.log" 2>&1 \
   || { cat "$work/build.log" >&2; exit 1; }
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 # One zygote for the whole profile: a replaced one would have another pid.
 printf 'app:\n  port: %s\n  key: bench\nmax_workers: 8\nwarm_pool: true\nwarm_pool_max_forks: %s\n' \
   "$port" "$((RUNS + 1000))" >"$work/config.yaml"

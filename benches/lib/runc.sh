@@ -2,8 +2,7 @@
 # bash). Sourcing it builds the release binaries, sets $PREBAKE, a scratch directory $work and
 # the array ids (containers to delete), removed on exit, and SOURCE_DATE_EPOCH (default 0).
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-now() { date +%s.%N; }
+. benches/lib/common.sh
 
 cleanup() {
   for id in "${ids[@]}"; do runc delete --force "$id" >/dev/null 2>&1 || true; done
@@ -14,11 +13,6 @@ cleanup() {
 can_run_containers() {
   [ "$(id -u)" = 0 ] && command -v umoci >/dev/null && command -v runc >/dev/null \
     && command -v curl >/dev/null
-}
-
-# A free port on 127.0.0.1.
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # runc_config CONFIG_JSON PORT: the runc bundle's config as Docker would run the image's
