@@ -278,6 +278,28 @@ impl Plan {
         Ok(())
     }
 
+    /// Add the host file `host` at `path` (absolute rootfs path), whatever its own path: a
+    /// compiled `.pyc`, a cross build's wheel file.
+    pub fn add_host_file(
+        &mut self,
+        path: &str,
+        host: PathBuf,
+        mode: u32,
+        provenance: &str,
+    ) -> Result<(), PlanError> {
+        self.add_parents(path, provenance)?;
+        self.insert(
+            path.to_owned(),
+            Entry {
+                kind: EntryKind::File {
+                    source: Source::Host(host),
+                },
+                mode,
+                provenance: provenance.to_owned(),
+            },
+        )
+    }
+
     /// Add a generated file at `path` (absolute rootfs path).
     pub fn add_inline(
         &mut self,

@@ -8,7 +8,7 @@ pub use cache::PycCache;
 pub use compile::compile_pycs;
 
 use super::lang::python::PythonInstall;
-use super::{Entry, EntryKind, Plan, PlanningError, Source};
+use super::{EntryKind, Plan, PlanningError, Source};
 use std::path::{Path, PathBuf};
 
 /// Plan a `.pyc` next to every planned `.py`: from the cache when it has it, otherwise
@@ -66,17 +66,7 @@ pub fn add_pycs(
             cache.put(&pyc.key, &pyc.file);
         }
         let why = format!("bytecode of {}", pyc.source);
-        plan.add_parents(&pyc.target, &why)?;
-        plan.insert(
-            pyc.target,
-            Entry {
-                kind: EntryKind::File {
-                    source: Source::Host(pyc.file),
-                },
-                mode: 0o644,
-                provenance: why,
-            },
-        )?;
+        plan.add_host_file(&pyc.target, pyc.file, 0o644, &why)?;
         n += 1;
     }
     Ok((n, failed))

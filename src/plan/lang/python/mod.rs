@@ -16,7 +16,7 @@ pub use excludes::default_excludes;
 use super::{add_spec_paths, sandbox_env, LanguagePlan};
 use crate::contract::{Distribution, LanguageInfo};
 use crate::plan::pyc::PycCache;
-use crate::plan::{tree, Entry, EntryKind, Plan, PlanningError, Source};
+use crate::plan::{tree, Plan, PlanningError};
 use crate::platform::Target;
 use crate::spec::LanguageSpec;
 use std::path::{Path, PathBuf};
@@ -217,18 +217,7 @@ fn add_target_site(
             if skip(&at) || !f.is_file() {
                 continue;
             }
-            let at = at.to_string_lossy().into_owned();
-            plan.add_parents(&at, &why)?;
-            plan.insert(
-                at,
-                Entry {
-                    kind: EntryKind::File {
-                        source: Source::Host(f.clone()),
-                    },
-                    mode: 0o644,
-                    provenance: why.clone(),
-                },
-            )?;
+            plan.add_host_file(&at.to_string_lossy(), f.clone(), 0o644, &why)?;
         }
     }
     Ok(())
