@@ -191,17 +191,16 @@ impl Resolver {
         self.placed.contains_key(p)
     }
 
-    /// A placed file, opened as the loader would find it at its rootfs path.
-    fn open_placed(&self, at: &Path, host: &Path) -> Result<Option<Found>, ResolveError> {
-        let meta = std::fs::metadata(host).map_err(|source| ResolveError::Io {
-            path: host.to_path_buf(),
-            source,
-        })?;
-        Ok(read_elf(host)?.map(|info| Found {
-            path: at.to_path_buf(),
-            real: at.to_path_buf(),
-            id: (meta.dev(), meta.ino()),
-            info,
+    /// Where the file at rootfs path `p` really is: its rootfs path with symlinks resolved
+    /// inside the sysroot, and the host path of its bytes (a placed file is its own real
+    /// path). `None` when there is nothing there.
+    fn locate(&self, p: &Path) -> Result<Option<(PathBuf, PathBuf)>, ResolveError> {
+        if let Some(host) = self.placed.get(p) {
+            return Ok(Some((p.to_path_buf(), host.clone())));
+        }
+        Ok(self.resolve_in_root(p)?.map(|real| {
+            let host = self.host_path(&real);
+            (real, host)
         }))
     }
 
@@ -298,15 +297,8 @@ impl Resolver {
         let Some(clean) = self.physical_clean(path)? else {
             return Ok(Lookup::Absent);
         };
-        let (real, host) = match self.placed.get(&clean) {
-            Some(host) => (clean.clone(), host.clone()),
-            None => {
-                let Some(real) = self.resolve_in_root(&clean)? else {
-                    return Ok(Lookup::Absent);
-                };
-                let host = self.host_path(&real);
-                (real, host)
-            }
+        let Some((real, host)) = self.locate(&clean)? else {
+            return Ok(Lookup::Absent);
         };
         let meta = match std::fs::metadata(&host) {
             Ok(m) => m,
@@ -345,9 +337,6 @@ impl Resolver {
     /// The object at `p` as the loader maps it (`Ok(None)` when not ELF); an error when it does
     /// not exist. Symlinks are followed inside the sysroot, never on the host.
     pub(super) fn open_object(&self, p: &Path) -> Result<Option<Found>, ResolveError> {
-        if let Some(host) = self.placed.get(p) {
-            return self.open_placed(p, host);
-        }
         // With the host as sysroot the kernel resolves symlinks exactly as we would, so the
         // cheap magic check can come first: most files of a stdlib are not ELF.
         if self.sysroot == Path::new("/") {
@@ -358,13 +347,10 @@ impl Resolver {
                 Err(_) => {}
             }
         }
-        let real = self
-            .resolve_in_root(p)?
-            .ok_or_else(|| ResolveError::NotFound {
-                path: p.to_path_buf(),
-                sysroot: self.sysroot.clone(),
-            })?;
-        let host = self.host_path(&real);
+        let (real, host) = self.locate(p)?.ok_or_else(|| ResolveError::NotFound {
+            path: p.to_path_buf(),
+            sysroot: self.sysroot.clone(),
+        })?;
         let meta = std::fs::metadata(&host).map_err(|source| ResolveError::Io {
             path: host.clone(),
             source,
