@@ -226,11 +226,12 @@ pub fn ensure_target_site(
             hint: "install python3 with pip on the build machine (Debian: apt-get install python3-pip)",
         }
     })?;
-    let tags = target.platform_tags().join(",");
+    let tags = target.platform_tags();
+    let joined = tags.join(",");
     let parts = [
         host_python.as_os_str().as_encoded_bytes(),
         target.python.as_bytes(),
-        tags.as_bytes(),
+        joined.as_bytes(),
     ];
     let slot = cache_slot("target-sites", &parts, path, cache_root)?;
     let site = slot.dir.join("site");
@@ -241,7 +242,7 @@ pub fn ensure_target_site(
     let mut pip = pip_install(&host_python, path);
     pip.args(["--implementation", "cp", "--python-version", &target.python])
         .args(["--abi", &abi, "--abi", "abi3", "--abi", "none"]);
-    for tag in target.platform_tags() {
+    for tag in &tags {
         pip.arg("--platform").arg(tag);
     }
     pip.arg("--target").arg(&site);
