@@ -287,17 +287,7 @@ impl Plan {
         mode: u32,
         provenance: &str,
     ) -> Result<(), PlanError> {
-        self.add_parents(path, provenance)?;
-        self.insert(
-            path.to_owned(),
-            Entry {
-                kind: EntryKind::File {
-                    source: Source::Host(host),
-                },
-                mode,
-                provenance: provenance.to_owned(),
-            },
-        )
+        self.add_file(path, Source::Host(host), mode, provenance)
     }
 
     /// Add a generated file at `path` (absolute rootfs path).
@@ -308,13 +298,22 @@ impl Plan {
         mode: u32,
         provenance: &str,
     ) -> Result<(), PlanError> {
+        self.add_file(path, Source::Inline(bytes), mode, provenance)
+    }
+
+    /// A regular file and its parent directories.
+    fn add_file(
+        &mut self,
+        path: &str,
+        source: Source,
+        mode: u32,
+        provenance: &str,
+    ) -> Result<(), PlanError> {
         self.add_parents(path, provenance)?;
         self.insert(
             path.to_owned(),
             Entry {
-                kind: EntryKind::File {
-                    source: Source::Inline(bytes),
-                },
+                kind: EntryKind::File { source },
                 mode,
                 provenance: provenance.to_owned(),
             },
