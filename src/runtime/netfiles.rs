@@ -24,8 +24,9 @@
 use std::ffi::{CStr, CString};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The files a resolver reads, copied from the container into the rootfs.
 pub const RESOLVER_FILES: [&str; 2] = ["resolv.conf", "hosts"];
@@ -38,13 +39,7 @@ pub const RESOLVER_FILES: [&str; 2] = ["resolv.conf", "hosts"];
 /// forwarder instead (see [`super::netns::rewrite_resolv_conf`]).
 pub fn sync(host_etc: &Path, rootfs: &Path, behind_pasta: bool) -> std::io::Result<()> {
     let etc = open_dir_nofollow(&rootfs.join("etc"))?;
-    for name in RESOLVER_FILES {
-        let Ok(mut want) = std::fs::read(host_etc.join(name)) else {
-            continue;
-        };
-        if behind_pasta && name == "resolv.conf" {
-            want = super::netns::rewrite_resolv_conf(&String::from_utf8_lossy(&want)).into_bytes();
-        }
+    for (name, want) in wanted_files(host_etc, behind_pasta) {
         let cname = CString::new(name).expect("static name without NUL");
         if read_at(&etc, &cname).is_some_and(|have| have == want) {
             continue;
@@ -62,10 +57,41 @@ pub fn sync_from_container(rootfs: &Path, behind_pasta: bool) {
     }
 }
 
-/// The runtime's private copies of the container's resolver files (namespaces mode): a
-/// directory of its own, `DIR/etc/{resolv.conf,hosts}`, removed when dropped.
+/// The runtime's private copies of the container's resolver files (namespaces mode), in a
+/// directory of its own removed when dropped.
+///
+/// The copies come in generations, `DIR/N/etc/{resolv.conf,hosts}`, and a generation is never
+/// rewritten: a run's detached bind mount refers to the file it was made from, and
+/// `move_mount` refuses (ENOENT) a source that was unlinked in between, which a rename over it
+/// does. So a changed container file makes a new generation, and an old one is removed when the
+/// last run that took mounts of it has ended.
 pub struct ResolverCopies {
     dir: tempfile::TempDir,
+    /// The newest generation (`None` until the first sync). The lock also serialises syncs, so
+    /// runs starting together never each write the same change.
+    current: Mutex<Option<Arc<Generation>>>,
+    next: AtomicU64,
+}
+
+/// One generation of copies: the content of each file the container had, and where.
+struct Generation {
+    dir: PathBuf,
+    files: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        // Nothing refers to it any more: the newest generation is another one and no run holds
+        // it. A failure leaves a stale copy in the runtime's private directory, removed with it.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The detached mounts one run moves over its stubs, and the generation they were made from,
+/// kept until the run has ended (see [`ResolverCopies`]).
+pub struct ResolverMounts {
+    pub mounts: Vec<(&'static str, OwnedFd)>,
+    _generation: Option<Arc<Generation>>,
 }
 
 impl ResolverCopies {
@@ -75,33 +101,84 @@ impl ResolverCopies {
         let dir = tempfile::Builder::new()
             .prefix("prebake-resolver-")
             .tempdir()?;
-        std::fs::create_dir(dir.path().join("etc"))?;
-        Ok(ResolverCopies { dir })
+        Ok(ResolverCopies {
+            dir,
+            current: Mutex::new(None),
+            next: AtomicU64::new(0),
+        })
     }
 
-    /// [`sync`] from the container's `/etc` into the copies, before a run with network. A
+    /// Bring the copies up to date with the container's `/etc`, before a run with network. A
     /// failure is logged and the run goes on with the copies of the previous sync (or none:
     /// the build-time stubs).
     pub fn sync_from_container(&self, behind_pasta: bool) {
-        if let Err(e) = sync(Path::new("/etc"), self.dir.path(), behind_pasta) {
+        if let Err(e) = self.sync(Path::new("/etc"), behind_pasta) {
             tracing::warn!(error = %e, copies = %self.dir.path().display(), "cannot copy /etc/resolv.conf and /etc/hosts; name resolution may fail in runs with network");
         }
+    }
+
+    /// Make a new generation from `host_etc`'s resolver files if they differ from the newest.
+    fn sync(&self, host_etc: &Path, behind_pasta: bool) -> std::io::Result<()> {
+        let want = wanted_files(host_etc, behind_pasta);
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().map_or(&[][..], |g| &g.files[..]) == want.as_slice() {
+            return Ok(());
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let generation = Generation {
+            dir: self.dir.path().join(n.to_string()),
+            files: want,
+        };
+        // Fresh and private to the runtime: plain writes suffice; a half-made generation is
+        // removed by its drop and never becomes the current one.
+        let etc = generation.dir.join("etc");
+        std::fs::create_dir_all(&etc)?;
+        for (name, content) in &generation.files {
+            std::fs::write(etc.join(name), content)?;
+        }
+        *current = Some(Arc::new(generation));
+        Ok(())
     }
 
     /// One detached read-only bind mount of each copy there is, for one run to move over the
     /// stub of the same name in its `/etc` (a mount moved into place is used up, so each run
     /// gets its own). A file the container lacks has no copy: the stub stays.
-    pub fn detached_mounts(&self) -> std::io::Result<Vec<(&'static str, OwnedFd)>> {
-        let mut out = Vec::new();
-        for name in RESOLVER_FILES {
-            let path = self.dir.path().join("etc").join(name);
-            if !path.exists() {
-                continue;
+    pub fn detached_mounts(&self) -> std::io::Result<ResolverMounts> {
+        let generation = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut mounts = Vec::new();
+        if let Some(g) = &generation {
+            for (name, _) in &g.files {
+                mounts.push((
+                    *name,
+                    detached_read_only_bind(&g.dir.join("etc").join(name))?,
+                ));
             }
-            out.push((name, detached_read_only_bind(&path)?));
         }
-        Ok(out)
+        Ok(ResolverMounts {
+            mounts,
+            _generation: generation,
+        })
     }
+}
+
+/// The resolver files `host_etc` has, in [`RESOLVER_FILES`] order, as runs should see them.
+fn wanted_files(host_etc: &Path, behind_pasta: bool) -> Vec<(&'static str, Vec<u8>)> {
+    let mut files = Vec::new();
+    for name in RESOLVER_FILES {
+        let Ok(mut content) = std::fs::read(host_etc.join(name)) else {
+            continue;
+        };
+        if behind_pasta && name == "resolv.conf" {
+            content =
+                super::netns::rewrite_resolv_conf(&String::from_utf8_lossy(&content)).into_bytes();
+        }
+        files.push((name, content));
+    }
+    files
 }
 
 /// `open_tree(OPEN_TREE_CLONE)` of `path`: a bind mount of it attached nowhere yet, made
@@ -296,5 +373,122 @@ mod tests {
         std::os::unix::fs::symlink(other.path(), root.path().join("etc")).unwrap();
         assert!(sync(host.path(), root.path(), false).is_err());
         assert!(!other.path().join("resolv.conf").exists());
+    }
+
+    fn generations(copies: &ResolverCopies) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(copies.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn copies_change_by_generation_and_old_ones_go_with_their_last_run() {
+        let host = tempfile::tempdir().unwrap();
+        let copies = ResolverCopies::new().unwrap();
+        // Nothing to copy: no generation, no mounts.
+        copies.sync(host.path(), false).unwrap();
+        assert!(generations(&copies).is_empty());
+        std::fs::write(host.path().join("resolv.conf"), "nameserver 10.0.0.1\n").unwrap();
+        copies.sync(host.path(), false).unwrap();
+        // Unchanged: the same generation, not a rewrite.
+        copies.sync(host.path(), false).unwrap();
+        assert_eq!(generations(&copies), ["0"]);
+        assert_eq!(
+            std::fs::read(copies.dir.path().join("0/etc/resolv.conf")).unwrap(),
+            b"nameserver 10.0.0.1\n"
+        );
+        // A run holds generation 0 while the container's file changes.
+        let held = copies.current.lock().unwrap().clone();
+        std::fs::write(host.path().join("resolv.conf"), "nameserver 10.0.0.2\n").unwrap();
+        std::fs::write(host.path().join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        copies.sync(host.path(), false).unwrap();
+        assert_eq!(generations(&copies), ["0", "1"]);
+        assert_eq!(
+            std::fs::read(copies.dir.path().join("0/etc/resolv.conf")).unwrap(),
+            b"nameserver 10.0.0.1\n",
+            "a generation a run holds is never rewritten"
+        );
+        drop(held);
+        assert_eq!(generations(&copies), ["1"]);
+        let dir = copies.dir.path().to_path_buf();
+        drop(copies);
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    #[cfg_attr(not(have_root), ignore = "needs root")]
+    fn a_run_s_mounts_outlive_a_change_of_the_container_s_files() {
+        // The race behind a rare "cannot mount the resolver files ... (os error 2)": a run takes
+        // its detached mounts, then a sync for another run replaces the copies. The run's
+        // move_mount must still succeed, and show the content it was made from.
+        let host = tempfile::tempdir().unwrap();
+        let copies = ResolverCopies::new().unwrap();
+        std::fs::write(host.path().join("resolv.conf"), "nameserver 10.0.0.1\n").unwrap();
+        copies.sync(host.path(), false).unwrap();
+        let mut run = copies.detached_mounts().unwrap();
+        assert_eq!(run.mounts.len(), 1);
+        std::fs::write(host.path().join("resolv.conf"), "nameserver 10.0.0.2\n").unwrap();
+        copies.sync(host.path(), false).unwrap();
+
+        let target = tempfile::NamedTempFile::new().unwrap();
+        let target_c = CString::new(target.path().as_os_str().as_encoded_bytes()).unwrap();
+        let (_, fd) = run.mounts.pop().unwrap();
+        // In a child with a private mount namespace, as a run's setup does.
+        // SAFETY: the child only makes raw syscalls and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: raw syscalls on live descriptors and NUL-terminated paths.
+            unsafe {
+                let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                    && libc::mount(
+                        c"none".as_ptr(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) == 0
+                    && libc::syscall(
+                        libc::SYS_move_mount,
+                        fd.as_raw_fd(),
+                        c"".as_ptr(),
+                        libc::AT_FDCWD,
+                        target_c.as_ptr(),
+                        0x4, // MOVE_MOUNT_F_EMPTY_PATH
+                    ) == 0;
+                if !ok {
+                    libc::_exit(*libc::__errno_location());
+                }
+                let mut buf = [0u8; 64];
+                let f = libc::open(target_c.as_ptr(), libc::O_RDONLY);
+                let n = libc::read(f, buf.as_mut_ptr().cast(), buf.len());
+                let want = b"nameserver 10.0.0.1\n";
+                libc::_exit(
+                    if usize::try_from(n) == Ok(want.len()) && &buf[..want.len()] == want {
+                        0
+                    } else {
+                        200
+                    },
+                );
+            }
+        }
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status));
+        let code = libc::WEXITSTATUS(status);
+        assert_eq!(
+            code,
+            0,
+            "move_mount of the run's resolv.conf in its namespace: {}",
+            if code == 200 {
+                "it shows other content than the run's generation".to_string()
+            } else {
+                std::io::Error::from_raw_os_error(code).to_string()
+            }
+        );
     }
 }

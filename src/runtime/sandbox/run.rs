@@ -122,20 +122,25 @@ impl Sandbox {
             None => None,
         };
         // Runs with network see the container's resolver files, mounted in their own mount
-        // namespace (see `netfiles`); the descriptors live until the child has them.
-        let resolver_mounts = match (&self.resolver, req.network && iso.mount_ns) {
+        // namespace (see `netfiles`); the descriptors live until the child has them, the
+        // copies they were made from until the run has ended.
+        let mut resolver_mounts = match (&self.resolver, req.network && iso.mount_ns) {
             (Some(copies), true) => match copies.detached_mounts() {
-                Ok(m) => m,
+                Ok(m) => Some(m),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot make the resolver files' mounts; this run with network sees the build-time stubs and may not resolve names");
-                    Vec::new()
+                    None
                 }
             },
-            _ => Vec::new(),
+            _ => None,
         };
-        let mut resolver_fds = Vec::with_capacity(resolver_mounts.len());
-        let mut resolver = Vec::with_capacity(resolver_mounts.len());
-        for (name, fd) in resolver_mounts {
+        let taken = resolver_mounts
+            .as_mut()
+            .map(|m| std::mem::take(&mut m.mounts))
+            .unwrap_or_default();
+        let mut resolver_fds = Vec::with_capacity(taken.len());
+        let mut resolver = Vec::with_capacity(taken.len());
+        for (name, fd) in taken {
             // high_fd closes the descriptor it is given: hand over the ownership.
             let fd = high_fd(fd.into_raw_fd())?;
             resolver.push((fd.as_raw_fd(), path_c(&self.rootfs.join("etc").join(name))?));
