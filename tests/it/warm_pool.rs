@@ -282,6 +282,61 @@ fn a_dead_zygote_costs_one_run_its_latency_never_the_run() {
 }
 
 #[test]
+#[cfg_attr(not(all(have_root, have_strace)), ignore = "needs root and strace")]
+fn a_run_handed_to_a_stalled_zygote_runs_once_cold_never_twice() {
+    // The zygote hands a run to its spare, then stalls past the runtime's patience before it
+    // answers (strace delays the return of that hand-over). The runtime starts the run cold;
+    // the spare, which has the run's plan and descriptors, must never run the script and
+    // must not outlive the stalled zygote. The script counts the starts before it in its
+    // working directory, which in chroot-only mode is the run's own directory in the rootfs,
+    // the same for both starts of one run (in namespaces mode each has its own tmpfs).
+    let _exclusive = support::exclusive();
+    for ns in [true, false] {
+        let s = start(python_fixture(), ns, true, "");
+        // A first run leaves a spare behind, cloned ahead for the next.
+        assert!(forked(&s), "ns={ns}");
+        let pid = s.zygote_pid().expect("the zygote's pid in the log");
+        let mut strace = std::process::Command::new("strace")
+            .args(["-o", "/dev/null", "-e", "trace=sendmsg"])
+            .args(["-e", "inject=sendmsg:delay_exit=3000000:when=1"])
+            .args(["-p", &pid.to_string()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("strace");
+        let mut said = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(strace.stderr.take().unwrap()),
+            &mut said,
+        )
+        .unwrap();
+        assert!(said.contains("attached"), "strace: {said}");
+
+        let out = run(
+            &s,
+            "import os\nbefore = [f for f in os.listdir('.') if f.startswith('ran-')]\nopen('ran-%d' % os.getpid(), 'w').close()\nprint(len(before))\n",
+        );
+        assert_eq!(
+            out["data"]["stdout"],
+            "0\n",
+            "ns={ns}: {out}; log:\n{}",
+            s.log()
+        );
+        assert!(
+            s.log()
+                .contains("this run starts cold and the zygote is replaced"),
+            "ns={ns}: the zygote did not stall; log:\n{}",
+            s.log()
+        );
+        // The stalled zygote and what it cloned are gone: no process holds a sandbox uid
+        // (the run is over), and strace's tracee is dead.
+        assert_eq!(support::runtime::pool_processes(), [], "ns={ns}");
+        assert!(strace.wait().is_ok());
+        wait_for("no new zygote", &s, || s.zygotes_started() == 2);
+        assert!(forked(&s), "ns={ns}");
+    }
+}
+
+#[test]
 #[cfg_attr(not(have_root), ignore = "needs root")]
 fn a_zygote_is_replaced_after_its_forks() {
     let _exclusive = support::exclusive();

@@ -5,10 +5,12 @@ use super::chroot_tmp::RunTmp;
 use super::supervise::supervise;
 use super::sys::{code_fd, cstr, high_fd, os, path_c, pipe, read_full};
 use super::tree::{kill_uid, Child};
+use super::warm::Fork;
 use super::{RunOutcome, Sandbox, SandboxError};
 use crate::runtime::child::{self, ChildPlan, RootMode, Step};
+use crate::runtime::netfiles::ResolverMounts;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// One run's input.
@@ -46,10 +48,7 @@ impl Sandbox {
             None => None,
         };
 
-        let code = code_fd(req.code.as_bytes())?;
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        let (rep_r, rep_w) = pipe()?;
+        let io = self.descriptors(req)?;
 
         let cwd = run_tmp.clone().unwrap_or_else(|| {
             if iso.chroot {
@@ -121,31 +120,6 @@ impl Sandbox {
             }
             None => None,
         };
-        // Runs with network see the container's resolver files, mounted in their own mount
-        // namespace (see `netfiles`); the descriptors live until the child has them, the
-        // copies they were made from until the run has ended.
-        let mut resolver_mounts = match (&self.resolver, req.network && iso.mount_ns) {
-            (Some(copies), true) => match copies.detached_mounts() {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot make the resolver files' mounts; this run with network sees the build-time stubs and may not resolve names");
-                    None
-                }
-            },
-            _ => None,
-        };
-        let taken = resolver_mounts
-            .as_mut()
-            .map(|m| std::mem::take(&mut m.mounts))
-            .unwrap_or_default();
-        let mut resolver_fds = Vec::with_capacity(taken.len());
-        let mut resolver = Vec::with_capacity(taken.len());
-        for (name, fd) in taken {
-            // high_fd closes the descriptor it is given: hand over the ownership.
-            let fd = high_fd(fd.into_raw_fd())?;
-            resolver.push((fd.as_raw_fd(), path_c(&self.rootfs.join("etc").join(name))?));
-            resolver_fds.push(fd);
-        }
         let rootfs_c = path_c(&self.rootfs)?;
         let dev = self.rootfs.join("dev");
         let devs = self.dev_binds()?;
@@ -164,7 +138,7 @@ impl Sandbox {
             .map(|a| a.as_ptr())
             .chain(std::iter::once(std::ptr::null()))
             .collect();
-        let plan = ChildPlan {
+        let mut plan = ChildPlan {
             clone_flags: flags,
             root_mode,
             rootfs: rootfs_c,
@@ -187,38 +161,53 @@ impl Sandbox {
                 Some(net) => net.fd(),
                 None => -1,
             },
-            stdin: code.as_raw_fd(),
-            stdout: out_w.as_raw_fd(),
-            stderr: err_w.as_raw_fd(),
-            report: rep_w.as_raw_fd(),
+            stdin: -1,
+            stdout: -1,
+            stderr: -1,
+            report: -1,
             keep: -1,
-            resolver,
+            resolver: Vec::new(),
         };
+        io.give(&mut plan);
 
         let start = Instant::now();
         // A fork of the language's zygote where there is one ready (see `super::warm`),
         // else a fresh interpreter.
-        let warm = self
-            .warm
-            .get()
-            .and_then(|pool| pool.fork(&req.language, &plan, &env, req.network));
-        let pid = match warm {
-            Some(pid) => pid,
-            // SAFETY: the plan and everything it points to live until after spawn returns in
-            // the parent; the child never returns from spawn.
-            None => unsafe { child::spawn(&plan) }.map_err(|e| {
-                os("clone the sandbox process")(std::io::Error::from_raw_os_error(e))
-            })?,
+        let warm = self.warm.get().map_or(Fork::Unavailable, |pool| {
+            pool.fork(&req.language, &plan, &env, req.network)
+        });
+        let (pid, io) = match warm {
+            Fork::Ready(pid) => (pid, io),
+            cold => {
+                // A zygote that failed with the plan may have used up its resolver mounts (a
+                // mount moves once), and the process it made for the run, killed since, may
+                // have written to its report pipe: the cold start gets descriptors of its own.
+                let io = if matches!(cold, Fork::Failed) {
+                    drop(io);
+                    let fresh = self.descriptors(req)?;
+                    fresh.give(&mut plan);
+                    fresh
+                } else {
+                    io
+                };
+                // SAFETY: the plan and everything it points to live until after spawn
+                // returns in the parent; the child never returns from spawn.
+                let pid = unsafe { child::spawn(&plan) }.map_err(|e| {
+                    os("clone the sandbox process")(std::io::Error::from_raw_os_error(e))
+                })?;
+                (pid, io)
+            }
         };
         drop(plan);
-        drop((code, out_w, err_w, rep_w, resolver_fds));
+        let Descriptors { theirs, ours } = io;
+        drop(theirs);
         let child = Child::new(pid, &lease, iso)?;
 
         // Did the exec happen? EOF on the report pipe means yes.
         let mut rep = [0u8; 8];
         // Bounded by the run's deadline: a child stuck before exec (it is a copy of a
         // multi-threaded process) must not hold this worker and its uid forever.
-        let Some(n) = read_full(rep_r.as_raw_fd(), &mut rep, start + req.timeout) else {
+        let Some(n) = read_full(ours.rep_r.as_raw_fd(), &mut rep, start + req.timeout) else {
             child.kill();
             child.reap();
             return Err(SandboxError::Os {
@@ -236,11 +225,18 @@ impl Sandbox {
                 errno,
             });
         }
-        drop(rep_r);
+        drop(ours.rep_r);
 
         let deadline = start + req.timeout;
         let tmp_watch = _tmp_guard.as_ref().map(|t| (t.0.as_path(), l.tmp_bytes));
-        let sup = supervise(&child, out_r, err_r, deadline, l.output_bytes, tmp_watch);
+        let sup = supervise(
+            &child,
+            ours.out_r,
+            ours.err_r,
+            deadline,
+            l.output_bytes,
+            tmp_watch,
+        );
         let exit = child.reap();
         Ok(RunOutcome {
             stdout: sup.stdout,
@@ -253,5 +249,92 @@ impl Sandbox {
             memory_killed: cgroup.as_ref().is_some_and(|c| c.oom_killed()),
             tmp_exceeded: sup.tmp_exceeded,
         })
+    }
+
+    /// The descriptors one start of a run's process is given.
+    fn descriptors(&self, req: &RunRequest) -> Result<Descriptors, SandboxError> {
+        let code = code_fd(req.code.as_bytes())?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (rep_r, rep_w) = pipe()?;
+        // Runs with network see the container's resolver files, mounted in their own mount
+        // namespace (see `netfiles`).
+        let mut resolver_copies = match (&self.resolver, req.network && self.isolation.mount_ns) {
+            (Some(copies), true) => match copies.detached_mounts() {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot make the resolver files' mounts; this run with network sees the build-time stubs and may not resolve names");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let taken = resolver_copies
+            .as_mut()
+            .map(|m| std::mem::take(&mut m.mounts))
+            .unwrap_or_default();
+        let mut resolver = Vec::with_capacity(taken.len());
+        for (name, fd) in taken {
+            // high_fd closes the descriptor it is given: hand over the ownership.
+            let fd = high_fd(fd.into_raw_fd())?;
+            resolver.push((fd, path_c(&self.rootfs.join("etc").join(name))?));
+        }
+        Ok(Descriptors {
+            theirs: ChildEnds {
+                code,
+                out_w,
+                err_w,
+                rep_w,
+                resolver,
+            },
+            ours: OurEnds {
+                out_r,
+                err_r,
+                rep_r,
+                _resolver_copies: resolver_copies,
+            },
+        })
+    }
+}
+
+/// The descriptors of one start of a run's process.
+struct Descriptors {
+    theirs: ChildEnds,
+    ours: OurEnds,
+}
+
+/// What the child is given: the code, the write ends of its pipes, and the resolver mounts of
+/// a run with network. Closed here once the child has them.
+struct ChildEnds {
+    code: OwnedFd,
+    out_w: OwnedFd,
+    err_w: OwnedFd,
+    rep_w: OwnedFd,
+    /// Each resolver mount and where it goes.
+    resolver: Vec<(OwnedFd, CString)>,
+}
+
+/// What this process follows the run by, and the resolver copies the mounts were made from,
+/// kept until the run has ended (see `netfiles`).
+struct OurEnds {
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+    rep_r: OwnedFd,
+    _resolver_copies: Option<ResolverMounts>,
+}
+
+impl Descriptors {
+    /// Point the child's plan at these descriptors.
+    fn give(&self, plan: &mut ChildPlan) {
+        let theirs = &self.theirs;
+        plan.stdin = theirs.code.as_raw_fd();
+        plan.stdout = theirs.out_w.as_raw_fd();
+        plan.stderr = theirs.err_w.as_raw_fd();
+        plan.report = theirs.rep_w.as_raw_fd();
+        plan.resolver = theirs
+            .resolver
+            .iter()
+            .map(|(fd, target)| (fd.as_raw_fd(), target.clone()))
+            .collect();
     }
 }

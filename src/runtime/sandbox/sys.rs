@@ -51,6 +51,26 @@ pub(super) fn pidfd_kill(pidfd: &OwnedFd) {
     }
 }
 
+/// Make sure the pipe whose write end is `w` takes `len` bytes without blocking: its default
+/// size is a page when the user is over `pipe-user-pages-soft`.
+pub(super) fn fit_pipe(w: &OwnedFd, len: usize) -> Result<(), SandboxError> {
+    // SAFETY: fcntl queries on a descriptor we own.
+    let size = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ) };
+    if usize::try_from(size).is_ok_and(|size| size >= len) {
+        return Ok(());
+    }
+    let want = libc::c_int::try_from(len).unwrap_or(libc::c_int::MAX);
+    // SAFETY: as above; the kernel rounds the size up or refuses it.
+    let grown = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, want) };
+    if usize::try_from(grown).is_ok_and(|size| size >= len) {
+        Ok(())
+    } else {
+        Err(os("size a pipe for the run's environment")(
+            std::io::Error::last_os_error(),
+        ))
+    }
+}
+
 pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills two descriptors we then own.

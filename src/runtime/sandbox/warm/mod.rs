@@ -24,8 +24,13 @@
 //!
 //! Whatever a zygote holds, every later run of it can read (ctypes reads memory). So the
 //! per-run plan it sees names only flags, limits, ids and paths; the environment (with the
-//! proxy settings only runs with network may have) travels in a file of its own that only
-//! the run reads, like the code.
+//! proxy settings only runs with network may have) travels on a pipe of its own that only
+//! the run reads. That pipe is also the run's gate: the runtime writes it only once the
+//! zygote has answered with the run's pid, and the run reads it after its confinement and
+//! before the script. A zygote that takes longer than [`FORK_WITHIN`] to answer is killed and
+//! the run started cold; the process it made for the run finds no `GO` and exits without
+//! running the script (it would print into the same pipes), and is killed and reaped with
+//! its zygote.
 //!
 //! # What the zygote shares between runs
 //! Every run forked from one zygote starts from the same memory image, as Android's and
@@ -73,6 +78,8 @@ pub const DEFAULT_MAX_FORKS: u64 = 1000;
 const READY_WITHIN: Duration = Duration::from_secs(30);
 /// The longest a fork may take before the zygote counts as stuck.
 const FORK_WITHIN: Duration = Duration::from_secs(2);
+/// The first byte on a run's gate: the runtime has its pid, it may run (see `zygote.py`).
+const GO: &[u8] = b"G";
 /// After a failed start, the next attempt waits this long.
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -304,32 +311,38 @@ impl WarmPool {
         }
     }
 
-    /// Fork a run from `language`'s zygote; `None` when there is none ready or it failed (the
-    /// caller starts the run cold).
+    /// Fork a run from `language`'s zygote (see [`Fork`]).
     pub(super) fn fork(
         &self,
         language: &str,
         plan: &ChildPlan,
         env: &[CString],
         network: bool,
-    ) -> Option<libc::pid_t> {
-        let slot = self.slots.get(language)?;
+    ) -> Fork {
+        let Some(slot) = self.slots.get(language) else {
+            return Fork::Unavailable;
+        };
         let message = run_message(plan, network);
-        // The environment never passes through the zygote (see `zygote.py`): a file only the
-        // run reads.
-        let mut joined = Vec::new();
+        // The environment never passes through the zygote (see `zygote.py`): it comes on a
+        // pipe only the run reads, written once the run's pid is known. That pipe is the run's
+        // gate: a run the zygote handed over but did not answer for in time is started cold
+        // instead, and the one it made must never run the script.
+        let mut given = GO.to_vec();
         for e in env {
-            joined.extend_from_slice(e.as_bytes());
-            joined.push(0);
+            given.extend_from_slice(e.as_bytes());
+            given.push(0);
         }
-        let env_fd = match super::sys::code_fd(&joined) {
-            Ok(fd) => fd,
+        let (gate_r, gate_w) = match super::sys::pipe().and_then(|(r, w)| {
+            super::sys::fit_pipe(&w, given.len())?;
+            Ok((r, w))
+        }) {
+            Ok(gate) => gate,
             Err(e) => {
                 tracing::warn!(
                     "warm pool: {}; this run starts cold",
                     crate::error::Chain(&e)
                 );
-                return None;
+                return Fork::Unavailable;
             }
         };
         let mut fds: Vec<RawFd> = vec![
@@ -337,23 +350,31 @@ impl WarmPool {
             plan.stdout,
             plan.stderr,
             plan.report,
-            env_fd.as_raw_fd(),
+            gate_r.as_raw_fd(),
         ];
         if plan.netns >= 0 {
             fds.push(plan.netns);
         }
         fds.extend(plan.resolver.iter().map(|(fd, _)| *fd));
         fds.extend(plan.cgroup_procs.iter().copied().filter(|fd| *fd >= 0));
-        let mut guard = slot.zygote.lock().ok()?;
-        let zygote = guard.as_mut()?;
+        let Ok(mut guard) = slot.zygote.lock() else {
+            return Fork::Unavailable;
+        };
+        let Some(zygote) = guard.as_mut() else {
+            return Fork::Unavailable;
+        };
         match zygote.fork(&message, &fds, FORK_WITHIN) {
             Ok(pid) => {
                 let worn = zygote.forks >= self.max_forks;
                 drop(guard);
+                drop(gate_r);
+                // Fits without blocking (see above). A failure means the run is gone already:
+                // its report pipe says why.
+                let _ = std::io::Write::write_all(&mut std::fs::File::from(gate_w), &given);
                 if worn {
                     self.request_start(language);
                 }
-                Some(pid)
+                Fork::Ready(pid)
             }
             Err(e) => {
                 let broken = guard.take();
@@ -365,10 +386,22 @@ impl WarmPool {
                 );
                 drop(broken);
                 self.request_start(language);
-                None
+                Fork::Failed
             }
         }
     }
+}
+
+/// What became of a run handed to the warm pool.
+pub(super) enum Fork {
+    /// Forked from the zygote: the run's pid.
+    Ready(libc::pid_t),
+    /// No zygote was ready (or none could be asked): nothing was handed over, the caller
+    /// starts the run cold with the same descriptors.
+    Unavailable,
+    /// The zygote had the plan and failed (it is killed, and what it made for the run with
+    /// it): the caller starts the run cold, with descriptors of its own.
+    Failed,
 }
 
 /// The per-run message: what the child does after the fork, taken from the cold run's plan

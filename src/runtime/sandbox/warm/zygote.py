@@ -15,8 +15,11 @@
 # streams, exit code 120 when stdout cannot be flushed).
 #
 # After each run the zygote clones the next run's process ahead (a spare), which waits for
-# its plan. The environment reaches a run on a file of its own, never through the zygote:
-# what the zygote holds, later runs could read.
+# its plan. The environment reaches a run on a pipe of its own, never through the zygote:
+# what the zygote holds, later runs could read. That pipe is also the run's gate: the runtime
+# writes it only once it has the run's pid, so a run handed over by a zygote that then
+# stalled past the runtime's patience (the runtime starts the run cold instead) never runs
+# its script: it reads end of file and exits, and the runtime kills it.
 #
 # Everything the child needs is prepared before the fork; the runtime sends the step numbers,
 # syscall numbers and BPF programs, so nothing here is specific to an architecture or can
@@ -45,6 +48,8 @@ SIGKILL = 9
 SECCOMP_SET_MODE_FILTER = 1
 CLONE_NEWNET = 0x40000000
 AT_FDCWD = -100
+F_DUPFD = 0
+GO = b"G"
 MOVE_MOUNT_F_EMPTY_PATH = 4
 
 
@@ -59,7 +64,7 @@ class Rlimit(ctypes.Structure):
 # PyDLL: the GIL stays held across the clone, as os.fork holds it.
 LIBC = ctypes.PyDLL(None, use_errno=True)
 API = ctypes.pythonapi
-for _name in ("syscall", "mount", "setns", "unshare", "sethostname", "setrlimit", "prctl"):
+for _name in ("syscall", "mount", "setns", "unshare", "sethostname", "setrlimit", "prctl", "fcntl"):
     getattr(LIBC, _name).restype = ctypes.c_long
 
 
@@ -205,9 +210,6 @@ class Zygote:
                 # A spare is cloned before its run is known: the one namespace that depends
                 # on the run (network off) is entered now, first, as clone would have.
                 check(LIBC.unshare(ctypes.c_int(CLONE_NEWNET)), "Netns")
-            # The environment comes on a file of its own, read here only: what a zygote
-            # holds, every later run could read, and proxy settings are for runs with network.
-            env = read_to_end(fds[4]).split(b"\0")
             first_resolver = 5 + (1 if plan["netns"] else 0)
             resolver = list(zip(fds[first_resolver:], plan["resolver"]))
             cgroup_fds = fds[first_resolver + len(resolver):]
@@ -231,12 +233,17 @@ class Zygote:
                     "MountResolver",
                 )
             step = "Fds"
+            # The gate, kept above the run's four descriptors.
+            gate = LIBC.fcntl(ctypes.c_int(fds[4]), ctypes.c_int(F_DUPFD), ctypes.c_int(4))
+            if gate < 0:
+                raise OSError(ctypes.get_errno(), "fcntl")
             os.dup2(fds[0], 0)
             os.dup2(fds[1], 1)
             os.dup2(fds[2], 2)
             os.dup2(report, 3)
             report = 3
-            os.closerange(4, 1 << 20)
+            os.closerange(4, gate)
+            os.closerange(gate + 1, 1 << 20)
             step = "Setsid"
             os.setsid()
             if plan["tmp_opts"] is not None:
@@ -267,9 +274,17 @@ class Zygote:
                 os.setresuid(uid, uid, uid)
             check(LIBC.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(SIGKILL), 0, 0, 0), "Prctl")
             check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0), "NoNewPrivs")
+            # The gate: the environment, read here only (what a zygote holds, every later run
+            # could read, and proxy settings are for runs with network), after GO. Without GO
+            # the runtime gave this run to a cold start: it must never run the script.
+            step = "Fds"
+            given = read_to_end(gate)
+            os.close(gate)
+            if not given.startswith(GO):
+                os._exit(0)
             # Python-level state before the filter: nothing below makes a syscall the policy
             # may refuse.
-            self.reset_python_state(env)
+            self.reset_python_state(given[len(GO):].split(b"\0"))
             if plan["run_filter"]:
                 self.install(self.patched_run_filter(os.getpid()))
             if plan["policy"] is not None:

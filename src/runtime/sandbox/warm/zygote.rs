@@ -312,20 +312,36 @@ impl Zygote {
 
 impl Drop for Zygote {
     fn drop(&mut self) {
-        // Runs it forked are not its children (CLONE_PARENT) and live on; its unused spare
-        // is ours to end.
-        let _ = self.take_announcements();
+        // The runs it answered for are not its children (CLONE_PARENT) and live on: their
+        // runs wait for them. What else it cloned is ours to end: its unused spare, and a run
+        // it was handed but did not answer for in time (that run started cold; the gate kept
+        // this one from the script). The zygote is killed and reaped first, so it can send
+        // nothing more and everything it sent is in the socket.
         pidfd_kill(&self.pidfd);
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        while let Ok(Some(msg)) = self.receive_now(16, MsgFlags::MSG_DONTWAIT) {
+            if self.note_spare(&msg) {
+                continue;
+            }
+            let Ok(pid) = <[u8; 4]>::try_from(msg.as_slice()).map(i32::from_le_bytes) else {
+                continue;
+            };
+            if pid > 0 {
+                if self.spare == Some(pid) {
+                    self.spare = None;
+                }
+                reap_spare(pid);
+            }
+        }
         if let Some(spare) = self.spare.take() {
             reap_spare(spare);
         }
     }
 }
 
-/// Kill and reap a spare no run took. It is our child and unreaped, so its pid cannot have
-/// been reused.
+/// Kill and reap a spare no run took, or a run no run waits for. It is our child and
+/// unreaped, so its pid cannot have been reused.
 fn reap_spare(pid: libc::pid_t) {
     // SAFETY: signalling and reaping our own unreaped child.
     unsafe {
