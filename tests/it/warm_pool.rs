@@ -250,6 +250,17 @@ fn no_state_of_one_warm_run_reaches_the_next() {
     }
 }
 
+/// Of a server's child processes, the zygote and its clones waiting for a run.
+fn from_zygotes(kids: &[(u32, char)]) -> Vec<u32> {
+    kids.iter()
+        .map(|(pid, _)| *pid)
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains("\0-c\0_t=dict(globals())")
+        })
+        .collect()
+}
+
 fn wait_for(what: &str, s: &Server, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -296,6 +307,10 @@ fn a_run_handed_to_a_stalled_zygote_runs_once_cold_never_twice() {
         // A first run leaves a spare behind, cloned ahead for the next.
         assert!(forked(&s), "ns={ns}");
         let pid = s.zygote_pid().expect("the zygote's pid in the log");
+        wait_for("the zygote's spare never appeared", &s, || {
+            from_zygotes(&children(s.child.id())).len() == 2
+        });
+        let stalled = from_zygotes(&children(s.child.id()));
         let mut strace = std::process::Command::new("strace")
             .args(["-o", "/dev/null", "-e", "trace=sendmsg"])
             .args(["-e", "inject=sendmsg:delay_exit=3000000:when=1"])
@@ -327,9 +342,13 @@ fn a_run_handed_to_a_stalled_zygote_runs_once_cold_never_twice() {
             "ns={ns}: the zygote did not stall; log:\n{}",
             s.log()
         );
-        // The stalled zygote and what it cloned are gone: no process holds a sandbox uid
-        // (the run is over), and strace's tracee is dead.
-        assert_eq!(support::runtime::pool_processes(), [], "ns={ns}");
+        // The stalled zygote and the spare it handed the run to are gone, and reaped.
+        for pid in &stalled {
+            assert!(
+                !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+                "ns={ns}: {pid} of {stalled:?} is still there"
+            );
+        }
         assert!(strace.wait().is_ok());
         wait_for("no new zygote", &s, || s.zygotes_started() == 2);
         assert!(forked(&s), "ns={ns}");
@@ -360,15 +379,6 @@ fn a_zygote_is_replaced_after_its_forks() {
     // cloned for the next run, both alive; the old zygote's spare was killed and reaped.
     // (The others are pasta and the network namespace's holder.) No zombie anywhere.
     // The spare is cloned after the run answered, so it may take a moment to appear.
-    let from_zygotes = |kids: &[(u32, char)]| -> Vec<u32> {
-        kids.iter()
-            .map(|(pid, _)| *pid)
-            .filter(|pid| {
-                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                String::from_utf8_lossy(&cmd).contains("\0-c\0_t=dict(globals())")
-            })
-            .collect()
-    };
     wait_for("the new zygote's spare never appeared", &s, || {
         from_zygotes(&children(s.child.id())).len() >= 2
     });

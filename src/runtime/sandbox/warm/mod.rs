@@ -26,11 +26,12 @@
 //! per-run plan it sees names only flags, limits, ids and paths; the environment (with the
 //! proxy settings only runs with network may have) travels on a pipe of its own that only
 //! the run reads. That pipe is also the run's gate: the runtime writes it only once the
-//! zygote has answered with the run's pid, and the run reads it after its confinement and
-//! before the script. A zygote that takes longer than [`FORK_WITHIN`] to answer is killed and
-//! the run started cold; the process it made for the run finds no `GO` and exits without
-//! running the script (it would print into the same pipes), and is killed and reaped with
-//! its zygote.
+//! zygote has answered with the run's pid, and the run reads it after its whole confinement
+//! (the seccomp filter included, which leaves the runtime the most time to write it), right
+//! before the script. A zygote that takes longer than [`FORK_WITHIN`] to answer is killed
+//! and the run started cold, with descriptors of its own; the process the zygote made for
+//! the run finds no `GO` and exits without running the script a second time, and is killed
+//! and reaped with its zygote.
 //!
 //! # What the zygote shares between runs
 //! Every run forked from one zygote starts from the same memory image, as Android's and

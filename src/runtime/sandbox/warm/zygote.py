@@ -274,22 +274,23 @@ class Zygote:
                 os.setresuid(uid, uid, uid)
             check(LIBC.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(SIGKILL), 0, 0, 0), "Prctl")
             check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0), "NoNewPrivs")
-            # The gate: the environment, read here only (what a zygote holds, every later run
-            # could read, and proxy settings are for runs with network), after GO. Without GO
-            # the runtime gave this run to a cold start: it must never run the script.
-            step = "Fds"
-            given = read_to_end(gate)
-            os.close(gate)
-            if not given.startswith(GO):
-                os._exit(0)
-            # Python-level state before the filter: nothing below makes a syscall the policy
-            # may refuse.
-            self.reset_python_state(given[len(GO):].split(b"\0"))
             if plan["run_filter"]:
                 self.install(self.patched_run_filter(os.getpid()))
             if plan["policy"] is not None:
                 for fprog, _buf in self.policies[plan["policy"]]:
                     self.install_prog(fprog)
+            # The gate, last (the runtime writes it when the zygote's answer reaches it; the
+            # later the read, the less a run waits for that): the environment, read here
+            # only (what a zygote holds, every later run could read, and proxy settings are
+            # for runs with network), after GO. Without GO the runtime gave this run to a
+            # cold start: it must never run the script. Nothing here makes a syscall the
+            # policy refuses (read, close, exit_group).
+            step = "Fds"
+            given = read_to_end(gate)
+            os.close(gate)
+            if not given.startswith(GO):
+                os._exit(0)
+            self.reset_python_state(given[len(GO):].split(b"\0"))
             step = "Panic"
         except StepFailed as e:
             self.fail(report, e.step, e.errno)
