@@ -978,3 +978,20 @@ fn executable_rpath_serves_dlopened_modules_and_nodeflib() {
     assert!(c.missing[0].searched.is_empty());
     assert!(c.missing[0].to_string().contains("searched: nothing"));
 }
+
+#[test]
+fn a_placed_object_is_read_from_its_bytes_not_from_its_path_on_the_host() {
+    // With the host as sysroot, the resolver's cheap "is it ELF?" look at a path must not
+    // stand in for a placed file: the host may hold something else there.
+    let dir = tempfile::tempdir().unwrap();
+    let at = dir.path().join("not-elf-on-the-host");
+    std::fs::write(&at, "#!/bin/sh\n").unwrap();
+    let mut r = Resolver::new(Path::new("/")).unwrap();
+    r.place(at.clone(), std::fs::canonicalize("/bin/true").unwrap());
+    let c = r.closure(None, std::slice::from_ref(&at)).unwrap();
+    assert!(
+        c.libraries.iter().any(|l| l.name == "libc.so.6"),
+        "{:?}",
+        lib_paths(&c)
+    );
+}

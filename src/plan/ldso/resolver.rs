@@ -180,8 +180,8 @@ impl Resolver {
         host_path_in(&self.sysroot, p)
     }
 
-    /// The rootfs will hold `host`'s bytes at `at`, a path with no file in the sysroot: the
-    /// loader emulation finds it there as if it were.
+    /// The rootfs will hold `host`'s bytes at `at` (normally a path with no file in the
+    /// sysroot; one there is shadowed): the loader emulation finds them there.
     pub fn place(&mut self, at: PathBuf, host: PathBuf) {
         self.placed.insert(at, host);
     }
@@ -338,8 +338,9 @@ impl Resolver {
     /// not exist. Symlinks are followed inside the sysroot, never on the host.
     pub(super) fn open_object(&self, p: &Path) -> Result<Option<Found>, ResolveError> {
         // With the host as sysroot the kernel resolves symlinks exactly as we would, so the
-        // cheap magic check can come first: most files of a stdlib are not ELF.
-        if self.sysroot == Path::new("/") {
+        // cheap magic check can come first: most files of a stdlib are not ELF. Not for a
+        // placed file, whose bytes are elsewhere than at its path.
+        if self.sysroot == Path::new("/") && !self.placed.contains_key(p) {
             match crate::plan::elf::is_elf(p) {
                 Ok(false) => return Ok(None),
                 Ok(true) => {}
