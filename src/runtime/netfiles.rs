@@ -90,8 +90,22 @@ impl Drop for Generation {
 /// The detached mounts one run moves over its stubs, and the generation they were made from,
 /// kept until the run has ended (see [`ResolverCopies`]).
 pub struct ResolverMounts {
-    pub mounts: Vec<(&'static str, OwnedFd)>,
+    mounts: Vec<(&'static str, OwnedFd)>,
+    generation: GenerationHold,
+}
+
+/// A run's hold on the generation of copies its mounts were made from: keep it until the run
+/// has ended, so that no sync removes their source first.
+#[derive(Default)]
+pub struct GenerationHold {
     _generation: Option<Arc<Generation>>,
+}
+
+impl ResolverMounts {
+    /// The mounts, each with the name of the `/etc` file it goes over, and the hold.
+    pub fn into_parts(self) -> (Vec<(&'static str, OwnedFd)>, GenerationHold) {
+        (self.mounts, self.generation)
+    }
 }
 
 impl ResolverCopies {
@@ -160,7 +174,9 @@ impl ResolverCopies {
         }
         Ok(ResolverMounts {
             mounts,
-            _generation: generation,
+            generation: GenerationHold {
+                _generation: generation,
+            },
         })
     }
 }

@@ -8,7 +8,7 @@ use super::tree::{kill_uid, Child};
 use super::warm::Fork;
 use super::{RunOutcome, Sandbox, SandboxError};
 use crate::runtime::child::{self, ChildPlan, RootMode, Step};
-use crate::runtime::netfiles::ResolverMounts;
+use crate::runtime::netfiles::{GenerationHold, ResolverMounts};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -259,7 +259,7 @@ impl Sandbox {
         let (rep_r, rep_w) = pipe()?;
         // Runs with network see the container's resolver files, mounted in their own mount
         // namespace (see `netfiles`).
-        let mut resolver_copies = match (&self.resolver, req.network && self.isolation.mount_ns) {
+        let resolver_copies = match (&self.resolver, req.network && self.isolation.mount_ns) {
             (Some(copies), true) => match copies.detached_mounts() {
                 Ok(m) => Some(m),
                 Err(e) => {
@@ -269,9 +269,8 @@ impl Sandbox {
             },
             _ => None,
         };
-        let taken = resolver_copies
-            .as_mut()
-            .map(|m| std::mem::take(&mut m.mounts))
+        let (taken, resolver_hold) = resolver_copies
+            .map(ResolverMounts::into_parts)
             .unwrap_or_default();
         let mut resolver = Vec::with_capacity(taken.len());
         for (name, fd) in taken {
@@ -291,7 +290,7 @@ impl Sandbox {
                 out_r,
                 err_r,
                 rep_r,
-                _resolver_copies: resolver_copies,
+                _resolver_hold: resolver_hold,
             },
         })
     }
@@ -320,7 +319,7 @@ struct OurEnds {
     out_r: OwnedFd,
     err_r: OwnedFd,
     rep_r: OwnedFd,
-    _resolver_copies: Option<ResolverMounts>,
+    _resolver_hold: GenerationHold,
 }
 
 impl Descriptors {

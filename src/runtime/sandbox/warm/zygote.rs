@@ -256,6 +256,14 @@ impl Zygote {
         }
     }
 
+    /// The zygote answered for a run with `pid`: if that was the spare, it is the spare no
+    /// longer.
+    fn answered(&mut self, pid: libc::pid_t) {
+        if self.spare == Some(pid) {
+            self.spare = None;
+        }
+    }
+
     /// Announcements that arrived since the last run.
     fn take_announcements(&mut self) -> Result<(), ZygoteError> {
         while let Some(msg) = self.receive_now(16, MsgFlags::MSG_DONTWAIT)? {
@@ -286,16 +294,12 @@ impl Zygote {
                 break msg;
             }
         };
-        let bytes: [u8; 4] = answer
-            .as_slice()
-            .try_into()
-            .map_err(|_| ZygoteError::Protocol(format!("{} bytes for a pid", answer.len())))?;
+        let answer = pid_answer(&answer)
+            .ok_or_else(|| ZygoteError::Protocol(format!("{} bytes for a pid", answer.len())))?;
         self.forks += 1;
-        match i32::from_le_bytes(bytes) {
+        match answer {
             pid @ 1.. => {
-                if self.spare == Some(pid) {
-                    self.spare = None;
-                }
+                self.answered(pid);
                 Ok(pid)
             }
             0 => Err(ZygoteError::Protocol("pid 0".into())),
@@ -324,13 +328,8 @@ impl Drop for Zygote {
             if self.note_spare(&msg) {
                 continue;
             }
-            let Ok(pid) = <[u8; 4]>::try_from(msg.as_slice()).map(i32::from_le_bytes) else {
-                continue;
-            };
-            if pid > 0 {
-                if self.spare == Some(pid) {
-                    self.spare = None;
-                }
+            if let Some(pid @ 1..) = pid_answer(&msg) {
+                self.answered(pid);
                 reap_spare(pid);
             }
         }
@@ -338,6 +337,11 @@ impl Drop for Zygote {
             reap_spare(spare);
         }
     }
+}
+
+/// The zygote's answer for a run it was handed: the run's pid, or a negative errno.
+fn pid_answer(msg: &[u8]) -> Option<i32> {
+    <[u8; 4]>::try_from(msg).ok().map(i32::from_le_bytes)
 }
 
 /// Kill and reap a spare no run took, or a run no run waits for. It is our child and
