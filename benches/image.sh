@@ -7,7 +7,7 @@
 #      (empty /var/sandbox, so the rootfs is unpacked first, as on a fresh pod) and "warm"
 #      (the rootfs is already unpacked, as on a container restart with the emptyDir kept).
 #      The container gets Docker's default capabilities only and shares the host's network
-#      namespace so the port is reachable. Needs root, umoci, runc and curl; skipped otherwise.
+#      namespace so the port is reachable. Needs root, umoci and runc; skipped otherwise.
 #
 #   The image is built with `--image-rootfs tarball` (IMAGE_ROOTFS), so "cold" still means
 #   unpacking rootfs.tar.zst; benches/image_rootfs.sh compares it with the default tree form.
@@ -48,7 +48,7 @@ PY
 
 # --- 3: runc run -> /health 200 ------------------------------------------------------------
 if ! can_run_containers; then
-  echo "start: SKIPPED (needs root, umoci, runc and curl)"
+  echo "start: SKIPPED (needs root, umoci and runc)"
   exit 0
 fi
 if [ "$COMP" != gzip ]; then

@@ -17,11 +17,22 @@
 //! is cleared at boot (a tmpfs), which is also why the boot id is part of what it names.
 //!
 //! What it names is compared as text, so a record is readable by whoever wonders why a start
-//! probed: the runtime's ELF build id, the identity (device, inode, size, mtime and ctime) of
-//! `bundle.json`, of each seccomp program file, of the rootfs and its stamp and of each
-//! interpreter; the rootfs digest; the platform's capabilities and the isolation and limits in
-//! force; the kernel release, boot id and effective uid. Any difference means a fresh probe
-//! before ready. A runtime without a build id never skips a probe.
+//! probed: the runtime's ELF build id, the identity (inode, size, mtime and ctime) of
+//! `bundle.json`, of each seccomp program file, of the rootfs' stamp and of each interpreter,
+//! and the rootfs directory's inode, size and mtime; the rootfs digest; the platform's
+//! capabilities and the isolation and limits in force; the kernel release, boot id and
+//! effective uid. Any difference means a fresh probe before ready. A runtime without a build
+//! id never skips a probe.
+//!
+//! A new container of the same image on the same node counts as a re-start too. Its engine
+//! extracted the image's layers once, at pull; each container sees them through an overlay of
+//! its own, which shows a lower file's inode and times but a device number of that mount's,
+//! and copies a directory up (a new ctime) when something is first created below it, as a
+//! chroot-only run's `/tmp/run-UID` is below the rootfs directory. So identities leave out the
+//! device, and the rootfs directory's leaves out the ctime: an unpack, which makes a new rootfs
+//! directory, also writes a new stamp, whose ctime is named. With the lock directory shared
+//! from the node, as it must be for the uid pool, only a node's first pod of an image probes
+//! before it is ready.
 
 use crate::contract::stamp::STAMP;
 use crate::contract::BundleManifest;
@@ -87,19 +98,28 @@ impl ReadyRecord {
 }
 
 /// The identity of the file at `path` as one value: a rewritten, replaced or touched file
-/// changes it (ctime moves on every change to the inode), "absent" when there is none.
+/// changes it (ctime moves on every change to the inode), "absent" when there is none. No
+/// device number: each container's overlay has its own (see the module's comment).
 pub fn file_identity(path: &Path) -> String {
+    identity(path, true)
+}
+
+/// [`file_identity`] with `ctime` or without it.
+fn identity(path: &Path, ctime: bool) -> String {
     match std::fs::metadata(path) {
-        Ok(m) => format!(
-            "dev {} ino {} size {} mtime {}.{:09} ctime {}.{:09}",
-            m.dev(),
-            m.ino(),
-            m.size(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec()
-        ),
+        Ok(m) => {
+            let mut id = format!(
+                "ino {} size {} mtime {}.{:09}",
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec()
+            );
+            if ctime {
+                let _ = write!(id, " ctime {}.{:09}", m.ctime(), m.ctime_nsec());
+            }
+            id
+        }
         Err(e) => format!("absent ({})", e.kind()),
     }
 }
@@ -123,7 +143,9 @@ pub fn start_facts(
             manifest.rootfs.sha256_uncompressed.clone(),
         ),
         ("rootfs".to_owned(), rootfs.display().to_string()),
-        ("rootfs directory".to_owned(), file_identity(rootfs)),
+        // Without its ctime, which a container's overlay moves when it copies the directory
+        // up; a new rootfs directory comes with a new stamp.
+        ("rootfs directory".to_owned(), identity(rootfs, false)),
         (
             "rootfs stamp".to_owned(),
             file_identity(&rootfs.join(STAMP)),

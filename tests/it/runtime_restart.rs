@@ -7,6 +7,7 @@
 
 use crate::support;
 use crate::support::runtime::{python_fixture, Fixture, Server};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -129,6 +130,106 @@ fn a_restart_with_the_same_inputs_is_ready_before_its_probes() {
     assert!(!log.contains(AT_ONCE), "{log}");
     assert!(!log.contains(READY), "{log}");
     assert!(log.contains("the probe run of python3 failed"), "{log}");
+}
+
+/// A mount, lazily unmounted when dropped (a failed test leaves none behind).
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// `mount -t overlay` of `lower` at `at`, with a fresh upper layer under `scratch`: what a
+/// container engine's overlay snapshotter gives each container of an image.
+fn overlay(lower: &Path, scratch: &Path, at: &Path) -> Mounted {
+    let upper = tempfile::tempdir_in(scratch).unwrap().keep();
+    let work = tempfile::tempdir_in(scratch).unwrap().keep();
+    std::fs::create_dir_all(at).unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    support::assert_success(
+        &support::run(
+            std::process::Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o", &opts])
+                .arg(at),
+        ),
+        "mount -t overlay",
+    );
+    Mounted(at.to_owned())
+}
+
+/// A node's second container of an image starts over the same extracted layer through an
+/// overlay of its own: another device number, and in chroot-only mode its rootfs directory
+/// copied up (a new ctime) as soon as the first run makes its `/tmp/run-UID`. It is ready
+/// before its probes, on the record the first container left in the shared lock directory.
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn a_second_container_of_the_same_image_is_ready_before_its_probes() {
+    let _exclusive = support::exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    // The image's layer holds the rootfs in a directory, as the bundle layer does: the
+    // mount's own root directory is the upper layer's.
+    let layer = dir.path().join("layer");
+    std::fs::create_dir(&layer).unwrap();
+    private_fixture(&layer);
+    let container = dir.path().join("container");
+    let fixture = Fixture {
+        bundle: python_fixture().bundle,
+        root: Box::leak(container.join("root").into_boxed_path()),
+    };
+    let first_gone = dir.path().join("first-container");
+    for ns in [false, true] {
+        let config = format!("namespaces: {ns}\n");
+        let mut first = overlay(&layer, dir.path(), &container);
+        let s = Server::start_over(fixture, &config, &[]);
+        let log = s.log();
+        assert!(at(&log, PROBED) < at(&log, READY), "namespaces {ns}: {log}");
+        let record = record_named(&log);
+        assert_eq!(s.run_py("print(6 * 7)")["stdout"], "42\n");
+        s.stop();
+        // The first container's overlay stays mounted (elsewhere), so the second one's
+        // cannot have its device number.
+        std::fs::create_dir_all(&first_gone).unwrap();
+        support::assert_success(
+            &support::run(
+                std::process::Command::new("mount")
+                    .arg("--move")
+                    .arg(&container)
+                    .arg(&first_gone),
+            ),
+            "mount --move",
+        );
+        first.0 = first_gone.clone();
+        let first_dev = std::fs::metadata(first_gone.join("root/usr"))
+            .unwrap()
+            .dev();
+        let _second = overlay(&layer, dir.path(), &container);
+        assert_ne!(
+            first_dev,
+            std::fs::metadata(fixture.root.join("usr")).unwrap().dev(),
+            "the second overlay has the first one's device"
+        );
+        let s = Server::start_over(fixture, &config, &[]);
+        let log = s.log();
+        assert!(
+            at(&log, AT_ONCE) < at(&log, READY),
+            "namespaces {ns}: {log}"
+        );
+        assert!(at(&log, READY) < at(&log, PROBED), "namespaces {ns}: {log}");
+        assert_eq!(record_named(&log), record, "namespaces {ns}: {log}");
+        assert_eq!(s.run_py("print(6 * 7)")["stdout"], "42\n");
+        s.stop();
+        let _ = std::fs::remove_file(&record);
+    }
 }
 
 /// The runs' network namespace holder is forked from the multi-threaded server and lives on
