@@ -273,6 +273,36 @@ fn wait_for(what: &str, s: &Server, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A zygote clones its first run's process ahead, as it does every later run's: no run waits
+/// for a clone on its path, and the runtime knows every process the zygote made for a run
+/// before it hands the run over (a run cloned on its path is known only from the zygote's
+/// answer, which a stalled zygote never gives).
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn a_new_zygote_has_its_first_run_s_process_ready() {
+    let _exclusive = support::exclusive();
+    for ns in [true, false] {
+        let s = start(python_fixture(), ns, true, "");
+        let zygote = s.zygote_pid().expect("the zygote's pid in the log");
+        wait_for("no process ahead of the first run", &s, || {
+            from_zygotes(&children(s.child.id())).len() == 2
+        });
+        let ahead = from_zygotes(&children(s.child.id()))
+            .into_iter()
+            .find(|&p| p != zygote)
+            .unwrap();
+        // The first run is that process: it ran and is gone, and another waits for the next.
+        assert!(forked(&s), "ns={ns}");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{ahead}")).exists(),
+            "ns={ns}: {ahead} did not take the first run"
+        );
+        wait_for("no process ahead of the second run", &s, || {
+            from_zygotes(&children(s.child.id())).len() == 2
+        });
+    }
+}
+
 #[test]
 #[cfg_attr(not(have_root), ignore = "needs root")]
 fn a_dead_zygote_costs_one_run_its_latency_never_the_run() {

@@ -31,4 +31,27 @@ impl Isolation {
             seccomp: caps.seccomp,
         }
     }
+
+    /// The namespaces a run is cloned into: each one the platform gives, the network one
+    /// only for a run without network (a run with network joins the runs' shared namespace
+    /// behind pasta, or stays in the server's).
+    pub fn clone_flags(&self, network: bool) -> libc::c_int {
+        let mut flags = 0;
+        if self.mount_ns {
+            flags |= libc::CLONE_NEWNS;
+        }
+        if self.pid_ns {
+            flags |= libc::CLONE_NEWPID;
+        }
+        if self.ipc_ns {
+            flags |= libc::CLONE_NEWIPC;
+        }
+        if self.uts_ns {
+            flags |= libc::CLONE_NEWUTS;
+        }
+        if self.net_ns && !network {
+            flags |= libc::CLONE_NEWNET;
+        }
+        flags
+    }
 }

@@ -77,22 +77,7 @@ impl Sandbox {
         argv.extend(lang.args.iter().cloned());
         argv.push(c"-".into());
 
-        let mut flags = 0;
-        if iso.mount_ns {
-            flags |= libc::CLONE_NEWNS;
-        }
-        if iso.pid_ns {
-            flags |= libc::CLONE_NEWPID;
-        }
-        if iso.ipc_ns {
-            flags |= libc::CLONE_NEWIPC;
-        }
-        if iso.uts_ns {
-            flags |= libc::CLONE_NEWUTS;
-        }
-        if iso.net_ns && !req.network {
-            flags |= libc::CLONE_NEWNET;
-        }
+        let flags = iso.clone_flags(req.network);
         let root_mode = if iso.mount_ns {
             RootMode::MountNs
         } else if iso.chroot {

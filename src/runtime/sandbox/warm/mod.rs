@@ -169,6 +169,9 @@ impl Sandbox {
             let setup = serde_json::json!({
                 "steps": steps,
                 "sys_clone": libc::SYS_clone,
+                // A spare is cloned before its run is known: as for a run with network, the
+                // run without enters a network namespace of its own first (see zygote.py).
+                "spare_flags": self.isolation.clone_flags(true),
                 "sys_seccomp": libc::SYS_seccomp,
                 "sys_move_mount": libc::SYS_move_mount,
                 "argv": cold_argv,

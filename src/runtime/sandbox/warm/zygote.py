@@ -90,6 +90,7 @@ class Zygote:
     def __init__(self, setup):
         self.steps = setup["steps"]
         self.sys_clone = setup["sys_clone"]
+        self.spare_flags = setup["spare_flags"]
         self.sys_move_mount = setup["sys_move_mount"]
         self.sys_seccomp = setup["sys_seccomp"]
         self.orig_argv = setup["argv"]
@@ -105,8 +106,12 @@ class Zygote:
         """Fork runs until retired; returns only in a run's process."""
         self.sock = sock
         # The next run's process, cloned ahead while the zygote waits: (pid, its socket, the
-        # clone flags it has). Its pid is announced to the runtime, which must reap it.
-        spare = None
+        # clone flags it has). Its pid is announced to the runtime, which must reap it. The
+        # first run's too: a run is cloned on its own path only when no spare could be made
+        # or the spare died (a clone the runtime learns of only from the run's answer).
+        spare = self.make_spare(self.spare_flags)
+        if spare == "run":
+            return
         while True:
             try:
                 msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 16)
