@@ -87,25 +87,14 @@ impl Drop for Generation {
     }
 }
 
-/// The detached mounts one run moves over its stubs, and the generation they were made from,
-/// kept until the run has ended (see [`ResolverCopies`]).
-pub struct ResolverMounts {
-    mounts: Vec<(&'static str, OwnedFd)>,
-    generation: GenerationHold,
-}
+/// A detached mount one run moves over its stub, with the name of that `/etc` file.
+pub type ResolverMount = (&'static str, OwnedFd);
 
 /// A run's hold on the generation of copies its mounts were made from: keep it until the run
-/// has ended, so that no sync removes their source first.
+/// has ended, so that no sync removes their source first (see [`ResolverCopies`]).
 #[derive(Default)]
 pub struct GenerationHold {
     _generation: Option<Arc<Generation>>,
-}
-
-impl ResolverMounts {
-    /// The mounts, each with the name of the `/etc` file it goes over, and the hold.
-    pub fn into_parts(self) -> (Vec<(&'static str, OwnedFd)>, GenerationHold) {
-        (self.mounts, self.generation)
-    }
 }
 
 impl ResolverCopies {
@@ -156,8 +145,9 @@ impl ResolverCopies {
 
     /// One detached read-only bind mount of each copy there is, for one run to move over the
     /// stub of the same name in its `/etc` (a mount moved into place is used up, so each run
-    /// gets its own). A file the container lacks has no copy: the stub stays.
-    pub fn detached_mounts(&self) -> std::io::Result<ResolverMounts> {
+    /// gets its own). A file the container lacks has no copy: the stub stays. With them, the
+    /// hold on the generation they were made from.
+    pub fn detached_mounts(&self) -> std::io::Result<(Vec<ResolverMount>, GenerationHold)> {
         let generation = self
             .current
             .lock()
@@ -172,12 +162,12 @@ impl ResolverCopies {
                 ));
             }
         }
-        Ok(ResolverMounts {
+        Ok((
             mounts,
-            generation: GenerationHold {
+            GenerationHold {
                 _generation: generation,
             },
-        })
+        ))
     }
 }
 
@@ -444,14 +434,14 @@ mod tests {
         let copies = ResolverCopies::new().unwrap();
         std::fs::write(host.path().join("resolv.conf"), "nameserver 10.0.0.1\n").unwrap();
         copies.sync(host.path(), false).unwrap();
-        let mut run = copies.detached_mounts().unwrap();
-        assert_eq!(run.mounts.len(), 1);
+        let (mut mounts, _hold) = copies.detached_mounts().unwrap();
+        assert_eq!(mounts.len(), 1);
         std::fs::write(host.path().join("resolv.conf"), "nameserver 10.0.0.2\n").unwrap();
         copies.sync(host.path(), false).unwrap();
 
         let target = tempfile::NamedTempFile::new().unwrap();
         let target_c = CString::new(target.path().as_os_str().as_encoded_bytes()).unwrap();
-        let (_, fd) = run.mounts.pop().unwrap();
+        let (_, fd) = mounts.pop().unwrap();
         // In a child with a private mount namespace, as a run's setup does.
         // SAFETY: the child only makes raw syscalls and leaves with _exit.
         let pid = unsafe { libc::fork() };

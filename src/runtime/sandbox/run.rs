@@ -8,7 +8,7 @@ use super::tree::{kill_uid, Child};
 use super::warm::Fork;
 use super::{RunOutcome, Sandbox, SandboxError};
 use crate::runtime::child::{self, ChildPlan, RootMode, Step};
-use crate::runtime::netfiles::{GenerationHold, ResolverMounts};
+use crate::runtime::netfiles::GenerationHold;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -244,19 +244,14 @@ impl Sandbox {
         let (rep_r, rep_w) = pipe()?;
         // Runs with network see the container's resolver files, mounted in their own mount
         // namespace (see `netfiles`).
-        let resolver_copies = match (&self.resolver, req.network && self.isolation.mount_ns) {
-            (Some(copies), true) => match copies.detached_mounts() {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot make the resolver files' mounts; this run with network sees the build-time stubs and may not resolve names");
-                    None
-                }
-            },
-            _ => None,
+        let (taken, resolver_hold) = match (&self.resolver, req.network && self.isolation.mount_ns)
+        {
+            (Some(copies), true) => copies.detached_mounts().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot make the resolver files' mounts; this run with network sees the build-time stubs and may not resolve names");
+                Default::default()
+            }),
+            _ => Default::default(),
         };
-        let (taken, resolver_hold) = resolver_copies
-            .map(ResolverMounts::into_parts)
-            .unwrap_or_default();
         let mut resolver = Vec::with_capacity(taken.len());
         for (name, fd) in taken {
             // high_fd closes the descriptor it is given: hand over the ownership.
