@@ -261,6 +261,11 @@ fn from_zygotes(kids: &[(u32, char)]) -> Vec<u32> {
         .collect()
 }
 
+/// The server's zygote and its clones waiting for a run.
+fn zygote_processes(s: &Server) -> Vec<u32> {
+    from_zygotes(&children(s.child.id()))
+}
+
 fn wait_for(what: &str, s: &Server, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -285,9 +290,9 @@ fn a_new_zygote_has_its_first_run_s_process_ready() {
         let s = start(python_fixture(), ns, true, "");
         let zygote = s.zygote_pid().expect("the zygote's pid in the log");
         wait_for("no process ahead of the first run", &s, || {
-            from_zygotes(&children(s.child.id())).len() == 2
+            zygote_processes(&s).len() == 2
         });
-        let ahead = from_zygotes(&children(s.child.id()))
+        let ahead = zygote_processes(&s)
             .into_iter()
             .find(|&p| p != zygote)
             .unwrap();
@@ -298,7 +303,7 @@ fn a_new_zygote_has_its_first_run_s_process_ready() {
             "ns={ns}: {ahead} did not take the first run"
         );
         wait_for("no process ahead of the second run", &s, || {
-            from_zygotes(&children(s.child.id())).len() == 2
+            zygote_processes(&s).len() == 2
         });
     }
 }
@@ -338,9 +343,9 @@ fn a_run_handed_to_a_stalled_zygote_runs_once_cold_never_twice() {
         assert!(forked(&s), "ns={ns}");
         let pid = s.zygote_pid().expect("the zygote's pid in the log");
         wait_for("the zygote's spare never appeared", &s, || {
-            from_zygotes(&children(s.child.id())).len() == 2
+            zygote_processes(&s).len() == 2
         });
-        let stalled = from_zygotes(&children(s.child.id()));
+        let stalled = zygote_processes(&s);
         let mut strace = std::process::Command::new("strace")
             .args(["-o", "/dev/null", "-e", "trace=sendmsg"])
             .args(["-e", "inject=sendmsg:delay_exit=3000000:when=1"])
@@ -410,7 +415,7 @@ fn a_zygote_is_replaced_after_its_forks() {
     // (The others are pasta and the network namespace's holder.) No zombie anywhere.
     // The spare is cloned after the run answered, so it may take a moment to appear.
     wait_for("the new zygote's spare never appeared", &s, || {
-        from_zygotes(&children(s.child.id())).len() >= 2
+        zygote_processes(&s).len() >= 2
     });
     let kids = children(s.child.id());
     assert!(kids.iter().all(|(_, state)| *state != 'Z'), "{kids:?}");
