@@ -351,14 +351,29 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     };
     // The permit and the count move into the task: if the client disconnects, axum drops this
     // handler but the run goes on to its deadline, and must keep its worker slot until then.
-    let result = tokio::task::spawn_blocking(move || {
+    // The outcome comes back as soon as it is known; the task keeps the slot until the run's
+    // process is reaped and its uid returned, which may come after the answer.
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let task = tokio::task::spawn_blocking(move || {
         let _slot = (permit, counted);
         if run_req.network {
             sandbox.sync_resolver_files();
         }
-        sandbox.run(&run_req)
-    })
-    .await;
+        sandbox.run_answering(&run_req, |outcome| {
+            // The handler is gone when the client disconnected: nobody to answer.
+            let _ = answer.send(outcome);
+        });
+    });
+    let result = match answered.await {
+        Ok(outcome) => Ok(outcome),
+        // The task ended without answering: it panicked.
+        Err(_) => task.await.map(|()| {
+            Err(super::sandbox::SandboxError::Os {
+                what: "answer the run",
+                source: std::io::ErrorKind::BrokenPipe.into(),
+            })
+        }),
+    };
     match result {
         Ok(Ok(out)) => {
             st.metrics

@@ -275,6 +275,52 @@ fn bench_warm_pool() {
     assert_eq!((cf, wf), (0, 0), "failed runs");
 }
 
+/// A warm run answered on its record of its end (`end_record.rs`) against one answered after
+/// its exit, same server, interleaved: `print(1)` against the same script with its standard
+/// input (the code memfd) closed first, which leaves the run nowhere to write the record. 300
+/// each, `enable_network: true`, 20 ms apart, so that no request meets the previous run's
+/// exit still under way (which would count against whichever variant comes second);
+/// `BENCH_NAMESPACES=false` for chroot-only mode.
+#[test]
+#[ignore = "benchmark: cargo test --release --test it -- --ignored --nocapture runtime_bench"]
+fn bench_answer_before_exit() {
+    let _exclusive = support::exclusive();
+    support::bench_needs(cfg!(have_root), "root");
+    support::bench_needs(cfg!(have_fixture_venv), "the fixture venv");
+    let n = 300;
+    let ns = std::env::var("BENCH_NAMESPACES").unwrap_or_else(|_| "true".into());
+    let cfg = format!("max_workers: 8\nnamespaces: {ns}\nwarm_pool: true\n");
+    let s = Server::start_over(support::runtime::dify_fixture(), &cfg, &[]);
+    assert_eq!(s.zygotes_started(), 1, "{}", s.log());
+    let ag = support::runtime::agent();
+    let time = |code: &str| {
+        std::thread::sleep(Duration::from_millis(20));
+        let body =
+            json!({"language": "python3", "code": code, "preload": "", "enable_network": true});
+        let (took, out) = timed_run(&ag, &s, &body);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["data"]["stdout"], "1\n", "{out}");
+        took
+    };
+    let (on_record, after_exit) = ("print(1)", "import os\nos.close(0)\nprint(1)");
+    for _ in 0..20 {
+        time(on_record);
+        time(after_exit);
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        a.push(time(on_record));
+        b.push(time(after_exit));
+    }
+    let (a50, a99) = support::p50_p99_ms(&mut a);
+    let (b50, b99) = support::p50_p99_ms(&mut b);
+    println!(
+        "warm print(1), namespaces={ns}, n={n} each: answered on its record p50 {a50:.2} ms p99 {a99:.2} ms | after its exit p50 {b50:.2} ms p99 {b99:.2} ms | saved p50 {:.2} ms ({:.2}x)",
+        b50 - a50,
+        b50 / a50
+    );
+}
+
 /// Rootless mode against root, same run, interleaved: `print(1)` and Dify's Python runner
 /// (200 each, `enable_network: true`) on a server started as root and one started by a user
 /// that is not root, both namespaces mode (`BENCH_WARM_POOL=false` for cold runs), then

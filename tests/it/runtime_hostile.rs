@@ -60,6 +60,44 @@ fn err(d: &Value) -> &str {
     d["error"].as_str().unwrap()
 }
 
+/// A run may write the record a warm run leaves of its end (`end_record.rs`: its standard
+/// input is its own code memfd) and close its output, warm or cold. That buys it an early
+/// answer to its own request and a kill right after, never more time: it is gone long before
+/// its deadline.
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn a_forged_record_of_the_end_only_ends_the_run_sooner() {
+    let _exclusive = support::exclusive();
+    both_modes("", |s, ns| {
+        let start = Instant::now();
+        let d = s.run_py(
+            "import os, struct, time\nos.pwrite(0, b'\\0prebake-end' + struct.pack('<I', 42), os.fstat(0).st_size)\nprint('forged', flush=True)\nos.close(1)\nos.close(2)\ntime.sleep(30)\n",
+        );
+        assert_eq!(
+            (&d["stdout"], &d["exit_code"]),
+            (&json!("forged\n"), &json!(42)),
+            "ns={ns}: {d}"
+        );
+        // Answered on the record, well before the 2 s deadline, and killed then: nothing of
+        // it is left a second later, still before its deadline.
+        assert!(
+            start.elapsed() < Duration::from_millis(1000),
+            "ns={ns}: {:?}",
+            start.elapsed()
+        );
+        let gone = Instant::now() + Duration::from_millis(1000);
+        while !support::runtime::pool_processes().is_empty() && Instant::now() < gone {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let left = support::runtime::pool_processes();
+        assert!(
+            left.is_empty(),
+            "ns={ns}: still running after its answer: {left:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(2), "ns={ns}");
+    });
+}
+
 #[test]
 #[cfg_attr(not(have_root), ignore = "needs root")]
 fn infinite_loop_and_tree_are_killed_at_the_deadline() {

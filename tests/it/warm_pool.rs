@@ -261,6 +261,17 @@ fn from_zygotes(kids: &[(u32, char)]) -> Vec<u32> {
         .collect()
 }
 
+/// The server's child processes that are runs (their uid is a pool uid), alive or exiting.
+/// (Tests of this module run side by side: the node's pool processes are not all this one's.)
+fn runs_of(s: &Server) -> Vec<u32> {
+    let pool = support::runtime::pool_processes();
+    children(s.child.id())
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| pool.iter().any(|(p, _)| p == pid))
+        .collect()
+}
+
 /// The server's zygote and its clones waiting for a run.
 fn zygote_processes(s: &Server) -> Vec<u32> {
     from_zygotes(&children(s.child.id()))
@@ -296,15 +307,49 @@ fn a_new_zygote_has_its_first_run_s_process_ready() {
             .into_iter()
             .find(|&p| p != zygote)
             .unwrap();
-        // The first run is that process: it ran and is gone, and another waits for the next.
+        // The first run is that process: it ran and is gone (just after its answer: it is
+        // reaped once answered), and another waits for the next.
         assert!(forked(&s), "ns={ns}");
-        assert!(
-            !std::path::Path::new(&format!("/proc/{ahead}")).exists(),
-            "ns={ns}: {ahead} did not take the first run"
+        wait_for(
+            &format!("ns={ns}: {ahead} did not take the first run"),
+            &s,
+            || !std::path::Path::new(&format!("/proc/{ahead}")).exists(),
         );
         wait_for("no process ahead of the second run", &s, || {
             zygote_processes(&s).len() == 2
         });
+    }
+}
+
+/// A warm run records its exit status before it exits (`end_record.rs`), so its answer does
+/// not wait for the kernel to free its memory. A run that wrote 600 MB and kept them to its
+/// end (on `sys`, which the end of a run does not clear) is still being torn down when its
+/// answer arrives; a cold run, answered after its reap, never is.
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn a_warm_run_is_answered_before_its_memory_is_freed() {
+    let _exclusive = support::exclusive();
+    let touch = "import sys\nb = bytearray(600 << 20)\nb[::4096] = b'\\1' * len(range(0, len(b), 4096))\nsys.kept = b\nprint('touched')\nsys.exit(5)\n";
+    for ns in [true, false] {
+        for warm in [true, false] {
+            let s = start(python_fixture(), ns, warm, "limits:\n  memory_mb: 2048\n");
+            assert_eq!(forked(&s), warm, "ns={ns}");
+            let out = run(&s, touch);
+            let exiting = runs_of(&s);
+            assert_eq!(
+                out["data"]["stdout"], "touched\n",
+                "ns={ns} warm={warm}: {out}"
+            );
+            assert_eq!(out["data"]["exit_code"], 5, "ns={ns} warm={warm}: {out}");
+            assert_eq!(
+                !exiting.is_empty(),
+                warm,
+                "ns={ns} warm={warm}: the run's process at its answer: {exiting:?}"
+            );
+            wait_for("the answered run is never reaped", &s, || {
+                runs_of(&s).is_empty()
+            });
+        }
     }
 }
 
@@ -413,15 +458,17 @@ fn a_zygote_is_replaced_after_its_forks() {
     // The server's children that came from zygotes: the new zygote and the one spare it
     // cloned for the next run, both alive; the old zygote's spare was killed and reaped.
     // (The others are pasta and the network namespace's holder.) No zombie anywhere.
-    // The spare is cloned after the run answered, so it may take a moment to appear.
-    wait_for("the new zygote's spare never appeared", &s, || {
-        zygote_processes(&s).len() >= 2
-    });
-    let kids = children(s.child.id());
-    assert!(kids.iter().all(|(_, state)| *state != 'Z'), "{kids:?}");
-    let from_zygotes = from_zygotes(&kids);
-    assert_eq!(from_zygotes.len(), 2, "{kids:?}");
-    assert!(from_zygotes.contains(&s.zygote_pid().unwrap()));
+    // The spare is cloned after the run answered, so it may take a moment to appear, and the
+    // last run is reaped just after its answer.
+    wait_for(
+        "not exactly the new zygote and its spare, or a zombie",
+        &s,
+        || {
+            let kids = children(s.child.id());
+            kids.iter().all(|(_, state)| *state != 'Z') && from_zygotes(&kids).len() == 2
+        },
+    );
+    assert!(zygote_processes(&s).contains(&s.zygote_pid().unwrap()));
 }
 
 #[test]

@@ -70,13 +70,11 @@ impl RunTmp {
         }
         Ok(RunTmp(path.to_path_buf()))
     }
-}
 
-impl Drop for RunTmp {
     /// Remove the run's tree without recursion, never following symlinks or crossing mounts
     /// (see [`cleanup`]); if that fails, set it aside so the uid's next run starts clean.
-    /// Never panics: this runs on a server worker thread.
-    fn drop(&mut self) {
+    /// Never panics: this runs on a server worker thread. Also on drop.
+    pub(super) fn remove(&self) {
         let path = &self.0;
         let done = std::panic::catch_unwind(|| {
             if let Err(e) = cleanup::remove_tree(path) {
@@ -89,5 +87,11 @@ impl Drop for RunTmp {
         if done.is_err() {
             tracing::error!(path = %path.display(), "internal error while removing the run's /tmp directory");
         }
+    }
+}
+
+impl Drop for RunTmp {
+    fn drop(&mut self) {
+        self.remove();
     }
 }

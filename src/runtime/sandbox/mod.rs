@@ -40,6 +40,7 @@
 //! would otherwise allow.
 
 mod chroot_tmp;
+mod end_record;
 mod error;
 mod isolation;
 mod limits;

@@ -1,16 +1,19 @@
 //! One run, assembled and supervised: the child's plan (namespaces, root, rlimits, uid,
-//! seccomp, descriptors), the spawn, the setup report, then [`super::supervise`].
+//! seccomp, descriptors), the spawn, the setup report, then [`super::supervise`], the answer,
+//! and what is left to do after it.
 
 use super::chroot_tmp::RunTmp;
 use super::supervise::supervise;
 use super::sys::{code_fd, cstr, high_fd, os, path_c, pipe, read_full};
 use super::tree::{kill_uid, Child};
 use super::warm::Fork;
-use super::{RunOutcome, Sandbox, SandboxError};
+use super::{end_record, RunOutcome, Sandbox, SandboxError};
+use crate::runtime::cgroup::RunCgroup;
 use crate::runtime::child::{self, ChildPlan, RootMode, Step};
 use crate::runtime::netfiles::GenerationHold;
+use crate::runtime::uidpool::Lease;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// One run's input.
@@ -24,9 +27,70 @@ pub struct RunRequest {
     pub network_env: Vec<(String, String)>,
 }
 
+/// What is left of a run once it can be answered: a process that recorded its end and may
+/// still be exiting (killed and reaped first, the rest of its tree with it), then the run's cgroup, its /tmp
+/// directory and its uid, in that order, so that the uid goes back to the pool only once
+/// nothing of the run is left.
+struct Aftermath<'a> {
+    exiting: Option<Child>,
+    _resolver_hold: GenerationHold,
+    _cgroup: Option<RunCgroup>,
+    tmp: Option<RunTmp>,
+    _lease: Lease<'a>,
+}
+
+impl Drop for Aftermath<'_> {
+    fn drop(&mut self) {
+        if let Some(child) = &self.exiting {
+            // Past its script, or a liar (see `end_record`): either way it goes now, and the
+            // reap kills what is left of its tree, as after any exit.
+            child.kill_leader();
+            child.reap();
+        }
+    }
+}
+
 impl Sandbox {
     /// Run one script to completion (blocking; call from a blocking thread).
     pub fn run(&self, req: &RunRequest) -> Result<RunOutcome, SandboxError> {
+        self.run_answering(req, |outcome| outcome)
+    }
+
+    /// [`Sandbox::run`], giving the outcome to `answer` as soon as it is known. For a process
+    /// that recorded its end before exiting (see [`super::end_record`]), that is before it is
+    /// killed with its tree and reaped, and its uid returned; for any other run, after.
+    /// Returns what `answer` returned.
+    pub fn run_answering<T>(
+        &self,
+        req: &RunRequest,
+        answer: impl FnOnce(Result<RunOutcome, SandboxError>) -> T,
+    ) -> T {
+        match self.run_until_answer(req) {
+            // Only a process still exiting is worth answering ahead of: otherwise the run's
+            // /tmp directory and uid are back before the answer, as a client may expect.
+            Ok((outcome, aftermath)) if aftermath.exiting.is_some() => {
+                // Its /tmp directory is gone by the answer, as any run's is: the process
+                // left is past its script (or, had it forged its record, it is killed before
+                // its uid's next run, which removes whatever it wrote since).
+                if let Some(tmp) = &aftermath.tmp {
+                    tmp.remove();
+                }
+                let answered = answer(Ok(outcome));
+                drop(aftermath);
+                answered
+            }
+            Ok((outcome, aftermath)) => {
+                drop(aftermath);
+                answer(Ok(outcome))
+            }
+            Err(e) => answer(Err(e)),
+        }
+    }
+
+    fn run_until_answer(
+        &self,
+        req: &RunRequest,
+    ) -> Result<(RunOutcome, Aftermath<'_>), SandboxError> {
         let lang = self
             .languages
             .get(&req.language)
@@ -39,7 +103,7 @@ impl Sandbox {
         }
         // Without a mount namespace: the per-run /tmp directory (see the module docs).
         let run_tmp = (iso.chroot && !iso.mount_ns).then(|| format!("/tmp/run-{uid}"));
-        let _tmp_guard = match &run_tmp {
+        let tmp_guard = match &run_tmp {
             Some(inside) => Some(RunTmp::create(
                 &self.rootfs.join(inside.trim_start_matches('/')),
                 uid,
@@ -213,7 +277,8 @@ impl Sandbox {
         drop(ours.rep_r);
 
         let deadline = start + req.timeout;
-        let tmp_watch = _tmp_guard.as_ref().map(|t| (t.0.as_path(), l.tmp_bytes));
+        let tmp_watch = tmp_guard.as_ref().map(|t| (t.0.as_path(), l.tmp_bytes));
+        let announced = || end_record::read(ours.code.as_fd(), req.code.len());
         let sup = supervise(
             &child,
             ours.out_r,
@@ -221,9 +286,13 @@ impl Sandbox {
             deadline,
             l.output_bytes,
             tmp_watch,
+            &announced,
         );
-        let exit = child.reap();
-        Ok(RunOutcome {
+        let (exit, exiting) = match sup.announced {
+            Some(exit) => (exit, Some(child)),
+            None => (child.reap(), None),
+        };
+        let outcome = RunOutcome {
             stdout: sup.stdout,
             stderr: sup.stderr,
             exit,
@@ -233,12 +302,22 @@ impl Sandbox {
             limits: l.clone(),
             memory_killed: cgroup.as_ref().is_some_and(|c| c.oom_killed()),
             tmp_exceeded: sup.tmp_exceeded,
-        })
+        };
+        let aftermath = Aftermath {
+            exiting,
+            _resolver_hold: ours.resolver_hold,
+            _cgroup: cgroup,
+            tmp: tmp_guard,
+            _lease: lease,
+        };
+        Ok((outcome, aftermath))
     }
 
     /// The descriptors one start of a run's process is given.
     fn descriptors(&self, req: &RunRequest) -> Result<Descriptors, SandboxError> {
         let code = code_fd(req.code.as_bytes())?;
+        // Ours, to read a warm run's record of its end after its script (`end_record`).
+        let code_ours = code.try_clone().map_err(os("duplicate the code memfd"))?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (rep_r, rep_w) = pipe()?;
@@ -267,10 +346,11 @@ impl Sandbox {
                 resolver,
             },
             ours: OurEnds {
+                code: code_ours,
                 out_r,
                 err_r,
                 rep_r,
-                _resolver_hold: resolver_hold,
+                resolver_hold,
             },
         })
     }
@@ -296,10 +376,11 @@ struct ChildEnds {
 /// What this process follows the run by, and the resolver copies the mounts were made from,
 /// kept until the run has ended (see `netfiles`).
 struct OurEnds {
+    code: OwnedFd,
     out_r: OwnedFd,
     err_r: OwnedFd,
     rep_r: OwnedFd,
-    _resolver_hold: GenerationHold,
+    resolver_hold: GenerationHold,
 }
 
 impl Descriptors {

@@ -1,8 +1,9 @@
 //! The poll loop that watches a running script: both output pipes with their cap, the
-//! deadline, the interpreter's exit and, in chroot mode, the size of its /tmp.
+//! deadline, the interpreter's exit (or a warm run's record of it, see
+//! [`super::end_record`]) and, in chroot mode, the size of its /tmp.
 
 use super::tree::Child;
-use super::Stream;
+use super::{Exit, Stream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Instant;
@@ -13,11 +14,15 @@ pub(super) struct Supervised {
     pub(super) timed_out: bool,
     pub(super) truncated: Option<Stream>,
     pub(super) tmp_exceeded: bool,
+    /// How the run ended, by its own record, when it closed its output before its exit: the
+    /// process may still be exiting (the caller kills and reaps it after answering).
+    pub(super) announced: Option<Exit>,
 }
 
 /// Read both pipes until EOF while watching the deadline, the output caps and, in chroot
 /// mode, the size of the run's /tmp directory (`tmp`: its path and byte budget; see
-/// [`crate::runtime::tmpwatch`]).
+/// [`crate::runtime::tmpwatch`]). When both pipes are at EOF before the interpreter's exit,
+/// `announced` is asked once for the run's record of its end; with one, the wait ends there.
 pub(super) fn supervise(
     child: &Child,
     out: OwnedFd,
@@ -25,6 +30,7 @@ pub(super) fn supervise(
     deadline: Instant,
     cap: usize,
     tmp: Option<(&Path, u64)>,
+    announced: &dyn Fn() -> Option<Exit>,
 ) -> Supervised {
     let mut res = Supervised {
         stdout: Vec::new(),
@@ -32,16 +38,25 @@ pub(super) fn supervise(
         timed_out: false,
         truncated: None,
         tmp_exceeded: false,
+        announced: None,
     };
     let mut next_tmp_check = Instant::now() + crate::runtime::tmpwatch::INTERVAL;
     let mut open = [true, true];
     let mut exited = false;
     let mut killed = false;
+    let mut asked = false;
     let mut buf = vec![0u8; 64 * 1024];
     let fds = [out.as_raw_fd(), err.as_raw_fd()];
-    // Until both pipes are at EOF *and* the interpreter has exited: a script that closes its
-    // stdout and stderr and then sleeps must still meet the deadline.
-    while open[0] || open[1] || !exited {
+    // Until both pipes are at EOF *and* the interpreter has exited or recorded its end: a
+    // script that closes its stdout and stderr and then sleeps must still meet the deadline.
+    while open[0] || open[1] || !(exited || res.announced.is_some()) {
+        if !open[0] && !open[1] && !exited && !killed && !asked {
+            asked = true;
+            res.announced = announced();
+            if res.announced.is_some() {
+                break;
+            }
+        }
         let now = Instant::now();
         if now >= deadline && !killed {
             res.timed_out = true;

@@ -82,6 +82,11 @@ impl Child {
         self.kill_rest();
     }
 
+    /// Kill the child alone; [`Child::reap`] kills the rest of its tree once it is dead.
+    pub(super) fn kill_leader(&self) {
+        pidfd_kill(&self.pidfd);
+    }
+
     fn kill_rest(&self) {
         if !self.pid_ns {
             // The group id is the child's pid (setsid); the group may outlive the leader.

@@ -181,6 +181,7 @@ impl Sandbox {
                 },
                 "run_filter": hex::encode(program_bytes(&self.run_filter)),
                 "self_pid_slots": self_pid_slots,
+                "end_record": hex::encode(super::end_record::MAGIC),
                 "preload": config.preload,
             });
             let dev = self.rootfs.join("dev");

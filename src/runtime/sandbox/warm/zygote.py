@@ -12,7 +12,9 @@
 # reads that end of file as a cold run's execve), then runs the code the way `python -`
 # would: a fresh `__main__`, "<stdin>" as the file name, the same exit codes and the same
 # end-of-interpreter steps a script can observe (non-daemon threads joined, atexit, flushed
-# streams, exit code 120 when stdout cannot be flushed).
+# streams, exit code 120 when stdout cannot be flushed). Its exit status it writes after the
+# script in its code memfd, and closes its output, before it exits: the runtime answers on
+# that, without waiting for the kernel to free the run's copy of the zygote (end_record.rs).
 #
 # After each run the zygote clones the next run's process ahead (a spare), which waits for
 # its plan. The environment reaches a run on a pipe of its own, never through the zygote:
@@ -36,6 +38,10 @@ import sys
 # MAIN_TEMPLATE is given by the bootstrap (`-c`): this interpreter's fresh `__main__`
 # dictionary, taken before the bootstrap defined anything. A run's `__main__` starts as it.
 CONTROL_FD = 4
+# A run's record of its end (end_record.rs): the magic from the runtime, and where the run
+# writes it (its script's length, taken before the script runs).
+END_MAGIC = b""
+END_AT = None
 
 CLONE_PARENT = 0x00008000
 SIGCHLD = 17
@@ -99,6 +105,8 @@ class Zygote:
         }
         self.run_filter = bytes.fromhex(setup["run_filter"])
         self.self_pid_slots = setup["self_pid_slots"]
+        global END_MAGIC
+        END_MAGIC = bytes.fromhex(setup["end_record"])
 
     # The parent side.
 
@@ -296,6 +304,8 @@ class Zygote:
             if not given.startswith(GO):
                 os._exit(0)
             self.reset_python_state(given[len(GO):].split(b"\0"))
+            global END_AT
+            END_AT = os.fstat(0).st_size
             step = "Panic"
         except StepFailed as e:
             self.fail(report, e.step, e.errno)
@@ -422,7 +432,30 @@ def finish(main, exitcode, interrupted):
         except OSError:
             pass
         exitcode = 128 + signal.SIGINT
+    announce_end(exitcode)
     os._exit(exitcode)
+
+
+def announce_end(exitcode):
+    """Record the exit status right after the script in the code memfd (fd 0), then close
+    stdout and stderr: the runtime, at end of file of both, answers with it while the kernel
+    still frees this process's memory (end_record.rs). Any failure: no record, and the runtime
+    answers after the exit, as for a cold run."""
+    if END_AT is None:
+        return
+    import signal
+
+    # Past RLIMIT_FSIZE (which a script may have lowered) the write must fail, not kill.
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGXFSZ])
+    try:
+        os.pwrite(0, END_MAGIC + struct.pack("<I", exitcode & 0xFF), END_AT)
+    except OSError:
+        return
+    for fd in (1, 2):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def unraisable_args_type():
