@@ -443,10 +443,12 @@ def announce_end(exitcode):
     answers after the exit, as for a cold run."""
     if END_AT is None:
         return
-    import signal
+    # The interpreter's own C module, loaded at start-up: `signal` is not preloaded, and its
+    # import (enums built at import time) would cost every run a millisecond.
+    import _signal
 
     # Past RLIMIT_FSIZE (which a script may have lowered) the write must fail, not kill.
-    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGXFSZ])
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, [_signal.SIGXFSZ])
     try:
         os.pwrite(0, END_MAGIC + struct.pack("<I", exitcode & 0xFF), END_AT)
     except OSError:
