@@ -61,10 +61,11 @@ impl StagedDir {
     }
 
     /// Put the tree at `dest`, replacing what is there. Returns the previous tree, now under
-    /// a hidden name beside `dest` (this staging prefix), for the caller to remove in its own way (it may be large
-    /// or hostile); `None` when there was none. `dest` is never missing or half-written:
-    /// the two trees are exchanged atomically, or, where the filesystem cannot exchange, the
-    /// old one is moved aside and put back if the new one cannot be moved in.
+    /// a hidden name beside `dest` (this staging prefix), for the caller to remove in its own
+    /// way (it may be large or hostile); `None` when there was none. `dest` is never missing
+    /// or half-written: the two trees are exchanged atomically, or, where the filesystem
+    /// cannot exchange, the old one is moved aside and put back if the new one cannot be
+    /// moved in.
     pub fn commit_replace(self, dest: &Path, mode: u32) -> io::Result<Option<PathBuf>> {
         fs::set_permissions(self.path(), fs::Permissions::from_mode(mode))?;
         if dest.symlink_metadata().is_err() {

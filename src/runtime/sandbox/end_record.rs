@@ -3,8 +3,9 @@
 //!
 //! A process's exit frees its memory before its parent can see that it exited. A run forked
 //! from a zygote is a copy-on-write copy of an interpreter with its preload imported (40 MB
-//! mapped for Dify's default list), and freeing that copy takes about a millisecond on the
-//! machine this was measured on: a sixth of a warm `print(1)` run, on the path of every answer.
+//! mapped for Dify's default list), and freeing that copy, with the reap after it, took 1.4 to
+//! 2.3 ms on the machine this was measured on (`runtime_bench::bench_answer_before_exit`):
+//! about a fifth of a warm `print(1)` run, on the path of every answer.
 //!
 //! So a warm run, once the interpreter's end is done (threads joined, atexit, the streams
 //! flushed: see `zygote.py`'s `finish`), writes this record right after the script in its own

@@ -28,9 +28,9 @@ pub struct RunRequest {
 }
 
 /// What is left of a run once it can be answered: a process that recorded its end and may
-/// still be exiting (killed and reaped first, the rest of its tree with it), then the run's cgroup, its /tmp
-/// directory and its uid, in that order, so that the uid goes back to the pool only once
-/// nothing of the run is left.
+/// still be exiting (killed and reaped first, the rest of its tree with it), then the run's
+/// cgroup, its /tmp directory and its uid, in that order, so that the uid goes back to the
+/// pool only once nothing of the run is left.
 struct Aftermath<'a> {
     exiting: Option<Child>,
     _resolver_hold: GenerationHold,
