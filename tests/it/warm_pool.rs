@@ -289,10 +289,10 @@ fn wait_for(what: &str, s: &Server, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// A zygote clones its first run's process ahead, as it does every later run's: no run waits
-/// for a clone on its path, and the runtime knows every process the zygote made for a run
-/// before it hands the run over (a run cloned on its path is known only from the zygote's
-/// answer, which a stalled zygote never gives).
+/// A zygote clones its first runs' processes ahead (two), and replaces each once its run is
+/// over: no run waits for a clone on its path, and the runtime knows every process the
+/// zygote made for a run before it hands the run over (a run cloned on its path is known
+/// only from the zygote's answer, which a stalled zygote never gives).
 #[test]
 #[cfg_attr(not(have_root), ignore = "needs root")]
 fn a_new_zygote_has_its_first_run_s_process_ready() {
@@ -300,23 +300,69 @@ fn a_new_zygote_has_its_first_run_s_process_ready() {
     for ns in [true, false] {
         let s = start(python_fixture(), ns, true, "");
         let zygote = s.zygote_pid().expect("the zygote's pid in the log");
-        wait_for("no process ahead of the first run", &s, || {
-            zygote_processes(&s).len() == 2
+        wait_for("not two processes ahead of the first run", &s, || {
+            zygote_processes(&s).len() == 3
         });
-        let ahead = zygote_processes(&s)
+        let ahead: Vec<u32> = zygote_processes(&s)
             .into_iter()
-            .find(|&p| p != zygote)
-            .unwrap();
-        // The first run is that process: it ran and is gone (just after its answer: it is
-        // reaped once answered), and another waits for the next.
+            .filter(|&p| p != zygote)
+            .collect();
+        let gone = |p: &u32| !std::path::Path::new(&format!("/proc/{p}")).exists();
+        // The first run is one of them: it ran and is gone (just after its answer: it is
+        // reaped once answered), the other still waits, and a third is cloned for the next.
         assert!(forked(&s), "ns={ns}");
         wait_for(
-            &format!("ns={ns}: {ahead} did not take the first run"),
+            &format!("ns={ns}: none of {ahead:?} took the first run"),
             &s,
-            || !std::path::Path::new(&format!("/proc/{ahead}")).exists(),
+            || ahead.iter().filter(|p| gone(p)).count() == 1,
         );
-        wait_for("no process ahead of the second run", &s, || {
-            zygote_processes(&s).len() == 2
+        wait_for("not two processes ahead of the second run", &s, || {
+            zygote_processes(&s).len() == 3
+        });
+        assert_eq!(
+            ahead.iter().filter(|p| gone(p)).count(),
+            1,
+            "ns={ns}: {ahead:?}"
+        );
+    }
+}
+
+/// A spare is replaced once the run that took it is over and its process gone, not at the
+/// hand-over, where the clone (a millisecond of copying page tables) took the CPU of the run
+/// that had just been woken (zygote.py). While a run lasts, one spare waits; after, two.
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn a_spare_is_replaced_only_once_its_run_is_over() {
+    let _exclusive = support::exclusive();
+    for ns in [true, false] {
+        let s = start(python_fixture(), ns, true, "");
+        let zygote = s.zygote_pid().expect("the zygote's pid in the log");
+        // Processes cloned from the zygote that are not runs yet (runs have a pool uid).
+        let spares = |s: &Server| {
+            let runs = runs_of(s);
+            zygote_processes(s)
+                .into_iter()
+                .filter(|p| *p != zygote && !runs.contains(p))
+                .count()
+        };
+        wait_for("not two spares at the start", &s, || spares(&s) == 2);
+        std::thread::scope(|scope| {
+            let long = scope.spawn(|| run(&s, "import time\ntime.sleep(1.5)\nprint('done')\n"));
+            wait_for("the run never started", &s, || runs_of(&s).len() == 1);
+            let until = Instant::now() + Duration::from_millis(800);
+            while Instant::now() < until {
+                assert_eq!(
+                    spares(&s),
+                    1,
+                    "ns={ns}: a spare was cloned while the run ran"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let out = long.join().unwrap();
+            assert_eq!(out["data"]["stdout"], "done\n", "ns={ns}: {out}");
+        });
+        wait_for("the spare was not replaced after the run", &s, || {
+            spares(&s) == 2
         });
     }
 }
@@ -384,11 +430,11 @@ fn a_run_handed_to_a_stalled_zygote_runs_once_cold_never_twice() {
     let _exclusive = support::exclusive();
     for ns in [true, false] {
         let s = start(python_fixture(), ns, true, "");
-        // A first run leaves a spare behind, cloned ahead for the next.
+        // After a first run, two spares wait, cloned ahead for the next runs.
         assert!(forked(&s), "ns={ns}");
         let pid = s.zygote_pid().expect("the zygote's pid in the log");
-        wait_for("the zygote's spare never appeared", &s, || {
-            zygote_processes(&s).len() == 2
+        wait_for("the zygote's spares never appeared", &s, || {
+            zygote_processes(&s).len() == 3
         });
         let stalled = zygote_processes(&s);
         let mut strace = std::process::Command::new("strace")
@@ -422,7 +468,8 @@ fn a_run_handed_to_a_stalled_zygote_runs_once_cold_never_twice() {
             "ns={ns}: the zygote did not stall; log:\n{}",
             s.log()
         );
-        // The stalled zygote and the spare it handed the run to are gone, and reaped.
+        // The stalled zygote, the spare it handed the run to and the other are gone, and
+        // reaped.
         for pid in &stalled {
             assert!(
                 !std::path::Path::new(&format!("/proc/{pid}")).exists(),
@@ -455,17 +502,17 @@ fn a_zygote_is_replaced_after_its_forks() {
         "the replaced zygote {old} is still there"
     );
     assert!(forked(&s));
-    // The server's children that came from zygotes: the new zygote and the one spare it
-    // cloned for the next run, both alive; the old zygote's spare was killed and reaped.
+    // The server's children that came from zygotes: the new zygote and the two spares it
+    // cloned for the next runs, all alive; the old zygote's spares were killed and reaped.
     // (The others are pasta and the network namespace's holder.) No zombie anywhere.
-    // The spare is cloned after the run answered, so it may take a moment to appear, and the
-    // last run is reaped just after its answer.
+    // A spare is cloned after the run that took the last one is over, so it may take a
+    // moment to appear, and the last run is reaped just after its answer.
     wait_for(
-        "not exactly the new zygote and its spare, or a zombie",
+        "not exactly the new zygote and its spares, or a zombie",
         &s,
         || {
             let kids = children(s.child.id());
-            kids.iter().all(|(_, state)| *state != 'Z') && from_zygotes(&kids).len() == 2
+            kids.iter().all(|(_, state)| *state != 'Z') && from_zygotes(&kids).len() == 3
         },
     );
     assert!(zygote_processes(&s).contains(&s.zygote_pid().unwrap()));

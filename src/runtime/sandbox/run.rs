@@ -6,7 +6,7 @@ use super::chroot_tmp::RunTmp;
 use super::supervise::supervise;
 use super::sys::{code_fd, cstr, high_fd, os, path_c, pipe, read_full};
 use super::tree::{kill_uid, Child};
-use super::warm::Fork;
+use super::warm::{Fork, SpareDue};
 use super::{end_record, RunOutcome, Sandbox, SandboxError};
 use crate::runtime::cgroup::RunCgroup;
 use crate::runtime::child::{self, ChildPlan, RootMode, Step};
@@ -30,13 +30,17 @@ pub struct RunRequest {
 /// What is left of a run once it can be answered: a process that recorded its end and may
 /// still be exiting (killed and reaped first, the rest of its tree with it), then the run's
 /// cgroup, its /tmp directory and its uid, in that order, so that the uid goes back to the
-/// pool only once nothing of the run is left.
+/// pool only once nothing of the run is left; last, a warm run asks for the next spare.
 struct Aftermath<'a> {
     exiting: Option<Child>,
     _resolver_hold: GenerationHold,
     _cgroup: Option<RunCgroup>,
     tmp: Option<RunTmp>,
     _lease: Lease<'a>,
+    /// A warm run's request for the next spare, last: made once nothing of the run is left,
+    /// so that the clone takes no CPU from it (nor from a run that starts meanwhile: see
+    /// `warm`'s spares).
+    _spare_due: Option<SpareDue<'a>>,
 }
 
 impl Drop for Aftermath<'_> {
@@ -225,8 +229,8 @@ impl Sandbox {
         let warm = self.warm.get().map_or(Fork::Unavailable, |pool| {
             pool.fork(&req.language, &plan, &env, req.network)
         });
-        let (pid, io) = match warm {
-            Fork::Ready(pid) => (pid, io),
+        let (pid, io, spare_due) = match warm {
+            Fork::Ready(pid, due) => (pid, io, Some(due)),
             cold => {
                 // A zygote that failed with the plan may have used up its resolver mounts (a
                 // mount moves once), and the process it made for the run, killed since, may
@@ -244,7 +248,7 @@ impl Sandbox {
                 let pid = unsafe { child::spawn(&plan) }.map_err(|e| {
                     os("clone the sandbox process")(std::io::Error::from_raw_os_error(e))
                 })?;
-                (pid, io)
+                (pid, io, None)
             }
         };
         drop(plan);
@@ -309,6 +313,7 @@ impl Sandbox {
             _cgroup: cgroup,
             tmp: tmp_guard,
             _lease: lease,
+            _spare_due: spare_due,
         };
         Ok((outcome, aftermath))
     }

@@ -15,12 +15,13 @@
 //! input (`zygote.py`). The runtime keeps the deadline, the process-tree kill, the output
 //! caps and the reaping, unchanged.
 //!
-//! After each run the zygote clones the next run's process ahead (a *spare*, waiting in its
-//! new mount, pid, ipc and uts namespaces for a plan), so the clone and the interpreter's
-//! after-fork work are off the next run's path; a run without network enters its empty
-//! network namespace first thing, as the clone flag would have. The spare is this process's
-//! child too: the zygote announces its pid, and a spare no run took is killed and reaped
-//! with its zygote.
+//! The zygote clones runs' processes ahead ([`SPARES`] *spares*, each waiting in its new
+//! mount, pid, ipc and uts namespaces for a plan), so the clone and the interpreter's
+//! after-fork work are off the runs' path; a run without network enters its empty network
+//! namespace first thing, as the clone flag would have. A spare is replaced once the run
+//! that took it is over and its process gone ([`SpareDue`]), not at the hand-over, where the
+//! clone took the CPU from the run. A spare is this process's child too: the zygote
+//! announces its pid, and a spare no run took is killed and reaped with its zygote.
 //!
 //! Whatever a zygote holds, every later run of it can read (ctypes reads memory). So the
 //! per-run plan it sees names only flags, limits, ids and paths; the environment (with the
@@ -75,6 +76,10 @@ use zygote::{Recipe, Zygote};
 pub const DEFAULT_PRELOAD: &[&str] = &["json", "base64", "jinja2", "requests", "httpx"];
 /// Runs one zygote serves before it is replaced.
 pub const DEFAULT_MAX_FORKS: u64 = 1000;
+/// Runs' processes a zygote keeps cloned ahead. Each is asked for once a run is over (see
+/// [`SpareDue`]), so a run that comes while the last one's process is still exiting needs a
+/// second; more would only hold memory on a 2-core machine.
+const SPARES: usize = 2;
 /// How long a zygote may take to import its preload list.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 /// The longest a fork may take before the zygote counts as stuck.
@@ -172,6 +177,7 @@ impl Sandbox {
                 // A spare is cloned before its run is known: as for a run with network, the
                 // run without enters a network namespace of its own first (see zygote.py).
                 "spare_flags": self.isolation.clone_flags(true),
+                "spares": SPARES,
                 "sys_seccomp": libc::SYS_seccomp,
                 "sys_move_mount": libc::SYS_move_mount,
                 "argv": cold_argv,
@@ -258,6 +264,31 @@ impl WarmPool {
             .collect()
     }
 
+    /// `language`'s zygote is to clone the next run's process now (see [`SpareDue`]).
+    fn spare_due(&self, language: &str) {
+        let Some(slot) = self.slots.get(language) else {
+            return;
+        };
+        // Held by a fork under way: its run asks in turn when it is answered.
+        let Ok(mut guard) = slot.zygote.try_lock() else {
+            return;
+        };
+        let Some(zygote) = guard.as_mut() else {
+            return;
+        };
+        if let Err(e) = zygote.spare_due() {
+            let broken = guard.take();
+            drop(guard);
+            tracing::warn!(
+                language = %language,
+                "warm pool: {}; the zygote is replaced",
+                crate::error::Chain(&e)
+            );
+            drop(broken);
+            self.request_start(language);
+        }
+    }
+
     fn request_start(&self, language: &str) {
         let Some(slot) = self.slots.get(language) else {
             return;
@@ -323,7 +354,7 @@ impl WarmPool {
         plan: &ChildPlan,
         env: &[CString],
         network: bool,
-    ) -> Fork {
+    ) -> Fork<'_> {
         let Some(slot) = self.slots.get(language) else {
             return Fork::Unavailable;
         };
@@ -379,7 +410,13 @@ impl WarmPool {
                 if worn {
                     self.request_start(language);
                 }
-                Fork::Ready(pid)
+                Fork::Ready(
+                    pid,
+                    SpareDue {
+                        pool: self,
+                        language: language.to_owned(),
+                    },
+                )
             }
             Err(e) => {
                 let broken = guard.take();
@@ -398,15 +435,31 @@ impl WarmPool {
 }
 
 /// What became of a run handed to the warm pool.
-pub(super) enum Fork {
-    /// Forked from the zygote: the run's pid.
-    Ready(libc::pid_t),
+pub(super) enum Fork<'a> {
+    /// Forked from the zygote: the run's pid, and its claim on the next spare (drop it once
+    /// the run is answered).
+    Ready(libc::pid_t, SpareDue<'a>),
     /// No zygote was ready (or none could be asked): nothing was handed over, the caller
     /// starts the run cold with the same descriptors.
     Unavailable,
     /// The zygote had the plan and failed (it is killed, and what it made for the run with
     /// it): the caller starts the run cold, with descriptors of its own.
     Failed,
+}
+
+/// A warm run's request for the next run's process, made when it is dropped: once the run is
+/// answered, or has failed. The zygote clones a spare as soon as it is asked, and the clone
+/// (a millisecond of copying page tables) must not take the CPU of a run that is starting:
+/// asked for at the hand-over, it delayed every run by about as much (zygote.py).
+pub(super) struct SpareDue<'a> {
+    pool: &'a WarmPool,
+    language: String,
+}
+
+impl Drop for SpareDue<'_> {
+    fn drop(&mut self) {
+        self.pool.spare_due(&self.language);
+    }
 }
 
 /// The per-run message: what the child does after the fork, taken from the cold run's plan

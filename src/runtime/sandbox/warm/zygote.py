@@ -16,9 +16,17 @@
 # script in its code memfd, and closes its output, before it exits: the runtime answers on
 # that, without waiting for the kernel to free the run's copy of the zygote (end_record.rs).
 #
-# After each run the zygote clones the next run's process ahead (a spare), which waits for
-# its plan. The environment reaches a run on a pipe of its own, never through the zygote:
-# what the zygote holds, later runs could read. That pipe is also the run's gate: the runtime
+# The zygote clones runs' processes ahead (spares, `spares` of them), which wait for their
+# plans: all when it is ready, then one more each time the runtime asks (SPARE_DUE), which
+# it does once a run it was handed is over and its process gone. Not earlier: a clone is a
+# millisecond of copying page tables, and made right after the hand-over it took the CPU
+# the run had just been woken on (the wake-up of a socket's reader is placed on its
+# writer's CPU), on the path of every run. The second spare is for the run that comes while
+# the last one's process is still exiting. When a plan comes and there is no spare, the run
+# is cloned on its own path.
+#
+# The environment reaches a run on a pipe of its own, never through the zygote: what the
+# zygote holds, later runs could read. That pipe is also the run's gate: the runtime
 # writes it only once it has the run's pid, so a run handed over by a zygote that then
 # stalled past the runtime's patience (the runtime starts the run cold instead) never runs
 # its script: it reads end of file and exits, and the runtime kills it.
@@ -56,6 +64,8 @@ CLONE_NEWNET = 0x40000000
 AT_FDCWD = -100
 F_DUPFD = 0
 GO = b"G"
+# The runtime's request for a spare (any other message is a plan, JSON).
+SPARE_DUE = b"N"
 MOVE_MOUNT_F_EMPTY_PATH = 4
 
 
@@ -97,6 +107,7 @@ class Zygote:
         self.steps = setup["steps"]
         self.sys_clone = setup["sys_clone"]
         self.spare_flags = setup["spare_flags"]
+        self.spares = setup["spares"]
         self.sys_move_mount = setup["sys_move_mount"]
         self.sys_seccomp = setup["sys_seccomp"]
         self.orig_argv = setup["argv"]
@@ -113,13 +124,15 @@ class Zygote:
     def serve(self, sock):
         """Fork runs until retired; returns only in a run's process."""
         self.sock = sock
-        # The next run's process, cloned ahead while the zygote waits: (pid, its socket, the
-        # clone flags it has). Its pid is announced to the runtime, which must reap it. The
-        # first run's too: a run is cloned on its own path only when no spare could be made
-        # or the spare died (a clone the runtime learns of only from the run's answer).
-        spare = self.make_spare(self.spare_flags)
-        if spare == "run":
-            return
+        # The next runs' processes, cloned ahead while the zygote waits, oldest first: (pid,
+        # its socket, the clone flags it has). Their pids are announced to the runtime, which
+        # must reap them. A run is cloned on its own path only when no spare is left, none
+        # could be made or the spare died (a clone the runtime learns of only from the run's
+        # answer).
+        spares = self.waiting = []
+        for _ in range(self.spares):
+            if self.make_spare() == "run":
+                return
         while True:
             try:
                 msg, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 16)
@@ -129,18 +142,26 @@ class Zygote:
                 # The runtime closed its end: this zygote is retired (a spare sees its own
                 # socket close and exits).
                 os._exit(0)
+            if msg == SPARE_DUE:
+                for fd in fds:
+                    os.close(fd)
+                if len(spares) < self.spares and self.make_spare() == "run":
+                    return
+                continue
             plan = json.loads(msg)
             flags = plan["flags"] & ~CLONE_NEWNET
             reply = 0
-            if spare is not None and spare[2] == flags:
+            for spare in [s for s in spares if s[2] == flags]:
+                spares.remove(spare)
                 pid, to_spare, _ = spare
-                spare = None
                 try:
                     socket.send_fds(to_spare, [msg], fds)
                     reply = pid
                 except OSError:
-                    pass  # it died: clone one now
+                    pass  # it died: the next one, or a clone now
                 to_spare.close()
+                if reply:
+                    break
             if reply == 0:
                 try:
                     reply = self.clone(plan["flags"])
@@ -154,23 +175,22 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
             sock.send(struct.pack("<i", reply))
-            if spare is None:
-                spare = self.make_spare(flags)
-                if spare == "run":
-                    return
 
-    def make_spare(self, flags):
-        """Clone the next run's process now, off the next run's path: it waits in its
-        namespaces for a plan, then confines itself as any run does."""
+    def make_spare(self):
+        """Clone a run's process now, off that run's path, and add it to `waiting`: it waits
+        in its namespaces for a plan, then confines itself as any run does."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            pid = self.clone(flags)
+            pid = self.clone(self.spare_flags)
         except OSError:
             mine.close()
             theirs.close()
             return None
         if pid == 0:
             mine.close()
+            # The other spares must see their sockets close when the zygote dies.
+            for _, other, _ in self.waiting:
+                other.close()
             # Not a holder of the zygote's control socket: the runtime must see it close
             # when the zygote dies.
             self.sock.detach()
@@ -187,7 +207,8 @@ class Zygote:
             return "run"
         theirs.close()
         self.sock.send(b"S" + struct.pack("<i", pid))
-        return (pid, mine, flags)
+        self.waiting.append((pid, mine, self.spare_flags))
+        return None
 
     def clone(self, flags):
         API.PyOS_BeforeFork()

@@ -72,13 +72,15 @@ pub(super) struct Zygote {
     pidfd: OwnedFd,
     ctl: OwnedFd,
     pub forks: u64,
-    /// The process the zygote cloned ahead for the next run (announced, not yet used): our
-    /// child (CLONE_PARENT), so ours to reap if no run takes it.
-    spare: Option<libc::pid_t>,
+    /// The processes the zygote cloned ahead for the next runs (announced, not yet used): our
+    /// children (CLONE_PARENT), so ours to reap if no run takes them.
+    spares: Vec<libc::pid_t>,
 }
 
 /// The zygote's announcement of a spare: `S` and its pid.
 const SPARE_TAG: u8 = b'S';
+/// Our request for a spare (`SPARE_DUE` in zygote.py).
+const SPARE_DUE: &[u8] = b"N";
 
 fn socket_err(what: &'static str) -> impl FnOnce(nix::Error) -> ZygoteError {
     move |source| ZygoteError::Socket { what, source }
@@ -168,7 +170,7 @@ impl Zygote {
             pidfd,
             ctl: ours,
             forks: 0,
-            spare: None,
+            spares: Vec::new(),
         };
         log_lines(&r.language, log_r);
 
@@ -245,23 +247,17 @@ impl Zygote {
         match msg {
             [SPARE_TAG, pid @ ..] if pid.len() == 4 => {
                 let pid = i32::from_le_bytes(pid.try_into().expect("4 bytes"));
-                // The zygote announces a spare only when it has none; one announced before
-                // and never used is gone (its socket closed): reap it.
-                if let Some(old) = self.spare.replace(pid) {
-                    reap_spare(old);
-                }
+                self.spares.push(pid);
                 true
             }
             _ => false,
         }
     }
 
-    /// The zygote answered for a run with `pid`: if that was the spare, it is the spare no
+    /// The zygote answered for a run with `pid`: if that was a spare, it is a spare no
     /// longer.
     fn answered(&mut self, pid: libc::pid_t) {
-        if self.spare == Some(pid) {
-            self.spare = None;
-        }
+        self.spares.retain(|&spare| spare != pid);
     }
 
     /// Announcements that arrived since the last run.
@@ -309,6 +305,17 @@ impl Zygote {
         }
     }
 
+    /// Ask for a run's process to be cloned ahead (the zygote does when it has fewer spares
+    /// than it keeps). It clones at once, so ask when no run needs the CPU for its own start
+    /// (see zygote.py).
+    pub fn spare_due(&mut self) -> Result<(), ZygoteError> {
+        self.take_announcements()?;
+        // A spare that died (killed from outside) is dropped by the zygote when it finds its
+        // socket closed; here it is reaped.
+        self.spares.retain(|&pid| !reaped_if_gone(pid));
+        self.send(SPARE_DUE, &[])
+    }
+
     pub fn pid(&self) -> libc::pid_t {
         self.pid
     }
@@ -333,7 +340,7 @@ impl Drop for Zygote {
                 reap_spare(pid);
             }
         }
-        if let Some(spare) = self.spare.take() {
+        for spare in std::mem::take(&mut self.spares) {
             reap_spare(spare);
         }
     }
@@ -352,6 +359,12 @@ fn reap_spare(pid: libc::pid_t) {
         libc::kill(pid, libc::SIGKILL);
         libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
+}
+
+/// Reap `pid` if it has exited: our child, unreaped, so its pid cannot have been reused.
+fn reaped_if_gone(pid: libc::pid_t) -> bool {
+    // SAFETY: waiting, without blocking, for our own child.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) == pid }
 }
 
 /// The zygote's stdout and stderr, one log line each (it prints only when something is

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Two builds of `runtime` against each other, warm pool on, same bundle, same run (issue 12):
+# one server per build, and the requests alternate between them, so that the machine's drift
+# (which on this 2-core VM moves a warm run's p50 by 20% within the hour) falls on both alike.
+# For a change to the warm path, OLD is the previous commit's binary (build it in a worktree
+# with its own CARGO_TARGET_DIR). It prints, for `print(1)` with `enable_network: true`:
+#   sparse      requests GAP_MS apart (default 5): every run finds the previous one over;
+#   back-to-back  the second of two requests sent one after the other: the run comes while
+#               the previous one's process is still exiting;
+#   concurrency 2 and 8 for SECONDS (default 5) each: runs/s, failed runs, p50 and p90.
+# Needs root.
+#
+#   sudo benches/warm_ab.sh OLD_RUNTIME [NEW_RUNTIME] [SPEC]   (default: this tree's release
+#   build, images/dify.yaml)
+#   RUNS=300 GAP_MS=5 SECONDS_EACH=5 benches/warm_ab.sh ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OLD=${1:?usage: benches/warm_ab.sh OLD_RUNTIME [NEW_RUNTIME] [SPEC]}
+RUNS=${RUNS:-300}
+GAP_MS=${GAP_MS:-5}
+SECONDS_EACH=${SECONDS_EACH:-5}
+
+if [ "$(id -u)" != 0 ]; then
+  echo "warm A/B: SKIPPED (needs root)"
+  exit 0
+fi
+. benches/lib/common.sh
+release_binaries
+NEW=${2:-$RUNTIME}
+SPEC=${3:-images/dify.yaml}
+work=$(mktemp -d)
+servers=()
+cleanup() {
+  for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$PREBAKE" build "$SPEC" --no-image --out "$work/out" >"$work/build.log" 2>&1 \
+  || { cat "$work/build.log" >&2; exit 1; }
+ports=()
+for side in old new; do
+  bin=$OLD
+  [ "$side" = new ] && bin=$NEW
+  port=$(free_port)
+  printf 'app:\n  port: %s\n  key: bench\nmax_workers: 8\nwarm_pool: true\nwarm_pool_max_forks: 100000\n' \
+    "$port" >"$work/$side.yaml"
+  "$bin" serve --bundle "$work/out/bundle" --root "$work/root-$side" --config "$work/$side.yaml" \
+    </dev/null >/dev/null 2>"$work/$side.log" &
+  servers+=($!)
+  for _ in $(seq 600); do
+    grep -q "warm pool: zygote ready" "$work/$side.log" && break
+    kill -0 "${servers[-1]}" 2>/dev/null || { cat "$work/$side.log" >&2; exit 1; }
+    sleep 0.05
+  done
+  grep -q "warm pool: zygote ready" "$work/$side.log" \
+    || { echo "$side: the warm pool never became ready:" >&2; cat "$work/$side.log" >&2; exit 1; }
+  ports+=("$port")
+done
+
+echo "old $OLD against new $NEW, spec $SPEC, print(1), enable_network: true, $(nproc) cores, $(date -u +%Y-%m-%d)"
+python3 - "${ports[0]}" "${ports[1]}" "$RUNS" "$GAP_MS" "$SECONDS_EACH" <<'PY'
+import http.client, json, multiprocessing, sys, time
+
+old, new, runs, gap_ms, secs = (int(a) for a in sys.argv[1:])
+BODY = json.dumps({"language": "python3", "code": "print(1)", "preload": "", "enable_network": True})
+HEAD = {"X-Api-Key": "bench", "Content-Type": "application/json"}
+
+def one(conn):
+    t = time.perf_counter()
+    conn.request("POST", "/v1/sandbox/run", BODY, HEAD)
+    r = json.loads(conn.getresponse().read())
+    took = (time.perf_counter() - t) * 1000
+    return took, r.get("code") == 0 and r["data"]["stdout"] == "1\n"
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, len(v) * p // 100)]
+
+def alternate(burst):
+    conns = {port: http.client.HTTPConnection("127.0.0.1", port) for port in (old, new)}
+    times = {old: [], new: []}
+    for i in range(runs + 30):
+        for port, conn in conns.items():
+            for k in range(burst):
+                took, ok = one(conn)
+                if not ok:
+                    sys.exit("a run failed on port %d" % port)
+                if i >= 30 and k == burst - 1:
+                    times[port].append(took)
+                if burst == 1:
+                    time.sleep(gap_ms / 1000)
+    return times
+
+def line(name, times):
+    o, n = pct(times[old], 50), pct(times[new], 50)
+    print("%-14s old p50 %5.2f ms p90 %5.2f | new p50 %5.2f ms p90 %5.2f | new/old p50 %.2f"
+          % (name, o, pct(times[old], 90), n, pct(times[new], 90), n / o))
+
+line("sparse", alternate(1))
+line("back-to-back", alternate(2))
+
+def worker(port, q):
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    ok = bad = 0
+    lat = []
+    end = time.monotonic() + secs
+    while time.monotonic() < end:
+        took, good = one(conn)
+        lat.append(took)
+        ok, bad = ok + good, bad + (not good)
+    q.put((ok, bad, lat))
+
+for conc in (2, 8):
+    out = {}
+    for port in (old, new):
+        q = multiprocessing.Queue()
+        ps = [multiprocessing.Process(target=worker, args=(port, q)) for _ in range(conc)]
+        for p in ps:
+            p.start()
+        res = [q.get() for _ in ps]
+        for p in ps:
+            p.join()
+        lat = [x for r in res for x in r[2]]
+        out[port] = (sum(r[0] for r in res) / secs, sum(r[1] for r in res), pct(lat, 50), pct(lat, 90))
+    (oa, of, o50, o90), (na, nf, n50, n90) = out[old], out[new]
+    print("concurrency %d  old %4.0f runs/s (%d failed) p50 %5.2f p90 %5.2f | new %4.0f runs/s (%d failed) p50 %5.2f p90 %5.2f | new/old runs/s %.2f"
+          % (conc, oa, of, o50, o90, na, nf, n50, n90, na / oa))
+PY
