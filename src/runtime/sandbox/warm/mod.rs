@@ -2,12 +2,14 @@
 //! sandbox root, its start-up done and the preload list imported) that forks each run.
 //!
 //! # What a run gets
-//! The zygote never runs user code. For each run the runtime prepares exactly what it
-//! prepares for a cold run (uid lease, private /tmp directory or tmpfs options, pipes, code
-//! memfd, rlimits, environment, cgroup and network-namespace descriptors) and sends the
-//! zygote the plan and descriptors. The zygote clones itself with `CLONE_PARENT` and the run's
-//! namespace flags (so the run is pid 1 of its own pid namespace and this process's child,
-//! as a cold run is), and the child applies the cold run's steps in the cold run's order
+//! The zygote never runs user code. It clones itself ahead of the runs, with `CLONE_PARENT`
+//! and the runs' namespace flags (so a run is pid 1 of its own pid namespace and this
+//! process's child, as a cold run is), and announces each such *spare* with its pid and a
+//! socket connected to it, of which it keeps no copy. For each run the runtime prepares exactly what it prepares for a cold run (uid lease, private /tmp
+//! directory or tmpfs options, pipes, code memfd, rlimits, environment, cgroup and
+//! network-namespace descriptors) and sends the plan and descriptors to the oldest spare
+//! itself; a run that finds no spare goes to the zygote, which clones it on its path and
+//! answers its pid. The run's process applies the cold run's steps in the cold run's order
 //! ([`crate::runtime::child`]): cgroup, network namespace, descriptors (all closed but its
 //! pipes), own session, its tmpfs `/tmp`, working directory, hostname, rlimits, groups, gid,
 //! uid, parent-death signal, `no_new_privs`, a clean environment, the run filter and the
@@ -15,24 +17,23 @@
 //! input (`zygote.py`). The runtime keeps the deadline, the process-tree kill, the output
 //! caps and the reaping, unchanged.
 //!
-//! The zygote clones runs' processes ahead ([`SPARES`] *spares*, each waiting in its new
-//! mount, pid, ipc and uts namespaces for a plan), so the clone and the interpreter's
-//! after-fork work are off the runs' path; a run without network enters its empty network
-//! namespace first thing, as the clone flag would have. A spare is replaced once the run
-//! that took it is over and its process gone ([`SpareDue`]), not at the hand-over, where the
-//! clone took the CPU from the run. A spare is this process's child too: the zygote
-//! announces its pid, and a spare no run took is killed and reaped with its zygote.
+//! The zygote keeps [`SPARES`] spares, each waiting in its new mount, pid, ipc and uts
+//! namespaces for a plan, so the clone and the interpreter's after-fork work are off the
+//! runs' path; a run without network enters its empty network namespace first thing, as the
+//! clone flag would have. A spare is replaced once the run that took it is over and its
+//! process gone ([`SpareDue`]), not at the hand-over, where the clone took the CPU from the
+//! run. A spare no run took is killed and reaped with its zygote. The hand-over to a spare
+//! does not pass through the zygote: one wake-up fewer on the run's path.
 //!
 //! Whatever a zygote holds, every later run of it can read (ctypes reads memory). So the
-//! per-run plan it sees names only flags, limits, ids and paths; the environment (with the
+//! per-run plan it may see names only flags, limits, ids and paths; the environment (with the
 //! proxy settings only runs with network may have) travels on a pipe of its own that only
-//! the run reads. That pipe is also the run's gate: the runtime writes it only once the
-//! zygote has answered with the run's pid, and the run reads it after its whole confinement
-//! (the seccomp filter included, which leaves the runtime the most time to write it), right
-//! before the script. A zygote that takes longer than [`FORK_WITHIN`] to answer is killed
-//! and the run started cold, with descriptors of its own; the process the zygote made for
-//! the run finds no `GO` and exits without running the script a second time, and is killed
-//! and reaped with its zygote.
+//! the run reads, after its whole confinement (the seccomp filter included), right before the
+//! script. That pipe is also the run's gate, written once the run's pid is known. A zygote
+//! that takes longer than [`FORK_WITHIN`] to answer for a run it clones is killed with its
+//! spares and the run started cold, with descriptors of its own; the process the zygote made
+//! for the run finds no `GO` and exits without running the script a second time, and is
+//! killed and reaped with its zygote.
 //!
 //! # What the zygote shares between runs
 //! Every run forked from one zygote starts from the same memory image, as Android's and
@@ -82,7 +83,7 @@ pub const DEFAULT_MAX_FORKS: u64 = 1000;
 const SPARES: usize = 2;
 /// How long a zygote may take to import its preload list.
 const READY_WITHIN: Duration = Duration::from_secs(30);
-/// The longest a fork may take before the zygote counts as stuck.
+/// The longest the zygote may take to answer for a run it clones before it counts as stuck.
 const FORK_WITHIN: Duration = Duration::from_secs(2);
 /// The first byte on a run's gate: the runtime has its pid, it may run (see `zygote.py`).
 const GO: &[u8] = b"G";
@@ -110,6 +111,8 @@ impl Default for WarmConfig {
 
 struct Slot {
     recipe: Recipe,
+    /// The namespace flags of a spare: a run's without `CLONE_NEWNET` (see zygote.py).
+    spare_flags: libc::c_int,
     zygote: Mutex<Option<Zygote>>,
     /// A start is queued or under way.
     starting: AtomicBool,
@@ -217,6 +220,7 @@ impl Sandbox {
                 name.clone(),
                 Slot {
                     recipe,
+                    spare_flags: self.isolation.clone_flags(true),
                     zygote: Mutex::new(None),
                     starting: AtomicBool::new(false),
                     retry_at: Mutex::new(None),
@@ -276,7 +280,7 @@ impl WarmPool {
         let Some(zygote) = guard.as_mut() else {
             return;
         };
-        if let Err(e) = zygote.spare_due() {
+        if let Err(e) = zygote.spare_due(SPARES) {
             let broken = guard.take();
             drop(guard);
             tracing::warn!(
@@ -358,11 +362,15 @@ impl WarmPool {
         let Some(slot) = self.slots.get(language) else {
             return Fork::Unavailable;
         };
+        // Spares are cloned before their runs are known, with all but the network flag.
+        if plan.clone_flags & !libc::CLONE_NEWNET != slot.spare_flags {
+            return Fork::Unavailable;
+        }
         let message = run_message(plan, network);
         // The environment never passes through the zygote (see `zygote.py`): it comes on a
-        // pipe only the run reads, written once the run's pid is known. That pipe is the run's
-        // gate: a run the zygote handed over but did not answer for in time is started cold
-        // instead, and the one it made must never run the script.
+        // pipe only the run reads, after its confinement, written once the run's pid is
+        // known. That pipe is the run's gate: a run the zygote cloned but did not answer for
+        // in time is started cold instead, and the one it made must never run the script.
         let mut given = GO.to_vec();
         for e in env {
             given.extend_from_slice(e.as_bytes());
@@ -442,8 +450,8 @@ pub(super) enum Fork<'a> {
     /// No zygote was ready (or none could be asked): nothing was handed over, the caller
     /// starts the run cold with the same descriptors.
     Unavailable,
-    /// The zygote had the plan and failed (it is killed, and what it made for the run with
-    /// it): the caller starts the run cold, with descriptors of its own.
+    /// The zygote failed (it did not answer in time, or broke; it is killed with what it
+    /// made): the caller starts the run cold, with descriptors of its own.
     Failed,
 }
 

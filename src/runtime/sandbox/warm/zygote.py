@@ -1,35 +1,36 @@
 # prebake's Python zygote: see src/runtime/sandbox/warm/mod.rs for the design.
 #
 # Started by the runtime inside the sandbox root, as root, with no seccomp filter. It never
-# runs user code: it imports the preload list once, then waits on its control socket (fd 4,
-# AF_UNIX SOCK_SEQPACKET; fd 0 is an empty file, as a cold run's stdin is a file). Each run
-# is one message, a JSON plan with the run's descriptors. The zygote clones itself with
-# CLONE_PARENT plus the run's namespace flags, so the runtime, not the zygote, is the run's
-# parent: it waits for it, kills its tree and keeps its deadline, as for a cold run. The
-# zygote answers the child's pid and closes its copies of the descriptors. The child applies
-# the cold run's confinement in the cold run's order (child.rs) and reports a failed step on
-# the report pipe as child.rs does; it closes the report pipe when it is done (the runtime
-# reads that end of file as a cold run's execve), then runs the code the way `python -`
-# would: a fresh `__main__`, "<stdin>" as the file name, the same exit codes and the same
+# runs user code: it imports the preload list once, then clones runs' processes ahead
+# (spares) and waits on its control socket (fd 4, AF_UNIX SOCK_SEQPACKET; fd 0 is an empty
+# file, as a cold run's stdin is a file) for the runtime's request for the next one, or a
+# run that found none. It clones itself with CLONE_PARENT plus the runs' namespace flags, so
+# the runtime, not the zygote, is a run's parent: it waits for it, kills its tree and keeps
+# its deadline, as for a cold run. The zygote announces each spare's pid with a socket
+# connected to it, and keeps no copy: the runtime hands the spare its run (one message, a
+# JSON plan with the run's descriptors) itself, one wake-up fewer on the run's path. A run
+# that found no spare comes to the zygote, which clones it at once and answers its pid. The
+# run's process applies the cold
+# run's confinement in the cold run's order (child.rs) and reports a failed step on the
+# report pipe as child.rs does; it closes the report pipe when it is done (the runtime reads
+# that end of file as a cold run's execve), then runs the code the way `python -` would: a
+# fresh `__main__`, "<stdin>" as the file name, the same exit codes and the same
 # end-of-interpreter steps a script can observe (non-daemon threads joined, atexit, flushed
 # streams, exit code 120 when stdout cannot be flushed). Its exit status it writes after the
 # script in its code memfd, and closes its output, before it exits: the runtime answers on
 # that, without waiting for the kernel to free the run's copy of the zygote (end_record.rs).
 #
-# The zygote clones runs' processes ahead (spares, `spares` of them), which wait for their
-# plans: all when it is ready, then one more each time the runtime asks (SPARE_DUE), which
-# it does once a run it was handed is over and its process gone. Not earlier: a clone is a
-# millisecond of copying page tables, and made right after the hand-over it took the CPU
-# the run had just been woken on (the wake-up of a socket's reader is placed on its
-# writer's CPU), on the path of every run. The second spare is for the run that comes while
-# the last one's process is still exiting. When a plan comes and there is no spare, the run
-# is cloned on its own path.
+# The zygote clones `spares` of them when it is ready, then one each time the runtime asks
+# (SPARE_DUE), which it does once a run is over and its process gone. Not at the hand-over:
+# a clone is a millisecond of copying page tables, and made then it took the CPU the run had
+# just been woken on (the wake-up of a socket's reader is placed on its writer's CPU). The
+# second spare is for the run that comes while the last one's process is still exiting.
 #
 # The environment reaches a run on a pipe of its own, never through the zygote: what the
-# zygote holds, later runs could read. That pipe is also the run's gate: the runtime
-# writes it only once it has the run's pid, so a run handed over by a zygote that then
-# stalled past the runtime's patience (the runtime starts the run cold instead) never runs
-# its script: it reads end of file and exits, and the runtime kills it.
+# zygote holds, later runs could read. That pipe is also the run's gate: the runtime writes
+# it once it has the run's pid, so a run cloned by a zygote that then stalled past the
+# runtime's patience (the runtime starts the run cold instead) never runs its script: it
+# reads end of file and exits, and the runtime kills it.
 #
 # Everything the child needs is prepared before the fork; the runtime sends the step numbers,
 # syscall numbers and BPF programs, so nothing here is specific to an architecture or can
@@ -122,14 +123,8 @@ class Zygote:
     # The parent side.
 
     def serve(self, sock):
-        """Fork runs until retired; returns only in a run's process."""
+        """Clone spares until retired; returns only in a run's process."""
         self.sock = sock
-        # The next runs' processes, cloned ahead while the zygote waits, oldest first: (pid,
-        # its socket, the clone flags it has). Their pids are announced to the runtime, which
-        # must reap them. A run is cloned on its own path only when no spare is left, none
-        # could be made or the spare died (a clone the runtime learns of only from the run's
-        # answer).
-        spares = self.waiting = []
         for _ in range(self.spares):
             if self.make_spare() == "run":
                 return
@@ -139,58 +134,44 @@ class Zygote:
             except InterruptedError:
                 continue
             if not msg:
-                # The runtime closed its end: this zygote is retired (a spare sees its own
-                # socket close and exits).
+                # The runtime closed its end: this zygote is retired (its spares, whose
+                # sockets the runtime holds, are killed with it).
                 os._exit(0)
             if msg == SPARE_DUE:
                 for fd in fds:
                     os.close(fd)
-                if len(spares) < self.spares and self.make_spare() == "run":
+                if self.make_spare() == "run":
                     return
                 continue
+            # A run that found no spare: cloned now, on its path. The zygote answers its pid.
             plan = json.loads(msg)
-            flags = plan["flags"] & ~CLONE_NEWNET
-            reply = 0
-            for spare in [s for s in spares if s[2] == flags]:
-                spares.remove(spare)
-                pid, to_spare, _ = spare
-                try:
-                    socket.send_fds(to_spare, [msg], fds)
-                    reply = pid
-                except OSError:
-                    pass  # it died: the next one, or a clone now
-                to_spare.close()
-                if reply:
-                    break
+            try:
+                reply = self.clone(self.spare_flags)
+            except OSError as e:
+                reply = -(e.errno or 1)
             if reply == 0:
-                try:
-                    reply = self.clone(plan["flags"])
-                except OSError as e:
-                    reply = -(e.errno or 1)
-                if reply == 0:
-                    # The run: confined, it returns all the way up and runs the script at
-                    # the top of the stack (see the end of this file).
-                    self.child(plan, fds)
-                    return
+                # The run: confined, it returns all the way up and runs the script at the
+                # top of the stack (see the end of this file).
+                self.child(plan, fds)
+                return
             for fd in fds:
                 os.close(fd)
             sock.send(struct.pack("<i", reply))
 
     def make_spare(self):
-        """Clone a run's process now, off that run's path, and add it to `waiting`: it waits
-        in its namespaces for a plan, then confines itself as any run does."""
+        """Clone a run's process now, off that run's path, and announce it with a socket
+        connected to it: it waits in its namespaces for the plan the runtime sends there,
+        then confines itself as any run does."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = self.clone(self.spare_flags)
-        except OSError:
+        except OSError as e:
             mine.close()
             theirs.close()
+            self.sock.send(b"F" + struct.pack("<i", e.errno or 1))
             return None
         if pid == 0:
             mine.close()
-            # The other spares must see their sockets close when the zygote dies.
-            for _, other, _ in self.waiting:
-                other.close()
             # Not a holder of the zygote's control socket: the runtime must see it close
             # when the zygote dies.
             self.sock.detach()
@@ -203,11 +184,12 @@ class Zygote:
             if not msg:
                 os._exit(0)
             theirs.detach()  # closed with the others by child()
-            self.child(json.loads(msg), fds, spare=True)
+            self.child(json.loads(msg), fds)
             return "run"
         theirs.close()
-        self.sock.send(b"S" + struct.pack("<i", pid))
-        self.waiting.append((pid, mine, self.spare_flags))
+        # The zygote keeps no copy: the spare's socket closes when the runtime lets it go.
+        socket.send_fds(self.sock, [b"S" + struct.pack("<i", pid)], [mine.fileno()])
+        mine.close()
         return None
 
     def clone(self, flags):
@@ -233,14 +215,14 @@ class Zygote:
 
     # The child side: confinement, in child.rs's order.
 
-    def child(self, plan, fds, spare=False):
+    def child(self, plan, fds):
         report = fds[3]
         step = "Panic"
         # The control socket is closed with the other descriptors below; the object must not
         # close whatever a script opens under its number later.
         self.sock.detach()
         try:
-            if spare and plan["flags"] & CLONE_NEWNET:
+            if plan["flags"] & CLONE_NEWNET:
                 # A spare is cloned before its run is known: the one namespace that depends
                 # on the run (network off) is entered now, first, as clone would have.
                 check(LIBC.unshare(ctypes.c_int(CLONE_NEWNET)), "Netns")

@@ -1,11 +1,12 @@
 //! One zygote process: started through the cold run's child setup (same root, same /dev, no
-//! identity change and no filter), handed runs over its control socket, retired by closing
-//! that socket and killing it.
+//! identity change and no filter), asked for spares over its control socket, retired by
+//! closing that socket and killing it. Runs go to its spares directly, never through it.
 
 use super::super::sys::{code_fd, high_fd, os, pidfd_kill, pipe, read_full, wait_readable};
 use super::super::SandboxError;
 use crate::runtime::child::{self, ChildPlan, RootMode, Step};
 use nix::sys::socket::{self, ControlMessage, MsgFlags};
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -72,15 +73,31 @@ pub(super) struct Zygote {
     pidfd: OwnedFd,
     ctl: OwnedFd,
     pub forks: u64,
-    /// The processes the zygote cloned ahead for the next runs (announced, not yet used): our
-    /// children (CLONE_PARENT), so ours to reap if no run takes them.
-    spares: Vec<libc::pid_t>,
+    /// The processes the zygote cloned ahead for the next runs, oldest first (announced, not
+    /// yet used): our children (CLONE_PARENT), so ours to reap if no run takes them.
+    spares: VecDeque<Spare>,
+    /// Spares asked for and not announced yet.
+    asked: usize,
 }
 
-/// The zygote's announcement of a spare: `S` and its pid.
+/// A run's process cloned ahead, waiting for its plan on the other end of `sock`.
+struct Spare {
+    pid: libc::pid_t,
+    sock: OwnedFd,
+}
+
+/// The zygote's announcement of a spare: `S` and its pid, with a socket connected to it.
 const SPARE_TAG: u8 = b'S';
+/// The zygote could not clone a spare: `F` and the errno.
+const FAILED_TAG: u8 = b'F';
 /// Our request for a spare (`SPARE_DUE` in zygote.py).
 const SPARE_DUE: &[u8] = b"N";
+
+/// One message from the zygote, and the descriptor it carried, if any.
+struct Message {
+    bytes: Vec<u8>,
+    fd: Option<OwnedFd>,
+}
 
 fn socket_err(what: &'static str) -> impl FnOnce(nix::Error) -> ZygoteError {
     move |source| ZygoteError::Socket { what, source }
@@ -170,7 +187,8 @@ impl Zygote {
             pidfd,
             ctl: ours,
             forks: 0,
-            spares: Vec::new(),
+            spares: VecDeque::new(),
+            asked: 0,
         };
         log_lines(&r.language, log_r);
 
@@ -189,34 +207,20 @@ impl Zygote {
         }
         zygote.send(ZYGOTE_SOURCE.as_bytes(), &[])?;
         zygote.send(&r.setup, &[])?;
-        let answer = zygote.receive(ready_within, 1 << 16)?;
+        let answer = zygote.receive(ready_within, 1 << 16)?.bytes;
         let ready: Ready = serde_json::from_slice(&answer)
             .map_err(|e| ZygoteError::Protocol(format!("ready message: {e}")))?;
         Ok((zygote, ready))
     }
 
     fn send(&self, msg: &[u8], fds: &[RawFd]) -> Result<(), ZygoteError> {
-        let iov = [std::io::IoSlice::new(msg)];
-        let cmsg = [ControlMessage::ScmRights(fds)];
-        let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-        loop {
-            match socket::sendmsg::<()>(
-                self.ctl.as_raw_fd(),
-                &iov,
-                cmsgs,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                Ok(n) if n == msg.len() => return Ok(()),
-                Ok(_) => return Err(ZygoteError::Protocol("a short send".into())),
-                Err(nix::Error::EINTR) => continue,
-                Err(nix::Error::EPIPE | nix::Error::ECONNRESET) => return Err(ZygoteError::Closed),
-                Err(e) => return Err(socket_err("write to the zygote")(e)),
-            }
-        }
+        send_to(self.ctl.as_raw_fd(), msg, fds).map_err(|e| match e {
+            nix::Error::EPIPE | nix::Error::ECONNRESET => ZygoteError::Closed,
+            e => socket_err("write to the zygote")(e),
+        })
     }
 
-    fn receive(&self, timeout: Duration, max: usize) -> Result<Vec<u8>, ZygoteError> {
+    fn receive(&self, timeout: Duration, max: usize) -> Result<Message, ZygoteError> {
         if !wait_readable(self.ctl.as_raw_fd(), Instant::now() + timeout) {
             return Err(ZygoteError::Timeout(timeout));
         }
@@ -225,56 +229,96 @@ impl Zygote {
     }
 
     /// One message, `None` when there is none and `flags` says not to wait.
-    fn receive_now(&self, max: usize, flags: MsgFlags) -> Result<Option<Vec<u8>>, ZygoteError> {
+    fn receive_now(&self, max: usize, flags: MsgFlags) -> Result<Option<Message>, ZygoteError> {
         let mut buf = vec![0u8; max];
         loop {
-            match socket::recv(self.ctl.as_raw_fd(), &mut buf, flags) {
-                Ok(0) => return Err(ZygoteError::Closed),
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Ok(Some(buf));
+            let mut space = nix::cmsg_space!([RawFd; 1]);
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let received = socket::recvmsg::<()>(
+                self.ctl.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                flags | MsgFlags::MSG_CMSG_CLOEXEC,
+            );
+            let (n, mut fds) = match received {
+                Ok(msg) => {
+                    let mut fds = Vec::new();
+                    let cmsgs = msg.cmsgs().map_err(|_| {
+                        ZygoteError::Protocol("more descriptors than one in a message".into())
+                    })?;
+                    for cmsg in cmsgs {
+                        if let socket::ControlMessageOwned::ScmRights(raw) = cmsg {
+                            // SAFETY: received with SCM_RIGHTS: new descriptors, ours alone.
+                            fds.extend(
+                                raw.into_iter()
+                                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                            );
+                        }
+                    }
+                    (msg.bytes, fds)
                 }
                 Err(nix::Error::EINTR) => continue,
                 Err(nix::Error::EAGAIN) => return Ok(None),
                 Err(nix::Error::ECONNRESET) => return Err(ZygoteError::Closed),
                 Err(e) => return Err(socket_err("read from the zygote")(e)),
+            };
+            if n == 0 {
+                return Err(ZygoteError::Closed);
             }
-        }
-    }
-
-    /// Take in a spare's announcement; false for any other message.
-    fn note_spare(&mut self, msg: &[u8]) -> bool {
-        match msg {
-            [SPARE_TAG, pid @ ..] if pid.len() == 4 => {
-                let pid = i32::from_le_bytes(pid.try_into().expect("4 bytes"));
-                self.spares.push(pid);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// The zygote answered for a run with `pid`: if that was a spare, it is a spare no
-    /// longer.
-    fn answered(&mut self, pid: libc::pid_t) {
-        self.spares.retain(|&spare| spare != pid);
-    }
-
-    /// Announcements that arrived since the last run.
-    fn take_announcements(&mut self) -> Result<(), ZygoteError> {
-        while let Some(msg) = self.receive_now(16, MsgFlags::MSG_DONTWAIT)? {
-            if !self.note_spare(&msg) {
+            if fds.len() > 1 {
                 return Err(ZygoteError::Protocol(format!(
-                    "{} unexpected bytes between runs",
-                    msg.len()
+                    "{} descriptors in a message",
+                    fds.len()
                 )));
             }
+            buf.truncate(n);
+            return Ok(Some(Message {
+                bytes: buf,
+                fd: fds.pop(),
+            }));
+        }
+    }
+
+    /// Take in what the zygote said about a spare: its announcement, or a failure to clone it.
+    fn note(&mut self, msg: Message) -> Result<(), ZygoteError> {
+        let value = match msg.bytes.as_slice() {
+            [_, v @ ..] if v.len() == 4 => i32::from_le_bytes(v.try_into().expect("4 bytes")),
+            _ => {
+                return Err(ZygoteError::Protocol(format!(
+                    "{} bytes for a spare",
+                    msg.bytes.len()
+                )))
+            }
+        };
+        self.asked = self.asked.saturating_sub(1);
+        match (msg.bytes[0], msg.fd) {
+            (SPARE_TAG, Some(sock)) if value > 0 => {
+                self.spares.push_back(Spare { pid: value, sock });
+                Ok(())
+            }
+            (FAILED_TAG, None) => Err(ZygoteError::Fork(std::io::Error::from_raw_os_error(value))),
+            _ => Err(ZygoteError::Protocol("not a spare's announcement".into())),
+        }
+    }
+
+    /// Announcements that arrived since the last look.
+    fn take_announcements(&mut self) -> Result<(), ZygoteError> {
+        while let Some(msg) = self.receive_now(16, MsgFlags::MSG_DONTWAIT)? {
+            self.note(msg)?;
         }
         Ok(())
     }
 
-    /// Hand the zygote one run: its plan (JSON) and descriptors. Returns the run's pid; the
-    /// run is this process's child (CLONE_PARENT).
+    /// Ask the zygote for a spare.
+    fn ask(&mut self) -> Result<(), ZygoteError> {
+        self.send(SPARE_DUE, &[])?;
+        self.asked += 1;
+        Ok(())
+    }
+
+    /// Hand one run to the oldest spare: its plan (JSON) and descriptors. With no spare left,
+    /// the zygote clones the run at once and answers its pid, within `timeout`. Returns the
+    /// run's pid; the run is this process's child (CLONE_PARENT).
     pub fn fork(
         &mut self,
         plan: &[u8],
@@ -282,22 +326,32 @@ impl Zygote {
         timeout: Duration,
     ) -> Result<libc::pid_t, ZygoteError> {
         self.take_announcements()?;
+        while let Some(spare) = self.spares.pop_front() {
+            match send_to(spare.sock.as_raw_fd(), plan, fds) {
+                Ok(()) => {
+                    self.forks += 1;
+                    return Ok(spare.pid);
+                }
+                // It died (killed from outside): the next one.
+                Err(_) => reap_spare(spare.pid),
+            }
+        }
         self.send(plan, fds)?;
         let deadline = Instant::now() + timeout;
         let answer = loop {
-            let msg = self.receive(deadline.saturating_duration_since(Instant::now()), 16)?;
-            if !self.note_spare(&msg) {
-                break msg;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = self.receive(left, 16).map_err(|e| match e {
+                ZygoteError::Timeout(_) => ZygoteError::Timeout(timeout),
+                e => e,
+            })?;
+            match pid_answer(&msg) {
+                Some(answer) => break answer,
+                None => self.note(msg)?,
             }
         };
-        let answer = pid_answer(&answer)
-            .ok_or_else(|| ZygoteError::Protocol(format!("{} bytes for a pid", answer.len())))?;
         self.forks += 1;
         match answer {
-            pid @ 1.. => {
-                self.answered(pid);
-                Ok(pid)
-            }
+            pid @ 1.. => Ok(pid),
             0 => Err(ZygoteError::Protocol("pid 0".into())),
             errno => Err(ZygoteError::Fork(std::io::Error::from_raw_os_error(
                 errno.saturating_neg(),
@@ -305,15 +359,17 @@ impl Zygote {
         }
     }
 
-    /// Ask for a run's process to be cloned ahead (the zygote does when it has fewer spares
-    /// than it keeps). It clones at once, so ask when no run needs the CPU for its own start
-    /// (see zygote.py).
-    pub fn spare_due(&mut self) -> Result<(), ZygoteError> {
+    /// Ask for a run's process to be cloned ahead, unless `keep` are there or on their way.
+    /// The zygote clones at once, so ask when no run needs the CPU for its own start (see
+    /// zygote.py).
+    pub fn spare_due(&mut self, keep: usize) -> Result<(), ZygoteError> {
         self.take_announcements()?;
-        // A spare that died (killed from outside) is dropped by the zygote when it finds its
-        // socket closed; here it is reaped.
-        self.spares.retain(|&pid| !reaped_if_gone(pid));
-        self.send(SPARE_DUE, &[])
+        // A spare killed from outside is found here, or when a run is handed to it.
+        self.spares.retain(|spare| !reaped_if_gone(spare.pid));
+        if self.spares.len() + self.asked < keep {
+            self.ask()?;
+        }
+        Ok(())
     }
 
     pub fn pid(&self) -> libc::pid_t {
@@ -323,32 +379,51 @@ impl Zygote {
 
 impl Drop for Zygote {
     fn drop(&mut self) {
-        // The runs it answered for are not its children (CLONE_PARENT) and live on: their
-        // runs wait for them. What else it cloned is ours to end: its unused spare, and a run
-        // it was handed but did not answer for in time (that run started cold; the gate kept
-        // this one from the script). The zygote is killed and reaped first, so it can send
-        // nothing more and everything it sent is in the socket.
+        // What it cloned is ours to end: its unused spares, those it announced since the last
+        // look, and a run it answered for too late (the gate kept it from the script). The
+        // zygote is killed and reaped first, so it can send nothing more and
+        // everything it sent is in the socket.
         pidfd_kill(&self.pidfd);
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
         while let Ok(Some(msg)) = self.receive_now(16, MsgFlags::MSG_DONTWAIT) {
-            if self.note_spare(&msg) {
-                continue;
-            }
-            if let Some(pid @ 1..) = pid_answer(&msg) {
-                self.answered(pid);
-                reap_spare(pid);
+            match pid_answer(&msg) {
+                // A run it cloned and answered for too late: that run started cold.
+                Some(pid @ 1..) => reap_spare(pid),
+                Some(_) => {}
+                None => {
+                    let _ = self.note(msg);
+                }
             }
         }
         for spare in std::mem::take(&mut self.spares) {
-            reap_spare(spare);
+            reap_spare(spare.pid);
         }
     }
 }
 
-/// The zygote's answer for a run it was handed: the run's pid, or a negative errno.
-fn pid_answer(msg: &[u8]) -> Option<i32> {
-    <[u8; 4]>::try_from(msg).ok().map(i32::from_le_bytes)
+/// The zygote's answer for a run it cloned: the run's pid, or a negative errno (4 bytes, no
+/// descriptor; an announcement has 5).
+fn pid_answer(msg: &Message) -> Option<i32> {
+    match (<[u8; 4]>::try_from(msg.bytes.as_slice()), &msg.fd) {
+        (Ok(v), None) => Some(i32::from_le_bytes(v)),
+        _ => None,
+    }
+}
+
+/// One message on a SOCK_SEQPACKET socket, with descriptors.
+fn send_to(sock: RawFd, msg: &[u8], fds: &[RawFd]) -> Result<(), nix::Error> {
+    let iov = [std::io::IoSlice::new(msg)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    loop {
+        match socket::sendmsg::<()>(sock, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) if n == msg.len() => return Ok(()),
+            Ok(_) => return Err(nix::Error::EMSGSIZE),
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Kill and reap a spare no run took, or a run no run waits for. It is our child and
