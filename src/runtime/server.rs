@@ -54,9 +54,12 @@ impl AppState {
         self.workers.close();
     }
 
-    /// Resolves when no run is running or queued, including runs whose client has gone.
+    /// Resolves when no run is running or queued, including runs whose client has gone and
+    /// answered runs whose process is still being reaped (they keep their worker slot).
     pub async fn runs_finished(&self) {
-        while self.runs_in_flight() > 0 {
+        while self.runs_in_flight() > 0
+            || self.workers.available_permits() < self.config.max_workers
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -351,15 +354,18 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     };
     // The permit and the count move into the task: if the client disconnects, axum drops this
     // handler but the run goes on to its deadline, and must keep its worker slot until then.
-    // The outcome comes back as soon as it is known; the task keeps the slot until the run's
-    // process is reaped and its uid returned, which may come after the answer.
+    // The outcome comes back as soon as it is known. The request stops counting against
+    // `max_requests` then: a client's next request must not be refused for a run it has its
+    // answer to. The task keeps the worker slot until the run's process is reaped and its uid
+    // returned, which may come after the answer: the next run waits for it, if it must.
     let (answer, answered) = tokio::sync::oneshot::channel();
     let task = tokio::task::spawn_blocking(move || {
-        let _slot = (permit, counted);
+        let _permit = permit;
         if run_req.network {
             sandbox.sync_resolver_files();
         }
-        sandbox.run_answering(&run_req, |outcome| {
+        sandbox.run_answering(&run_req, move |outcome| {
+            drop(counted);
             // The handler is gone when the client disconnected: nobody to answer.
             let _ = answer.send(outcome);
         });

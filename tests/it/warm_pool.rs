@@ -418,9 +418,9 @@ fn a_dead_zygote_costs_one_run_its_latency_never_the_run() {
     }
 }
 
-/// A run that finds no spare asks the zygote for one. A zygote that then stalls past the
-/// runtime's patience (strace holds its clone) costs the run its latency: the run starts cold,
-/// once, and the zygote is replaced with whatever it made, no zombie left. The spares are
+/// A run that finds no spare goes to the zygote, which clones it at once. A zygote that then
+/// stalls past the runtime's patience (strace holds its clone) costs the run its latency: the
+/// run starts cold, once, and the zygote is replaced, no zombie left. The spares are
 /// killed first, from outside, as the OOM killer might: the runtime finds each dead when it
 /// hands it the run, and reaps it. The script counts the starts before it in its working
 /// directory, which in chroot-only mode is the run's own directory in the rootfs, the same

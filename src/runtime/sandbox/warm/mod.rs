@@ -5,10 +5,10 @@
 //! The zygote never runs user code. It clones itself ahead of the runs, with `CLONE_PARENT`
 //! and the runs' namespace flags (so a run is pid 1 of its own pid namespace and this
 //! process's child, as a cold run is), and announces each such *spare* with its pid and a
-//! socket connected to it, of which it keeps no copy. For each run the runtime prepares exactly what it prepares for a cold run (uid lease, private /tmp
-//! directory or tmpfs options, pipes, code memfd, rlimits, environment, cgroup and
-//! network-namespace descriptors) and sends the plan and descriptors to the oldest spare
-//! itself; a run that finds no spare goes to the zygote, which clones it on its path and
+//! socket connected to it, of which it keeps no copy. For each run the runtime prepares
+//! exactly what it prepares for a cold run (uid lease, private /tmp directory or tmpfs
+//! options, pipes, code memfd, rlimits, environment, cgroup and network-namespace
+//! descriptors) and sends the plan and descriptors to the oldest spare itself; a run that finds no spare goes to the zygote, which clones it on its path and
 //! answers its pid. The run's process applies the cold run's steps in the cold run's order
 //! ([`crate::runtime::child`]): cgroup, network namespace, descriptors (all closed but its
 //! pipes), own session, its tmpfs `/tmp`, working directory, hostname, rlimits, groups, gid,
@@ -273,7 +273,7 @@ impl WarmPool {
         let Some(slot) = self.slots.get(language) else {
             return;
         };
-        // Held by a fork under way: its run asks in turn when it is answered.
+        // Held by a fork under way: its run asks in turn when it is over.
         let Ok(mut guard) = slot.zygote.try_lock() else {
             return;
         };
@@ -456,7 +456,7 @@ pub(super) enum Fork<'a> {
 }
 
 /// A warm run's request for the next run's process, made when it is dropped: once the run is
-/// answered, or has failed. The zygote clones a spare as soon as it is asked, and the clone
+/// over (its process reaped, its uid returned), or has failed. The zygote clones a spare as soon as it is asked, and the clone
 /// (a millisecond of copying page tables) must not take the CPU of a run that is starting:
 /// asked for at the hand-over, it delayed every run by about as much (zygote.py).
 pub(super) struct SpareDue<'a> {

@@ -381,8 +381,8 @@ impl Drop for Zygote {
     fn drop(&mut self) {
         // What it cloned is ours to end: its unused spares, those it announced since the last
         // look, and a run it answered for too late (the gate kept it from the script). The
-        // zygote is killed and reaped first, so it can send nothing more and
-        // everything it sent is in the socket.
+        // zygote is killed and reaped first, so it can send nothing more and everything it
+        // sent is in the socket.
         pidfd_kill(&self.pidfd);
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
