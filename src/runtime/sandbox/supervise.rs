@@ -47,9 +47,10 @@ pub(super) fn supervise(
     let mut asked = false;
     let mut buf = vec![0u8; 64 * 1024];
     let fds = [out.as_raw_fd(), err.as_raw_fd()];
-    // Until both pipes are at EOF *and* the interpreter has exited or recorded its end: a
-    // script that closes its stdout and stderr and then sleeps must still meet the deadline.
-    while open[0] || open[1] || !(exited || res.announced.is_some()) {
+    // Until both pipes are at EOF *and* the interpreter has exited or recorded its end (the
+    // break below): a script that closes its stdout and stderr and then sleeps must still
+    // meet the deadline.
+    while open[0] || open[1] || !exited {
         if !open[0] && !open[1] && !exited && !killed && !asked {
             asked = true;
             res.announced = announced();

@@ -68,7 +68,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use zygote::{Recipe, Zygote};
 
@@ -281,16 +281,29 @@ impl WarmPool {
             return;
         };
         if let Err(e) = zygote.spare_due(SPARES) {
-            let broken = guard.take();
-            drop(guard);
-            tracing::warn!(
-                language = %language,
-                "warm pool: {}; the zygote is replaced",
-                crate::error::Chain(&e)
-            );
-            drop(broken);
-            self.request_start(language);
+            self.replace_broken(language, guard, &e, "the zygote is replaced");
         }
+    }
+
+    /// Take `language`'s broken zygote out of its slot, say why (`e`, then `consequence`) and
+    /// start another in the background. The broken one is killed, with what it made, after
+    /// the slot's lock is let go, so that no other run waits for that.
+    fn replace_broken(
+        &self,
+        language: &str,
+        mut slot: MutexGuard<'_, Option<Zygote>>,
+        e: &zygote::ZygoteError,
+        consequence: &str,
+    ) {
+        let broken = slot.take();
+        drop(slot);
+        tracing::warn!(
+            language = %language,
+            "warm pool: {}; {consequence}",
+            crate::error::Chain(e)
+        );
+        drop(broken);
+        self.request_start(language);
     }
 
     fn request_start(&self, language: &str) {
@@ -427,15 +440,12 @@ impl WarmPool {
                 )
             }
             Err(e) => {
-                let broken = guard.take();
-                drop(guard);
-                tracing::warn!(
-                    language = %language,
-                    "warm pool: {}; this run starts cold and the zygote is replaced",
-                    crate::error::Chain(&e)
+                self.replace_broken(
+                    language,
+                    guard,
+                    &e,
+                    "this run starts cold and the zygote is replaced",
                 );
-                drop(broken);
-                self.request_start(language);
                 Fork::Failed
             }
         }
