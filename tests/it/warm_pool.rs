@@ -367,6 +367,71 @@ fn a_spare_is_replaced_only_once_its_run_is_over() {
     }
 }
 
+/// A number the zygote's ready line logs (`key=N`).
+fn ready_field(s: &Server, key: &str) -> u64 {
+    let log = s.log();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("warm pool: zygote ready"))
+        .unwrap_or_else(|| panic!("no ready line; log:\n{log}"));
+    let at = line
+        .find(&format!(" {key}="))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        + key.len()
+        + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in {line}"))
+}
+
+/// A process's private dirty memory: the pages no other process maps, in KiB.
+fn private_dirty_kib(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Private_Dirty:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The zygote learns from its three sample runs (Dify's runners' shapes: the image has
+/// jinja2) which of its pages runs write, and each spare copies them while it waits
+/// (prefault.rs): a spare holds those pages privately before any run came. The sample runs
+/// are stopped, read and killed before the first spare: none is left behind, stopped or not.
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn spares_copy_ahead_the_pages_the_sample_runs_wrote() {
+    let _exclusive = support::exclusive();
+    for ns in [true, false] {
+        let s = start(dify_fixture(), ns, true, "");
+        let zygote = s.zygote_pid().expect("the zygote's pid in the log");
+        assert_eq!(ready_field(&s, "samples"), 3, "ns={ns}: {}", s.log());
+        let pages = ready_field(&s, "prefault_pages");
+        assert!(pages >= 300, "ns={ns}: only {pages} pages learned");
+        wait_for("not two spares at the start", &s, || {
+            zygote_processes(&s).len() == 3
+        });
+        let kids = children(s.child.id());
+        assert!(
+            kids.iter().all(|(_, state)| *state != 'T' && *state != 'Z'),
+            "ns={ns}: a stopped or unreaped process: {kids:?}"
+        );
+        for spare in zygote_processes(&s).into_iter().filter(|&p| p != zygote) {
+            // Without copying ahead a spare holds about a megabyte of its own (its stack,
+            // the pages its clone wrote); with it, most of the learned pages on top.
+            wait_for(
+                &format!("ns={ns}: spare {spare} did not copy {pages} pages ahead"),
+                &s,
+                || private_dirty_kib(spare) >= pages * 4 / 2 + 1024,
+            );
+        }
+        assert!(forked(&s), "ns={ns}");
+    }
+}
+
 /// A warm run records its exit status before it exits (`end_record.rs`), so its answer does
 /// not wait for the kernel to free its memory. A run that wrote 600 MB and kept them to its
 /// end (on `sys`, which the end of a run does not clear) is still being torn down when its

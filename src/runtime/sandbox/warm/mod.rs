@@ -58,6 +58,7 @@
 //! the run starts cold, the zygote is killed, and a new one is started in the background (at
 //! most one attempt per [`RETRY_AFTER`] when starting keeps failing).
 
+mod prefault;
 mod zygote;
 
 use super::{Sandbox, SandboxError};
@@ -192,6 +193,7 @@ impl Sandbox {
                 "self_pid_slots": self_pid_slots,
                 "end_record": hex::encode(super::end_record::MAGIC),
                 "preload": config.preload,
+                "samples": prefault::samples(),
             });
             let dev = self.rootfs.join("dev");
             let devs = self.dev_binds()?;
@@ -345,6 +347,8 @@ impl WarmPool {
                         pid,
                         preloaded = ?ready.imported,
                         absent = ?ready.missing,
+                        samples = ready.learned.0,
+                        prefault_pages = ready.learned.1,
                         "warm pool: zygote ready in {ready_ms:.1} ms",
                     );
                 }

@@ -32,6 +32,16 @@
 # runtime's patience (the runtime starts the run cold instead) never runs its script: it
 # reads end of file and exits, and the runtime kills it.
 #
+# A run is a copy-on-write copy of the zygote, and CPython writes to nearly every object it
+# touches: a run's first write to each page is a fault and a copy, the largest part of what is
+# left of a warm run. So before spares, the zygote runs a few fixed sample scripts (the shapes
+# of Dify's runners, from the runtime; never user code), each in a process of its own
+# confined as a run is but for the uid and /tmp, stopped at its end; the runtime reads which
+# pages each wrote and sends the union back (prefault.rs). A spare copies those pages ahead
+# while it waits (MADV_POPULATE_WRITE), the most-written first, and stops as soon as its run
+# comes: under load, spares are taken early and copy little, so copying ahead costs runs
+# that are queued for CPU next to nothing.
+#
 # Everything the child needs is prepared before the fork; the runtime sends the step numbers,
 # syscall numbers and BPF programs, so nothing here is specific to an architecture or can
 # drift from the Rust side.
@@ -51,6 +61,8 @@ CONTROL_FD = 4
 # writes it (its script's length, taken before the script runs).
 END_MAGIC = b""
 END_AT = None
+# Set in a sample run (Zygote.learn): it stops at its end for its pages to be read.
+SAMPLE = False
 
 CLONE_PARENT = 0x00008000
 SIGCHLD = 17
@@ -60,6 +72,13 @@ MS_NOEXEC = 8
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 SIGKILL = 9
+SIGSTOP = 19
+WUNTRACED = 2
+MADV_POPULATE_WRITE = 23
+MSG_PEEK = 2
+MSG_DONTWAIT = 0x40
+# Pages a spare copies between two looks for its plan.
+PREFAULT_BATCH = 64
 SECCOMP_SET_MODE_FILTER = 1
 CLONE_NEWNET = 0x40000000
 AT_FDCWD = -100
@@ -83,6 +102,10 @@ LIBC = ctypes.PyDLL(None, use_errno=True)
 API = ctypes.pythonapi
 for _name in ("syscall", "mount", "setns", "unshare", "sethostname", "setrlimit", "prctl", "fcntl"):
     getattr(LIBC, _name).restype = ctypes.c_long
+LIBC.madvise.restype = ctypes.c_int
+LIBC.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+LIBC.recv.restype = ctypes.c_long
+LIBC.recv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 
 
 class StepFailed(Exception):
@@ -117,10 +140,79 @@ class Zygote:
         }
         self.run_filter = bytes.fromhex(setup["run_filter"])
         self.self_pid_slots = setup["self_pid_slots"]
+        self.samples = setup["samples"]
+        # (start, length) pairs, little-endian u64: what a spare copies ahead.
+        self.prefault = b""
         global END_MAGIC
         END_MAGIC = bytes.fromhex(setup["end_record"])
 
     # The parent side.
+
+    def learn(self):
+        """Run each sample script in a process of its own and let the runtime read what it
+        wrote, then take the pages to copy ahead. Returns "run" only in a sample's process."""
+        # The plan of a run with network, as Dify sends every run, without what would reach
+        # outside the sample's own process from the zygote's namespaces: no /tmp mount, no
+        # hostname, no uid (the runtime reads a process of its own uid).
+        plan = {
+            "flags": 0, "netns": False, "resolver": [], "tmp_opts": None, "cwd": "/",
+            "hostname": None, "rlimits": [], "ids": None, "run_filter": True,
+            "policy": "net" if self.policies.get("net") else None,
+        }
+        for sample in self.samples:
+            if sample["needs"] is not None and sample["needs"] not in sys.modules:
+                continue
+            opened = []
+            try:
+                code = os.memfd_create("sample")
+                opened.append(code)
+                os.write(code, sample["code"].encode())
+                os.lseek(code, 0, os.SEEK_SET)
+                gate_r, gate_w = os.pipe()
+                opened += [gate_r, gate_w]
+                os.write(gate_w, GO)
+                null = os.open("/dev/null", os.O_RDWR)
+                opened.append(null)
+                os.close(gate_w)
+                opened.remove(gate_w)
+                pid = self.clone(0, parent=False)
+            except OSError:
+                pid = None  # nothing learned from this one
+            if pid == 0:
+                global SAMPLE
+                SAMPLE = True
+                self.child(plan, [code, null, null, null, gate_r])
+                return "run"
+            for fd in opened:
+                os.close(fd)
+            if pid is None:
+                continue
+            _, status = os.waitpid(pid, WUNTRACED)
+            if os.WIFSTOPPED(status):
+                self.sock.send(b"L" + struct.pack("<i", pid))
+                self.sock.recv(16)
+            if not os.WIFEXITED(status) and not os.WIFSIGNALED(status):
+                os.kill(pid, SIGKILL)
+                os.waitpid(pid, 0)
+        self.sock.send(b"D")
+        ranges = self.sock.recv(1 << 22)
+        if ranges[:1] != b"P" or len(ranges) % 16 != 1:
+            raise SystemExit("the runtime's pages to copy ahead are not what the protocol says")
+        self.prefault = ranges[1:]
+        return None
+
+    def copy_ahead(self, sock):
+        """In a spare: copy the pages runs write now, until done or the plan arrives."""
+        done = 0
+        peek = ctypes.create_string_buffer(1)
+        for start, length in struct.iter_unpack("<QQ", self.prefault):
+            if LIBC.madvise(start, length, MADV_POPULATE_WRITE) != 0 and ctypes.get_errno() == 22:
+                return  # EINVAL: a kernel before 5.14
+            done += length >> 12
+            if done >= PREFAULT_BATCH:
+                done = 0
+                if LIBC.recv(sock.fileno(), peek, 1, MSG_PEEK | MSG_DONTWAIT) >= 0:
+                    return
 
     def serve(self, sock):
         """Clone spares until retired; returns only in a run's process."""
@@ -177,6 +269,7 @@ class Zygote:
             self.sock.detach()
             os.close(CONTROL_FD)
             LIBC.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(SIGKILL), 0, 0, 0)
+            self.copy_ahead(theirs)
             try:
                 msg, fds, _flags, _addr = socket.recv_fds(theirs, 1 << 16, 16)
             except OSError:
@@ -192,13 +285,14 @@ class Zygote:
         mine.close()
         return None
 
-    def clone(self, flags):
+    def clone(self, flags, parent=True):
         API.PyOS_BeforeFork()
         # A raw clone with no stack behaves like fork, and it takes CLONE_PARENT and the
         # namespace flags in one step: the run is pid 1 of its namespace, as a cold run is.
+        # (A sample run is the zygote's own child: the zygote waits for it to stop.)
         pid = LIBC.syscall(
             ctypes.c_long(self.sys_clone),
-            ctypes.c_ulong(flags | CLONE_PARENT | SIGCHLD),
+            ctypes.c_ulong(flags | (CLONE_PARENT if parent else 0) | SIGCHLD),
             ctypes.c_ulong(0),
             ctypes.c_ulong(0),
             ctypes.c_ulong(0),
@@ -436,6 +530,12 @@ def finish(main, exitcode, interrupted):
             pass
         exitcode = 128 + signal.SIGINT
     announce_end(exitcode)
+    if SAMPLE:
+        # A sample run (Zygote.learn): stopped, read, killed. raise() is tgkill on itself,
+        # which the run filter allows.
+        import _signal
+
+        _signal.raise_signal(SIGSTOP)
     os._exit(exitcode)
 
 
@@ -485,6 +585,14 @@ def preload(names):
             imported.append(name)
         except Exception as e:  # an image without the module: nothing to warm
             missing.append("%s (%s)" % (name, type(e).__name__))
+    if "jinja2" in imported:
+        # What Dify's own Jinja2 preload does before each template: a template built from a
+        # string makes jinja2's shared default environment and its lexer once (both cached),
+        # a fifth of a small template's cost. Fixed text; the same state in every run.
+        try:
+            sys.modules["jinja2"].Template("{{ s }}").render(s="")
+        except Exception:
+            pass  # a jinja2 that cannot: its runs will say why
     return imported, missing
 
 
@@ -517,7 +625,9 @@ def main():
     sys.stdout.flush()
     sys.stderr.flush()
     sock.send(json.dumps({"imported": imported, "missing": missing}).encode())
-    zygote.serve(sock)
+    zygote.sock = sock
+    if zygote.learn() != "run":
+        zygote.serve(sock)
     return zygote.orig_argv
 
 

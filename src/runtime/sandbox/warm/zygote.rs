@@ -4,6 +4,7 @@
 
 use super::super::sys::{code_fd, high_fd, os, pidfd_kill, pipe, read_full, wait_readable};
 use super::super::SandboxError;
+use super::prefault::Learned;
 use crate::runtime::child::{self, ChildPlan, RootMode, Step};
 use nix::sys::socket::{self, ControlMessage, MsgFlags};
 use std::collections::VecDeque;
@@ -66,6 +67,9 @@ pub(super) struct Recipe {
 pub(super) struct Ready {
     pub imported: Vec<String>,
     pub missing: Vec<String>,
+    /// What its sample runs taught (prefault.rs): samples read, pages each spare copies.
+    #[serde(skip)]
+    pub learned: (u32, usize),
 }
 
 pub(super) struct Zygote {
@@ -92,6 +96,11 @@ const SPARE_TAG: u8 = b'S';
 const FAILED_TAG: u8 = b'F';
 /// Our request for a spare (`SPARE_DUE` in zygote.py).
 const SPARE_DUE: &[u8] = b"N";
+/// A sample run stopped at its end (`L` and its pid): read its pages, then say `K`.
+const SAMPLE_TAG: u8 = b'L';
+const SAMPLE_READ: &[u8] = b"K";
+/// No more samples: the zygote waits for the pages to copy (`P`, prefault.rs).
+const SAMPLES_DONE: &[u8] = b"D";
 
 /// One message from the zygote, and the descriptor it carried, if any.
 struct Message {
@@ -208,9 +217,49 @@ impl Zygote {
         zygote.send(ZYGOTE_SOURCE.as_bytes(), &[])?;
         zygote.send(&r.setup, &[])?;
         let answer = zygote.receive(ready_within, 1 << 16)?.bytes;
-        let ready: Ready = serde_json::from_slice(&answer)
+        let mut ready: Ready = serde_json::from_slice(&answer)
             .map_err(|e| ZygoteError::Protocol(format!("ready message: {e}")))?;
+        ready.learned = zygote.learn(&r.language, Instant::now() + ready_within)?;
         Ok((zygote, ready))
+    }
+
+    /// Read the zygote's sample runs one by one as each stops at its end, then send it the
+    /// pages its spares copy ahead (prefault.rs). Where `/proc` cannot tell (no pagemap, not
+    /// ours to read), nothing is learned and spares copy nothing: runs take their faults.
+    fn learn(&self, language: &str, deadline: Instant) -> Result<(u32, usize), ZygoteError> {
+        let mut learned = match Learned::of_zygote(self.pid) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::info!(language, "warm pool: spares copy nothing ahead: cannot read the zygote's memory map ({e})");
+                None
+            }
+        };
+        loop {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            let msg = self.receive(timeout, 16)?;
+            match msg.bytes.as_slice() {
+                [SAMPLE_TAG, pid @ ..] if pid.len() == 4 => {
+                    let pid = i32::from_le_bytes(pid.try_into().expect("4 bytes"));
+                    if let Some(l) = learned.as_mut() {
+                        if let Err(e) = l.sample(pid) {
+                            tracing::info!(language, "warm pool: spares copy nothing ahead: cannot read a sample run's pages ({e})");
+                            learned = None;
+                        }
+                    }
+                    self.send(SAMPLE_READ, &[])?;
+                }
+                SAMPLES_DONE => break,
+                other => {
+                    return Err(ZygoteError::Protocol(format!(
+                        "{} bytes where a sample run was expected",
+                        other.len()
+                    )))
+                }
+            }
+        }
+        let learned = learned.unwrap_or_default();
+        self.send(&learned.ranges(), &[])?;
+        Ok((learned.samples, learned.pages()))
     }
 
     fn send(&self, msg: &[u8], fds: &[RawFd]) -> Result<(), ZygoteError> {
