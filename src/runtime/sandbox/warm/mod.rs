@@ -23,7 +23,9 @@
 //! clone flag would have. A spare is replaced once the run that took it is over and its
 //! process gone ([`SpareDue`]), not at the hand-over, where the clone took the CPU from the
 //! run. A spare no run took is killed and reaped with its zygote. The hand-over to a spare
-//! does not pass through the zygote: one wake-up fewer on the run's path.
+//! does not pass through the zygote: one wake-up fewer on the run's path. While it waits, a
+//! spare copies the zygote's pages that runs write (learned once from fixed sample runs,
+//! [`prefault`]), so that the run does not take a fault for each.
 //!
 //! Whatever a zygote holds, every later run of it can read (ctypes reads memory). So the
 //! per-run plan it may see names only flags, limits, ids and paths; the environment (with the
@@ -48,7 +50,8 @@
 //!
 //! # Differences a script can see
 //! `sys.modules` already holds the preload list and what the zygote needs (`ctypes`,
-//! `socket`, `json`, `struct`); the stack below the script's `<module>` frame has the
+//! `socket`, `json`, `struct`); jinja2's default environment for templates made from strings
+//! exists already (built once, as Dify's Jinja2 preload builds it); the stack below the script's `<module>` frame has the
 //! zygote's frames (`traceback.print_stack()` shows them; tracebacks of exceptions do not);
 //! the interpreter's final module teardown is skipped after the script's globals are
 //! cleared and collected, `atexit` ran and the streams were flushed.
