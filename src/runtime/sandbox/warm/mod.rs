@@ -350,8 +350,8 @@ impl WarmPool {
                         pid,
                         preloaded = ?ready.imported,
                         absent = ?ready.missing,
-                        samples = ready.learned.0,
-                        prefault_pages = ready.learned.1,
+                        samples = ready.learned.samples,
+                        prefault_pages = ready.learned.pages,
                         "warm pool: zygote ready in {ready_ms:.1} ms",
                     );
                 }

@@ -58,6 +58,9 @@ pub(super) fn samples() -> serde_json::Value {
 }
 
 const PAGE: u64 = 4096;
+/// At most this many ranges (64 KiB of message; Dify's preload makes about 500): one
+/// datagram, whatever the samples touched. The first ones are the ones that matter most.
+const MAX_RANGES: usize = 4096;
 /// `/proc/PID/pagemap`: the page is present, and mapped by this process alone.
 const PRESENT: u64 = 1 << 63;
 const EXCLUSIVE: u64 = 1 << 56;
@@ -108,7 +111,7 @@ impl Learned {
 
     /// The `P` message for the zygote: (start, length) in bytes, little-endian u64 pairs,
     /// contiguous pages merged; the pages most samples wrote first, so that a spare handed
-    /// its run half-way has copied what every run needs.
+    /// its run half-way has copied what every run needs. At most [`MAX_RANGES`].
     pub fn ranges(&self) -> Vec<u8> {
         let mut by_count: BTreeMap<std::cmp::Reverse<u32>, Vec<u64>> = BTreeMap::new();
         for (&page, &count) in &self.pages {
@@ -134,6 +137,7 @@ impl Learned {
                 push_range(&mut out, first, n);
             }
         }
+        out.truncate(1 + 16 * MAX_RANGES);
         out
     }
 }
@@ -207,6 +211,18 @@ mod tests {
             })
             .collect();
         assert_eq!(pairs, [(12, 2), (20, 1), (10, 2), (21, 1)]);
+    }
+
+    #[test]
+    fn ranges_stop_at_the_most_one_message_carries() {
+        let mut l = Learned::default();
+        for page in 0..(MAX_RANGES as u64 + 10) {
+            l.pages.insert(page * 2, if page < 5 { 2 } else { 1 });
+        }
+        let msg = l.ranges();
+        assert_eq!(msg.len(), 1 + 16 * MAX_RANGES);
+        // The pages more samples wrote are kept.
+        assert_eq!(u64::from_le_bytes(msg[1..9].try_into().unwrap()), 0);
     }
 
     #[test]

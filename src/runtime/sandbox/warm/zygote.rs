@@ -67,9 +67,16 @@ pub(super) struct Recipe {
 pub(super) struct Ready {
     pub imported: Vec<String>,
     pub missing: Vec<String>,
-    /// What its sample runs taught (prefault.rs): samples read, pages each spare copies.
+    /// What its sample runs taught (prefault.rs).
     #[serde(skip)]
-    pub learned: (u32, usize),
+    pub learned: CopyAhead,
+}
+
+/// What a zygote's spares copy ahead: learned from this many sample runs, this many pages.
+#[derive(Debug, Default)]
+pub(super) struct CopyAhead {
+    pub samples: u32,
+    pub pages: usize,
 }
 
 pub(super) struct Zygote {
@@ -226,7 +233,7 @@ impl Zygote {
     /// Read the zygote's sample runs one by one as each stops at its end, then send it the
     /// pages its spares copy ahead (prefault.rs). Where `/proc` cannot tell (no pagemap, not
     /// ours to read), nothing is learned and spares copy nothing: runs take their faults.
-    fn learn(&self, language: &str, deadline: Instant) -> Result<(u32, usize), ZygoteError> {
+    fn learn(&self, language: &str, deadline: Instant) -> Result<CopyAhead, ZygoteError> {
         let mut learned = match Learned::of_zygote(self.pid) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -259,7 +266,10 @@ impl Zygote {
         }
         let learned = learned.unwrap_or_default();
         self.send(&learned.ranges(), &[])?;
-        Ok((learned.samples, learned.pages()))
+        Ok(CopyAhead {
+            samples: learned.samples,
+            pages: learned.pages(),
+        })
     }
 
     fn send(&self, msg: &[u8], fds: &[RawFd]) -> Result<(), ZygoteError> {
