@@ -10,6 +10,7 @@ pub mod runtime;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -177,13 +178,23 @@ pub fn percentile_ms(v: &mut [Duration], p: f64) -> f64 {
     v[i].as_secs_f64() * 1000.0
 }
 
-/// A TCP port of 127.0.0.1 that was free a moment ago.
+/// A TCP port of 127.0.0.1 for a server to listen on, free a moment ago and new to this
+/// process. Taken below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by
+/// default): a port from `bind(0)` is an ephemeral one, and a test client's outgoing
+/// connection could take it between the pick and the server's own bind (a server failed to
+/// start so, with EADDRINUSE, in a CI run). Each test process starts at a place of its own.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: u32 = 20_000;
+    const PORTS: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % PORTS;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(FIRST + (start + n) % PORTS).expect("below 32,000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Find `tool` on PATH.
