@@ -398,7 +398,7 @@ fn private_dirty_kib(pid: u32) -> u64 {
 }
 
 /// The zygote learns from its three sample runs (Dify's runners' shapes: the image has
-/// jinja2) which of its pages runs write, and each spare copies them while it waits
+/// jinja2; an image without it has two) which of its pages runs write, and each spare copies them while it waits
 /// (prefault.rs): a spare holds those pages privately before any run came. The sample runs
 /// are stopped, read and killed before the first spare: none is left behind, stopped or not.
 #[test]
@@ -430,6 +430,10 @@ fn spares_copy_ahead_the_pages_the_sample_runs_wrote() {
         }
         assert!(forked(&s), "ns={ns}");
     }
+    // An image without jinja2: its sample is skipped, the other two teach.
+    let s = start(python_fixture(), true, true, "");
+    assert_eq!(ready_field(&s, "samples"), 2, "{}", s.log());
+    assert!(ready_field(&s, "prefault_pages") > 0, "{}", s.log());
 }
 
 /// A warm run records its exit status before it exits (`end_record.rs`), so its answer does

@@ -8,9 +8,11 @@
 //! one call a range, for less than a fault costs; a spare does it while it waits for its run.
 //!
 //! Which pages: at start, the zygote runs each of a few fixed sample scripts (below: the
-//! shapes of Dify's runners; never user code) in a process of its own, confined as a run is
-//! but for the uid and `/tmp`, and stops it at its end. We read which of the zygote's
-//! writable pages that process holds alone (`/proc/PID/pagemap`: present and mapped
+//! shapes of Dify's runners; never user code) in a process of its own that runs it the way a
+//! run does (the run filter and the policy, `no_new_privs`, the same script runner; not the
+//! run's namespaces, `/tmp`, hostname, limits or uid: they would reach beyond that process,
+//! and the uid would make it unreadable to us), and stops it at its end. We read which of the
+//! zygote's writable pages that process holds alone (`/proc/PID/pagemap`: present and mapped
 //! exclusively, that is, copied or newly filled), and send the union back, the pages most
 //! samples wrote first. What the samples teach is the same for every run of this zygote;
 //! nothing a user's run does is ever learned from, so no run can tell anything of another

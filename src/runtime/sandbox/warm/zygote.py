@@ -35,12 +35,12 @@
 # A run is a copy-on-write copy of the zygote, and CPython writes to nearly every object it
 # touches: a run's first write to each page is a fault and a copy, the largest part of what is
 # left of a warm run. So before spares, the zygote runs a few fixed sample scripts (the shapes
-# of Dify's runners, from the runtime; never user code), each in a process of its own
-# confined as a run is but for the uid and /tmp, stopped at its end; the runtime reads which
-# pages each wrote and sends the union back (prefault.rs). A spare copies those pages ahead
-# while it waits (MADV_POPULATE_WRITE), the most-written first, and stops as soon as its run
-# comes: under load, spares are taken early and copy little, so copying ahead costs runs
-# that are queued for CPU next to nothing.
+# of Dify's runners, from the runtime; never user code), each in a process of its own that
+# runs it the way a run does (the run filter and the policy, no_new_privs, the same script
+# runner; not its namespaces, /tmp, hostname, limits or uid), stopped at its end; the runtime
+# reads which pages each wrote and sends the union back (prefault.rs). A spare copies those
+# pages ahead while it waits (MADV_POPULATE_WRITE), the most-written first, and stops as soon
+# as its run comes: under load, spares are taken early and copy little.
 #
 # Everything the child needs is prepared before the fork; the runtime sends the step numbers,
 # syscall numbers and BPF programs, so nothing here is specific to an architecture or can
@@ -75,6 +75,7 @@ SIGKILL = 9
 SIGSTOP = 19
 WUNTRACED = 2
 MADV_POPULATE_WRITE = 23
+EINVAL = 22
 MSG_PEEK = 2
 MSG_DONTWAIT = 0x40
 # Pages a spare copies between two looks for its plan.
@@ -206,7 +207,7 @@ class Zygote:
         done = 0
         peek = ctypes.create_string_buffer(1)
         for start, length in struct.iter_unpack("<QQ", self.prefault):
-            if LIBC.madvise(start, length, MADV_POPULATE_WRITE) != 0 and ctypes.get_errno() == 22:
+            if LIBC.madvise(start, length, MADV_POPULATE_WRITE) != 0 and ctypes.get_errno() == EINVAL:
                 return  # EINVAL: a kernel before 5.14
             done += length >> 12
             if done >= PREFAULT_BATCH:
