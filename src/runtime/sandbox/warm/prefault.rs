@@ -59,7 +59,12 @@ pub(super) fn samples() -> serde_json::Value {
     ])
 }
 
-const PAGE: u64 = 4096;
+/// The page size `pagemap` indexes by: 4 KiB on x86-64, 4, 16 or 64 KiB on arm64 kernels.
+fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
+}
 /// At most this many ranges (64 KiB of message; Dify's preload makes about 500): one
 /// datagram, whatever the samples touched. The first ones are the ones that matter most.
 const MAX_RANGES: usize = 4096;
@@ -68,13 +73,24 @@ const PRESENT: u64 = 1 << 63;
 const EXCLUSIVE: u64 = 1 << 56;
 
 /// The pages the samples wrote, counted per page.
-#[derive(Default)]
 pub(super) struct Learned {
     /// The zygote's private writable mappings (start, end), read once.
     writable: Vec<(u64, u64)>,
     /// Page number → how many samples wrote it.
     pages: BTreeMap<u64, u32>,
+    page: u64,
     pub samples: u32,
+}
+
+impl Default for Learned {
+    fn default() -> Learned {
+        Learned {
+            writable: Vec::new(),
+            pages: BTreeMap::new(),
+            page: page_size(),
+            samples: 0,
+        }
+    }
 }
 
 impl Learned {
@@ -92,8 +108,11 @@ impl Learned {
         let pagemap = File::open(format!("/proc/{pid}/pagemap"))?;
         let mut entries = Vec::new();
         for &(start, end) in &self.writable {
-            let first = start / PAGE;
-            entries.resize(((end - start) / PAGE) as usize * 8, 0);
+            let first = start / self.page;
+            let Ok(pages) = usize::try_from((end - start) / self.page) else {
+                continue; // larger than this machine can index: not a real mapping
+            };
+            entries.resize(pages * 8, 0);
             // A range the sample unmapped reads as absent pages, or short: the rest is absent.
             let n = read_at_most(&pagemap, &mut entries, first * 8)?;
             for (i, entry) in entries[..n - n % 8].chunks_exact(8).enumerate() {
@@ -129,14 +148,14 @@ impl Learned {
                 run = match run {
                     Some((first, n)) if first + n == page => Some((first, n + 1)),
                     Some((first, n)) => {
-                        push_range(&mut out, first, n);
+                        push_range(&mut out, self.page, first, n);
                         Some((page, 1))
                     }
                     None => Some((page, 1)),
                 };
             }
             if let Some((first, n)) = run {
-                push_range(&mut out, first, n);
+                push_range(&mut out, self.page, first, n);
             }
         }
         out.truncate(1 + 16 * MAX_RANGES);
@@ -144,9 +163,9 @@ impl Learned {
     }
 }
 
-fn push_range(out: &mut Vec<u8>, first_page: u64, pages: u64) {
-    out.extend_from_slice(&(first_page * PAGE).to_le_bytes());
-    out.extend_from_slice(&(pages * PAGE).to_le_bytes());
+fn push_range(out: &mut Vec<u8>, page: u64, first_page: u64, pages: u64) {
+    out.extend_from_slice(&(first_page * page).to_le_bytes());
+    out.extend_from_slice(&(pages * page).to_le_bytes());
 }
 
 fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
@@ -207,8 +226,8 @@ mod tests {
             .chunks_exact(16)
             .map(|c| {
                 (
-                    u64::from_le_bytes(c[..8].try_into().unwrap()) / PAGE,
-                    u64::from_le_bytes(c[8..].try_into().unwrap()) / PAGE,
+                    u64::from_le_bytes(c[..8].try_into().unwrap()) / l.page,
+                    u64::from_le_bytes(c[8..].try_into().unwrap()) / l.page,
                 )
             })
             .collect();
@@ -230,12 +249,12 @@ mod tests {
     #[test]
     fn a_process_s_own_writes_read_as_its_exclusive_pages() {
         // This test process's own heap: a page it wrote is present and exclusive.
-        let mut buf = vec![1u8; 64 * 4096];
+        let mut buf = vec![1u8; 64 * 65536];
         buf[0] = 2;
         let pid = libc::pid_t::try_from(std::process::id()).expect("a pid");
         let mut l = Learned::of_zygote(pid).expect("our own maps");
         l.sample(pid).expect("our own pagemap");
-        let page = buf.as_ptr() as u64 / PAGE + 1;
+        let page = buf.as_ptr() as u64 / l.page + 1;
         assert_eq!(l.pages.get(&page), Some(&1), "{page:#x}");
         std::hint::black_box(&buf);
     }

@@ -78,8 +78,8 @@ MADV_POPULATE_WRITE = 23
 EINVAL = 22
 MSG_PEEK = 2
 MSG_DONTWAIT = 0x40
-# Pages a spare copies between two looks for its plan.
-PREFAULT_BATCH = 64
+# What a spare copies between two looks for its plan: 64 pages of 4 KiB.
+COPY_BETWEEN_LOOKS = 256 << 10
 SECCOMP_SET_MODE_FILTER = 1
 CLONE_NEWNET = 0x40000000
 AT_FDCWD = -100
@@ -209,8 +209,8 @@ class Zygote:
         for start, length in struct.iter_unpack("<QQ", self.prefault):
             if LIBC.madvise(start, length, MADV_POPULATE_WRITE) != 0 and ctypes.get_errno() == EINVAL:
                 return  # EINVAL: a kernel before 5.14
-            done += length >> 12
-            if done >= PREFAULT_BATCH:
+            done += length
+            if done >= COPY_BETWEEN_LOOKS:
                 done = 0
                 if LIBC.recv(sock.fileno(), peek, 1, MSG_PEEK | MSG_DONTWAIT) >= 0:
                     return
