@@ -369,22 +369,8 @@ fn a_spare_is_replaced_only_once_its_run_is_over() {
 
 /// A number the zygote's ready line logs (`key=N`).
 fn ready_field(s: &Server, key: &str) -> u64 {
-    let log = s.log();
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("warm pool: zygote ready"))
-        .unwrap_or_else(|| panic!("no ready line; log:\n{log}"));
-    let at = line
-        .find(&format!(" {key}="))
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
-        + key.len()
-        + 2;
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{key} in {line}"))
+    s.zygote_ready_field(key)
+        .unwrap_or_else(|| panic!("no {key}= on the zygote's ready line; log:\n{}", s.log()))
 }
 
 /// A process's private dirty memory: the pages no other process maps, in KiB.
@@ -398,9 +384,10 @@ fn private_dirty_kib(pid: u32) -> u64 {
 }
 
 /// The zygote learns from its three sample runs (Dify's runners' shapes: the image has
-/// jinja2; an image without it has two) which of its pages runs write, and each spare copies them while it waits
-/// (prefault.rs): a spare holds those pages privately before any run came. The sample runs
-/// are stopped, read and killed before the first spare: none is left behind, stopped or not.
+/// jinja2; an image without it has two) which of its pages runs write, and each spare copies
+/// them while it waits (prefault.rs): a spare holds those pages privately before any run
+/// came. The sample runs are stopped, read and killed before the first spare: none is left
+/// behind, stopped or not.
 #[test]
 #[cfg_attr(not(have_root), ignore = "needs root")]
 fn spares_copy_ahead_the_pages_the_sample_runs_wrote() {

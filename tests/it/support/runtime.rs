@@ -259,9 +259,14 @@ impl Server {
 
     /// The pid of the newest ready zygote.
     pub fn zygote_pid(&self) -> Option<u32> {
+        u32::try_from(self.zygote_ready_field("pid")?).ok()
+    }
+
+    /// A number the newest ready zygote's line logs as `key=N`.
+    pub fn zygote_ready_field(&self, key: &str) -> Option<u64> {
         let log = self.log();
         let line = log.lines().rev().find(|l| l.contains(WARM_POOL_READY))?;
-        let at = line.find(" pid=")? + 5;
+        let at = line.find(&format!(" {key}="))? + key.len() + 2;
         line[at..]
             .split(|c: char| !c.is_ascii_digit())
             .next()?
