@@ -223,17 +223,20 @@ impl Zygote {
         }
         zygote.send(ZYGOTE_SOURCE.as_bytes(), &[])?;
         zygote.send(&r.setup, &[])?;
-        let answer = zygote.receive(ready_within, 1 << 16)?.bytes;
+        let answer = zygote
+            .receive(Instant::now() + ready_within, ready_within, 1 << 16)?
+            .bytes;
         let mut ready: Ready = serde_json::from_slice(&answer)
             .map_err(|e| ZygoteError::Protocol(format!("ready message: {e}")))?;
-        ready.learned = zygote.learn(&r.language, Instant::now() + ready_within)?;
+        ready.learned = zygote.learn(&r.language, ready_within)?;
         Ok((zygote, ready))
     }
 
     /// Read the zygote's sample runs one by one as each stops at its end, then send it the
     /// pages its spares copy ahead (prefault.rs). Where `/proc` cannot tell (no pagemap, not
     /// ours to read), nothing is learned and spares copy nothing: runs take their faults.
-    fn learn(&self, language: &str, deadline: Instant) -> Result<CopyAhead, ZygoteError> {
+    fn learn(&self, language: &str, patience: Duration) -> Result<CopyAhead, ZygoteError> {
+        let deadline = Instant::now() + patience;
         let mut learned = match Learned::of_zygote(self.pid) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -242,11 +245,9 @@ impl Zygote {
             }
         };
         loop {
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            let msg = self.receive(timeout, 16)?;
-            match msg.bytes.as_slice() {
-                [SAMPLE_TAG, pid @ ..] if pid.len() == 4 => {
-                    let pid = i32::from_le_bytes(pid.try_into().expect("4 bytes"));
+            let msg = self.receive(deadline, patience, 16)?;
+            match tagged_value(&msg.bytes) {
+                Some((SAMPLE_TAG, pid)) => {
                     if let Some(l) = learned.as_mut() {
                         if let Err(e) = l.sample(pid) {
                             tracing::info!(language, "warm pool: spares copy nothing ahead: cannot read a sample run's pages ({e})");
@@ -255,11 +256,11 @@ impl Zygote {
                     }
                     self.send(SAMPLE_READ, &[])?;
                 }
-                SAMPLES_DONE => break,
-                other => {
+                _ if msg.bytes == SAMPLES_DONE => break,
+                _ => {
                     return Err(ZygoteError::Protocol(format!(
                         "{} bytes where a sample run was expected",
-                        other.len()
+                        msg.bytes.len()
                     )))
                 }
             }
@@ -279,12 +280,19 @@ impl Zygote {
         })
     }
 
-    fn receive(&self, timeout: Duration, max: usize) -> Result<Message, ZygoteError> {
-        if !wait_readable(self.ctl.as_raw_fd(), Instant::now() + timeout) {
-            return Err(ZygoteError::Timeout(timeout));
+    /// One message, waited for until `deadline`; past it, the zygote did not answer within
+    /// `patience` (the whole wait, of which this may be the last part).
+    fn receive(
+        &self,
+        deadline: Instant,
+        patience: Duration,
+        max: usize,
+    ) -> Result<Message, ZygoteError> {
+        if !wait_readable(self.ctl.as_raw_fd(), deadline) {
+            return Err(ZygoteError::Timeout(patience));
         }
         self.receive_now(max, MsgFlags::empty())?
-            .ok_or(ZygoteError::Timeout(timeout))
+            .ok_or(ZygoteError::Timeout(patience))
     }
 
     /// One message, `None` when there is none and `flags` says not to wait.
@@ -340,17 +348,14 @@ impl Zygote {
 
     /// Take in what the zygote said about a spare: its announcement, or a failure to clone it.
     fn note(&mut self, msg: Message) -> Result<(), ZygoteError> {
-        let value = match msg.bytes.as_slice() {
-            [_, v @ ..] if v.len() == 4 => i32::from_le_bytes(v.try_into().expect("4 bytes")),
-            _ => {
-                return Err(ZygoteError::Protocol(format!(
-                    "{} bytes for a spare",
-                    msg.bytes.len()
-                )))
-            }
+        let Some((tag, value)) = tagged_value(&msg.bytes) else {
+            return Err(ZygoteError::Protocol(format!(
+                "{} bytes for a spare",
+                msg.bytes.len()
+            )));
         };
         self.asked = self.asked.saturating_sub(1);
-        match (msg.bytes[0], msg.fd) {
+        match (tag, msg.fd) {
             (SPARE_TAG, Some(sock)) if value > 0 => {
                 self.spares.push_back(Spare { pid: value, sock });
                 Ok(())
@@ -398,11 +403,7 @@ impl Zygote {
         self.send(plan, fds)?;
         let deadline = Instant::now() + timeout;
         let answer = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let msg = self.receive(left, 16).map_err(|e| match e {
-                ZygoteError::Timeout(_) => ZygoteError::Timeout(timeout),
-                e => e,
-            })?;
+            let msg = self.receive(deadline, timeout, 16)?;
             match pid_answer(&msg) {
                 Some(answer) => break answer,
                 None => self.note(msg)?,
@@ -467,6 +468,15 @@ fn pid_answer(msg: &Message) -> Option<i32> {
     match (<[u8; 4]>::try_from(msg.bytes.as_slice()), &msg.fd) {
         (Ok(v), None) => Some(i32::from_le_bytes(v)),
         _ => None,
+    }
+}
+
+/// A tag byte and a little-endian i32 (a pid or an errno): the zygote's announcements of a
+/// spare (`S`), of a failure to clone one (`F`) and of a stopped sample run (`L`).
+fn tagged_value(bytes: &[u8]) -> Option<(u8, i32)> {
+    match bytes {
+        [tag, v @ ..] => Some((*tag, i32::from_le_bytes(v.try_into().ok()?))),
+        [] => None,
     }
 }
 
