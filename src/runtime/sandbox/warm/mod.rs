@@ -8,8 +8,9 @@
 //! socket connected to it, of which it keeps no copy. For each run the runtime prepares
 //! exactly what it prepares for a cold run (uid lease, private /tmp directory or tmpfs
 //! options, pipes, code memfd, rlimits, environment, cgroup and network-namespace
-//! descriptors) and sends the plan and descriptors to the oldest spare itself; a run that finds no spare goes to the zygote, which clones it on its path and
-//! answers its pid. The run's process applies the cold run's steps in the cold run's order
+//! descriptors) and sends the plan and descriptors to the oldest spare itself; a run that
+//! finds no spare goes to the zygote, which clones it on its path and answers its pid. The
+//! run's process applies the cold run's steps in the cold run's order
 //! ([`crate::runtime::child`]): cgroup, network namespace, descriptors (all closed but its
 //! pipes), own session, its tmpfs `/tmp`, working directory, hostname, rlimits, groups, gid,
 //! uid, parent-death signal, `no_new_privs`, a clean environment, the run filter and the
@@ -51,10 +52,11 @@
 //! # Differences a script can see
 //! `sys.modules` already holds the preload list and what the zygote needs (`ctypes`,
 //! `socket`, `json`, `struct`); jinja2's default environment for templates made from strings
-//! exists already (built once, as Dify's Jinja2 preload builds it); the stack below the script's `<module>` frame has the
-//! zygote's frames (`traceback.print_stack()` shows them; tracebacks of exceptions do not);
-//! the interpreter's final module teardown is skipped after the script's globals are
-//! cleared and collected, `atexit` ran and the streams were flushed.
+//! exists already (built once, as Dify's Jinja2 preload builds it); the stack below the
+//! script's `<module>` frame has the zygote's frames (`traceback.print_stack()` shows them;
+//! tracebacks of exceptions do not); the interpreter's final module teardown is skipped
+//! after the script's globals are cleared and collected, `atexit` ran and the streams were
+//! flushed.
 //!
 //! # Failure
 //! A zygote that cannot be started, dies, or answers wrongly costs a run only its latency:
@@ -169,6 +171,9 @@ impl Sandbox {
             .map(|s| (format!("{s:?}"), *s as u32))
             .collect();
         let self_pid_slots = crate::runtime::runfilter::self_pid_slots(&self.run_filter);
+        // A spare is cloned before its run is known: as for a run with network, the run
+        // without enters a network namespace of its own first (see zygote.py).
+        let spare_flags = self.isolation.clone_flags(true);
         let mut slots = BTreeMap::new();
         for (name, lang) in &self.languages {
             if !is_python(name, to_str(&lang.interpreter)) {
@@ -181,9 +186,7 @@ impl Sandbox {
             let setup = serde_json::json!({
                 "steps": steps,
                 "sys_clone": libc::SYS_clone,
-                // A spare is cloned before its run is known: as for a run with network, the
-                // run without enters a network namespace of its own first (see zygote.py).
-                "spare_flags": self.isolation.clone_flags(true),
+                "spare_flags": spare_flags,
                 "spares": SPARES,
                 "sys_seccomp": libc::SYS_seccomp,
                 "sys_move_mount": libc::SYS_move_mount,
@@ -225,7 +228,7 @@ impl Sandbox {
                 name.clone(),
                 Slot {
                     recipe,
-                    spare_flags: self.isolation.clone_flags(true),
+                    spare_flags,
                     zygote: Mutex::new(None),
                     starting: AtomicBool::new(false),
                     retry_at: Mutex::new(None),
@@ -473,9 +476,10 @@ pub(super) enum Fork<'a> {
 }
 
 /// A warm run's request for the next run's process, made when it is dropped: once the run is
-/// over (its process reaped, its uid returned), or has failed. The zygote clones a spare as soon as it is asked, and the clone
-/// (a millisecond of copying page tables) must not take the CPU of a run that is starting:
-/// asked for at the hand-over, it delayed every run by about as much (zygote.py).
+/// over (its process reaped, its uid returned), or has failed. The zygote clones a spare as
+/// soon as it is asked, and the clone (a millisecond of copying page tables) must not take
+/// the CPU of a run that is starting: asked for at the hand-over, it delayed every run by
+/// about as much (zygote.py).
 pub(super) struct SpareDue<'a> {
     pool: &'a WarmPool,
     language: String,

@@ -10,15 +10,15 @@
 # connected to it, and keeps no copy: the runtime hands the spare its run (one message, a
 # JSON plan with the run's descriptors) itself, one wake-up fewer on the run's path. A run
 # that found no spare comes to the zygote, which clones it at once and answers its pid. The
-# run's process applies the cold
-# run's confinement in the cold run's order (child.rs) and reports a failed step on the
-# report pipe as child.rs does; it closes the report pipe when it is done (the runtime reads
-# that end of file as a cold run's execve), then runs the code the way `python -` would: a
-# fresh `__main__`, "<stdin>" as the file name, the same exit codes and the same
-# end-of-interpreter steps a script can observe (non-daemon threads joined, atexit, flushed
-# streams, exit code 120 when stdout cannot be flushed). Its exit status it writes after the
-# script in its code memfd, and closes its output, before it exits: the runtime answers on
-# that, without waiting for the kernel to free the run's copy of the zygote (end_record.rs).
+# run's process applies the cold run's confinement in the cold run's order (child.rs) and
+# reports a failed step on the report pipe as child.rs does; it closes the report pipe when
+# it is done (the runtime reads that end of file as a cold run's execve), then runs the code
+# the way `python -` would: a fresh `__main__`, "<stdin>" as the file name, the same exit
+# codes and the same end-of-interpreter steps a script can observe (non-daemon threads
+# joined, atexit, flushed streams, exit code 120 when stdout cannot be flushed). Its exit
+# status it writes after the script in its code memfd, and closes its output, before it
+# exits: the runtime answers on that, without waiting for the kernel to free the run's copy
+# of the zygote (end_record.rs).
 #
 # The zygote clones `spares` of them when it is ready, then one each time the runtime asks
 # (SPARE_DUE), which it does once a run is over and its process gone. Not at the hand-over:
@@ -128,7 +128,8 @@ def program(raw):
 
 
 class Zygote:
-    def __init__(self, setup):
+    def __init__(self, setup, sock):
+        self.sock = sock
         self.steps = setup["steps"]
         self.sys_clone = setup["sys_clone"]
         self.spare_flags = setup["spare_flags"]
@@ -215,9 +216,9 @@ class Zygote:
                 if LIBC.recv(sock.fileno(), peek, 1, MSG_PEEK | MSG_DONTWAIT) >= 0:
                     return
 
-    def serve(self, sock):
+    def serve(self):
         """Clone spares until retired; returns only in a run's process."""
-        self.sock = sock
+        sock = self.sock
         for _ in range(self.spares):
             if self.make_spare() == "run":
                 return
@@ -605,7 +606,7 @@ def main():
     # Without importing threading (its after-fork hook would then run in every run).
     if len(sys._current_frames()) != 1:
         raise SystemExit("a preloaded module started a thread: cannot fork safely")
-    zygote = Zygote(setup)
+    zygote = Zygote(setup, sock)
     global UNRAISABLE_ARGS
     UNRAISABLE_ARGS = unraisable_args_type()
     LIBC.fdopen.restype = ctypes.c_void_p
@@ -626,9 +627,8 @@ def main():
     sys.stdout.flush()
     sys.stderr.flush()
     sock.send(json.dumps({"imported": imported, "missing": missing}).encode())
-    zygote.sock = sock
     if zygote.learn() != "run":
-        zygote.serve(sock)
+        zygote.serve()
     return zygote.orig_argv
 
 
