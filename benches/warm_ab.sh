@@ -8,11 +8,13 @@
 #   back-to-back  the second of two requests sent one after the other: the run comes while
 #               the previous one's process is still exiting;
 #   concurrency 2 and 8 for SECONDS (default 5) each: runs/s, failed runs, p50 and p90.
+# For a change to what the build writes (the seccomp programs every run installs), set
+# OLD_PREBAKE to the previous commit's `prebake`: each side then serves its own build's bundle.
 # Needs root.
 #
 #   sudo benches/warm_ab.sh OLD_RUNTIME [NEW_RUNTIME] [SPEC]   (default: this tree's release
 #   build, images/dify.yaml)
-#   RUNS=300 GAP_MS=5 SECONDS_EACH=5 benches/warm_ab.sh ...
+#   RUNS=300 GAP_MS=5 SECONDS_EACH=5 OLD_PREBAKE=... benches/warm_ab.sh ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=${1:?usage: benches/warm_ab.sh OLD_RUNTIME [NEW_RUNTIME] [SPEC]}
@@ -36,8 +38,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$PREBAKE" build "$SPEC" --no-image --out "$work/out" >"$work/build.log" 2>&1 \
-  || { cat "$work/build.log" >&2; exit 1; }
+for side in old new; do
+  builder=$PREBAKE
+  [ "$side" = old ] && builder=${OLD_PREBAKE:-$PREBAKE}
+  "$builder" build "$SPEC" --no-image --out "$work/out-$side" >"$work/build.log" 2>&1 \
+    || { cat "$work/build.log" >&2; exit 1; }
+done
 ports=()
 for side in old new; do
   bin=$OLD
@@ -45,7 +51,7 @@ for side in old new; do
   port=$(free_port)
   printf 'app:\n  port: %s\n  key: bench\nmax_workers: 8\nwarm_pool: true\nwarm_pool_max_forks: 100000\n' \
     "$port" >"$work/$side.yaml"
-  "$bin" serve --bundle "$work/out/bundle" --root "$work/root-$side" --config "$work/$side.yaml" \
+  "$bin" serve --bundle "$work/out-$side/bundle" --root "$work/root-$side" --config "$work/$side.yaml" \
     </dev/null >/dev/null 2>"$work/$side.log" &
   servers+=($!)
   for _ in $(seq 600); do
