@@ -41,7 +41,7 @@ fn main() {
             let p = Programs::from_bytes(bytes).expect("parse");
             let sizes: Vec<String> = p.programs().iter().map(|x| x.len().to_string()).collect();
             println!(
-                "{}{variant}.bpf ({}): {} instructions in {} programs ({})",
+                "{}{variant}.bpf ({}): {} instructions in {} program(s) ({})",
                 lang.as_str(),
                 a.arch,
                 p.instructions(),

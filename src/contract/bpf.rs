@@ -1,9 +1,9 @@
 //! The file format of `seccomp/<language>{,-net}.bpf`, written by the build and loaded by the
 //! runtime: one or more programs, each a little-endian `u32` instruction count followed by
 //! that many `struct sock_filter` (8 bytes each, native layout: u16 code, u8 jt, u8 jf,
-//! u32 k). Several programs are stacked in file order, because one seccompiler program has
-//! only one match action and the policy needs three (allow, EPERM, ENOSYS for clone3); the
-//! kernel applies the most restrictive result of all of them.
+//! u32 k). Several programs are stacked in file order, and the kernel applies the most
+//! restrictive result of all of them. The build writes one since 2026-12-07 (it wrote one
+//! per action before, `seccomp::bpf`); a runtime still installs any stack.
 
 /// One `struct sock_filter`.
 #[repr(C)]
