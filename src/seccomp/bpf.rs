@@ -165,7 +165,6 @@ fn refusal(
 ) -> Result<Vec<SockFilter>, SeccompError> {
     // A mismatch action no block returns otherwise.
     const GO_ON: SeccompAction = SeccompAction::Trace(0xfeed);
-    const JA: u16 = 0x05;
     let single = BTreeMap::from([(nr, rules.clone())]);
     let block = chain(plan, &single, GO_ON, SeccompAction::Errno(errno))?;
     debug_assert_eq!(block[..PREFIX], arch_check(plan.arch));
@@ -215,7 +214,6 @@ fn refusal(
 /// What seccompiler's programs start with: kill a call of another architecture (i386's
 /// `int 0x80` from an x86_64 process), then load the syscall number.
 fn arch_check(arch: Arch) -> Vec<SockFilter> {
-    const JEQ_K: u16 = 0x15;
     let s = |code, jt, jf, k| SockFilter { code, jt, jf, k };
     vec![
         s(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
@@ -226,12 +224,16 @@ fn arch_check(arch: Arch) -> Vec<SockFilter> {
 }
 
 /// x86_64's `__X32_SYSCALL_BIT`: x32 calls share `AUDIT_ARCH_X86_64`, so the architecture
-/// check lets them through; the allowlist kills the numbers that have it (and not the sign
+/// check lets them through; the program kills the numbers that have it (and not the sign
 /// bit: negative numbers, `syscall(-1)`, get the default like any unknown call).
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
-const LD_W_ABS: u16 = 0x20;
-const RET_K: u16 = 0x06;
+// The classic BPF instructions this module writes (linux/bpf_common.h).
+const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const JA: u16 = 0x05; // BPF_JMP | BPF_JA
+const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
 fn ret_k(k: u32) -> SockFilter {
     SockFilter {
@@ -247,8 +249,6 @@ fn ret_k(k: u32) -> SockFilter {
 /// code to the right half, otherwise falls into the left half. Conditional jumps reach only
 /// 255 instructions; past that a 32-bit `ja` does the jump.
 fn tree(segments: &[(u32, Vec<SockFilter>)]) -> Vec<SockFilter> {
-    const JGE_K: u16 = 0x35;
-    const JA: u16 = 0x05;
     if let [(_, code)] = segments {
         return code.clone();
     }
@@ -417,10 +417,10 @@ mod tests {
         assert_eq!(run(&prog, 0, u32::MAX, [0; 6]), 1000);
     }
 
-    /// On x86_64 the allowlist kills every x32 number (bit 30 set) and lets negative ones
+    /// On x86_64 the program kills every x32 number (bit 30 set) and lets negative ones
     /// get the default; the i386 ABI is killed by the architecture check.
     #[test]
-    fn the_allowlist_kills_x32_calls() {
+    fn the_program_kills_x32_calls() {
         let policy = Policy::load(Language::Python3).unwrap();
         let plan = ResolvedPolicy::new(
             &policy,
@@ -430,26 +430,28 @@ mod tests {
         )
         .unwrap();
         let programs = compile(&plan).unwrap();
-        let allowlist = programs.last().unwrap();
+        let [program] = programs.as_slice() else {
+            panic!("{} programs", programs.len())
+        };
         let native = Arch::X86_64.audit_arch();
         let kill = libc::SECCOMP_RET_KILL_PROCESS;
         let getpid = 39;
         assert_eq!(
-            run(allowlist, native, getpid, [0; 6]),
+            run(program, native, getpid, [0; 6]),
             libc::SECCOMP_RET_ALLOW
         );
         for nr in [0, getpid, 0x3fff_ffff, 0x7fff_ffff] {
             assert_eq!(
-                run(allowlist, native, 0x4000_0000 | nr, [0; 6]),
+                run(program, native, 0x4000_0000 | nr, [0; 6]),
                 kill,
                 "{nr:#x}"
             );
         }
-        let default = run(allowlist, native, 0x3fff_ffff, [0; 6]);
+        let default = run(program, native, 0x3fff_ffff, [0; 6]);
         assert_ne!(default, kill);
-        assert_eq!(run(allowlist, native, u32::MAX, [0; 6]), default);
-        assert_eq!(run(allowlist, native, 0x8000_0000, [0; 6]), default);
-        assert_eq!(run(allowlist, 0x4000_0003, getpid, [0; 6]), kill);
+        assert_eq!(run(program, native, u32::MAX, [0; 6]), default);
+        assert_eq!(run(program, native, 0x8000_0000, [0; 6]), default);
+        assert_eq!(run(program, 0x4000_0003, getpid, [0; 6]), kill);
     }
 
     /// What the programs this module used to write decided together: the old x32 guard,
