@@ -1,6 +1,9 @@
-//! Figures for the README: BPF instruction counts per program and the start-up cost of a
-//! confined `python3 -I -c pass` against an unconfined one (both fork+exec with no_new_privs),
-//! interleaved in one run. `cargo run --release --example seccomp_bench [python] [runs]`.
+//! Figures for the README: BPF instruction counts per program, the time the kernel takes to
+//! install them (every run pays it), and the start-up cost of a confined `python3 -I -c pass`
+//! against an unconfined one (both fork+exec with no_new_privs), interleaved in one run.
+//! `cargo run --release --example seccomp_bench [python] [runs] [OLD.bpf]`: with a
+//! `python3-net.bpf` of another build (an older bundle's), its install time is measured
+//! against this build's, interleaved.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -31,6 +34,47 @@ fn run(exe: &str, args: &[&str], programs: Option<&Programs>) -> Duration {
     t.elapsed()
 }
 
+/// The time a fresh process (a fork, with no_new_privs) takes to install `programs`.
+fn install_time(programs: &Programs) -> Duration {
+    let mut fds = [0; 2];
+    // SAFETY: a pipe for the child's one answer.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0, "pipe");
+    // SAFETY: this example has one thread; the child only makes syscalls and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        // SAFETY: syscalls only, then _exit.
+        unsafe {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            let start = Instant::now();
+            let ok = programs.install().is_ok();
+            let nanos = if ok {
+                u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+            } else {
+                0
+            };
+            libc::write(fds[1], nanos.to_ne_bytes().as_ptr().cast(), 8);
+            libc::_exit(0);
+        }
+    }
+    let mut nanos = [0u8; 8];
+    // SAFETY: reading the child's answer, reaping it, closing the pipe.
+    unsafe {
+        libc::close(fds[1]);
+        assert_eq!(libc::read(fds[0], nanos.as_mut_ptr().cast(), 8), 8, "read");
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+        libc::close(fds[0]);
+    }
+    let nanos = u64::from_ne_bytes(nanos);
+    assert!(nanos > 0, "the programs did not install");
+    Duration::from_nanos(nanos)
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
 fn main() {
     let mut argv = std::env::args().skip(1);
     let python = argv.next().unwrap_or_else(|| "/usr/bin/python3.11".into());
@@ -52,6 +96,40 @@ fn main() {
     }
     let a = seccomp::compile(Language::Python3, &SeccompSpec::default()).expect("compile");
     let p = Programs::from_bytes(&a.bpf).expect("parse");
+    let net = Programs::from_bytes(&a.bpf_net).expect("parse");
+    let old = argv.next().map(|path| {
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let programs = Programs::from_bytes(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"));
+        (path, programs)
+    });
+    let (mut this, mut other) = (Vec::new(), Vec::new());
+    for i in 0..runs + 5 {
+        let t = install_time(&net);
+        let o = old.as_ref().map(|(_, programs)| install_time(programs));
+        if i >= 5 {
+            this.push(t);
+            other.extend(o);
+        }
+    }
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let this = us(median(this));
+    print!(
+        "installing python3-net.bpf ({} instructions in {} program(s)): median {this:.0} µs",
+        net.instructions(),
+        net.programs().len()
+    );
+    match &old {
+        Some((path, programs)) => {
+            let other = us(median(other));
+            println!(
+                "; {path} ({} instructions in {} program(s)): {other:.0} µs; ratio {:.2} ({runs} each, interleaved)",
+                programs.instructions(),
+                programs.programs().len(),
+                this / other
+            );
+        }
+        None => println!(" ({runs} runs)"),
+    }
     for (exe, args) in [
         (python.as_str(), &["-I", "-c", "pass"][..]),
         ("/bin/true", &[][..]),

@@ -88,8 +88,8 @@ const PREFIX: usize = 4;
 /// check the arguments, and the number again): first its errno rules' ([`refusal`]), then
 /// its allowance. For Dify's Python policy with network that is one program of 402
 /// instructions instead of four of 1,005 (seccompiler's chains of eight calls behind a
-/// binary search, which this replaced), and installing it takes 0.12–0.16 ms instead of
-/// 0.35 (fork, `seccomp(2)` timed around each program, medians of 30).
+/// binary search, which this replaced), and installing it takes 0.13–0.15 ms instead of
+/// 0.31–0.33 (`examples/seccomp_bench.rs`, with the old build's file).
 fn filter(
     plan: &ResolvedPolicy,
     allowed: &BTreeMap<u32, When>,
