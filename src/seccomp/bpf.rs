@@ -499,16 +499,30 @@ mod tests {
 
     /// The one program must decide exactly as the stack of seccompiler's linear chains did,
     /// for every number (listed or not, x32 and negative ones too), on the native and a
-    /// foreign architecture, with argument values around every condition; and be a fraction
-    /// of their length.
+    /// foreign architecture, with argument values around every condition, whatever the
+    /// default action and with a spec's additions; and be a fraction of their length.
     #[test]
     fn one_program_decides_as_the_stack_of_chains() {
-        for lang in [Language::Python3, Language::Nodejs] {
+        use crate::spec::SyscallRef;
+        let specs = [
+            SeccompSpec::default(),
+            SeccompSpec {
+                default_action: DefaultAction::KillProcess,
+                allow: vec![SyscallRef::Name("getcpu".into()), SyscallRef::Number(450)],
+            },
+            SeccompSpec {
+                default_action: DefaultAction::Log,
+                allow: Vec::new(),
+            },
+        ];
+        for (lang, spec) in [Language::Python3, Language::Nodejs]
+            .into_iter()
+            .flat_map(|lang| specs.iter().map(move |spec| (lang, spec)))
+        {
             let policy = Policy::load(lang).unwrap();
             for arch in Arch::ALL {
                 for variant in [Variant::NoNetwork, Variant::Network, Variant::Dig] {
-                    let plan = ResolvedPolicy::new(&policy, arch, &SeccompSpec::default(), variant)
-                        .unwrap();
+                    let plan = ResolvedPolicy::new(&policy, arch, spec, variant).unwrap();
                     let (stack_length, reference) = stacked(&plan);
                     let programs = compile(&plan).unwrap();
                     let [one] = programs.as_slice() else {
@@ -532,7 +546,7 @@ mod tests {
                                 assert_eq!(
                                     reference(a, nr, args),
                                     run(one, a, nr, args),
-                                    "{lang:?} {arch:?} {variant:?} nr {nr:#x} arg {v:#x}"
+                                    "{lang:?} {arch:?} {variant:?} {spec:?} nr {nr:#x} arg {v:#x}"
                                 );
                             }
                         }
