@@ -42,8 +42,10 @@ pub struct Metrics {
 pub struct Gauges {
     pub ready: bool,
     pub workers: usize,
+    /// Runs holding a worker: executing, or answered and not yet reaped.
     pub running: usize,
-    pub in_flight: usize,
+    /// Run requests waiting for a worker.
+    pub queued: usize,
     pub warm_zygotes: Vec<(String, bool)>,
     pub uids_in_use: Option<usize>,
     pub uids_total: usize,
@@ -130,14 +132,14 @@ impl Metrics {
         gauge(
             &mut out,
             "prebake_runs_running",
-            "Runs executing now.",
+            "Runs holding a worker: executing, or answered and their process not yet reaped.",
             g.running,
         );
         gauge(
             &mut out,
             "prebake_runs_queued",
             "Run requests waiting for a worker.",
-            g.in_flight.saturating_sub(g.running),
+            g.queued,
         );
         family(
             &mut out,
@@ -190,7 +192,7 @@ mod tests {
             ready: true,
             workers: 4,
             running: 1,
-            in_flight: 3,
+            queued: 2,
             warm_zygotes: vec![("python3".into(), true)],
             uids_in_use: Some(1),
             uids_total: 100,

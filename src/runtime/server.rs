@@ -33,6 +33,9 @@ pub struct AppState {
     /// client has gone and axum dropped the handler.
     workers: Arc<Semaphore>,
     in_flight: AtomicUsize,
+    /// Requests waiting for a worker. Not `in_flight` less the workers busy: a run answered
+    /// before its process is reaped holds its worker but no longer counts as in flight.
+    waiting: AtomicUsize,
     pub metrics: super::metrics::Metrics,
 }
 
@@ -44,6 +47,7 @@ impl AppState {
             sandbox: OnceLock::new(),
             dependencies,
             in_flight: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             metrics: super::metrics::Metrics::default(),
         }
     }
@@ -199,7 +203,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
             .config
             .max_workers
             .saturating_sub(st.workers.available_permits()),
-        in_flight: st.runs_in_flight(),
+        queued: st.waiting.load(Ordering::SeqCst),
         warm_zygotes: sandbox.map(|s| s.warm_zygotes()).unwrap_or_default(),
         uids_in_use: sandbox.map(|s| s.uids_leased()),
         uids_total: crate::contract::SANDBOX_UID_COUNT as usize,
@@ -239,6 +243,23 @@ struct InFlight(Arc<AppState>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One request waiting for a worker, until dropped: when it has one, or when its client went
+/// away while it waited (axum drops the handler).
+struct Waiting<'a>(&'a AppState);
+
+impl<'a> Waiting<'a> {
+    fn new(st: &'a AppState) -> Self {
+        st.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(st)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -329,7 +350,10 @@ async fn run(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
         );
     }
     let counted = InFlight(Arc::clone(&st));
-    let Ok(permit) = Arc::clone(&st.workers).acquire_owned().await else {
+    let waiting = Waiting::new(&st);
+    let permit = Arc::clone(&st.workers).acquire_owned().await;
+    drop(waiting);
+    let Ok(permit) = permit else {
         return envelope(
             StatusCode::OK,
             -500,

@@ -458,6 +458,64 @@ fn a_warm_run_is_answered_before_its_memory_is_freed() {
     }
 }
 
+/// `prebake_runs_queued` counts the requests waiting for a worker, also while the worker is
+/// held by a run that was answered and whose process is still being torn down (it used to be
+/// the requests in flight less the workers busy, which missed exactly those: an answered run
+/// no longer counts as in flight). One worker; a run that wrote 1 GB and kept it to its end
+/// prints its pid (chroot-only: the host's) and is answered while it is torn down, and a
+/// second request waits behind it. A scrape taken while the first run's process is still
+/// there (checked after the scrape) must show one running and one queued.
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn a_request_waiting_behind_an_answered_run_counts_as_queued() {
+    let _exclusive = support::exclusive();
+    let s = start(
+        python_fixture(),
+        false,
+        true,
+        "max_workers: 1\nlimits:\n  memory_mb: 2048\n",
+    );
+    let touch = "import os, sys\nb = bytearray(1 << 30)\nb[::4096] = b'\\1' * len(range(0, len(b), 4096))\nsys.kept = b\nprint(os.getpid())\n";
+    let metric = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    let mut seen = false;
+    for _ in 0..5 {
+        std::thread::scope(|scope| {
+            let first = scope.spawn(|| run(&s, touch));
+            wait_for("the first run never took the worker", &s, || {
+                metric(&s.metrics(), "prebake_runs_running") == 1
+            });
+            let second = scope.spawn(|| run(&s, "print('second')\n"));
+            wait_for("the second request never queued", &s, || {
+                metric(&s.metrics(), "prebake_runs_queued") == 1
+            });
+            let out = first.join().unwrap();
+            let text = s.metrics();
+            let pid = out["data"]["stdout"].as_str().unwrap().trim().to_owned();
+            if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                assert_eq!(metric(&text, "prebake_runs_running"), 1, "{text}");
+                assert_eq!(metric(&text, "prebake_runs_queued"), 1, "{text}");
+                seen = true;
+            }
+            assert_eq!(second.join().unwrap()["data"]["stdout"], "second\n");
+        });
+        if seen {
+            break;
+        }
+    }
+    assert!(
+        seen,
+        "the first run was never still exiting after its answer"
+    );
+    wait_for("a run still holds the worker", &s, || {
+        let text = s.metrics();
+        metric(&text, "prebake_runs_running") == 0 && metric(&text, "prebake_runs_queued") == 0
+    });
+}
+
 #[test]
 #[cfg_attr(not(have_root), ignore = "needs root")]
 fn a_dead_zygote_costs_one_run_its_latency_never_the_run() {
