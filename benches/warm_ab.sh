@@ -38,12 +38,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for side in old new; do
-  builder=$PREBAKE
-  [ "$side" = old ] && builder=${OLD_PREBAKE:-$PREBAKE}
-  "$builder" build "$SPEC" --no-image --out "$work/out-$side" >"$work/build.log" 2>&1 \
+"$PREBAKE" build "$SPEC" --no-image --out "$work/out-new" >"$work/build.log" 2>&1 \
+  || { cat "$work/build.log" >&2; exit 1; }
+if [ -n "${OLD_PREBAKE:-}" ]; then
+  "$OLD_PREBAKE" build "$SPEC" --no-image --out "$work/out-old" >"$work/build.log" 2>&1 \
     || { cat "$work/build.log" >&2; exit 1; }
-done
+else
+  ln -s out-new "$work/out-old"
+fi
 ports=()
 for side in old new; do
   bin=$OLD
