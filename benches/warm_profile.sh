@@ -4,8 +4,10 @@
 # on; then every sample is charged to a part of the run's life:
 #   run     a run's process (forked from the zygote): its page faults (copy-on-write of the
 #           zygote's pages), its exit (tearing down the copied address space), seccomp(2)
-#           (the kernel converting and JIT-compiling the filter), the rest of its kernel time,
-#           and its user time (the confinement steps in Python, the script, the end);
+#           (the kernel converting and JIT-compiling the filter), the kernel's side of copying
+#           pages ahead while it waits as a spare (MADV_POPULATE_WRITE), the rest of its kernel
+#           time, and its user time (the copy-ahead loop, the confinement steps in Python, the
+#           script, the end);
 #   zygote  the clone of the next run's process (copying the page tables) and the zygote's own
 #           page faults and user time;
 #   server  the runtime (HTTP, preparing the run, the poll loop, the reap);
@@ -42,16 +44,7 @@ trap cleanup EXIT
   || { cat "$work/build.log" >&2; exit 1; }
 port=$(free_port)
 # One zygote for the whole profile: a replaced one would have another pid.
-printf 'app:\n  port: %s\n  key: bench\nmax_workers: 8\nwarm_pool: true\nwarm_pool_max_forks: %s\n' \
-  "$port" "$((RUNS + 1000))" >"$work/config.yaml"
-"$RUNTIME" serve --bundle "$work/out/bundle" --root "$work/root" --config "$work/config.yaml" \
-  </dev/null >/dev/null 2>"$work/server.log" &
-server=$!
-for _ in $(seq 600); do
-  grep -q "warm pool: zygote ready" "$work/server.log" && break
-  if ! kill -0 "$server" 2>/dev/null; then cat "$work/server.log" >&2; exit 1; fi
-  sleep 0.05
-done
+serve_warm "$RUNTIME" "$work/out/bundle" "$work" "$port" "$((RUNS + 1000))"
 zygote=$(sed -n 's/.*warm pool: zygote ready.* pid=\([0-9]*\).*/\1/p' "$work/server.log" | tail -1)
 [ -n "$zygote" ] || { echo "the warm pool never became ready:" >&2; cat "$work/server.log" >&2; exit 1; }
 
@@ -143,6 +136,8 @@ def part(comm, pid, frames):
             return "run: page faults (copy-on-write)"
         if syms & {"do_seccomp", "__x64_sys_seccomp", "__do_sys_seccomp"}:
             return "run: seccomp filter install"
+        if syms & {"madvise_populate", "do_madvise", "__x64_sys_madvise"}:
+            return "run: copy-ahead, before its run (kernel)"
         return "run: other kernel" if kernel else "run: user (confinement, script, end)"
     return "other processes"
 
