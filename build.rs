@@ -30,7 +30,7 @@ const DEFAULT_SBOM_VENV: &str = "/var/tmp/prebake-sbom-venv";
 #[rustfmt::skip]
 const TOOLS: &[&str] = &[
     "aarch64-linux-gnu-gcc", "apt-get", "bash", "cc", "chroot", "docker-compose", "docker-registry", "dpkg-deb",
-    "gzip", "htpasswd", "ldconfig", "ldd", "newuidmap", "node", "openssl", "pasta", "perf", "python3", "qemu-aarch64-static",
+    "git", "gzip", "htpasswd", "ldconfig", "ldd", "newuidmap", "node", "openssl", "pasta", "perf", "python3", "qemu-aarch64-static",
     "runc", "skopeo", "strace", "tar", "umoci", "unshare", "zstd",
 ];
 

@@ -11,6 +11,7 @@ mod support;
 
 mod bench_cold_start;
 mod bench_warm_profile;
+mod bench_warm_timeline;
 mod build_python;
 mod dify_dropin;
 mod elf_resolve;
