@@ -92,12 +92,16 @@ STEPS = [
     ("outcome", "the outcome reaches the async handler"),
     ("answered", "the response (JSON, HTTP) reaches the client, which parses it"),
 ]
-rows = []
+rows, faults = [], []
 for (sent, got, marks), line in list(zip(client, served))[WARMUP:]:
     s = dict(kv.split("=") for kv in line)
     if not marks or any(k not in s for k in ("handler", "blocking", "prepared", "outcome", "answered")):
-        continue  # a run that went cold: no spare was ready
-    run = [int(x) for x in marks[0].split()[1:]]
+        continue  # a run that went cold
+    words = marks[0].split()[1:]
+    run = [int(w) for w in words if "=" not in w]
+    if len(run) != 7:
+        continue  # no spare was ready: the zygote cloned this run on its path
+    faults += [int(w.split("=")[1]) for w in words if w.startswith("faults=")]
     rows.append([sent, int(s["handler"]), int(s["blocking"]), int(s["prepared"])] + run
                 + [int(s["outcome"]), int(s["answered"]), got])
 if len(rows) < runs // 2:
@@ -107,7 +111,7 @@ def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, len(v) * p // 100)]
 
-print("%d warm runs; microseconds per step, p50 and p90 (the sum of p50s is not the p50 of the sum)" % len(rows))
+print("%d runs handed to a spare; microseconds per step, p50 and p90 (the sum of p50s is not the p50 of the sum)" % len(rows))
 total50 = 0.0
 for k, (_, what) in enumerate(STEPS):
     d = [(r[k + 1] - r[k]) / 1e3 for r in rows]
@@ -115,4 +119,5 @@ for k, (_, what) in enumerate(STEPS):
     print("%7.0f %7.0f  %s" % (pct(d, 50), pct(d, 90), what))
 whole = [(r[-1] - r[0]) / 1e3 for r in rows]
 print("%7.0f %7.0f  the whole request, as the client sees it (sum of the p50s: %.0f)" % (pct(whole, 50), pct(whole, 90), total50))
+print("%7d %7d  page faults of the run from its plan to its end" % (pct(faults, 50), pct(faults, 90)))
 PY
