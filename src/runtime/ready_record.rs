@@ -33,13 +33,23 @@
 //! directory, also writes a new stamp, whose ctime is named. With the lock directory shared
 //! from the node, as it must be for the uid pool, only a node's first pod of an image probes
 //! before it is ready.
+//!
+//! The directory is cleared only at boot, and a node may start many images (and versions of
+//! them) before its next: each start that writes its record removes the others that no start
+//! wrote or matched for [`KEEP_UNMATCHED`]. A record that goes too early only costs a probe
+//! before ready.
 
 use crate::contract::stamp::STAMP;
 use crate::contract::BundleManifest;
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// How long a record that no start wrote or matched is kept (see [`ReadyRecord::write`]).
+pub const KEEP_UNMATCHED: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The facts a start's probes depend on, as `name = value` lines.
 pub struct ReadyRecord {
@@ -71,13 +81,23 @@ impl ReadyRecord {
         &self.path
     }
 
-    /// Whether an earlier start with exactly these facts passed its probes.
+    /// Whether an earlier start with exactly these facts passed its probes. A match makes the
+    /// record young again: its age is the time since a start last wrote or matched it.
     pub fn present(&self) -> bool {
-        std::fs::read(&self.path).is_ok_and(|have| have == self.text.as_bytes())
+        let matched = std::fs::read(&self.path).is_ok_and(|have| have == self.text.as_bytes());
+        if matched {
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(&self.path)
+                .and_then(|f| f.set_modified(SystemTime::now()));
+        }
+        matched
     }
 
     /// Keep the record for later starts: written to a temporary file and renamed, so a crash
-    /// never leaves half a record (which would not match anyway, and be rewritten).
+    /// never leaves half a record (which would not match anyway, and be rewritten). Then the
+    /// records (and temporary files of interrupted writes) that no start wrote or matched for
+    /// [`KEEP_UNMATCHED`] are removed.
     pub fn write(&self) -> std::io::Result<()> {
         use std::io::Write;
         let dir = self
@@ -88,6 +108,7 @@ impl ReadyRecord {
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         tmp.write_all(self.text.as_bytes())?;
         tmp.persist(&self.path).map_err(|e| e.error)?;
+        prune(dir, &self.path, SystemTime::now());
         Ok(())
     }
 
@@ -95,6 +116,41 @@ impl ReadyRecord {
     pub fn remove(&self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Remove from `dir` the records and temporary files, but `keep`, last modified more than
+/// [`KEEP_UNMATCHED`] before `now`. Best effort: another runtime on the node may be removing
+/// the same files, and whatever else is in the directory is not ours.
+fn prune(dir: &Path, keep: &Path, now: SystemTime) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path == keep || !is_ours(&entry.file_name()) {
+            continue;
+        }
+        // Not followed: a link is not a record.
+        let stale = entry
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .and_then(|m| m.modified().ok())
+            .and_then(|modified| now.duration_since(modified).ok())
+            .is_some_and(|age| age > KEEP_UNMATCHED);
+        if stale {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// A record's name (32 lowercase hex digits, see [`ReadyRecord::new`]) or a temporary file of
+/// its write (`tempfile`'s `.tmp` prefix).
+fn is_ours(name: &OsStr) -> bool {
+    name.to_str().is_some_and(|name| {
+        name.starts_with(".tmp")
+            || (name.len() == 32 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    })
 }
 
 /// The identity of the file at `path` as one value: a rewritten, replaced or touched file
@@ -282,6 +338,72 @@ mod tests {
         a.write().unwrap();
         a.remove();
         assert!(!a.present());
+    }
+
+    /// Set `path`'s mtime to `age` ago.
+    fn age(path: &Path, age: Duration) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(SystemTime::now() - age)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_start_that_writes_its_record_removes_those_unmatched_for_a_week() {
+        let dir = tempfile::tempdir().unwrap();
+        let facts = |v: &str| vec![("rootfs".to_owned(), v.to_owned())];
+        let stale = ReadyRecord::new(dir.path(), &facts("last month")).unwrap();
+        let recent = ReadyRecord::new(dir.path(), &facts("yesterday")).unwrap();
+        stale.write().unwrap();
+        recent.write().unwrap();
+        let ready = stale.path().parent().unwrap().to_owned();
+        let interrupted = ready.join(".tmpAbC123");
+        let foreign = ready.join("notes.txt");
+        let upper = ready.join("ABCDEF0123456789ABCDEF0123456789");
+        for (path, days) in [
+            (stale.path(), 30),
+            (recent.path(), 1),
+            (interrupted.as_path(), 8),
+            (foreign.as_path(), 30),
+            (upper.as_path(), 30),
+        ] {
+            if !path.exists() {
+                std::fs::write(path, "x").unwrap();
+            }
+            age(path, Duration::from_secs(days * 24 * 60 * 60));
+        }
+        let own = ReadyRecord::new(dir.path(), &facts("today")).unwrap();
+        own.write().unwrap();
+        assert!(own.present());
+        assert!(!stale.path().exists(), "unmatched for 30 days: removed");
+        assert!(!interrupted.exists(), "an old temporary file: removed");
+        assert!(recent.present(), "unmatched for a day: kept");
+        assert!(
+            foreign.exists() && upper.exists(),
+            "not a record's name: left alone"
+        );
+    }
+
+    #[test]
+    fn a_matched_record_is_young_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let facts = |v: &str| vec![("rootfs".to_owned(), v.to_owned())];
+        let used = ReadyRecord::new(dir.path(), &facts("in use")).unwrap();
+        used.write().unwrap();
+        age(used.path(), Duration::from_secs(30 * 24 * 60 * 60));
+        // A pod of that image starts again: its start matches the record.
+        assert!(used.present());
+        let age = SystemTime::now()
+            .duration_since(std::fs::metadata(used.path()).unwrap().modified().unwrap())
+            .unwrap_or_default();
+        assert!(age < Duration::from_secs(60), "still {age:?} old");
+        ReadyRecord::new(dir.path(), &facts("another image"))
+            .unwrap()
+            .write()
+            .unwrap();
+        assert!(used.present(), "a record matched today was removed");
     }
 
     #[test]
