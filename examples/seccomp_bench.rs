@@ -70,7 +70,8 @@ fn install_time(programs: &Programs) -> Duration {
     Duration::from_nanos(nanos)
 }
 
-fn median(mut times: Vec<Duration>) -> Duration {
+/// The median of `times`, which it leaves sorted (the first is the minimum).
+fn median(times: &mut [Duration]) -> Duration {
     times.sort();
     times[times.len() / 2]
 }
@@ -112,7 +113,7 @@ fn main() {
         }
     }
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    let this = us(median(this));
+    let this = us(median(&mut this));
     print!(
         "installing python3-net.bpf ({} instructions in {} program(s)): median {this:.0} µs",
         net.instructions(),
@@ -120,7 +121,7 @@ fn main() {
     );
     match &old {
         Some((path, programs)) => {
-            let other = us(median(other));
+            let other = us(median(&mut other));
             println!(
                 "; {path} ({} instructions in {} program(s)): {other:.0} µs; ratio {:.2} ({runs} each, interleaved)",
                 programs.instructions(),
@@ -143,10 +144,8 @@ fn main() {
                 without.push(wo);
             }
         }
-        with.sort();
-        without.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let (mw, mwo) = (with[runs / 2], without[runs / 2]);
+        let (mw, mwo) = (median(&mut with), median(&mut without));
         println!(
             "{exe} {}: median {:.2} ms confined vs {:.2} ms unconfined, ratio {:.3}; min {:.2} vs {:.2} ms, ratio {:.3} ({runs} runs each, interleaved)",
             args.join(" "),
