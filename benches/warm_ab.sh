@@ -32,8 +32,10 @@ NEW=${2:-$RUNTIME}
 SPEC=${3:-images/dify.yaml}
 work=$(mktemp -d)
 servers=()
+server=
 cleanup() {
-  for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  # $server: one that serve_warm started and gave up on before it joined $servers.
+  for pid in "${servers[@]}" $server; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -51,18 +53,11 @@ for side in old new; do
   bin=$OLD
   [ "$side" = new ] && bin=$NEW
   port=$(free_port)
-  printf 'app:\n  port: %s\n  key: bench\nmax_workers: 8\nwarm_pool: true\nwarm_pool_max_forks: 100000\n' \
-    "$port" >"$work/$side.yaml"
-  "$bin" serve --bundle "$work/out-$side/bundle" --root "$work/root-$side" --config "$work/$side.yaml" \
-    </dev/null >/dev/null 2>"$work/$side.log" &
-  servers+=($!)
-  for _ in $(seq 600); do
-    grep -q "warm pool: zygote ready" "$work/$side.log" && break
-    kill -0 "${servers[-1]}" 2>/dev/null || { cat "$work/$side.log" >&2; exit 1; }
-    sleep 0.05
-  done
-  grep -q "warm pool: zygote ready" "$work/$side.log" \
-    || { echo "$side: the warm pool never became ready:" >&2; cat "$work/$side.log" >&2; exit 1; }
+  mkdir "$work/$side"
+  echo "starting the $side server" >&2
+  serve_warm "$bin" "$work/out-$side/bundle" "$work/$side" "$port" 100000
+  servers+=("$server")
+  server=
   ports+=("$port")
 done
 
