@@ -5,9 +5,9 @@
 #   run     a run's process (forked from the zygote): its page faults (copy-on-write of the
 #           zygote's pages), its exit (tearing down the copied address space), seccomp(2)
 #           (the kernel converting and JIT-compiling the filter), the kernel's side of copying
-#           pages ahead while it waits as a spare (MADV_POPULATE_WRITE), the rest of its kernel
-#           time, and its user time (the copy-ahead loop, the confinement steps in Python, the
-#           script, the end);
+#           pages ahead while it waits as a spare (MADV_POPULATE_WRITE, by madvise or
+#           process_madvise), the rest of its kernel time, and its user time (the copy-ahead
+#           loop, the confinement steps in Python, the script, the end);
 #   zygote  the clone of the next run's process (copying the page tables) and the zygote's own
 #           page faults and user time;
 #   server  the runtime (HTTP, preparing the run, the poll loop, the reap);
@@ -136,7 +136,8 @@ def part(comm, pid, frames):
             return "run: page faults (copy-on-write)"
         if syms & {"do_seccomp", "__x64_sys_seccomp", "__do_sys_seccomp"}:
             return "run: seccomp filter install"
-        if syms & {"madvise_populate", "do_madvise", "__x64_sys_madvise"}:
+        if syms & {"madvise_populate", "do_madvise", "__x64_sys_madvise", "vector_madvise",
+                   "__x64_sys_process_madvise", "__do_sys_process_madvise", "madvise_do_behavior"}:
             return "run: copy-ahead, before its run (kernel)"
         return "run: other kernel" if kernel else "run: user (confinement, script, end)"
     return "other processes"

@@ -174,6 +174,16 @@ impl Sandbox {
         // A spare is cloned before its run is known: as for a run with network, the run
         // without enters a network namespace of its own first (see zygote.py).
         let spare_flags = self.isolation.clone_flags(true);
+        let vectored_copy = prefault::vectored_populate();
+        tracing::info!(
+            vectored_copy,
+            "warm pool: spares copy pages ahead {}",
+            if vectored_copy {
+                "with one process_madvise call per 256 KiB"
+            } else {
+                "with one madvise call per range (process_madvise cannot populate here: Linux before 6.13, or refused)"
+            }
+        );
         let mut slots = BTreeMap::new();
         for (name, lang) in &self.languages {
             if !is_python(name, to_str(&lang.interpreter)) {
@@ -190,6 +200,9 @@ impl Sandbox {
                 "spares": SPARES,
                 "sys_seccomp": libc::SYS_seccomp,
                 "sys_move_mount": libc::SYS_move_mount,
+                "sys_pidfd_open": libc::SYS_pidfd_open,
+                "sys_process_madvise": libc::SYS_process_madvise,
+                "vectored_copy": vectored_copy,
                 "argv": cold_argv,
                 "policies": {
                     "plain": hex_programs(lang.seccomp.as_ref()),

@@ -40,7 +40,9 @@
 # runner; not its namespaces, /tmp, hostname, limits or uid), stopped at its end; the runtime
 # reads which pages each wrote and sends the union back (prefault.rs). A spare copies those
 # pages ahead while it waits (MADV_POPULATE_WRITE), the most-written first, and stops as soon
-# as its run comes: under load, spares are taken early and copy little.
+# as its run comes: under load, spares are taken early and copy little. Where the kernel lets
+# a process populate many ranges of its own in one process_madvise(2) (Linux 6.13), a spare
+# makes one call per COPY_BETWEEN_LOOKS instead of one per range.
 #
 # Everything the child needs is prepared before the fork; the runtime sends the step numbers,
 # syscall numbers and BPF programs, so nothing here is specific to an architecture or can
@@ -76,6 +78,10 @@ SIGSTOP = 19
 WUNTRACED = 2
 MADV_POPULATE_WRITE = 23
 EINVAL = 22
+EPERM = 1
+ENOSYS = 38
+# The most ranges one process_madvise call takes (UIO_MAXIOV).
+MAX_IOV = 1024
 MSG_PEEK = 2
 MSG_DONTWAIT = 0x40
 # What a spare copies between two looks for its plan: 64 pages of 4 KiB.
@@ -143,8 +149,16 @@ class Zygote:
         self.run_filter = bytes.fromhex(setup["run_filter"])
         self.self_pid_slots = setup["self_pid_slots"]
         self.samples = setup["samples"]
+        self.sys_pidfd_open = setup["sys_pidfd_open"]
+        self.sys_process_madvise = setup["sys_process_madvise"]
+        self.vectored = setup["vectored_copy"]
         # (start, length) pairs, little-endian u64: what a spare copies ahead.
         self.prefault = b""
+        # The same pairs as an array of struct iovec (two 64-bit words each on the 64-bit
+        # machines we build for), and the batches a spare passes to process_madvise: the
+        # address of a batch's first iovec and its ranges' lengths.
+        self.iov = None
+        self.batches = []
         global END_MAGIC
         END_MAGIC = bytes.fromhex(setup["end_record"])
 
@@ -201,10 +215,27 @@ class Zygote:
         if ranges[:1] != b"P" or len(ranges) % 16 != 1:
             raise SystemExit("the runtime's pages to copy ahead are not what the protocol says")
         self.prefault = ranges[1:]
+        if self.vectored:
+            self.iov = ctypes.create_string_buffer(self.prefault, len(self.prefault))
+            address = ctypes.addressof(self.iov)
+            lengths = []
+            size = 0
+            for _start, length in struct.iter_unpack("<QQ", self.prefault):
+                lengths.append(length)
+                size += length
+                if size >= COPY_BETWEEN_LOOKS or len(lengths) == MAX_IOV:
+                    self.batches.append((address, lengths))
+                    address += 16 * len(lengths)
+                    lengths = []
+                    size = 0
+            if lengths:
+                self.batches.append((address, lengths))
         return None
 
     def copy_ahead(self, sock):
         """In a spare: copy the pages runs write now, until done or the plan arrives."""
+        if self.vectored and self.copy_ahead_vectored(sock):
+            return
         done = 0
         peek = ctypes.create_string_buffer(1)
         for start, length in struct.iter_unpack("<QQ", self.prefault):
@@ -215,6 +246,46 @@ class Zygote:
                 done = 0
                 if LIBC.recv(sock.fileno(), peek, 1, MSG_PEEK | MSG_DONTWAIT) >= 0:
                     return
+
+    def copy_ahead_vectored(self, sock):
+        """copy_ahead with one process_madvise(2) call per batch. False if the first call is
+        refused as a whole (a kernel or seccomp profile that does not allow it after all): the
+        caller then copies range by range."""
+        pidfd = LIBC.syscall(ctypes.c_long(self.sys_pidfd_open), ctypes.c_long(os.getpid()), ctypes.c_ulong(0))
+        if pidfd < 0:
+            return False
+        peek = ctypes.create_string_buffer(1)
+        first = True
+        try:
+            for address, lengths in self.batches:
+                while lengths:
+                    copied = LIBC.syscall(
+                        ctypes.c_long(self.sys_process_madvise),
+                        ctypes.c_long(pidfd),
+                        ctypes.c_ulong(address),
+                        ctypes.c_ulong(len(lengths)),
+                        ctypes.c_long(MADV_POPULATE_WRITE),
+                        ctypes.c_ulong(0),
+                    )
+                    if copied < 0 and first and ctypes.get_errno() in (EINVAL, ENOSYS, EPERM):
+                        return False
+                    first = False
+                    # A short count: the ranges before it were copied and the next one failed
+                    # (a mapping the zygote no longer has, say). Skip that one, as one
+                    # madvise a range would, and go on with the rest.
+                    copied = max(copied, 0)
+                    skip = 0
+                    while skip < len(lengths) and copied >= lengths[skip]:
+                        copied -= lengths[skip]
+                        skip += 1
+                    skip = min(skip + 1, len(lengths))
+                    address += 16 * skip
+                    lengths = lengths[skip:]
+                if LIBC.recv(sock.fileno(), peek, 1, MSG_PEEK | MSG_DONTWAIT) >= 0:
+                    return True
+            return True
+        finally:
+            os.close(pidfd)
 
     def serve(self):
         """Clone spares until retired; returns only in a run's process."""
