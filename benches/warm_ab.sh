@@ -3,7 +3,8 @@
 # one server per build, and the requests alternate between them, so that the machine's drift
 # (which on this 2-core VM moves a warm run's p50 by 20% within the hour) falls on both alike.
 # For a change to the warm path, OLD is the previous commit's binary (build it in a worktree
-# with its own CARGO_TARGET_DIR). It prints, for `print(1)` with `enable_network: true`:
+# with its own CARGO_TARGET_DIR). It prints, for `print(1)` (or the script in CODE_FILE, such
+# as benches/lib/dify_jinja2_runner.py) with `enable_network: true`:
 #   sparse      requests GAP_MS apart (default 5): every run finds the previous one over;
 #   back-to-back  the second of two requests sent one after the other: the run comes while
 #               the previous one's process is still exiting;
@@ -14,7 +15,9 @@
 #
 #   sudo benches/warm_ab.sh OLD_RUNTIME [NEW_RUNTIME] [SPEC]   (default: this tree's release
 #   build, images/dify.yaml)
-#   RUNS=300 GAP_MS=5 SECONDS_EACH=5 OLD_PREBAKE=... benches/warm_ab.sh ...
+#   RUNS=300 GAP_MS=5 SECONDS_EACH=5 OLD_PREBAKE=... CODE_FILE=... benches/warm_ab.sh ...
+# (A CODE_FILE script must exit 0 and print the same on every run: the first run's output is
+# what every other run must match.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD=${1:?usage: benches/warm_ab.sh OLD_RUNTIME [NEW_RUNTIME] [SPEC]}
@@ -61,20 +64,32 @@ for side in old new; do
   ports+=("$port")
 done
 
-echo "old $OLD against new $NEW, spec $SPEC, print(1), enable_network: true, $(nproc) cores, $(date -u +%Y-%m-%d)"
-python3 - "${ports[0]}" "${ports[1]}" "$RUNS" "$GAP_MS" "$SECONDS_EACH" <<'PY'
+code=print\(1\)
+if [ -n "${CODE_FILE:-}" ]; then
+  code=$(cat "$CODE_FILE") || exit 1
+fi
+echo "old $OLD against new $NEW, spec $SPEC, ${CODE_FILE:-print(1)}, enable_network: true, $(nproc) cores, $(date -u +%Y-%m-%d)"
+python3 - "${ports[0]}" "${ports[1]}" "$RUNS" "$GAP_MS" "$SECONDS_EACH" "$code" <<'PY'
 import http.client, json, multiprocessing, sys, time
 
-old, new, runs, gap_ms, secs = (int(a) for a in sys.argv[1:])
-BODY = json.dumps({"language": "python3", "code": "print(1)", "preload": "", "enable_network": True})
+old, new, runs, gap_ms, secs = (int(a) for a in sys.argv[1:6])
+BODY = json.dumps({"language": "python3", "code": sys.argv[6], "preload": "", "enable_network": True})
 HEAD = {"X-Api-Key": "bench", "Content-Type": "application/json"}
+
+def send(conn):
+    conn.request("POST", "/v1/sandbox/run", BODY, HEAD)
+    return json.loads(conn.getresponse().read())
+
+first = send(http.client.HTTPConnection("127.0.0.1", old))
+if first.get("code") != 0 or first["data"]["exit_code"] != 0:
+    sys.exit("the script failed: %r" % first)
+EXPECT = first["data"]["stdout"]
 
 def one(conn):
     t = time.perf_counter()
-    conn.request("POST", "/v1/sandbox/run", BODY, HEAD)
-    r = json.loads(conn.getresponse().read())
+    r = send(conn)
     took = (time.perf_counter() - t) * 1000
-    return took, r.get("code") == 0 and r["data"]["stdout"] == "1\n"
+    return took, r.get("code") == 0 and r["data"]["stdout"] == EXPECT
 
 def pct(v, p):
     v = sorted(v)
