@@ -85,6 +85,14 @@ pub(crate) fn dify_cases() -> Vec<(&'static str, String)> {
             ),
         ),
         (
+            // The zygote's clones skip threading's and logging's after-fork hooks (zygote.py,
+            // preload_without_fork_hooks; httpx imports both): every lock those would reset
+            // must be free in a run, or the worker blocks and the join times out.
+            "threads and logging after the clone",
+            "import logging, sys, threading\nlogging.basicConfig(level=logging.INFO, format='%(threadName)s %(message)s', stream=sys.stdout)\nt = threading.Thread(target=logging.getLogger('w').info, args=('from a thread',), name='worker')\nt.start()\nt.join(5)\nlogging.info('from main')\nprint(t.is_alive(), threading.active_count(), threading.main_thread() is threading.current_thread(), threading.main_thread().name)\n"
+                .to_owned(),
+        ),
+        (
             "Jinja2 template error",
             "import jinja2\nprint(jinja2.Template('{{ x.y.z }}', undefined=jinja2.StrictUndefined).render())\n"
                 .to_owned(),
