@@ -11,11 +11,13 @@
 #   concurrency 2 and 8 for SECONDS (default 5) each: runs/s, failed runs, p50 and p90.
 # For a change to what the build writes (the seccomp programs every run installs), set
 # OLD_PREBAKE to the previous commit's `prebake`: each side then serves its own build's bundle.
+# For a change to the spec (another interpreter, another preload of packages), set OLD_SPEC:
+# the old side serves that spec's bundle, the new side SPEC's (NEW_RUNTIME may be OLD_RUNTIME).
 # Needs root.
 #
 #   sudo benches/warm_ab.sh OLD_RUNTIME [NEW_RUNTIME] [SPEC]   (default: this tree's release
 #   build, images/dify.yaml)
-#   RUNS=300 GAP_MS=5 SECONDS_EACH=5 OLD_PREBAKE=... CODE_FILE=... benches/warm_ab.sh ...
+#   RUNS=300 GAP_MS=5 SECONDS_EACH=5 OLD_PREBAKE=... OLD_SPEC=... CODE_FILE=... benches/warm_ab.sh ...
 # (A CODE_FILE script must exit 0 and print the same on every run: the first run's output is
 # what every other run must match.)
 set -euo pipefail
@@ -45,8 +47,9 @@ trap cleanup EXIT
 
 "$PREBAKE" build "$SPEC" --no-image --out "$work/out-new" >"$work/build.log" 2>&1 \
   || { cat "$work/build.log" >&2; exit 1; }
-if [ -n "${OLD_PREBAKE:-}" ]; then
-  "$OLD_PREBAKE" build "$SPEC" --no-image --out "$work/out-old" >"$work/build.log" 2>&1 \
+OLD_SPEC=${OLD_SPEC:-$SPEC}
+if [ -n "${OLD_PREBAKE:-}" ] || [ "$OLD_SPEC" != "$SPEC" ]; then
+  "${OLD_PREBAKE:-$PREBAKE}" build "$OLD_SPEC" --no-image --out "$work/out-old" >"$work/build.log" 2>&1 \
     || { cat "$work/build.log" >&2; exit 1; }
 else
   ln -s out-new "$work/out-old"
@@ -68,7 +71,7 @@ code=print\(1\)
 if [ -n "${CODE_FILE:-}" ]; then
   code=$(cat "$CODE_FILE") || exit 1
 fi
-echo "old $OLD against new $NEW, spec $SPEC, ${CODE_FILE:-print(1)}, enable_network: true, $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "old $OLD ($OLD_SPEC) against new $NEW ($SPEC), ${CODE_FILE:-print(1)}, enable_network: true, $(nproc) cores, $(date -u +%Y-%m-%d)"
 python3 - "${ports[0]}" "${ports[1]}" "$RUNS" "$GAP_MS" "$SECONDS_EACH" "$code" <<'PY'
 import http.client, json, multiprocessing, sys, time
 
