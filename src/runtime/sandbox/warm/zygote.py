@@ -151,8 +151,15 @@ class Zygote:
         self.policies = {
             name: [program(bytes.fromhex(p)) for p in progs] for name, progs in setup["policies"].items()
         }
-        self.run_filter = bytes.fromhex(setup["run_filter"])
+        # Every ctypes object a run's process needs is made here, once: building a ctypes
+        # array type (`c_char * n`, which create_string_buffer does for a length no live
+        # object has) costs 30-70 µs and writes pages all over the heap, in every run. The
+        # run filter's buffer is patched in place with the run's pid in the run's own copy.
+        run_filter = bytes.fromhex(setup["run_filter"])
+        self.run_filter = program(run_filter)
         self.self_pid_slots = setup["self_pid_slots"]
+        self.peek = ctypes.create_string_buffer(1)
+        _ = API.PyOS_AfterFork_Child  # looked up (dlsym) once, not in every clone
         self.samples = setup["samples"]
         self.sys_pidfd_open = setup["sys_pidfd_open"]
         self.sys_process_madvise = setup["sys_process_madvise"]
@@ -177,7 +184,7 @@ class Zygote:
         # hostname, no uid (the runtime reads a process of its own uid).
         plan = {
             "flags": 0, "netns": False, "resolver": [], "tmp_opts": None, "cwd": "/",
-            "hostname": None, "rlimits": [], "ids": None, "run_filter": True,
+            "hostname": None, "rlimits": [], "ids": None, "run_filter": self.run_filter[0].len > 0,
             "policy": "net" if self.policies.get("net") else None,
         }
         for sample in self.samples:
@@ -242,7 +249,7 @@ class Zygote:
         if self.vectored and self.copy_ahead_vectored(sock):
             return
         done = 0
-        peek = ctypes.create_string_buffer(1)
+        peek = self.peek
         for start, length in struct.iter_unpack("<QQ", self.prefault):
             if LIBC.madvise(start, length, MADV_POPULATE_WRITE) != 0 and ctypes.get_errno() == EINVAL:
                 return  # EINVAL: a kernel before 5.14
@@ -259,7 +266,7 @@ class Zygote:
         pidfd = LIBC.syscall(ctypes.c_long(self.sys_pidfd_open), ctypes.c_long(os.getpid()), ctypes.c_ulong(0))
         if pidfd < 0:
             return False
-        peek = ctypes.create_string_buffer(1)
+        peek = self.peek
         first = True
         try:
             for address, lengths in self.batches:
@@ -468,7 +475,7 @@ class Zygote:
             check(LIBC.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(SIGKILL), 0, 0, 0), "Prctl")
             check(LIBC.prctl(PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), 0, 0, 0), "NoNewPrivs")
             if plan["run_filter"]:
-                self.install(self.patched_run_filter(os.getpid()))
+                self.install_prog(self.patched_run_filter(os.getpid()))
             if plan["policy"] is not None:
                 for fprog, _buf in self.policies[plan["policy"]]:
                     self.install_prog(fprog)
@@ -497,14 +504,11 @@ class Zygote:
         os.close(3)
 
     def patched_run_filter(self, pid):
-        buf = bytearray(self.run_filter)
+        """The run filter with this run's pid where it goes (in this process's copy)."""
+        fprog, buf = self.run_filter
         for slot in self.self_pid_slots:
             struct.pack_into("<I", buf, slot * 8 + 4, pid)
-        return bytes(buf)
-
-    def install(self, raw):
-        fprog, _buf = program(raw)
-        self.install_prog(fprog)
+        return fprog
 
     def install_prog(self, fprog):
         rc = LIBC.syscall(
