@@ -434,6 +434,34 @@ fn spares_copy_ahead_the_pages_the_sample_runs_wrote() {
     assert!(ready_field(&s, "prefault_pages") > 0, "{}", s.log());
 }
 
+/// With per-run cgroups and namespaces a run gets no run filter (runfilter.rs: nothing to
+/// add), and the sample runs must not ask for one either: an empty program fails seccomp(2),
+/// and until 3655eb5 every sample failed there, so spares copied nothing ahead with
+/// `SANDBOX_CGROUPS=on`.
+#[test]
+#[cfg_attr(not(have_root), ignore = "needs root")]
+fn the_zygote_learns_from_its_samples_with_cgroups_on() {
+    let _exclusive = support::exclusive();
+    let s = Server::start_over(
+        dify_fixture(),
+        "worker_timeout: 5\nnamespaces: true\n",
+        &[("SANDBOX_WARM_POOL", "true"), ("SANDBOX_CGROUPS", "on")],
+    );
+    assert_eq!(s.zygotes_started(), 1, "no zygote; log:\n{}", s.log());
+    // The case under test: the runtime did get its cgroups (this machine's tree is writable,
+    // as `runtime_hostile::memfd_cannot_hold_memory_beyond_the_limit` requires too).
+    assert!(
+        s.log().contains("per-run memory and pids cgroups"),
+        "no cgroups; log:\n{}",
+        s.log()
+    );
+    assert_eq!(ready_field(&s, "samples"), 3, "{}", s.log());
+    let pages = ready_field(&s, "prefault_pages");
+    assert!(pages >= 300, "only {pages} pages learned");
+    assert_eq!(run(&s, "print(1)")["data"]["stdout"], "1\n");
+    assert!(forked(&s));
+}
+
 /// A warm run records its exit status before it exits (`end_record.rs`), so its answer does
 /// not wait for the kernel to free its memory. A run that wrote 600 MB and kept them to its
 /// end (on `sys`, which the end of a run does not clear) is still being torn down when its
