@@ -18,6 +18,8 @@
 #   sudo benches/warm_ab.sh OLD_RUNTIME [NEW_RUNTIME] [SPEC]   (default: this tree's release
 #   build, images/dify.yaml)
 #   RUNS=300 GAP_MS=5 SECONDS_EACH=5 OLD_PREBAKE=... OLD_SPEC=... CODE_FILE=... benches/warm_ab.sh ...
+#   NAMESPACES=false benches/warm_ab.sh ...   (both servers chroot-only, as under Docker's
+#   default capabilities)
 # (A CODE_FILE script must exit 0 and print the same on every run: the first run's output is
 # what every other run must match.)
 set -euo pipefail

@@ -12,11 +12,15 @@ free_port() {
 # Starts `RUNTIME serve` of BUNDLE with the warm pool on, in the background, and waits until its
 # zygote is ready: its config, root and log (server.log) in DIR, on PORT, each zygote serving
 # at most FORKS runs. Sets $server to its pid; on failure prints its log and exits.
+# NAMESPACES=false: chroot-only, as under Docker's default capabilities.
 #   serve_warm RUNTIME BUNDLE DIR PORT FORKS
 serve_warm() {
   local runtime=$1 bundle=$2 dir=$3 port=$4 forks=$5
   printf 'app:\n  port: %s\n  key: bench\nmax_workers: 8\nwarm_pool: true\nwarm_pool_max_forks: %s\n' \
     "$port" "$forks" >"$dir/config.yaml"
+  if [ "${NAMESPACES:-}" = false ]; then
+    echo 'namespaces: false' >>"$dir/config.yaml"
+  fi
   "$runtime" serve --bundle "$bundle" --root "$dir/root" --config "$dir/config.yaml" \
     </dev/null >/dev/null 2>"$dir/server.log" &
   server=$!
