@@ -26,6 +26,17 @@ pub fn kill_uid(uid: u32) {
         // (CLONE_VFORK); raw syscalls only, in a process that shares the caller's memory.
         unsafe {
             let uid = *arg.cast::<u32>();
+            // Every signal blocked before the uid changes: a process of that uid may signal
+            // the helper from then on, and a handler of the server's run here would act on
+            // the server's own memory. (The policy refuses runs `kill` besides.)
+            let all: u64 = !0;
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_BLOCK,
+                &raw const all,
+                std::ptr::null_mut::<u64>(),
+                std::mem::size_of::<u64>(),
+            );
             if libc::syscall(libc::SYS_setresgid, uid, uid, uid) == 0
                 && libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0
             {
