@@ -101,10 +101,23 @@ pub(crate) fn dify_cases() -> Vec<(&'static str, String)> {
 }
 
 fn start(fixture: Fixture, ns: bool, warm: bool, extra: &str) -> Server {
+    start_with_env(fixture, ns, warm, extra, &[])
+}
+
+/// [`start`], with more environment for the server.
+fn start_with_env(
+    fixture: Fixture,
+    ns: bool,
+    warm: bool,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> Server {
+    let mut vars = vec![("SANDBOX_WARM_POOL", if warm { "true" } else { "false" })];
+    vars.extend_from_slice(env);
     let s = Server::start_over(
         fixture,
         &format!("worker_timeout: 5\nnamespaces: {ns}\n{extra}"),
-        &[("SANDBOX_WARM_POOL", if warm { "true" } else { "false" })],
+        &vars,
     );
     if warm {
         assert_eq!(s.zygotes_started(), 1, "no zygote; log:\n{}", s.log());
@@ -442,12 +455,7 @@ fn spares_copy_ahead_the_pages_the_sample_runs_wrote() {
 #[cfg_attr(not(have_root), ignore = "needs root")]
 fn the_zygote_learns_from_its_samples_with_cgroups_on() {
     let _exclusive = support::exclusive();
-    let s = Server::start_over(
-        dify_fixture(),
-        "worker_timeout: 5\nnamespaces: true\n",
-        &[("SANDBOX_WARM_POOL", "true"), ("SANDBOX_CGROUPS", "on")],
-    );
-    assert_eq!(s.zygotes_started(), 1, "no zygote; log:\n{}", s.log());
+    let s = start_with_env(dify_fixture(), true, true, "", &[("SANDBOX_CGROUPS", "on")]);
     // The case under test: the runtime did get its cgroups (this machine's tree is writable,
     // as `runtime_hostile::memfd_cannot_hold_memory_beyond_the_limit` requires too).
     assert!(

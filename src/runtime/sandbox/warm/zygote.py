@@ -155,8 +155,7 @@ class Zygote:
         # array type (`c_char * n`, which create_string_buffer does for a length no live
         # object has) costs 30-70 µs and writes pages all over the heap, in every run. The
         # run filter's buffer is patched in place with the run's pid in the run's own copy.
-        run_filter = bytes.fromhex(setup["run_filter"])
-        self.run_filter = program(run_filter)
+        self.run_filter = program(bytes.fromhex(setup["run_filter"]))
         self.self_pid_slots = setup["self_pid_slots"]
         self.peek = ctypes.create_string_buffer(1)
         _ = API.PyOS_AfterFork_Child  # looked up (dlsym) once, not in every clone
