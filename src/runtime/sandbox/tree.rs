@@ -10,57 +10,27 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 /// reaches exactly the processes it may signal (those of the same uid) except itself. The
 /// kernel walks the task list under a lock that fork also takes, so a fork bomb cannot slip
 /// a new child in.
-///
-/// The helper shares the server's memory (`CLONE_VM`) and this thread waits until it has
-/// exited (`CLONE_VFORK`), as posix_spawn does: a fork of the server would copy its page
-/// tables and leave every page it has write-protected behind it, a fault on the server's next
-/// write to each (280 µs and then some, per reap of a chroot-only run, against 70 µs). The
-/// helper runs on a stack of its own in this frame, makes raw syscalls only and returns
-/// (the clone wrapper then ends it). Its uid change marks the shared memory not dumpable, so
-/// from then on no process of another uid, the run's included, may trace the server or read
-/// its memory, which a process holding the API key wants anyway; a run's policy refuses
-/// those calls besides.
 pub fn kill_uid(uid: u32) {
-    extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
-        // SAFETY: `arg` points at the caller's `uid`, alive while the caller is suspended
-        // (CLONE_VFORK); raw syscalls only, in a process that shares the caller's memory.
-        unsafe {
-            let uid = *arg.cast::<u32>();
-            // Every signal blocked before the uid changes: a process of that uid may signal
-            // the helper from then on, and a handler of the server's run here would act on
-            // the server's own memory. (The policy refuses runs `kill` besides.)
-            let all: u64 = !0;
-            libc::syscall(
-                libc::SYS_rt_sigprocmask,
-                libc::SIG_BLOCK,
-                &raw const all,
-                std::ptr::null_mut::<u64>(),
-                std::mem::size_of::<u64>(),
-            );
+    // SAFETY: the forked child only makes raw syscalls and _exits (async-signal-safe).
+    unsafe {
+        let pid = libc::syscall(
+            libc::SYS_clone,
+            libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        );
+        if pid == 0 {
             if libc::syscall(libc::SYS_setresgid, uid, uid, uid) == 0
                 && libc::syscall(libc::SYS_setresuid, uid, uid, uid) == 0
             {
                 libc::kill(-1, libc::SIGKILL);
             }
+            libc::_exit(0);
         }
-        0
-    }
-    // The helper needs a few hundred bytes; 16-byte aligned, as the ABI wants its top.
-    #[repr(C, align(16))]
-    struct Stack([u8; 16 * 1024]);
-    let mut stack = Stack([0; 16 * 1024]);
-    let mut uid = uid;
-    // SAFETY: the stack outlives the helper (this thread is suspended until it exits, and
-    // the stack grows down from its end); the helper only reads `uid`.
-    unsafe {
-        let top = stack.0.as_mut_ptr().add(stack.0.len());
-        let pid = libc::clone(
-            helper,
-            top.cast(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&raw mut uid).cast(),
-        );
-        if pid > 0 {
+        // A pid is an int (returned in a long); a negative one is the failure.
+        if let Ok(pid @ 1..) = libc::pid_t::try_from(pid) {
             let mut st = 0;
             libc::waitpid(pid, &mut st, 0);
         }
